@@ -1,0 +1,121 @@
+"""Small value types shared across socioseg.
+
+Coordinate frames (stated once, used everywhere):
+
+- **image frame**: pixels of an image as the user supplied it (the satellite image's own
+  width x height). Final masks and reported boxes/points live here.
+- **VLM frame**: pixels of the image after Qwen2.5-VL's ``smart_resize`` (multiples of 28).
+  The model reads and writes absolute coordinates in this frame.
+- **SAM frame**: pixels of SAM2's square input (1024 x 1024 for the released models).
+
+All boxes are XYXY ``(x1, y1, x2, y2)`` with ``x1 <= x2`` and ``y1 <= y2``; points are ``(x, y)``.
+Conversions between frames go through :class:`socioseg.geometry.Frames` only.
+Masks are ``H x W`` ``bool`` numpy arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
+
+Mode = Literal["two-stage", "stage1", "single-stage"]
+MODES: tuple[str, ...] = ("two-stage", "stage1", "single-stage")
+
+Level = Literal["socio-name", "socio-class", "socio-function", "unknown"]
+LEVELS: tuple[str, ...] = ("socio-name", "socio-class", "socio-function", "unknown")
+
+
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned box, XYXY, in the frame named by whoever holds it."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+    def as_list(self) -> list[float]:
+        return [self.x1, self.y1, self.x2, self.y2]
+
+
+@dataclass(frozen=True)
+class Point:
+    """A point ``(x, y)`` in the frame named by whoever holds it."""
+
+    x: float
+    y: float
+
+    def as_list(self) -> list[float]:
+        return [self.x, self.y]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One object the model asked for: a box and zero or more positive points (same frame)."""
+
+    box: Box
+    points: tuple[Point, ...] = ()
+
+
+@dataclass(frozen=True)
+class ParsedAnswer:
+    """What was usable in one model response, and why the rest was not.
+
+    ``answer_text`` is the stripped text between ``<answer>`` and ``</answer>`` (``""`` when the
+    tags are missing). ``targets`` are in the VLM frame. ``problems`` are human-readable reasons
+    for everything dropped; an empty tuple means the answer was used in full.
+    """
+
+    answer_text: str
+    targets: tuple[Target, ...]
+    problems: tuple[str, ...] = ()
+    has_think: bool = False
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """One VLM stage: its raw response, the parse, and the SAM mask made from it.
+
+    ``mask``: H x W bool in the satellite image frame. ``targets_image`` are the parsed targets
+    mapped to the satellite image frame (what users and files see).
+    """
+
+    name: str
+    prompt_text: str
+    response: str
+    parsed: ParsedAnswer
+    targets_image: tuple[Target, ...]
+    mask: np.ndarray
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The result of one ``SocioReasoner.segment`` call.
+
+    ``mask``: H x W bool, the final mask in the satellite image frame. ``stage1`` always holds the
+    localisation stage (for ``single-stage`` it is the only stage); ``stage2`` is ``None`` unless
+    the mode is ``two-stage``. ``feedback_map`` / ``feedback_sat`` are the rendered stage-2 inputs
+    (VLM frame). ``final_source`` says where the final mask came from: ``"stage2"``, ``"stage1"``
+    (mode ``stage1``), ``"single-stage"``, ``"empty"`` (stage 2 gave no usable object, the
+    released behaviour) or ``"stage1-fallback"`` (the same case with the fallback option on).
+    """
+
+    query: str
+    mode: str
+    mask: np.ndarray
+    stage1: StageResult
+    stage2: StageResult | None
+    image_size: tuple[int, int]
+    vlm_size: tuple[int, int]
+    final_source: str
+    feedback_map: Image.Image | None = None
+    feedback_sat: Image.Image | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def stage1_mask(self) -> np.ndarray:
+        return self.stage1.mask
