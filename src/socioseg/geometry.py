@@ -1,0 +1,124 @@
+"""The one place coordinates move between frames (image, VLM, SAM); see :mod:`socioseg.types`.
+
+A :class:`Frames` object is built per satellite image. Mapping is a pure per-axis scaling
+(``x_dst = x_src * W_dst / W_src``): every frame covers the same extent of the ground.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from socioseg.types import Box, Point, Target
+
+FrameName = Literal["image", "vlm", "sam"]
+
+# Qwen2.5-VL's patch (14) times its 2x2 spatial merge: VLM frame sides are multiples of this.
+VLM_FACTOR = 28
+DEFAULT_MIN_PIXELS = 500 * 500
+DEFAULT_MAX_PIXELS = 1344 * 1344
+# Relative difference of width/height ratios above which map and satellite do not match.
+ASPECT_TOLERANCE = 0.02
+
+
+def smart_resize(
+    height: int,
+    width: int,
+    factor: int = VLM_FACTOR,
+    min_pixels: int = DEFAULT_MIN_PIXELS,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> tuple[int, int]:
+    """Qwen2.5-VL's resize rule: ``(height, width)`` -> sides divisible by ``factor``.
+
+    Both sides are rounded to the nearest multiple of ``factor``; then, if the area leaves
+    ``[min_pixels, max_pixels]``, both are scaled by one factor to re-enter it. 768 x 768 with
+    the defaults gives 756 x 756. Returns ``(new_height, new_width)``.
+    """
+    if height <= 0 or width <= 0:
+        raise ValueError(f"image size must be positive, got {width}x{height}")
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(f"aspect ratio of {width}x{height} exceeds 200, Qwen2.5-VL cannot read it")
+    new_h = max(factor, round(height / factor) * factor)
+    new_w = max(factor, round(width / factor) * factor)
+    if new_h * new_w > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        new_h = max(factor, math.floor(height / beta / factor) * factor)
+        new_w = max(factor, math.floor(width / beta / factor) * factor)
+    elif new_h * new_w < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        new_h = math.ceil(height * beta / factor) * factor
+        new_w = math.ceil(width * beta / factor) * factor
+    return new_h, new_w
+
+
+def check_same_aspect(
+    sat_size: tuple[int, int], map_size: tuple[int, int], sat_name: str, map_name: str
+) -> None:
+    """Raise ``ValueError`` naming both inputs when their width/height ratios differ."""
+    sat_ratio = sat_size[0] / sat_size[1]
+    map_ratio = map_size[0] / map_size[1]
+    if abs(sat_ratio - map_ratio) / sat_ratio > ASPECT_TOLERANCE:
+        raise ValueError(
+            f"{map_name} is {map_size[0]}x{map_size[1]} but {sat_name} is "
+            f"{sat_size[0]}x{sat_size[1]}: map and satellite must show the same extent "
+            "(same aspect ratio)"
+        )
+
+
+@dataclass(frozen=True)
+class Frames:
+    """Sizes ``(width, height)`` of the three frames of one satellite image."""
+
+    image_size: tuple[int, int]
+    vlm_size: tuple[int, int]
+    sam_size: tuple[int, int] = (1024, 1024)
+
+    @classmethod
+    def for_image(
+        cls,
+        image_size: tuple[int, int],
+        min_pixels: int = DEFAULT_MIN_PIXELS,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        sam_side: int = 1024,
+    ) -> Frames:
+        """Frames of an image of ``(width, height)`` with the VLM frame from :func:`smart_resize`."""
+        width, height = image_size
+        vlm_h, vlm_w = smart_resize(height, width, min_pixels=min_pixels, max_pixels=max_pixels)
+        return cls((width, height), (vlm_w, vlm_h), (sam_side, sam_side))
+
+    def size(self, frame: FrameName) -> tuple[int, int]:
+        return {"image": self.image_size, "vlm": self.vlm_size, "sam": self.sam_size}[frame]
+
+    def scale(self, src: FrameName, dst: FrameName) -> tuple[float, float]:
+        """``(sx, sy)`` such that ``x_dst = x_src * sx`` and ``y_dst = y_src * sy``."""
+        (sw, sh), (dw, dh) = self.size(src), self.size(dst)
+        return dw / sw, dh / sh
+
+    def points_array(self, xy: np.ndarray, src: FrameName, dst: FrameName) -> np.ndarray:
+        """``xy``: ``... x 2k`` float array of interleaved x, y (points or XYXY boxes)."""
+        sx, sy = self.scale(src, dst)
+        factors = np.tile(np.array([sx, sy], dtype=np.float64), xy.shape[-1] // 2)
+        return np.asarray(xy, dtype=np.float64) * factors
+
+    def box(self, box: Box, src: FrameName, dst: FrameName) -> Box:
+        sx, sy = self.scale(src, dst)
+        return Box(box.x1 * sx, box.y1 * sy, box.x2 * sx, box.y2 * sy)
+
+    def point(self, point: Point, src: FrameName, dst: FrameName) -> Point:
+        sx, sy = self.scale(src, dst)
+        return Point(point.x * sx, point.y * sy)
+
+    def target(self, target: Target, src: FrameName, dst: FrameName) -> Target:
+        return Target(
+            self.box(target.box, src, dst),
+            tuple(self.point(p, src, dst) for p in target.points),
+        )
+
+    def targets(
+        self, targets: Sequence[Target], src: FrameName, dst: FrameName
+    ) -> tuple[Target, ...]:
+        return tuple(self.target(t, src, dst) for t in targets)
