@@ -1,0 +1,94 @@
+"""Drawing: the stage-2 feedback images (SPEC §3 step 4) and overlays for people.
+
+``render_feedback`` is part of the method: the released checkpoint reads images drawn exactly
+this way, so its colours, widths, alpha and resize rule are compatibility constants.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from socioseg.types import Box, Target
+
+FEEDBACK_BOX_COLOR = (0, 0, 255)
+FEEDBACK_BOX_WIDTH = 2
+FEEDBACK_MASK_RGBA = (255, 0, 0, 102)
+
+OVERLAY_MASK_RGBA = (0, 255, 170, 110)
+OVERLAY_BOX_COLOR = (255, 215, 0)
+OVERLAY_POINT_COLOR = (255, 40, 40)
+
+
+def resize_mask_nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an H x W mask to ``size = (width, height)`` with OpenCV's INTER_NEAREST.
+
+    OpenCV's nearest rule differs from PIL's at some pixels; the method uses OpenCV's.
+    Returns bool H' x W'.
+    """
+    import cv2
+
+    mask = np.asarray(mask)
+    if mask.shape[:2] == (size[1], size[0]):
+        return mask.astype(bool)
+    resized = cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
+    return resized.astype(bool)
+
+
+def _box_list(box: Box | Sequence[float]) -> list[float]:
+    return box.as_list() if isinstance(box, Box) else [float(v) for v in box]
+
+
+def _composite_mask(rgba: Image.Image, mask: np.ndarray, color: tuple[int, ...]) -> Image.Image:
+    mask = resize_mask_nearest(mask, rgba.size)
+    layer = np.zeros((rgba.height, rgba.width, 4), dtype=np.uint8)
+    layer[mask] = color
+    return Image.alpha_composite(rgba, Image.fromarray(layer, "RGBA"))
+
+
+def render_feedback(
+    image: Image.Image, boxes: Sequence[Box | Sequence[float]], mask: np.ndarray
+) -> Image.Image:
+    """Draw stage-1 results onto one stage-2 input image.
+
+    Args:
+        image: the map or satellite image, already in the VLM frame.
+        boxes: XYXY boxes in ``image``'s pixels (``Box`` or 4 numbers each).
+        mask: H' x W' bool/0-1 coarse mask of any size; resized nearest-neighbour to ``image``.
+
+    Returns:
+        RGB image: blue box outlines (width 2), then the mask in red at alpha 102/255 on top.
+    """
+    rgba = image.convert("RGBA")
+    draw = ImageDraw.Draw(rgba)
+    for box in boxes:
+        draw.rectangle(_box_list(box), outline=FEEDBACK_BOX_COLOR, width=FEEDBACK_BOX_WIDTH)
+    return _composite_mask(rgba, mask, FEEDBACK_MASK_RGBA).convert("RGB")
+
+
+def render_overlay(
+    image: Image.Image, mask: np.ndarray, targets: Sequence[Target] = ()
+) -> Image.Image:
+    """A picture for people: ``mask`` tinted over ``image``, then boxes and points on top.
+
+    ``targets`` are in ``image``'s pixels; ``mask`` is resized nearest-neighbour to the image.
+    """
+    rgba = _composite_mask(image.convert("RGBA"), mask, OVERLAY_MASK_RGBA)
+    draw = ImageDraw.Draw(rgba)
+    radius = max(3, round(min(image.size) / 150))
+    for target in targets:
+        draw.rectangle(target.box.as_list(), outline=OVERLAY_BOX_COLOR, width=max(2, radius // 2))
+        for p in target.points:
+            draw.ellipse(
+                [p.x - radius, p.y - radius, p.x + radius, p.y + radius],
+                fill=OVERLAY_POINT_COLOR,
+                outline=(255, 255, 255),
+            )
+    return rgba.convert("RGB")
+
+
+def mask_image(mask: np.ndarray) -> Image.Image:
+    """H x W bool mask -> 8-bit PNG-ready image with 0 and 255."""
+    return Image.fromarray(np.asarray(mask, dtype=bool).astype(np.uint8) * 255, "L")
