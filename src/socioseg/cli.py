@@ -1,0 +1,147 @@
+"""The ``socioseg`` command: parses arguments, calls the library, prints. No logic lives here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from socioseg.geometry import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
+from socioseg.pipeline import DEFAULT_SAM, DEFAULT_VLM, InputError
+from socioseg.types import MODES
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+class CommandError(Exception):
+    """A failure the user can fix; printed as one line, exit code 2."""
+
+
+def _command(function: Callable[[argparse.Namespace], int]):
+    _COMMANDS[function.__name__.removeprefix("_cmd_").replace("_", "-")] = function
+    return function
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--vlm", default=DEFAULT_VLM, help="Qwen2.5-VL Hub id or folder")
+    parser.add_argument("--sam", default=DEFAULT_SAM, help="SAM2 (transformers) Hub id or folder")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: auto)")
+    parser.add_argument("--dtype", default=None, help="float32, bfloat16 (default: auto)")
+
+
+def _add_inference_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mode", choices=MODES, default="two-stage")
+    parser.add_argument("--greedy", action="store_true", help="deterministic greedy decoding")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    parser.add_argument("--max-new-tokens", type=int, default=1024)
+    parser.add_argument("--min-pixels", type=int, default=DEFAULT_MIN_PIXELS)
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
+    parser.add_argument(
+        "--stage2-fallback",
+        action="store_true",
+        help="use the stage-1 mask when stage 2 gives no usable object (default: empty mask)",
+    )
+
+
+def _inference_config(args: argparse.Namespace):
+    from socioseg.pipeline import InferenceConfig
+    from socioseg.vlm import SamplingSettings
+
+    return InferenceConfig(
+        mode=args.mode,
+        min_pixels=args.min_pixels,
+        max_pixels=args.max_pixels,
+        sampling=SamplingSettings(
+            greedy=args.greedy, seed=args.seed, max_new_tokens=args.max_new_tokens
+        ),
+        stage2_fallback=args.stage2_fallback,
+    )
+
+
+def _load_reasoner(args: argparse.Namespace):
+    from socioseg.pipeline import SocioReasoner
+
+    for name in ("vlm", "sam"):
+        value = getattr(args, name)
+        if value.startswith((".", "/")) and not Path(value).is_dir():
+            raise CommandError(f"--{name}: folder not found: {value}")
+    return SocioReasoner.from_pretrained(
+        vlm=args.vlm,
+        sam=args.sam,
+        device=args.device,
+        dtype=args.dtype,
+        config=_inference_config(args),
+    )
+
+
+@_command
+def _cmd_segment(args: argparse.Namespace) -> int:
+    from socioseg.outputs import write_prediction
+    from socioseg.pipeline import load_image
+
+    sat = load_image(args.sat, str(args.sat))
+    reasoner = _load_reasoner(args)
+    prediction = reasoner.segment(sat, args.map, args.query)
+    written = write_prediction(
+        prediction,
+        sat,
+        args.out,
+        models={"vlm": args.vlm, "sam": args.sam},
+        inputs={"sat": str(args.sat), "map": str(args.map)},
+    )
+    stage1 = prediction.stage1.parsed
+    print(f"query: {prediction.query!r}  mode: {prediction.mode}  final: {prediction.final_source}")
+    print(f"stage 1: {len(stage1.targets)} boxes, {len(stage1.problems)} parse problems")
+    if prediction.stage2 is not None:
+        stage2 = prediction.stage2.parsed
+        print(f"stage 2: {len(stage2.targets)} objects, {len(stage2.problems)} parse problems")
+    print(f"mask: {int(prediction.mask.sum())} pixels of {sat.width}x{sat.height}")
+    for path in written.values():
+        print(f"wrote {path}")
+    return 0
+
+
+@_command
+def _cmd_tiny_models(args: argparse.Namespace) -> int:
+    from socioseg.tiny import build_tiny_models
+
+    vlm_dir, sam_dir = build_tiny_models(args.out, seed=args.seed)
+    print(f"wrote random-weight Qwen2.5-VL to {vlm_dir} and SAM2 to {sam_dir}")
+    print("their masks are meaningless; use them for tests and offline runs only")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="socioseg",
+        description="Urban socio-semantic segmentation with vision-language reasoning.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    seg = sub.add_parser("segment", help="segment a query on one satellite + map pair")
+    seg.add_argument("--sat", required=True, type=Path, help="satellite image")
+    seg.add_argument("--map", required=True, type=Path, help="map image of the same extent")
+    seg.add_argument("--query", required=True, help='e.g. "Jinan Zoo", "School", "Educational"')
+    seg.add_argument("--out", required=True, type=Path, help="output folder")
+    _add_model_args(seg)
+    _add_inference_args(seg)
+
+    tiny = sub.add_parser("tiny-models", help="build random-weight models for offline tests")
+    tiny.add_argument("out", type=Path, help="folder; writes OUT/vlm and OUT/sam")
+    tiny.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except (CommandError, InputError) as error:
+        print(f"socioseg {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Tiny random-weight Qwen2.5-VL and SAM2 models for offline runs and tests.
+
+They have the real architectures, token ids layout, chat template and preprocessing files, and
+load through exactly the same code path as the real checkpoints (``from_pretrained`` of a
+folder). Their weights are random: their masks mean nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+# Qwen2.5-VL's special tokens, in the order (and so with the id offsets) of the real vocabulary.
+QWEN_SPECIAL_TOKENS: tuple[str, ...] = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<tool_call>",
+    "</tool_call>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
+)
+
+# Qwen2-VL / Qwen2.5-VL's chat template (the part that matters for image + text messages).
+QWEN_VL_CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}"
+    "{{ message['content'] }}<|im_end|>\n{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}"
+    "Picture {{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}"
+    "Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+# Text the tiny tokenizer's BPE merges are learned from: the prompts and answer shapes.
+_CORPUS_EXTRA = (
+    '<think>The map shows the school north of the main road.</think><answer>[{"bbox_2d": '
+    "[120, 45, 388, 290]}]</answer>",
+    '<answer>[{"bbox_2d": [12, 340, 96, 512], "points": [[40, 400], [61, 455], [70, 380]]}]'
+    "</answer>",
+    "Zoo Park University Hospital Station Stadium Residential Commercial Educational 0123456789",
+)
+
+TINY_VLM_VOCAB_SIZE = 1024
+TINY_IMAGE_MIN_PIXELS = 56 * 56
+TINY_IMAGE_MAX_PIXELS = 1344 * 1344
+
+
+def build_tiny_tokenizer():
+    """A byte-level BPE tokenizer with Qwen's special tokens and Qwen2.5-VL's chat template."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import Qwen2Tokenizer
+
+    from socioseg import prompts
+
+    corpus = [
+        prompts.stage1_text("Jinan Zoo"),
+        prompts.stage2_text("School", '[{"bbox_2d": [10, 20, 30, 40]}]'),
+        prompts.single_stage_text("Educational"),
+        *_CORPUS_EXTRA,
+    ]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=TINY_VLM_VOCAB_SIZE - len(QWEN_SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(corpus, trainer)
+    model = json.loads(bpe.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    tokenizer = Qwen2Tokenizer(vocab=model["vocab"], merges=merges)
+    tokenizer.add_special_tokens({"additional_special_tokens": list(QWEN_SPECIAL_TOKENS)})
+    tokenizer.eos_token = "<|im_end|>"
+    tokenizer.pad_token = "<|endoftext|>"
+    tokenizer.chat_template = QWEN_VL_CHAT_TEMPLATE
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def build_tiny_vlm(out_dir: str | Path, seed: int = 0) -> Path:
+    """Save a random ~1M-parameter Qwen2.5-VL with tokenizer and image processor to ``out_dir``."""
+    import torch
+    from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    from socioseg.vlm import VLMProcessor
+
+    out_dir = Path(out_dir)
+    tokenizer = build_tiny_tokenizer()
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in QWEN_SPECIAL_TOKENS}
+    text_hidden = 64
+    config = Qwen2_5_VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": text_hidden,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 8192,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 1_000_000.0,
+                "mrope_section": [2, 3, 3],
+            },
+            "bos_token_id": ids["<|endoftext|>"],
+            "eos_token_id": ids["<|im_end|>"],
+            "pad_token_id": ids["<|endoftext|>"],
+        },
+        vision_config={
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": 112,
+            "out_hidden_size": text_hidden,
+            "fullatt_block_indexes": [1],
+        },
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    model.generation_config = GenerationConfig(
+        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
+        pad_token_id=ids["<|endoftext|>"],
+        bos_token_id=ids["<|endoftext|>"],
+    )
+    model.save_pretrained(out_dir)
+    VLMProcessor.build(
+        tokenizer, min_pixels=TINY_IMAGE_MIN_PIXELS, max_pixels=TINY_IMAGE_MAX_PIXELS
+    ).save_pretrained(out_dir)
+    return out_dir
+
+
+def build_tiny_models(out_dir: str | Path, seed: int = 0) -> tuple[Path, Path]:
+    """Build both tiny models under ``out_dir/vlm`` and ``out_dir/sam``; returns the two paths."""
+    from socioseg.segmenter import build_tiny_sam
+
+    out_dir = Path(out_dir)
+    vlm_dir = build_tiny_vlm(out_dir / "vlm", seed=seed)
+    sam_dir = build_tiny_sam(out_dir / "sam")
+    return vlm_dir, Path(sam_dir)
