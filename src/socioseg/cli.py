@@ -11,7 +11,6 @@ from socioseg.geometry import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from socioseg.pipeline import DEFAULT_SAM, DEFAULT_VLM, InputError
 from socioseg.types import MODES
 
-
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 

@@ -85,7 +85,7 @@ class Frames:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         sam_side: int = 1024,
     ) -> Frames:
-        """Frames of an image of ``(width, height)`` with the VLM frame from :func:`smart_resize`."""
+        """Frames of a ``(width, height)`` image, VLM frame from :func:`smart_resize`."""
         width, height = image_size
         vlm_h, vlm_w = smart_resize(height, width, min_pixels=min_pixels, max_pixels=max_pixels)
         return cls((width, height), (vlm_w, vlm_h), (sam_side, sam_side))
