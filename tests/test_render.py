@@ -1,0 +1,75 @@
+"""render_feedback against an independent numpy implementation of SPEC §3 step 4."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from socioseg.render import render_feedback, render_overlay, resize_mask_nearest
+from socioseg.types import Box, Point, Target
+from tests.conftest import noise_image
+
+
+def reference_feedback(image: Image.Image, boxes, mask: np.ndarray) -> np.ndarray:
+    """Blue outline width 2 (inward from the box edges, integer boxes), then red at 102/255.
+
+    The composite follows Pillow's integer alpha-composite arithmetic over an opaque image.
+    """
+    out = np.asarray(image.convert("RGB")).astype(np.int64).copy()
+    for x1, y1, x2, y2 in boxes:
+        for k in range(2):
+            out[y1 + k, x1 : x2 + 1] = (0, 0, 255)
+            out[y2 - k, x1 : x2 + 1] = (0, 0, 255)
+            out[y1 : y2 + 1, x1 + k] = (0, 0, 255)
+            out[y1 : y2 + 1, x2 - k] = (0, 0, 255)
+    h, w = out.shape[:2]
+    rows = (np.arange(h) * mask.shape[0] // h) if mask.shape[0] != h else np.arange(h)
+    cols = (np.arange(w) * mask.shape[1] // w) if mask.shape[1] != w else np.arange(w)
+    m = mask[np.ix_(rows, cols)].astype(bool)
+    alpha, bits = 102, 7
+    coef1 = alpha * 255 * 255 * (1 << bits) // (alpha * 255 + 255 * (255 - alpha))
+    coef2 = 255 * (1 << bits) - coef1
+    red = np.array([255, 0, 0])
+    tmp = red * coef1 + out[m] * coef2 + (0x80 << bits)
+    out[m] = (((tmp >> 8) + tmp) >> 8) >> bits
+    return out.astype(np.uint8)
+
+
+@pytest.mark.parametrize("mask_size", [(100, 120), (50, 60), (173, 211)])
+def test_render_feedback_matches_reference_pixel_for_pixel(mask_size):
+    image = noise_image(120, 100, seed=1)
+    rng = np.random.default_rng(2)
+    mask = rng.random(mask_size) > 0.6
+    boxes = [(5, 6, 60, 70), (50, 40, 110, 95)]
+    ours = np.asarray(render_feedback(image, boxes, mask))
+    assert ours.dtype == np.uint8 and ours.shape == (100, 120, 3)
+    assert np.array_equal(ours, reference_feedback(image, boxes, mask))
+
+
+def test_render_feedback_accepts_box_objects_and_empty_inputs():
+    image = noise_image(64, 48)
+    same = render_feedback(image, [], np.zeros((48, 64), bool))
+    assert np.array_equal(np.asarray(same), np.asarray(image))
+    a = render_feedback(image, [Box(1, 2, 30, 40)], np.zeros((10, 10), bool))
+    b = render_feedback(image, [(1, 2, 30, 40)], np.zeros((10, 10), bool))
+    assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_mask_resize_uses_opencv_nearest_not_pil():
+    mask = np.zeros((7, 7), bool)
+    mask[3, :] = True
+    ours = resize_mask_nearest(mask, (10, 10))
+    pil = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((10, 10), 0)) > 0
+    assert ours.shape == (10, 10)
+    rows = np.arange(10) * 7 // 10  # OpenCV: floor(dst * src / dst_size)
+    assert np.array_equal(ours, mask[rows][:, rows])
+    assert not np.array_equal(ours, pil)
+
+
+def test_overlay_draws_mask_boxes_and_points():
+    image = Image.new("RGB", (100, 80), (0, 0, 0))
+    mask = np.zeros((80, 100), bool)
+    mask[10:20, 10:20] = True
+    out = np.asarray(render_overlay(image, mask, [Target(Box(40, 40, 90, 70), (Point(60, 55),))]))
+    assert out[15, 15].any() and not out[5, 5].any()
+    assert tuple(out[55, 60]) != (0, 0, 0)
+    assert tuple(out[40, 65]) != (0, 0, 0)

@@ -1,0 +1,97 @@
+"""The image-only processor, vision-token suppression, save/load and per-token log-probs."""
+
+import pytest
+import torch
+
+from socioseg import prompts
+from socioseg.vlm import VISION_TOKENS, SamplingSettings, VisionLanguageModel
+from tests.conftest import noise_image
+
+SPEC_PROMPT = (
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+    "<|vision_start|><|image_pad|><|vision_end|><|vision_start|><|image_pad|><|vision_end|>"
+    "{TEXT}<|im_end|>\n<|im_start|>assistant\n"
+)
+
+
+def test_chat_template_matches_spec(tiny_vlm):
+    text = prompts.stage1_text("Jinan Zoo")
+    assert tiny_vlm.processor.chat_text(text) == SPEC_PROMPT.replace("{TEXT}", text)
+
+
+def test_processor_expands_one_token_per_merged_patch(tiny_vlm):
+    images = [[noise_image(756, 756), noise_image(756, 756)], [noise_image(112, 56)] * 2]
+    inputs = tiny_vlm.encode(["a", "a longer prompt text"], images)
+    assert inputs["image_grid_thw"].tolist() == [[1, 54, 54]] * 2 + [[1, 4, 8]] * 2
+    image_id = tiny_vlm.processor.image_token_id
+    counts = (inputs["input_ids"] == image_id).sum(dim=1).tolist()
+    assert counts == [2 * 729, 2 * 8]  # 756x756 -> 27 x 27 tokens per image
+    assert torch.equal(inputs["mm_token_type_ids"].bool(), inputs["input_ids"] == image_id)
+    # left padding: the shorter row starts with padding, both end with the assistant header
+    assert inputs["attention_mask"][1, 0] == 0 and inputs["attention_mask"][:, -1].all()
+    assert inputs["pixel_values"].shape == (2 * 54 * 54 + 2 * 32, 3 * 2 * 14 * 14)
+
+
+def test_processor_rejects_image_count_mismatch(tiny_vlm):
+    with pytest.raises(ValueError, match="2 image placeholders but 1 images"):
+        tiny_vlm.encode(["a"], [[noise_image(56, 56)]])
+
+
+def test_vision_tokens_are_never_generated(tiny_models):
+    vlm = VisionLanguageModel.from_pretrained(str(tiny_models[0]), device="cpu")
+    pad_id = vlm.processor.image_token_id
+    with torch.no_grad():  # make <|image_pad|> by far the most likely next token
+        vlm.model.lm_head.weight[pad_id] = vlm.model.lm_head.weight.abs().max() * 50
+        vlm.model.lm_head.weight[pad_id] *= torch.sign(vlm.model.lm_head.weight[pad_id])
+    inputs = vlm.encode(["x"], [[noise_image(56, 56)] * 2])
+    logits = vlm.model(**inputs).logits[0, -1]
+    assert logits.argmax().item() == pad_id  # unsuppressed, the model would emit it
+    for greedy in (True, False):
+        out = vlm.generate(inputs, SamplingSettings(greedy=greedy, max_new_tokens=12))[0]
+        vision_ids = set(vlm.processor.vision_token_ids)
+        assert len(vision_ids) == len(VISION_TOKENS)
+        assert not vision_ids & set(out.token_ids)
+
+
+def test_save_load_round_trip_gives_identical_greedy_output(tiny_vlm, tmp_path):
+    tiny_vlm.model.save_pretrained(tmp_path)
+    tiny_vlm.processor.save_pretrained(tmp_path)
+    again = VisionLanguageModel.from_pretrained(str(tmp_path), device="cpu")
+    images = [[noise_image(84, 56, 3), noise_image(84, 56, 4)]]
+    settings = SamplingSettings(greedy=True, max_new_tokens=16)
+    first = tiny_vlm.generate(tiny_vlm.encode(["q"], images), settings)
+    second = again.generate(again.encode(["q"], images), settings)
+    assert first == second and len(first[0].token_ids) > 0
+
+
+def test_seeded_sampling_is_reproducible(tiny_vlm):
+    inputs = tiny_vlm.encode(["q", "q"], [[noise_image(56, 56)] * 2] * 2)
+    a = tiny_vlm.generate(inputs, SamplingSettings(seed=7, max_new_tokens=10))
+    b = tiny_vlm.generate(inputs, SamplingSettings(seed=7, max_new_tokens=10))
+    assert a == b
+
+
+def test_response_logprobs_match_generation_scores(tiny_vlm):
+    inputs = tiny_vlm.encode(["short", "a much longer prompt"], [[noise_image(56, 84)] * 2] * 2)
+    config = tiny_vlm._generation_config(SamplingSettings(greedy=True, max_new_tokens=6))
+    config.output_logits, config.return_dict_in_generate = True, True
+    with torch.no_grad():
+        out = tiny_vlm.model.generate(**inputs, generation_config=config)
+    response = out.sequences[:, inputs["input_ids"].shape[1] :]
+    expected = torch.stack(
+        [
+            torch.log_softmax(s.float(), -1).gather(-1, response[:, i : i + 1]).squeeze(-1)
+            for i, s in enumerate(out.logits)
+        ],
+        dim=1,
+    )
+    with torch.no_grad():
+        ours = tiny_vlm.response_logprobs(inputs, response, torch.ones_like(response))
+    assert torch.allclose(ours, expected, atol=1e-4)
+
+
+def test_sampling_settings_validate():
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        SamplingSettings(max_new_tokens=0)
+    with pytest.raises(ValueError, match="top_p"):
+        SamplingSettings(top_p=0)
