@@ -11,7 +11,10 @@ from socioseg.vlm import Generation, SamplingSettings, VisionLanguageModel
 from tests.conftest import noise_image
 
 # 200x150 satellite with min_pixels 56*56 -> VLM frame 196 x 140.
-STAGE1 = '<think>t</think><answer>[{"bbox_2d": [0, 0, 98, 70]}, {"bbox_2d": [98, 70, 196, 140]}]</answer>'
+STAGE1 = (
+    '<think>t</think><answer>[{"bbox_2d": [0, 0, 98, 70]}, {"bbox_2d": [98, 70, 196, 140]}]'
+    "</answer>"
+)
 STAGE2 = (
     '<think>t</think><answer>[{"bbox_2d": [0, 0, 98, 70], "points": [[49, 35]]}, '
     '{"bbox_2d": [98, 70, 196, 140], "points": [[150, 100], [120, 90]]}]</answer>'
