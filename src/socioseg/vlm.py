@@ -266,7 +266,7 @@ class VisionLanguageModel:
             generations.append(Generation(text, tuple(ids)))
         return generations
 
-    def response_logprobs(self, inputs, response_ids, response_mask):
+    def response_logprobs(self, inputs, response_ids, response_mask, model=None):
         """Per-token log-probabilities of given responses.
 
         Args:
@@ -277,13 +277,14 @@ class VisionLanguageModel:
         Returns:
             B x T float32 tensor of ``log p(response_ids[t] | prompt, response[:t])``
             (values at padded positions are meaningless; mask them).
+            ``model`` runs the forward instead of ``self.model`` (e.g. its DDP wrapper).
         """
         import torch
 
         prompt_len = inputs["input_ids"].shape[1]
         response_ids = response_ids.to(self.device)
         response_mask = response_mask.to(self.device)
-        outputs = self.model(
+        outputs = (self.model if model is None else model)(
             input_ids=torch.cat([inputs["input_ids"], response_ids], dim=1),
             attention_mask=torch.cat([inputs["attention_mask"], response_mask.long()], dim=1),
             pixel_values=inputs["pixel_values"],

@@ -1,0 +1,296 @@
+"""GRPO training of both SocioReasoner stages with one policy (SPEC §5).
+
+Each step, top to bottom:
+
+1. Take the step's B prompts (deterministic from the seed and the step; each of the W
+   processes takes B / W of them).
+2. Roll out (:mod:`socioseg.rl.rollout`): G stage-1 samples per prompt, SAM coarse masks,
+   rendering, stage-2 samples, final masks, rule-based rewards for both stages.
+3. Advantages: rewards normalised within each group of G, separately per stage
+   (:func:`~socioseg.rl.algorithms.group_advantages`).
+4. Update, one PPO epoch: PPO clipped surrogate on token ratios + beta x k3 KL to the frozen
+   reference, averaged over every response token of the step on all processes, in
+   micro-batches with gradient accumulation, grad-norm clipping, AdamW.
+
+Deviations from the released code, all deliberate: rollouts come from ``transformers``'
+``generate`` instead of vLLM; a step makes one optimizer update from its rollouts, so the
+rollout policy is the policy being updated and the "old" log-probs are the current ones
+detached (the ratio is 1 in value and carries the gradient). With LoRA the reference policy
+is the base model with adapters disabled, not a second copy.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from socioseg.rl import checkpoint
+from socioseg.rl.algorithms import clipped_policy_loss, group_advantages
+from socioseg.rl.config import TrainConfig
+from socioseg.rl.rollout import Rollouts, collect_rollouts
+from socioseg.vlm import VisionLanguageModel
+
+LogFn = Callable[[int, dict[str, float]], None]
+
+
+class Trainer:
+    """Holds the models, optimizer and data of one training run; :meth:`train` runs it."""
+
+    def __init__(self, config: TrainConfig, out_dir: str | Path, resume: bool = False):
+        from socioseg.data import load_socioseg
+        from socioseg.segmenter import Segmenter
+
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.rank, self.world, self.device = _init_distributed()
+        config.check_world(self.world)
+        self.resume_from = checkpoint.latest(self.out_dir) if resume else None
+        self.dataset = load_socioseg(
+            config.data.train, config.data.train_split, levels=config.data.levels
+        )
+        if len(self.dataset) == 0:
+            raise ValueError(f"{config.data.train} [{config.data.train_split}] has no samples")
+        self.policy, self.reference = self._load_policy()
+        self.segmenter = Segmenter.from_pretrained(config.model.sam, device=str(self.device))
+        self.forward_model = self.policy.model
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward_model = DistributedDataParallel(self.policy.model, device_ids=ids)
+        self.params = [p for p in self.policy.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            self.params, lr=config.optim.lr, weight_decay=config.optim.weight_decay
+        )
+        warmup = config.optim.warmup_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0
+        )
+        self.step = 0
+        if self.resume_from is not None:
+            self.step = checkpoint.load_training_state(self.resume_from, self, self.rank)
+        self.writer = None
+        if self.rank == 0:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            config.save(self.out_dir / "config.yaml")
+            self.writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+
+    def _load_policy(self) -> tuple[VisionLanguageModel, VisionLanguageModel | None]:
+        m = self.config.model
+        source = m.vlm
+        if self.resume_from is not None and m.lora is None:
+            source = str(self.resume_from)
+        policy = VisionLanguageModel.from_pretrained(
+            source, str(self.device), m.dtype, m.min_pixels, m.max_pixels
+        )
+        reference = None
+        if m.lora is not None:
+            adapter = None if self.resume_from is None else self.resume_from / "adapter"
+            policy.model = checkpoint.add_lora(policy.model, m.lora, adapter)
+        elif self.config.optim.kl_beta > 0:
+            reference = VisionLanguageModel.from_pretrained(
+                m.vlm, str(self.device), m.dtype, m.min_pixels, m.max_pixels
+            )
+            reference.model.requires_grad_(False)
+        if m.gradient_checkpointing:
+            policy.model.gradient_checkpointing_enable()
+            if m.lora is not None:
+                policy.model.enable_input_require_grads()
+        return policy, reference
+
+    def batch_samples(self, step: int) -> list:
+        """This process's share of step ``step``'s prompts (epochs reshuffled by the seed)."""
+        n, b = len(self.dataset), self.config.batch_size
+        per_rank = b // self.world
+        positions = range(step * b + self.rank * per_rank, step * b + (self.rank + 1) * per_rank)
+        orders: dict[int, np.ndarray] = {}
+        indices = []
+        for position in positions:
+            epoch, offset = divmod(position, n)
+            if epoch not in orders:
+                orders[epoch] = np.random.default_rng([self.config.seed, epoch]).permutation(n)
+            indices.append(int(orders[epoch][offset]))
+        return [self.dataset[i] for i in indices]
+
+    def train(self, on_log: LogFn | None = None) -> dict[str, float]:
+        """Run from the current step to ``config.steps``; returns the last step's metrics."""
+        metrics: dict[str, float] = {}
+        while self.step < self.config.steps:
+            metrics = self.train_step()
+            self.step += 1
+            if self.rank == 0 and (self.step % self.config.log_every == 0):
+                for key, value in metrics.items():
+                    self.writer.add_scalar(key, value, self.step)
+                if on_log is not None:
+                    on_log(self.step, metrics)
+            last = self.step == self.config.steps
+            if self.step % self.config.save_every == 0 or last:
+                checkpoint.save(self, self.out_dir / f"checkpoint-{self.step}")
+            if self.config.eval_every and (self.step % self.config.eval_every == 0 or last):
+                self._validate()
+        if self.writer is not None:
+            self.writer.flush()
+        return metrics
+
+    def train_step(self) -> dict[str, float]:
+        """One GRPO step: rollouts, advantages, one optimizer update. Returns its metrics."""
+        started = time.perf_counter()
+        samples = self.batch_samples(self.step)
+        self.policy.model.eval()
+        rollouts = collect_rollouts(
+            self.policy,
+            self.segmenter,
+            samples,
+            self.config.rollout,
+            reward_variant=self.config.reward_variant,
+            min_pixels=self.config.model.min_pixels,
+            max_pixels=self.config.model.max_pixels,
+            seed=(self.config.seed * 100_003 + self.step) * 1_009 + self.rank,
+        )
+        rolled = time.perf_counter()
+        advantages = self._advantages(rollouts)
+        update = self._update(rollouts, advantages)
+        done = time.perf_counter()
+        metrics = {
+            **_rollout_metrics(rollouts),
+            **update,
+            "time/rollout_s": rolled - started,
+            "time/update_s": done - rolled,
+            "time/step_s": done - started,
+            "lr": self.scheduler.get_last_lr()[0],
+        }
+        return _mean_over_processes(metrics, self.world, self.device)
+
+    def _advantages(self, rollouts: Rollouts) -> torch.Tensor:
+        o = self.config.optim
+        parts = []
+        for stage in ("stage1", "stage2"):
+            rewards = torch.tensor([r.reward.total for r in rollouts.stage(stage)])
+            parts.append(
+                group_advantages(
+                    rewards,
+                    rollouts.group_size,
+                    std_normalize=o.std_normalize,
+                    reward_clip=o.reward_clip,
+                    advantage_clip=o.advantage_clip,
+                )
+            )
+        return torch.cat(parts)
+
+    def _update(self, rollouts: Rollouts, advantages: torch.Tensor) -> dict[str, float]:
+        o = self.config.optim
+        rows = rollouts.responses
+        tokens = torch.tensor(float(sum(len(r.token_ids) for r in rows)), device=self.device)
+        if self.world > 1:
+            torch.distributed.all_reduce(tokens)
+        self.policy.model.train()
+        chunks = [
+            range(i, min(i + o.micro_batch_size, len(rows)))
+            for i in range(0, len(rows), o.micro_batch_size)
+        ]
+        totals = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "ratio": 0.0}
+        for n, chunk in enumerate(chunks):
+            batch = [rows[i] for i in chunk]
+            inputs = self.policy.encode(
+                [rollouts.prompts[r.prompt].text for r in batch],
+                [list(rollouts.prompts[r.prompt].images) for r in batch],
+            )
+            ids, mask = _pad([r.token_ids for r in batch], self.policy.processor.tokenizer)
+            ref_logp = self._reference_logprobs(inputs, ids, mask) if o.kl_beta > 0 else None
+            sync = n == len(chunks) - 1 or self.world == 1
+            with nullcontext() if sync else self.forward_model.no_sync():
+                logp = self.policy.response_logprobs(inputs, ids, mask, model=self.forward_model)
+                loss, stats = clipped_policy_loss(
+                    logp,
+                    logp.detach(),
+                    advantages[list(chunk)].to(logp.device),
+                    mask.to(logp.device),
+                    clip_eps=o.clip_eps,
+                    kl_beta=o.kl_beta,
+                    ref_logp=ref_logp,
+                    total_tokens=float(tokens),
+                )
+                (loss * self.world).backward()
+            weight = stats.tokens / max(float(tokens), 1.0) * self.world
+            totals["loss"] += loss.item() * self.world
+            for key in ("kl", "clip_fraction", "ratio"):
+                totals[key] += getattr(stats, key) * weight
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, o.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.policy.model.eval()
+        return {f"train/{k}": v for k, v in totals.items()} | {"train/grad_norm": float(grad_norm)}
+
+    @torch.no_grad()
+    def _reference_logprobs(self, inputs, ids, mask) -> torch.Tensor:
+        if self.reference is not None:
+            return self.reference.response_logprobs(inputs, ids, mask)
+        with self.policy.model.disable_adapter():
+            return self.policy.response_logprobs(inputs, ids, mask)
+
+    def _validate(self) -> None:
+        if self.rank != 0 or self.config.data.val is None:
+            return
+        from socioseg.rl.validation import validate
+
+        scores = validate(self, self.out_dir / f"validation-{self.step}")
+        for key, value in scores.items():
+            self.writer.add_scalar(key, value, self.step)
+
+
+def _pad(sequences, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token id sequences: ``(ids, mask)``, both B x T_max."""
+    longest = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), longest), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), longest), dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[i, : len(seq)] = 1
+    return ids, mask
+
+
+def _rollout_metrics(rollouts: Rollouts) -> dict[str, float]:
+    out = {}
+    for stage in ("stage1", "stage2"):
+        rows = rollouts.stage(stage)
+        for part in ("total", "format", "accuracy", "length"):
+            out[f"{stage}/reward_{part}"] = float(np.mean([getattr(r.reward, part) for r in rows]))
+        out[f"{stage}/iou"] = float(np.mean([r.iou for r in rows]))
+        out[f"{stage}/response_tokens"] = float(np.mean([len(r.token_ids) for r in rows]))
+        out[f"{stage}/truncated"] = float(np.mean([r.truncated for r in rows]))
+    return out
+
+
+def _mean_over_processes(metrics: dict[str, float], world: int, device) -> dict[str, float]:
+    if world == 1:
+        return metrics
+    keys = sorted(metrics)
+    values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(values)
+    return {k: float(v) / world for k, v in zip(keys, values.tolist(), strict=True)}
+
+
+def _init_distributed() -> tuple[int, int, torch.device]:
+    """``(rank, world_size, device)``; joins the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available()
+    device = torch.device("cpu")
+    if cuda:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if world == 1:
+        return 0, 1, device
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device

@@ -1,0 +1,236 @@
+"""SAM2 wrapper: pre/post-processing, prompt frames, embedding reuse, loading (tiny model, CPU)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from PIL import Image  # noqa: E402
+
+from socioseg.segmenter import (  # noqa: E402
+    PREPROCESSOR_FILE,
+    Preprocessing,
+    Segmenter,
+    build_tiny_sam,
+    preprocess,
+    upsample_logits,
+)
+from socioseg.types import Box, Point, Target  # noqa: E402
+
+SIDE = 256
+MEAN = np.array([0.485, 0.456, 0.406])
+STD = np.array([0.229, 0.224, 0.225])
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return build_tiny_sam(tmp_path_factory.mktemp("sam") / "tiny", image_size=SIDE)
+
+
+@pytest.fixture(scope="module")
+def segmenter(tiny_dir):
+    return Segmenter.from_pretrained(tiny_dir)
+
+
+def _image(width: int, height: int, seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+TARGETS = (
+    Target(Box(10, 20, 200, 150)),
+    Target(Box(60, 40, 380, 280), (Point(100, 100), Point(220, 180), Point(300, 250))),
+    Target(Box(0, 0, 120, 290), (Point(50, 150),)),
+)
+
+
+def test_loads_its_preprocessing(segmenter, tiny_dir):
+    assert segmenter.input_size == SIDE
+    assert segmenter.preprocessing == Preprocessing(size=SIDE)
+    saved = json.loads((tiny_dir / PREPROCESSOR_FILE).read_text())
+    assert saved["size"] == {"height": SIDE, "width": SIDE}
+    assert segmenter.device.type == "cpu" and segmenter.dtype == torch.float32
+
+
+def test_preprocess_by_hand_without_resize():
+    pixels = np.array([[[0, 128, 255], [10, 20, 30]], [[255, 255, 255], [1, 2, 3]]], np.uint8)
+    values = preprocess(Image.fromarray(pixels), Preprocessing(size=2))
+    assert values.shape == (1, 3, 2, 2) and values.dtype == torch.float32
+    expected = (pixels / 255.0 - MEAN) / STD  # H x W x 3
+    np.testing.assert_allclose(values[0].permute(1, 2, 0).numpy(), expected, atol=1e-6)
+
+
+def test_preprocess_by_hand_bilinear_resize():
+    # 2 -> 4 bilinear (half-pixel centres, edges clamped): 0, 200 -> 0, 50, 150, 200.
+    row = np.array([[0, 200], [0, 200]], np.uint8)
+    image = Image.fromarray(np.stack([row] * 3, axis=-1))
+    values = preprocess(image, Preprocessing(size=4, image_mean=(0, 0, 0), image_std=(1, 1, 1)))
+    np.testing.assert_allclose(values[0, 0].numpy() * 255, [[0, 50, 150, 200]] * 4, atol=1e-4)
+    # Downscaling a flat, non-square image keeps it flat (aspect ratio is not kept).
+    flat = Image.new("RGB", (37, 11), (90, 30, 200))
+    values = preprocess(flat, Preprocessing(size=8))
+    assert values.shape == (1, 3, 8, 8)
+    expected = (np.array([90, 30, 200]) / 255.0 - MEAN) / STD
+    np.testing.assert_allclose(values[0].mean(dim=(1, 2)).numpy(), expected, atol=1e-6)
+    assert float(values.std(dim=(2, 3)).max()) < 1e-6
+
+
+def test_transparency_is_composited_on_white():
+    rgba = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    values = preprocess(rgba, Preprocessing(size=4))
+    np.testing.assert_allclose(values[0, :, 0, 0].numpy(), (1.0 - MEAN) / STD, atol=1e-6)
+
+
+def test_upsample_logits_is_bilinear_half_pixel():
+    logits = torch.tensor([[[-1.0, 3.0]]])  # 1 x 1 x 2
+    up = upsample_logits(logits, (4, 1))
+    np.testing.assert_allclose(up[0, 0].numpy(), [-1.0, 0.0, 2.0, 3.0])
+
+
+@pytest.mark.parametrize("size", [(400, 300), (123, 457), (SIDE, SIDE)])
+def test_mask_has_image_size(segmenter, size):
+    embedding = segmenter.embed(_image(*size))
+    assert embedding.image_size == size
+    mask = segmenter.segment(embedding, [Target(Box(5, 5, size[0] - 10, size[1] - 20))])
+    assert mask.shape == (size[1], size[0]) and mask.dtype == bool
+
+
+def test_no_targets_gives_empty_mask(segmenter):
+    embedding = segmenter.embed(_image(64, 48))
+    mask = segmenter.segment(embedding, [])
+    assert mask.shape == (48, 64) and not mask.any()
+
+
+def test_encoder_runs_once_per_image(segmenter):
+    runs = []
+    hook = segmenter.model.vision_encoder.register_forward_hook(lambda *_: runs.append(1))
+    try:
+        before = segmenter.encoder_calls
+        embedding = segmenter.embed(_image(400, 300))
+        for targets in (TARGETS[:1], TARGETS[1:], TARGETS, ()):
+            segmenter.segment(embedding, targets)
+    finally:
+        hook.remove()
+    assert segmenter.encoder_calls - before == 1
+    assert len(runs) == 1
+
+
+def test_targets_are_ored_and_grouping_changes_nothing(segmenter):
+    # Targets with 0, 3 and 1 points go to SAM in separate unpadded calls: the union must equal
+    # the union of one call per target.
+    embedding = segmenter.embed(_image(400, 300))
+    together = segmenter.segment(embedding, TARGETS)
+    alone = [segmenter.segment(embedding, [t]) for t in TARGETS]
+    np.testing.assert_array_equal(together, np.logical_or.reduce(alone))
+    assert together.any() and not together.all()
+
+
+def _full_forward_mask(segmenter, image, target) -> tuple[np.ndarray, torch.Tensor]:
+    """Reference: one full ``Sam2Model`` forward with prompts scaled by hand."""
+    width, height = image.size
+    scale = np.array([SIDE / width, SIDE / height])
+    box = np.array(target.box.as_list()) * np.tile(scale, 2)
+    kwargs = {"input_boxes": torch.tensor(box[None, None], dtype=torch.float32)}
+    if target.points:
+        points = np.array([p.as_list() for p in target.points]) * scale
+        kwargs["input_points"] = torch.tensor(points[None, None], dtype=torch.float32)
+        kwargs["input_labels"] = torch.ones((1, 1, len(target.points)), dtype=torch.long)
+    with torch.inference_mode():
+        out = segmenter.model(pixel_values=preprocess(image, segmenter.preprocessing), **kwargs)
+    best = int(out.iou_scores[0, 0].argmax())
+    logits = out.pred_masks[0, 0, best]
+    up = torch.nn.functional.interpolate(
+        logits[None, None], (height, width), mode="bilinear", align_corners=False
+    )
+    return (up[0, 0] > 0).numpy(), logits
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_embedding_reuse_equals_full_forward(segmenter, target):
+    image = _image(400, 300, seed=3)
+    embedding = segmenter.embed(image)
+    expected, logits = _full_forward_mask(segmenter, image, target)
+    (ours,) = segmenter._best_logits(embedding, [target])
+    torch.testing.assert_close(ours[0], logits)
+    np.testing.assert_array_equal(segmenter.segment(embedding, [target]), expected)
+    # The comparison has teeth: the tiny model's logits move when the prompt moves.
+    shifted = Target(Box(*(v + 12 for v in target.box.as_list())), target.points)
+    (moved,) = segmenter._best_logits(embedding, [shifted])
+    assert float((moved[0] - logits).abs().mean()) > 1e-2
+
+
+def test_save_load_round_trip_gives_identical_masks(segmenter, tiny_dir, tmp_path):
+    image = _image(320, 200, seed=5)
+    reference = segmenter.segment(segmenter.embed(image), TARGETS)
+    segmenter.model.save_pretrained(tmp_path / "copy")
+    (tmp_path / "copy" / PREPROCESSOR_FILE).write_text((tiny_dir / PREPROCESSOR_FILE).read_text())
+    rebuilt = build_tiny_sam(tmp_path / "rebuilt", image_size=SIDE)  # same seed, same weights
+    for folder in (tmp_path / "copy", rebuilt):
+        other = Segmenter.from_pretrained(folder)
+        np.testing.assert_array_equal(other.segment(other.embed(image), TARGETS), reference)
+
+
+def test_load_errors_say_what_to_pass(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"config\.json"):
+        Segmenter.from_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no folder"):
+        Segmenter.from_pretrained(tmp_path / "missing")
+    (tmp_path / "weights.bin").write_bytes(b"")
+    with pytest.raises(ValueError, match="is a file"):
+        Segmenter.from_pretrained(tmp_path / "weights.bin")
+    other = tmp_path / "qwen"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"model_type": "qwen2_5_vl"}))
+    with pytest.raises(ValueError, match="not SAM2"):
+        Segmenter.from_pretrained(other)
+
+
+def test_preprocessing_must_match_the_prompt_encoder(tmp_path):
+    folder = build_tiny_sam(tmp_path / "tiny", image_size=SIDE)
+    data = json.loads((folder / PREPROCESSOR_FILE).read_text())
+    data["size"] = {"height": 512, "width": 512}
+    (folder / PREPROCESSOR_FILE).write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="preprocessing resizes to 512x512"):
+        Segmenter.from_pretrained(folder)
+    with pytest.raises(ValueError, match="square"):
+        Preprocessing.from_dict({"size": {"height": 512, "width": 256}}, 1024)
+    # Without a preprocessor file the size comes from the model config.
+    (folder / PREPROCESSOR_FILE).unlink()
+    assert Segmenter.from_pretrained(folder).preprocessing == Preprocessing(size=SIDE)
+
+
+def test_matches_transformers_processor(segmenter, tiny_dir):
+    pytest.importorskip("torchvision")
+    from transformers import AutoImageProcessor, Sam2Processor
+
+    processor = Sam2Processor(image_processor=AutoImageProcessor.from_pretrained(tiny_dir))
+    for size in ((400, 300), (123, 457), (SIDE, SIDE), (1000, 900)):
+        image = _image(*size, seed=7)
+        box = [5.0, 7.0, size[0] * 0.8, size[1] * 0.6]
+        points = [[size[0] * 0.3, size[1] * 0.4], [size[0] * 0.5, size[1] * 0.2]]
+        inputs = processor(
+            images=image,
+            input_boxes=[[box]],
+            input_points=[[points]],
+            input_labels=[[[1, 1]]],
+            return_tensors="pt",
+        )
+        ours = preprocess(image, segmenter.preprocessing)
+        torch.testing.assert_close(ours, inputs["pixel_values"], rtol=0, atol=1e-6)
+        with torch.inference_mode():
+            out = segmenter.model(
+                pixel_values=inputs["pixel_values"],
+                input_boxes=inputs["input_boxes"],
+                input_points=inputs["input_points"],
+                input_labels=inputs["input_labels"],
+            )
+        masks = processor.post_process_masks(out.pred_masks, inputs["original_sizes"])[0]
+        expected = masks[0, int(out.iou_scores[0, 0].argmax())].numpy()
+        target = Target(Box(*box), tuple(Point(*p) for p in points))
+        mask = segmenter.segment(segmenter.embed(image), [target])
+        np.testing.assert_array_equal(mask, expected)
