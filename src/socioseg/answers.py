@@ -43,9 +43,22 @@ def answer_text(response: str) -> str | None:
 
 def is_number(value: Any) -> bool:
     """True for a finite JSON number (int or float, never bool)."""
-    return (
-        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    )
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def _load_json(text: str) -> tuple[Any, str | None]:
+    """``(value, None)`` or ``(None, reason)``; JSON too deep or with huge numbers is a reason."""
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as error:
+        return None, error.msg
+    except (ValueError, RecursionError) as error:
+        return None, f"unreadable: {type(error).__name__}"
 
 
 def parse_answer(
@@ -74,13 +87,11 @@ def parse_answer(
         return ParsedAnswer("", (), (reason,), has_think)
 
     problems: list[str] = []
-    try:
-        data = json.loads(body)
-    except json.JSONDecodeError as error:
-        try:
-            data = json.loads(body.replace("'", '"'))
-        except json.JSONDecodeError:
-            return ParsedAnswer(body, (), (f"answer is not valid JSON ({error.msg})",), has_think)
+    data, error = _load_json(body)
+    if error is not None:
+        data, second_error = _load_json(body.replace("'", '"'))
+        if second_error is not None:
+            return ParsedAnswer(body, (), (f"answer is not valid JSON ({error})",), has_think)
         problems.append("answer used single quotes; read after replacing them with double quotes")
 
     if isinstance(data, dict):

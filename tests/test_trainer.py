@@ -1,0 +1,195 @@
+"""GRPO training on tiny models: a step learns, resume is exact, two processes agree."""
+
+import math
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+
+from socioseg.rl.config import load_config
+from socioseg.rl.rollout import PromptTooLongError, collect_rollouts
+from socioseg.rl.trainer import Trainer
+from socioseg.vlm import Generation
+
+POOL = (
+    '<think>a</think><answer>[{"bbox_2d": [10, 10, 60, 60]}]</answer>',
+    '<think>b</think><answer>[{"bbox_2d": [5, 5, 100, 90], "points": [[50, 50]]}]</answer>',
+    "no answer at all",
+    '<answer>[{"bbox_2d": [0, 0, 112, 112]}, {"bbox_2d": [20, 30, 40, 50]}]</answer>',
+)
+
+
+def scripted_generate(policy):
+    """Replace ``policy.generate`` by a seeded pick from POOL (so rewards differ in a group)."""
+    tokenizer = policy.processor.tokenizer
+    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+    def generate(inputs, sampling):
+        rng = np.random.default_rng(sampling.seed)
+        texts = [POOL[i] for i in rng.integers(0, len(POOL), inputs["input_ids"].shape[0])]
+        return [Generation(t, (*tokenizer(t).input_ids, eos)) for t in texts]
+
+    policy.generate = generate
+
+
+@pytest.fixture(scope="module")
+def synth_dir(tmp_path_factory):
+    from socioseg.data.synth import write_dataset
+
+    out = tmp_path_factory.mktemp("synth")
+    write_dataset(out, n=12, seed=0, size=128)
+    return out
+
+
+def config(tiny_models, synth_dir, *overrides):
+    return load_config(
+        None,
+        [
+            f"model.vlm={tiny_models[0]}",
+            f"model.sam={tiny_models[1]}",
+            "model.min_pixels=3136",
+            "model.max_pixels=12544",
+            f"data.train={synth_dir}",
+            "rollout.group_size=2",
+            "rollout.max_response_tokens=24",
+            "batch_size=2",
+            "optim.lr=1e-3",
+            "optim.micro_batch_size=3",
+            "save_every=100",
+            *overrides,
+        ],
+    )
+
+
+def trainer(cfg, out, resume=False):
+    t = Trainer(cfg, out, resume=resume)
+    scripted_generate(t.policy)
+    return t
+
+
+def test_one_step_changes_parameters_and_logs_finite_numbers(tiny_models, synth_dir, tmp_path):
+    cfg = config(tiny_models, synth_dir, "steps=1", "optim.weight_decay=0")
+    t = trainer(cfg, tmp_path)
+    before = {k: v.detach().clone() for k, v in t.policy.model.named_parameters()}
+    logged = []
+    metrics = t.train(on_log=lambda step, m: logged.append((step, m)))
+    assert logged and logged[0][0] == 1
+    assert all(math.isfinite(v) for v in metrics.values())
+    assert metrics["train/grad_norm"] > 0
+    assert metrics["stage1/reward_format"] > 0  # the scripted pool has well-formed answers
+    changed = [k for k, v in t.policy.model.named_parameters() if not torch.equal(before[k], v)]
+    assert changed
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    ckpt = tmp_path / "checkpoint-1"
+    assert (ckpt / "model.safetensors").is_file() and (ckpt / "config.yaml").is_file()
+
+
+def test_checkpoint_loads_as_a_segmenter_policy(tiny_models, synth_dir, tmp_path):
+    from socioseg.pipeline import InferenceConfig, SocioReasoner
+
+    trainer(config(tiny_models, synth_dir, "steps=1", "optim.kl_beta=0"), tmp_path).train()
+    model = SocioReasoner.from_pretrained(
+        vlm=str(tmp_path / "checkpoint-1"),
+        sam=str(tiny_models[1]),
+        device="cpu",
+        config=InferenceConfig(min_pixels=3136, max_pixels=12544),
+    )
+    assert model.vlm.model.config.model_type == "qwen2_5_vl"
+
+
+def test_kill_and_resume_gives_the_same_next_loss(tiny_models, synth_dir, tmp_path):
+    straight = trainer(config(tiny_models, synth_dir, "steps=2"), tmp_path / "a")
+    losses = []
+    straight.train(on_log=lambda step, m: losses.append(m))
+    first = trainer(config(tiny_models, synth_dir, "steps=2", "save_every=1"), tmp_path / "b")
+    first.train_step()
+    first.step = 1
+    from socioseg.rl import checkpoint
+
+    checkpoint.save(first, tmp_path / "b" / "checkpoint-1")
+    del first  # "killed" after step 1
+    resumed = trainer(config(tiny_models, synth_dir, "steps=2"), tmp_path / "b", resume=True)
+    assert resumed.step == 1
+    after = []
+    resumed.train(on_log=lambda step, m: after.append(m))
+    assert len(after) == 1
+    for key in ("train/loss", "train/kl", "train/grad_norm", "stage2/reward_total"):
+        assert after[0][key] == pytest.approx(losses[1][key], rel=1e-5, abs=1e-7), key
+
+
+def test_lora_trains_adapters_only_and_uses_the_base_as_reference(tiny_models, synth_dir, tmp_path):
+    cfg = config(tiny_models, synth_dir, "steps=1", "model.lora={rank: 4, alpha: 8}")
+    t = trainer(cfg, tmp_path)
+    assert t.reference is None
+    assert all("lora_" in n for n, p in t.policy.model.named_parameters() if p.requires_grad)
+    assert not any("visual" in n for n, p in t.policy.model.named_parameters() if p.requires_grad)
+    metrics = t.train()
+    assert math.isfinite(metrics["train/loss"])
+    assert (tmp_path / "checkpoint-1" / "adapter" / "adapter_config.json").is_file()
+    assert (tmp_path / "checkpoint-1" / "model.safetensors").is_file()
+
+
+def test_paper_strategy_samples_the_group_from_the_best_stage1(tiny_models, synth_dir, tmp_path):
+    t = trainer(
+        config(tiny_models, synth_dir, "rollout.strategy=paper", "rollout.group_size=3"), tmp_path
+    )
+    rollouts = collect_rollouts(
+        t.policy,
+        t.segmenter,
+        t.batch_samples(0),
+        t.config.rollout,
+        min_pixels=3136,
+        max_pixels=12544,
+        seed=5,
+    )
+    s1, s2 = rollouts.stage("stage1"), rollouts.stage("stage2")
+    assert len(s1) == len(s2) == 6
+    assert len({r.prompt for r in s2}) == 2  # one rendered prompt per group, sampled 3 times
+    assert [r.group for r in s2] == [2, 2, 2, 3, 3, 3]
+
+
+def test_prompt_over_budget_is_a_clear_error(tiny_models, synth_dir, tmp_path):
+    t = trainer(config(tiny_models, synth_dir, "rollout.max_prompt_tokens=50"), tmp_path)
+    with pytest.raises(PromptTooLongError, match="image tokens.*max_pixels"):
+        t.train_step()
+
+
+def test_batch_must_divide_over_processes(tiny_models, synth_dir):
+    with pytest.raises(ValueError, match="not divisible by the 2 processes"):
+        config(tiny_models, synth_dir, "batch_size=3").check_world(2)
+
+
+def _worker(rank, port, cfg, out, results):
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        WORLD_SIZE="2",
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+    )
+    torch.set_num_threads(1)
+    t = trainer(cfg, out)
+    metrics = t.train()
+    flat = torch.cat([p.detach().flatten() for p in t.policy.model.parameters()])
+    torch.save({"metrics": metrics, "params": flat}, f"{results}/rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_two_processes_with_gloo_train_in_lockstep(tiny_models, synth_dir, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = config(tiny_models, synth_dir, "steps=1", "batch_size=4", "optim.kl_beta=0")
+    torch.multiprocessing.start_processes(
+        _worker,
+        args=(port, cfg, str(tmp_path / "run"), str(tmp_path)),
+        nprocs=2,
+        start_method="spawn",
+    )
+    a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    assert torch.equal(a["params"], b["params"])  # DDP kept the replicas identical
+    assert a["metrics"] == b["metrics"]  # metrics are averaged over the processes
+    assert math.isfinite(a["metrics"]["train/loss"])
+    assert (tmp_path / "run" / "checkpoint-1" / "rng-rank1.pt").is_file()
