@@ -152,7 +152,7 @@ def test_paper_strategy_samples_the_group_from_the_best_stage1(tiny_models, synt
 
 def test_prompt_over_budget_is_a_clear_error(tiny_models, synth_dir, tmp_path):
     t = trainer(config(tiny_models, synth_dir, "rollout.max_prompt_tokens=50"), tmp_path)
-    with pytest.raises(PromptTooLongError, match="image tokens.*max_pixels"):
+    with pytest.raises(PromptTooLongError, match=r"image tokens.*max_pixels"):
         t.train_step()
 
 
