@@ -112,6 +112,45 @@ def _cmd_tiny_models(args: argparse.Namespace) -> int:
     return 0
 
 
+@_command
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from socioseg.data.synth import write_dataset
+
+    summary = write_dataset(
+        args.out, n=args.n, seed=args.seed, fmt=args.format, size=args.size, workers=args.workers
+    )
+    splits = ", ".join(f"{k} {v}" for k, v in summary["splits"].items())
+    print(f"wrote {summary['n']} synthetic samples to {args.out} ({args.format}: {splits})")
+    print(f"levels: {summary['levels']}; multi-instance samples: {summary['multi_instance']}")
+    return 0
+
+
+def _log_line(step: int, metrics: dict[str, float]) -> None:
+    print(
+        f"step {step}: reward s1 {metrics['stage1/reward_total']:.3f} "
+        f"s2 {metrics['stage2/reward_total']:.3f} | IoU s1 {metrics['stage1/iou']:.3f} "
+        f"s2 {metrics['stage2/iou']:.3f} | loss {metrics['train/loss']:.4f} "
+        f"kl {metrics['train/kl']:.4f} | {metrics['time/step_s']:.1f}s",
+        flush=True,
+    )
+
+
+@_command
+def _cmd_train(args: argparse.Namespace) -> int:
+    from socioseg.rl.config import ConfigError, load_config
+    from socioseg.rl.trainer import Trainer
+
+    try:
+        config = load_config(args.config, args.overrides)
+    except ConfigError as error:
+        raise CommandError(str(error)) from error
+    trainer = Trainer(config, args.out, resume=args.resume)
+    if trainer.rank == 0:
+        print(f"training from step {trainer.step} to {config.steps}; logs: {args.out}/tensorboard")
+    trainer.train(on_log=_log_line if trainer.rank == 0 else None)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="socioseg",
@@ -126,6 +165,20 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--out", required=True, type=Path, help="output folder")
     _add_model_args(seg)
     _add_inference_args(seg)
+
+    synth = sub.add_parser("synth", help="generate a synthetic SocioSeg-like dataset")
+    synth.add_argument("out", type=Path, help="output folder")
+    synth.add_argument("--n", type=int, default=200, help="number of samples")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--format", choices=("folder", "parquet"), default="folder")
+    synth.add_argument("--size", type=int, default=768, help="tile side in pixels")
+    synth.add_argument("--workers", type=int, default=1, help="processes")
+
+    train = sub.add_parser("train", help="GRPO training of both stages")
+    train.add_argument("--config", type=Path, default=None, help="YAML config (see configs/)")
+    train.add_argument("--out", required=True, type=Path, help="run folder")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    train.add_argument("overrides", nargs="*", help="section.field=value overrides")
 
     tiny = sub.add_parser("tiny-models", help="build random-weight models for offline tests")
     tiny.add_argument("out", type=Path, help="folder; writes OUT/vlm and OUT/sam")

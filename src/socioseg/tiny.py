@@ -99,8 +99,18 @@ def build_tiny_tokenizer():
     return tokenizer
 
 
-def build_tiny_vlm(out_dir: str | Path, seed: int = 0) -> Path:
-    """Save a random ~1M-parameter Qwen2.5-VL with tokenizer and image processor to ``out_dir``."""
+def build_tiny_vlm(
+    out_dir: str | Path,
+    seed: int = 0,
+    text_hidden: int = 64,
+    text_layers: int = 2,
+    vision_hidden: int = 32,
+    vision_depth: int = 2,
+) -> Path:
+    """Save a random small Qwen2.5-VL with tokenizer and image processor to ``out_dir``.
+
+    The defaults give about 0.24M parameters; the sizes can grow for learning experiments.
+    """
     import torch
     from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
@@ -109,15 +119,15 @@ def build_tiny_vlm(out_dir: str | Path, seed: int = 0) -> Path:
     out_dir = Path(out_dir)
     tokenizer = build_tiny_tokenizer()
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in QWEN_SPECIAL_TOKENS}
-    text_hidden = 64
+    head_dim = 16
     config = Qwen2_5_VLConfig(
         text_config={
             "vocab_size": len(tokenizer),
             "hidden_size": text_hidden,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
+            "intermediate_size": 2 * text_hidden,
+            "num_hidden_layers": text_layers,
+            "num_attention_heads": text_hidden // head_dim,
+            "num_key_value_heads": max(1, text_hidden // head_dim // 2),
             "max_position_embeddings": 8192,
             "rope_parameters": {
                 "rope_type": "default",
@@ -129,16 +139,16 @@ def build_tiny_vlm(out_dir: str | Path, seed: int = 0) -> Path:
             "pad_token_id": ids["<|endoftext|>"],
         },
         vision_config={
-            "depth": 2,
-            "hidden_size": 32,
-            "intermediate_size": 64,
+            "depth": vision_depth,
+            "hidden_size": vision_hidden,
+            "intermediate_size": 2 * vision_hidden,
             "num_heads": 2,
             "patch_size": 14,
             "spatial_merge_size": 2,
             "temporal_patch_size": 2,
             "window_size": 112,
             "out_hidden_size": text_hidden,
-            "fullatt_block_indexes": [1],
+            "fullatt_block_indexes": [vision_depth - 1],
         },
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
