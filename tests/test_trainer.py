@@ -172,7 +172,10 @@ def _worker(rank, port, cfg, out, results):
     torch.set_num_threads(1)
     t = trainer(cfg, out)
     metrics = t.train()
-    flat = torch.cat([p.detach().flatten() for p in t.policy.model.parameters()])
+    full = [
+        p.full_tensor() if hasattr(p, "full_tensor") else p for p in t.policy.model.parameters()
+    ]
+    flat = torch.cat([p.detach().flatten() for p in full])
     torch.save({"metrics": metrics, "params": flat}, f"{results}/rank{rank}.pt")
     torch.distributed.destroy_process_group()
 
@@ -193,3 +196,29 @@ def test_two_processes_with_gloo_train_in_lockstep(tiny_models, synth_dir, tmp_p
     assert a["metrics"] == b["metrics"]  # metrics are averaged over the processes
     assert math.isfinite(a["metrics"]["train/loss"])
     assert (tmp_path / "run" / "checkpoint-1" / "rng-rank1.pt").is_file()
+
+
+def test_two_processes_with_fsdp_shard_and_checkpoint(tiny_models, synth_dir, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = config(tiny_models, synth_dir, "steps=1", "batch_size=4", "distributed=fsdp")
+    torch.multiprocessing.start_processes(
+        _worker,
+        args=(port, cfg, str(tmp_path / "run"), str(tmp_path)),
+        nprocs=2,
+        start_method="spawn",
+    )
+    a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    assert a["metrics"] == b["metrics"] and math.isfinite(a["metrics"]["train/loss"])
+    assert torch.equal(a["params"], b["params"])
+    # the gathered checkpoint is a normal Hugging Face model
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    ckpt = tmp_path / "run" / "checkpoint-1"
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(ckpt)
+    base = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_models[0])
+    assert set(model.state_dict()) == set(base.state_dict())
+    assert not all(
+        torch.equal(model.state_dict()[k], base.state_dict()[k]) for k in base.state_dict()
+    )

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from socioseg.rl import parallel
+
 if TYPE_CHECKING:
     from socioseg.rl.config import LoraSettings
 
@@ -58,31 +60,22 @@ def add_lora(model, settings: LoraSettings, adapter: Path | None = None):
     return get_peft_model(model, config)
 
 
-def _distributed() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
-
-
-def _barrier() -> None:
-    if _distributed():
-        torch.distributed.barrier()
-
-
 def save(trainer, path: Path) -> None:
     """Write ``trainer``'s full state to ``path`` (all processes call this)."""
     tmp = path.with_name(f".{path.name}.tmp")
+    # Gathering sharded (FSDP) states needs every process; rank 0 writes them.
+    weights = parallel.full_model_state(trainer.policy.model)
+    optimizer = parallel.optimizer_state(trainer.policy.model, trainer.optimizer)
     if trainer.rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        _save_policy(trainer.policy, tmp)
+        _save_policy(trainer.policy, tmp, weights)
         torch.save(
-            {
-                "optimizer": trainer.optimizer.state_dict(),
-                "scheduler": trainer.scheduler.state_dict(),
-            },
+            {"optimizer": optimizer, "scheduler": trainer.scheduler.state_dict()},
             tmp / "optimizer.pt",
         )
         trainer.config.save(tmp / "config.yaml")
-    _barrier()
+    parallel.barrier()
     torch.save(
         {
             "python": random.getstate(),
@@ -92,7 +85,7 @@ def save(trainer, path: Path) -> None:
         },
         tmp / f"rng-rank{trainer.rank}.pt",
     )
-    _barrier()
+    parallel.barrier()
     if trainer.rank == 0:
         state = {
             "step": trainer.step,
@@ -102,15 +95,15 @@ def save(trainer, path: Path) -> None:
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
         shutil.rmtree(path, ignore_errors=True)
         tmp.rename(path)
-    _barrier()
+    parallel.barrier()
 
 
-def _save_policy(policy, folder: Path) -> None:
+def _save_policy(policy, folder: Path, weights: dict | None) -> None:
     model = policy.model
     if hasattr(model, "peft_config"):
         model.save_pretrained(folder / "adapter")
         model = copy.deepcopy(model).merge_and_unload()
-    model.save_pretrained(folder)
+    model.save_pretrained(folder, state_dict=weights)
     policy.processor.save_pretrained(folder)
 
 
@@ -123,7 +116,7 @@ def load_training_state(path: Path, trainer, rank: int) -> int:
             f"{trainer.world}: resume with the same number of processes"
         )
     saved = torch.load(path / "optimizer.pt", map_location=trainer.device, weights_only=False)
-    trainer.optimizer.load_state_dict(saved["optimizer"])
+    parallel.load_optimizer_state(trainer.policy.model, trainer.optimizer, saved["optimizer"])
     trainer.scheduler.load_state_dict(saved["scheduler"])
     rng = torch.load(path / f"rng-rank{rank}.pt", weights_only=False)
     random.setstate(rng["python"])

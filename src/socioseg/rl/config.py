@@ -97,6 +97,9 @@ class TrainConfig:
     rollout: RolloutSettings = field(default_factory=RolloutSettings)
     optim: OptimSettings = field(default_factory=OptimSettings)
     reward_variant: Literal["released", "paper"] = "released"
+    # ddp: every process holds the whole policy; fsdp: parameters, gradients and optimizer
+    # states are sharded over the processes (full-parameter training of the 3B model).
+    distributed: Literal["ddp", "fsdp"] = "ddp"
     batch_size: int = 128  # B: prompts per step, over all processes
     steps: int = 250
     seed: int = 0
@@ -123,6 +126,12 @@ class TrainConfig:
             (self.rollout.max_response_tokens >= 1, "rollout.max_response_tokens must be >= 1"),
             (self.rollout.generation_batch_size >= 1, "rollout.generation_batch_size must be >= 1"),
         ]
+        checks.append(
+            (
+                self.distributed == "ddp" or self.model.lora is None,
+                "model.lora needs distributed: ddp (LoRA adapters are small enough to replicate)",
+            )
+        )
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)

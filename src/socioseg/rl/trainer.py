@@ -21,16 +21,14 @@ is the base model with adapters disabled, not a second copy.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from socioseg.rl import checkpoint
+from socioseg.rl import checkpoint, parallel
 from socioseg.rl.algorithms import clipped_policy_loss, group_advantages
 from socioseg.rl.config import TrainConfig
 from socioseg.rl.rollout import Rollouts, collect_rollouts
@@ -48,7 +46,7 @@ class Trainer:
 
         self.config = config
         self.out_dir = Path(out_dir)
-        self.rank, self.world, self.device = _init_distributed()
+        self.rank, self.world, self.device = parallel.init_distributed()
         config.check_world(self.world)
         self.resume_from = checkpoint.latest(self.out_dir) if resume else None
         self.dataset = load_socioseg(
@@ -58,12 +56,11 @@ class Trainer:
             raise ValueError(f"{config.data.train} [{config.data.train_split}] has no samples")
         self.policy, self.reference = self._load_policy()
         self.segmenter = Segmenter.from_pretrained(config.model.sam, device=str(self.device))
-        self.forward_model = self.policy.model
-        if self.world > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.forward_model = DistributedDataParallel(self.policy.model, device_ids=ids)
+        self.forward_model = parallel.shard(
+            self.policy, config.distributed, self.world, self.device
+        )
+        if self.reference is not None and config.distributed == "fsdp":
+            parallel.shard(self.reference, "fsdp", self.world, self.device)
         self.params = [p for p in self.policy.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             self.params, lr=config.optim.lr, weight_decay=config.optim.weight_decay
@@ -205,8 +202,8 @@ class Trainer:
             )
             ids, mask = _pad([r.token_ids for r in batch], self.policy.processor.tokenizer)
             ref_logp = self._reference_logprobs(inputs, ids, mask) if o.kl_beta > 0 else None
-            sync = n == len(chunks) - 1 or self.world == 1
-            with nullcontext() if sync else self.forward_model.no_sync():
+            last = n == len(chunks) - 1
+            with parallel.gradient_sync(self.forward_model, enabled=last):
                 logp = self.policy.response_logprobs(inputs, ids, mask, model=self.forward_model)
                 loss, stats = clipped_policy_loss(
                     logp,
@@ -228,7 +225,9 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.policy.model.eval()
-        return {f"train/{k}": v for k, v in totals.items()} | {"train/grad_norm": float(grad_norm)}
+        return {f"train/{k}": v for k, v in totals.items()} | {
+            "train/grad_norm": parallel.as_float(grad_norm)
+        }
 
     @torch.no_grad()
     def _reference_logprobs(self, inputs, ids, mask) -> torch.Tensor:
@@ -277,20 +276,3 @@ def _mean_over_processes(metrics: dict[str, float], world: int, device) -> dict[
     values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=device)
     torch.distributed.all_reduce(values)
     return {k: float(v) / world for k, v in zip(keys, values.tolist(), strict=True)}
-
-
-def _init_distributed() -> tuple[int, int, torch.device]:
-    """``(rank, world_size, device)``; joins the process group when launched by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = torch.cuda.is_available()
-    device = torch.device("cpu")
-    if cuda:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    if world == 1:
-        return 0, 1, device
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
-    return dist.get_rank(), dist.get_world_size(), device

@@ -1,0 +1,201 @@
+"""The files of an evaluation folder: ``run.json`` (what ran) and ``predictions.jsonl`` (rows).
+
+A row is one sample: ``index`` (position in the dataset), ``id``, ``status`` and, when
+``status == "ok"``, ``query``, ``level``, ``socio_class``, ``gt_size`` [w, h], ``gt_pixels``
+and ``score`` (one :class:`~socioseg.metrics.SampleScore` dict per stage). ``"skipped"`` rows
+carry a ``reason`` instead. Rows are appended one whole line at a time with flush + fsync, so a
+killed writer leaves at most a partial last line, which :func:`read_rows` ignores or cuts off.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from socioseg.data import Sample
+from socioseg.metrics import SampleScore
+
+ROWS_FILE = "predictions.jsonl"
+RUN_FILE = "run.json"
+
+
+class EvalError(ValueError):
+    """An output folder, shard spec or prediction set that cannot be used; says why and what
+    to do."""
+
+
+def package_versions() -> dict[str, str | None]:
+    """Versions of Python and the packages that decide a result (None when not installed)."""
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in ("socioseg", "torch", "transformers", "numpy"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def run_info(
+    kind: str,
+    stages: Sequence[str],
+    config: Mapping[str, Any],
+    model_ids: Mapping[str, str] | None,
+    dataset,
+    n_selected: int,
+) -> dict[str, Any]:
+    """The content of ``run.json``; ``shard`` and ``contact`` (tile indices) start empty."""
+    return {
+        "kind": kind,
+        "stages": list(stages),
+        "config": json.loads(json.dumps(config, default=str)),
+        "models": dict(model_ids or {}),
+        "versions": package_versions(),
+        "dataset": {
+            "description": repr(dataset),
+            "split": dataset.split,
+            "n_samples": len(dataset),
+            "n_selected": n_selected,
+            "on_error": getattr(dataset, "on_error", "raise"),
+        },
+        "shard": None,
+        "contact": [],
+    }
+
+
+def run_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What makes two run.json contents different runs, as ``"key: old -> new"``.
+
+    Package versions, the batch size, the data's description (its path) and the contact-sheet
+    samples may change between the parts of one run; results do not depend on them.
+    """
+
+    def key(info: Mapping[str, Any]) -> dict[str, Any]:
+        config = {k: v for k, v in info["config"].items() if k != "batch_size"}
+        return {
+            "kind": info["kind"],
+            **{f"config.{k}": v for k, v in config.items()},
+            **{f"models.{k}": v for k, v in info["models"].items()},
+            "split": info["dataset"]["split"],
+            "samples selected": info["dataset"]["n_selected"],
+            "shard": info["shard"],
+        }
+
+    a, b = key(old), key(new)
+    keys = sorted(set(a) | set(b))
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
+
+
+def claim_dir(work_dir: Path, info: Mapping[str, Any]) -> None:
+    """Create ``work_dir`` for the run ``info``, or check that the run already there is it.
+
+    Raises :class:`EvalError` listing the differences when the folder holds another run.
+    """
+    run_path = work_dir / RUN_FILE
+    if run_path.is_file():
+        differences = run_differences(read_json(run_path), info)
+        if differences:
+            raise EvalError(
+                f"{work_dir} holds a different run ({'; '.join(differences)}); rerun with the "
+                "same settings to resume it, or choose another output folder"
+            )
+    elif (work_dir / ROWS_FILE).exists():
+        raise EvalError(
+            f"{work_dir / ROWS_FILE} exists without {RUN_FILE}; it is not a socioseg evaluation "
+            "folder, choose another output folder"
+        )
+    work_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run_path, json.dumps(info, indent=2) + "\n")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_rows(path: str | Path, repair: bool = False) -> list[dict[str, Any]]:
+    """The rows of a ``predictions.jsonl`` (``[]`` when it does not exist).
+
+    A last line without its newline is what a killed run leaves: it is ignored, and with
+    ``repair`` cut off the file so appending can go on. Any other unreadable line is an
+    :class:`EvalError` naming the line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if repair and end < len(data):
+        with path.open("r+b") as handle:
+            handle.truncate(end)
+            handle.flush()
+            os.fsync(handle.fileno())
+    rows = []
+    for number, line in enumerate(data[:end].split(b"\n")[:-1], start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise EvalError(f"{path}, line {number}: not a JSON row ({error})") from error
+    return rows
+
+
+class RowWriter:
+    """Appends rows to a jsonl file: one whole line per row, flushed and fsynced."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = path.open("ab")
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        self._file.write(_line(row).encode("utf-8"))
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def __enter__(self) -> RowWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
+
+
+def write_rows(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Replace ``path`` with ``rows`` as jsonl, atomically."""
+    write_text_atomic(path, "".join(_line(row) for row in rows))
+
+
+def _line(row: Mapping[str, Any]) -> str:
+    return json.dumps(row, ensure_ascii=False) + "\n"
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace ``path``: a reader sees the old file or the new one, never half of one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def scored_row(index: int, sample: Sample, scores: Mapping[str, SampleScore]) -> dict[str, Any]:
+    """The row fields of a scored sample (scores at the GT resolution, one per stage)."""
+    return {
+        "index": index,
+        "id": sample.id,
+        "status": "ok",
+        "query": sample.query,
+        "level": sample.level,
+        "socio_class": sample.socio_class,
+        "gt_size": [int(sample.mask.shape[1]), int(sample.mask.shape[0])],
+        "gt_pixels": int(np.count_nonzero(sample.mask)),
+        "score": {stage: score.to_dict() for stage, score in scores.items()},
+    }
+
+
+def skipped_row(index: int, sample_id: str, reason: str) -> dict[str, Any]:
+    """The row of a sample that could not be evaluated: listed, never scored."""
+    return {"index": index, "id": sample_id, "status": "skipped", "reason": reason}
