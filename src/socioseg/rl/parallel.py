@@ -51,8 +51,8 @@ def shard(policy, mode: str, world: int, device: torch.device):
     more than one process wraps it in ``DistributedDataParallel``.
     """
     if mode == "fsdp":
-        from torch.distributed.fsdp import fully_shard
         from PIL import Image
+        from torch.distributed.fsdp import fully_shard
 
         model = policy.model
         for layer in model.model.language_model.layers:
