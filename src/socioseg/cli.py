@@ -44,6 +44,19 @@ def _add_inference_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_data_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="folder, parquet files or Hub id")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--levels", type=Path, default=None, help="id -> level (CSV or JSON)")
+    parser.add_argument("--limit", type=int, default=None, help="first N samples only")
+    parser.add_argument(
+        "--on-error",
+        choices=("raise", "skip"),
+        default="raise",
+        help="a broken sample stops the run, or is skipped and reported",
+    )
+
+
 def _inference_config(args: argparse.Namespace):
     from socioseg.pipeline import InferenceConfig
     from socioseg.vlm import SamplingSettings
@@ -66,30 +79,47 @@ def _load_reasoner(args: argparse.Namespace):
         value = getattr(args, name)
         if value.startswith((".", "/")) and not Path(value).is_dir():
             raise CommandError(f"--{name}: folder not found: {value}")
-    return SocioReasoner.from_pretrained(
-        vlm=args.vlm,
-        sam=args.sam,
-        device=args.device,
-        dtype=args.dtype,
-        config=_inference_config(args),
-    )
+    try:
+        return SocioReasoner.from_pretrained(
+            vlm=args.vlm,
+            sam=args.sam,
+            device=args.device,
+            dtype=args.dtype,
+            config=_inference_config(args),
+        )
+    except (OSError, ValueError) as error:  # the loaders' messages say what to pass
+        raise CommandError(str(error)) from error
+
+
+def _segment_inputs(args: argparse.Namespace):
+    """``(sat image, map, query, inputs record)`` from --example or --sat/--map/--query."""
+    from socioseg.pipeline import load_image
+
+    if args.example is not None:
+        from socioseg.data import load_example
+
+        key = int(args.example) if args.example.lstrip("-").isdigit() else args.example
+        try:
+            sample = load_example(key)
+        except (IndexError, KeyError) as error:
+            raise CommandError(str(error.args[0])) from error
+        return sample.sat, sample.map, args.query or sample.query, {"example": sample.id}
+    missing = [f"--{n}" for n in ("sat", "map", "query") if getattr(args, n) is None]
+    if missing:
+        raise CommandError(f"give {', '.join(missing)} (or --example N for a bundled sample)")
+    sat = load_image(args.sat, str(args.sat))
+    return sat, args.map, args.query, {"sat": str(args.sat), "map": str(args.map)}
 
 
 @_command
 def _cmd_segment(args: argparse.Namespace) -> int:
     from socioseg.outputs import write_prediction
-    from socioseg.pipeline import load_image
 
-    sat = load_image(args.sat, str(args.sat))
+    sat, map_, query, inputs = _segment_inputs(args)
     reasoner = _load_reasoner(args)
-    prediction = reasoner.segment(sat, args.map, args.query)
-    written = write_prediction(
-        prediction,
-        sat,
-        args.out,
-        models={"vlm": args.vlm, "sam": args.sam},
-        inputs={"sat": str(args.sat), "map": str(args.map)},
-    )
+    prediction = reasoner.segment(sat, map_, query)
+    models = {"vlm": args.vlm, "sam": args.sam}
+    written = write_prediction(prediction, sat, args.out, models=models, inputs=inputs)
     stage1 = prediction.stage1.parsed
     print(f"query: {prediction.query!r}  mode: {prediction.mode}  final: {prediction.final_source}")
     print(f"stage 1: {len(stage1.targets)} boxes, {len(stage1.problems)} parse problems")
@@ -99,6 +129,69 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     print(f"mask: {int(prediction.mask.sum())} pixels of {sat.width}x{sat.height}")
     for path in written.values():
         print(f"wrote {path}")
+    return 0
+
+
+def _open_dataset(args: argparse.Namespace):
+    from socioseg.data import LevelMap, load_socioseg
+
+    levels = LevelMap.from_file(args.levels) if args.levels else None
+    return load_socioseg(args.data, args.split, levels=levels, on_error=args.on_error)
+
+
+def _print_summary(summary: dict) -> None:
+    from socioseg.report import results_table
+
+    print(results_table(summary))
+
+
+@_command
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from socioseg.evaluate import evaluate
+
+    dataset = _open_dataset(args)
+    reasoner = _load_reasoner(args)
+    summary = evaluate(
+        reasoner,
+        dataset,
+        args.out,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        shard=args.shard,
+        save_masks=args.save_masks,
+        config_json={
+            "data": str(args.data),
+            "split": args.split,
+            "levels": str(args.levels) if args.levels else None,
+        },
+        model_ids={"vlm": args.vlm, "sam": args.sam},
+    )
+    _print_summary(summary)
+    print(f"wrote {args.out}/metrics.json, predictions.jsonl and report.md")
+    return 0
+
+
+@_command
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from socioseg.evaluate import merge
+
+    _print_summary(merge(args.out, allow_incomplete=args.allow_incomplete))
+    return 0
+
+
+@_command
+def _cmd_score(args: argparse.Namespace) -> int:
+    from socioseg.evaluate import score_predictions
+
+    summary = score_predictions(
+        args.pred_dir,
+        _open_dataset(args),
+        args.out,
+        missing=args.missing,
+        limit=args.limit,
+        config_json={"data": str(args.data), "split": args.split, "pred_dir": str(args.pred_dir)},
+    )
+    _print_summary(summary)
     return 0
 
 
@@ -159,12 +252,37 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     seg = sub.add_parser("segment", help="segment a query on one satellite + map pair")
-    seg.add_argument("--sat", required=True, type=Path, help="satellite image")
-    seg.add_argument("--map", required=True, type=Path, help="map image of the same extent")
-    seg.add_argument("--query", required=True, help='e.g. "Jinan Zoo", "School", "Educational"')
+    seg.add_argument("--sat", type=Path, help="satellite image")
+    seg.add_argument("--map", type=Path, help="map image of the same extent")
+    seg.add_argument("--query", help='e.g. "Jinan Zoo", "School", "Educational"')
+    seg.add_argument("--example", help="a bundled example (index or name) instead of --sat/--map")
     seg.add_argument("--out", required=True, type=Path, help="output folder")
     _add_model_args(seg)
     _add_inference_args(seg)
+
+    ev = sub.add_parser("eval", help="run the pipeline over a SocioSeg split and score it")
+    _add_data_args(ev)
+    ev.add_argument("--out", required=True, type=Path, help="run folder (rerun to resume)")
+    ev.add_argument("--batch-size", type=int, default=1)
+    ev.add_argument("--shard", default=None, help="i/n: this process's share (then merge)")
+    ev.add_argument("--save-masks", action="store_true", help="also write masks as PNG")
+    _add_model_args(ev)
+    _add_inference_args(ev)
+
+    merge = sub.add_parser("merge", help="combine the shards of an eval run folder")
+    merge.add_argument("out", type=Path)
+    merge.add_argument("--allow-incomplete", action="store_true")
+
+    score = sub.add_parser("score", help="score another method's masks (<id>.png)")
+    score.add_argument("--pred-dir", required=True, type=Path)
+    _add_data_args(score)
+    score.add_argument("--out", required=True, type=Path)
+    score.add_argument(
+        "--missing",
+        choices=("error", "skip", "empty"),
+        default="error",
+        help="a sample without a mask file: stop, list it, or score it empty",
+    )
 
     synth = sub.add_parser("synth", help="generate a synthetic SocioSeg-like dataset")
     synth.add_argument("out", type=Path, help="output folder")
@@ -188,9 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from socioseg.data import DataError
+    from socioseg.evaluate import EvalError
+
     try:
         return _COMMANDS[args.command](args)
-    except (CommandError, InputError) as error:
+    except (CommandError, InputError, DataError, EvalError) as error:
         print(f"socioseg {args.command}: error: {error}", file=sys.stderr)
         return 2
 

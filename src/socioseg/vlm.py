@@ -35,6 +35,10 @@ VISION_TOKENS = (
 _CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
 
 
+class ModelLoadError(OSError):
+    """A checkpoint that cannot be loaded; the message says what to pass instead."""
+
+
 @dataclass(frozen=True)
 class SamplingSettings:
     """How responses are drawn. Defaults are the released evaluation's (SPEC §3)."""
@@ -208,9 +212,16 @@ class VisionLanguageModel:
         from transformers import Qwen2_5_VLForConditionalGeneration
 
         torch_device = resolve_device(device)
-        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-            name_or_path, dtype=resolve_dtype(dtype, torch_device)
-        )
+        try:
+            model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+                name_or_path, dtype=resolve_dtype(dtype, torch_device)
+            )
+        except OSError as error:
+            raise ModelLoadError(
+                f"cannot load the Qwen2.5-VL model {name_or_path!r}: "
+                f"{str(error).splitlines()[0]} Pass a local checkpoint folder (--vlm DIR); "
+                "offline, `socioseg tiny-models DIR` builds random-weight test models"
+            ) from error
         model.to(torch_device).eval()
         processor = VLMProcessor.from_pretrained(name_or_path, min_pixels, max_pixels)
         return cls(model, processor, name=str(name_or_path))

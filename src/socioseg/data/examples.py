@@ -1,0 +1,72 @@
+"""Three small synthetic samples shipped with the package, one per query level."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from os import PathLike
+from pathlib import Path
+
+from socioseg.data.dataset import QUESTION_FILE, Sample, load_sample_dir
+from socioseg.data.levels import LevelMap
+
+LEVELS_FILE = "levels.json"
+
+
+def _root() -> Path:
+    return Path(str(resources.files("socioseg") / "assets" / "examples"))
+
+
+def examples() -> list[Path]:
+    """The example sample folders (folder layout), sorted by name."""
+    root = _root()
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if (p / QUESTION_FILE).is_file())
+
+
+def load_example(name_or_index: str | int = 0) -> Sample:
+    """Load an example by folder name or position in :func:`examples`, with its level."""
+    folders = examples()
+    if isinstance(name_or_index, int):
+        if not -len(folders) <= name_or_index < len(folders):
+            raise IndexError(
+                f"example index {name_or_index} out of range; there are {len(folders)}"
+            )
+        folder = folders[name_or_index]
+    else:
+        by_name = {p.name: p for p in folders}
+        if name_or_index not in by_name:
+            raise KeyError(f"no example named {name_or_index!r}; available: {sorted(by_name)}")
+        folder = by_name[name_or_index]
+    levels_path = _root() / LEVELS_FILE
+    levels = LevelMap.from_file(levels_path) if levels_path.is_file() else None
+    return load_sample_dir(folder, levels)
+
+
+def write_examples(out: str | PathLike[str], seed: int = 2026, size: int = 768) -> list[Path]:
+    """Regenerate the shipped examples: the first single-target sample of each level."""
+    import numpy as np
+
+    from socioseg.data._writers import write_folder_sample
+    from socioseg.data.synth import Encoded, _generate
+
+    out = Path(out)
+    wanted = ["socio-name", "socio-class", "socio-function"]
+    chosen: dict[str, Sample] = {}
+    index = 0
+    while len(chosen) < len(wanted):
+        sample, n_targets = _generate(np.random.default_rng([seed, index]), index, size)
+        if n_targets == 1 and sample.level not in chosen:
+            chosen[sample.level] = sample
+        index += 1
+    folders = []
+    levels = {}
+    for level in wanted:
+        sample = chosen[level]
+        folder = out / sample.id
+        write_folder_sample(Encoded.from_sample(sample, 1, optimize=True), folder)
+        levels[sample.id] = {"level": sample.level, "class": sample.socio_class}
+        folders.append(folder)
+    (out / LEVELS_FILE).write_text(json.dumps(levels, indent=1) + "\n")
+    return folders
