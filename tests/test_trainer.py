@@ -222,3 +222,17 @@ def test_two_processes_with_fsdp_shard_and_checkpoint(tiny_models, synth_dir, tm
     assert not all(
         torch.equal(model.state_dict()[k], base.state_dict()[k]) for k in base.state_dict()
     )
+
+
+def test_periodic_validation_writes_scores(tiny_models, synth_dir, tmp_path):
+    cfg = config(
+        tiny_models,
+        synth_dir,
+        "steps=1",
+        f"data.val={synth_dir}",
+        "data.val_limit=2",
+        "eval_every=1",
+    )
+    trainer(cfg, tmp_path).train()
+    assert (tmp_path / "validation-1" / "metrics.json").is_file()
+    assert (tmp_path / "validation-1" / "report.md").is_file()

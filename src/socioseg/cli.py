@@ -91,6 +91,11 @@ def _load_reasoner(args: argparse.Namespace):
         raise CommandError(str(error)) from error
 
 
+def _reasoner_factory(args: argparse.Namespace):
+    """Loads the models on first use, so that bad inputs fail before a 3B model loads."""
+    return lambda: _load_reasoner(args)
+
+
 def _segment_inputs(args: argparse.Namespace):
     """``(sat image, map, query, inputs record)`` from --example or --sat/--map/--query."""
     from socioseg.pipeline import load_image
@@ -196,6 +201,52 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 @_command
+def _cmd_segment_area(args: argparse.Namespace) -> int:
+    from socioseg.area import AreaError, segment_area
+
+    try:
+        summary = segment_area(
+            _reasoner_factory(args),
+            args.sat,
+            args.map,
+            args.query,
+            args.out,
+            tile=args.tile,
+            overlap=args.overlap,
+            batch_size=args.batch_size,
+            mode=args.mode,
+            min_area_px=args.min_area_px,
+            progress=not args.no_progress,
+        )
+    except AreaError as error:
+        raise CommandError(str(error)) from error
+    print(
+        f"tiles: {summary.tiles_total} ({summary.tiles_run} run, {summary.tiles_resumed} "
+        f"resumed, {summary.tiles_nodata} empty); entities: {summary.entities}; "
+        f"{summary.seconds:.1f}s"
+    )
+    print(f"wrote {summary.mask_path}, {summary.geojson_path} and {summary.tiles_jsonl}")
+    return 0
+
+
+@_command
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from socioseg.demo import DemoDependencyError, run_demo
+
+    try:
+        run_demo(
+            _reasoner_factory(args),
+            host=args.host,
+            port=args.port,
+            max_image_pixels=args.max_image_pixels,
+            max_file_size=args.max_file_size,
+        )
+    except DemoDependencyError as error:
+        raise CommandError(str(error)) from error
+    return 0
+
+
+@_command
 def _cmd_tiny_models(args: argparse.Namespace) -> int:
     from socioseg.tiny import build_tiny_models
 
@@ -283,6 +334,27 @@ def build_parser() -> argparse.ArgumentParser:
         default="error",
         help="a sample without a mask file: stop, list it, or score it empty",
     )
+
+    area = sub.add_parser("segment-area", help="tile, segment and stitch large (geo)rasters")
+    area.add_argument("--sat", required=True, type=Path, help="satellite raster (GeoTIFF/PNG)")
+    area.add_argument("--map", required=True, type=Path, help="map raster on the same grid")
+    area.add_argument("--query", required=True)
+    area.add_argument("--out", required=True, type=Path, help="output folder (rerun to resume)")
+    area.add_argument("--tile", type=int, default=768, help="tile side in pixels")
+    area.add_argument("--overlap", type=int, default=128, help="minimum overlap of tiles")
+    area.add_argument("--batch-size", type=int, default=4, help="tiles per batch")
+    area.add_argument("--min-area-px", type=int, default=16, help="smallest polygon kept")
+    area.add_argument("--no-progress", action="store_true")
+    _add_model_args(area)
+    _add_inference_args(area)
+
+    demo = sub.add_parser("demo", help="a local web page to try the model (needs [demo])")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=7860)
+    demo.add_argument("--max-image-pixels", type=int, default=25_000_000)
+    demo.add_argument("--max-file-size", default="50mb")
+    _add_model_args(demo)
+    _add_inference_args(demo)
 
     synth = sub.add_parser("synth", help="generate a synthetic SocioSeg-like dataset")
     synth.add_argument("out", type=Path, help="output folder")

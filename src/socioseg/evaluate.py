@@ -132,6 +132,8 @@ def evaluate(
     n_selected = _n_selected(dataset, limit)
     distributed = shard is None and _torchrun_shard() is not None
     shard = parse_shard(shard) if shard is not None else _torchrun_shard()
+    if shard is not None and shard[1] == 1:  # one shard of one: a plain run
+        shard = None
     out_dir = Path(out_dir)
     work_dir = out_dir if shard is None else out_dir / f"shard-{shard[0]}-of-{shard[1]}"
     config = {

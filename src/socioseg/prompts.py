@@ -20,9 +20,7 @@ _INTRO = (
     "You will be given two images. The first is a map and the second is a corresponding "
     "satellite image."
 )
-_COMPARE = (
-    "Compare the difference between object(s) and find the most closely matched object(s)."
-)
+_COMPARE = "Compare the difference between object(s) and find the most closely matched object(s)."
 
 STAGE1_TEMPLATE = (
     _INTRO + "Please find '{query}' with bboxs." + _COMPARE + "Output the thinking process in "
@@ -31,7 +29,7 @@ STAGE1_TEMPLATE = (
 )
 
 STAGE2_TEMPLATE = (
-    _INTRO + "Now some bbox(s) and the results after SAM segmentation for \"{query}\" have been "
+    _INTRO + 'Now some bbox(s) and the results after SAM segmentation for "{query}" have been '
     "rendered on these two images.The found bbox(s) are: {boxes}.Please add some points "
     "appropriately to each bbox to better represent the area of interest.Output the thinking "
     "process in <think> </think> and final answer in <answer> </answer> tags.i.e., <think> "

@@ -1,0 +1,320 @@
+"""Raster input/output and mask polygons for ``segment-area`` (and the demo's GeoJSON).
+
+Rasters are read in windows through rasterio (the optional extra ``socioseg[gis]``); plain
+PNG/JPEG files are also accepted and read whole with Pillow when rasterio is not installed. A raster
+is *georeferenced* when it has a CRS or a non-identity transform; masks are then written as
+GeoTIFF on the same grid and polygons are given in the raster's CRS, otherwise in pixels.
+
+Pixel coordinates here are pixel-corner coordinates: pixel ``(col, row)`` covers
+``[col, col + 1) x [row, row + 1)``; a transform maps them to CRS coordinates.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+if TYPE_CHECKING:
+    from affine import Affine
+
+PLAIN_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+GIS_INSTALL_HINT = "pip install 'socioseg[gis]'"
+# Relative tolerance when comparing two rasters' transforms (fractions of a pixel).
+GRID_TOLERANCE = 1e-6
+
+
+class AreaError(Exception):
+    """A problem with ``segment-area`` inputs or outputs; its message is one line for users."""
+
+
+def _rasterio():
+    try:
+        import rasterio
+    except ImportError:
+        return None
+    return rasterio
+
+
+@dataclass(frozen=True)
+class Georef:
+    """Where a raster lies: its CRS (a ``rasterio.crs.CRS`` or ``None``) and affine transform."""
+
+    crs: Any
+    transform: Affine
+
+    def crs_name(self) -> str:
+        if self.crs is None:
+            return "no CRS"
+        return self.crs.to_string() or "custom CRS"
+
+
+class RasterSource:
+    """A raster opened for windowed RGB reads. Use as a context manager.
+
+    ``size`` is ``(width, height)``; ``georef`` is ``None`` for plain images.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise AreaError(f"{self.path}: no such file")
+        self._dataset = None
+        self._image: Image.Image | None = None
+        self._palette: np.ndarray | None = None
+        rasterio = _rasterio()
+        if rasterio is not None:
+            self._open_rasterio(rasterio)
+        elif self.path.suffix.lower() in PLAIN_IMAGE_SUFFIXES:
+            self._open_pillow()
+        else:
+            raise AreaError(f"{self.path}: reading this raster needs rasterio: {GIS_INSTALL_HINT}")
+
+    def _open_rasterio(self, rasterio) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            try:
+                ds = rasterio.open(self.path)
+            except rasterio.errors.RasterioIOError as exc:
+                raise AreaError(f"{self.path}: not a raster GDAL can read") from exc
+        self._dataset = ds
+        if ds.count not in (1, 3, 4):
+            ds.close()
+            raise AreaError(
+                f"{self.path}: has {ds.count} bands; expected 1 (grey), 3 or 4 (RGB[A])"
+            )
+        if ds.dtypes[0] != "uint8":
+            ds.close()
+            raise AreaError(
+                f"{self.path}: pixels are {ds.dtypes[0]}, expected 8-bit RGB; convert it first, "
+                "e.g. gdal_translate -ot Byte -scale IN OUT"
+            )
+        self.size = (ds.width, ds.height)
+        self._palette = None
+        if ds.count == 1 and ds.colorinterp[0] == rasterio.enums.ColorInterp.palette:
+            # Web-map PNGs are often palette images: look the indices up, as Pillow would.
+            self._palette = np.zeros((256, 3), dtype=np.uint8)
+            for index, rgba in ds.colormap(1).items():
+                self._palette[index] = rgba[:3]
+        georeferenced = ds.crs is not None or not ds.transform.is_identity
+        self.georef = Georef(ds.crs, ds.transform) if georeferenced else None
+
+    def _open_pillow(self) -> None:
+        try:
+            image = Image.open(self.path)
+            image.load()
+        except (OSError, Image.DecompressionBombError) as exc:
+            raise AreaError(f"{self.path}: not an image Pillow can read ({exc})") from exc
+        self._image = image.convert("RGB")
+        self.size = self._image.size
+        self.georef = None
+
+    def read(self, x: int, y: int, width: int, height: int) -> Image.Image:
+        """The RGB pixels of the window at column ``x``, row ``y`` (image frame of the tile)."""
+        if self._image is not None:
+            return self._image.crop((x, y, x + width, y + height))
+        from rasterio.windows import Window
+
+        window = Window(x, y, width, height)
+        if self._dataset.count == 1:
+            grey = self._dataset.read(1, window=window)
+            rgb = self._palette[grey] if self._palette is not None else np.stack([grey] * 3, -1)
+        else:
+            rgb = self._dataset.read([1, 2, 3], window=window).transpose(1, 2, 0)
+        return Image.fromarray(np.ascontiguousarray(rgb), "RGB")
+
+    def is_nodata(self, x: int, y: int, width: int, height: int) -> bool:
+        """True when the raster declares every pixel of the window invalid (nodata/alpha)."""
+        if self._dataset is None:
+            return False
+        from rasterio.enums import MaskFlags
+        from rasterio.windows import Window
+
+        if all(MaskFlags.all_valid in flags for flags in self._dataset.mask_flag_enums):
+            return False
+        return not self._dataset.dataset_mask(window=Window(x, y, width, height)).any()
+
+    def close(self) -> None:
+        if self._dataset is not None:
+            self._dataset.close()
+
+    def __enter__(self) -> RasterSource:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def check_same_grid(sat: RasterSource, map_: RasterSource) -> Georef | None:
+    """Raise :class:`AreaError` unless both rasters share size, CRS and transform.
+
+    A plain image without georeferencing is taken to lie on the other raster's grid when the
+    sizes agree. Returns the shared georeferencing (``None`` when neither has any).
+    """
+    if sat.size != map_.size:
+        raise AreaError(
+            f"{map_.path} is {map_.size[0]}x{map_.size[1]} px but {sat.path} is "
+            f"{sat.size[0]}x{sat.size[1]} px: map and satellite must share one pixel grid "
+            "(resample one onto the other, e.g. with gdalwarp)"
+        )
+    if sat.georef is None or map_.georef is None:
+        return sat.georef or map_.georef
+    if sat.georef.crs != map_.georef.crs:
+        raise AreaError(
+            f"{map_.path} is in {map_.georef.crs_name()} but {sat.path} is in "
+            f"{sat.georef.crs_name()}: reproject one onto the other (gdalwarp -t_srs ...)"
+        )
+    a, b = sat.georef.transform, map_.georef.transform
+    pixel = max(abs(a.a), abs(a.e), abs(a.b), abs(a.d))
+    if not a.almost_equals(b, precision=GRID_TOLERANCE * pixel):
+        raise AreaError(
+            f"{map_.path} and {sat.path} cover different extents or pixel sizes "
+            f"(transforms {tuple(b)[:6]} vs {tuple(a)[:6]}): they must share one pixel grid"
+        )
+    return sat.georef
+
+
+def write_mask_raster(
+    path: Path,
+    size: tuple[int, int],
+    georef: Georef | None,
+    strips: Iterator[tuple[int, np.ndarray]],
+) -> Path:
+    """Write a 0/255 uint8 mask from ``(row_offset, rows x width bool)`` strips.
+
+    With ``georef`` the file is a deflate-compressed GeoTIFF ``path.with_suffix('.tif')`` on the
+    input grid, written strip by strip; otherwise a PNG ``path.with_suffix('.png')``.
+    """
+    width, height = size
+    if georef is None:
+        full = np.zeros((height, width), dtype=np.uint8)
+        for row, strip in strips:
+            full[row : row + strip.shape[0]] = strip.astype(np.uint8) * 255
+        out = path.with_suffix(".png")
+        Image.fromarray(full, "L").save(out)
+        return out
+    rasterio = _rasterio()
+    from rasterio.windows import Window
+
+    out = path.with_suffix(".tif")
+    profile = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": 1,
+        "dtype": "uint8",
+        "crs": georef.crs,
+        "transform": georef.transform,
+        "compress": "deflate",
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+    }
+    with rasterio.open(out, "w", **profile) as dst:
+        for row, strip in strips:
+            window = Window(0, row, width, strip.shape[0])
+            dst.write(strip.astype(np.uint8) * 255, 1, window=window)
+    return out
+
+
+@dataclass(frozen=True)
+class Entity:
+    """One 4-connected region of a mask.
+
+    ``rings``: the outer ring then its holes, each an N x 2 float array of pixel-corner
+    coordinates of the mask's frame, closed (first point repeated last). ``area_px``: pixels.
+    """
+
+    rings: tuple[np.ndarray, ...]
+    area_px: int
+    label: int
+
+
+def label_entities(mask: np.ndarray, min_area_px: int = 1) -> tuple[np.ndarray, list[Entity]]:
+    """Polygons of the 4-connected regions of an H x W bool mask, in pixel-corner coordinates.
+
+    Returns ``(labels, entities)``: ``labels`` is H x W int32 from
+    ``cv2.connectedComponentsWithStats(mask, connectivity=4)`` (0 = background) and each
+    ``Entity.label`` indexes it; regions under ``min_area_px`` pixels are left out. 4-connected
+    regions never pinch at a pixel corner. Outlines are OpenCV contours traced on the mask
+    upsampled twice (one-pixel-wide parts keep an area): a quarter pixel inside the pixel edges.
+    """
+    import cv2
+
+    mask = np.ascontiguousarray(mask, dtype=np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=4)
+    entities = []
+    for label in range(1, count):
+        x, y, w, h, area = (int(v) for v in stats[label])
+        if area < min_area_px:
+            continue
+        crop = (labels[y : y + h, x : x + w] == label).astype(np.uint8)
+        big = np.pad(np.repeat(np.repeat(crop, 2, axis=0), 2, axis=1), 1)
+        contours, hierarchy = cv2.findContours(big, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+        outer = [i for i, h in enumerate(hierarchy[0]) if h[3] < 0]
+        # A 4-connected region has one outer border; keep the largest should tracing split it.
+        top = max(outer, key=lambda i: cv2.contourArea(contours[i]))
+        holes = [i for i, h in enumerate(hierarchy[0]) if h[3] == top]
+        rings = tuple(_ring(contours[i], x, y) for i in [top, *holes])
+        entities.append(Entity(rings, area, label))
+    return labels, entities
+
+
+def mask_entities(mask: np.ndarray, min_area_px: int = 1) -> list[Entity]:
+    """The entities of :func:`label_entities` without the label image."""
+    return label_entities(mask, min_area_px)[1]
+
+
+def _ring(contour: np.ndarray, x0: int, y0: int) -> np.ndarray:
+    # Undo the 1-px pad and the 2x upsampling; +0.5 moves from sub-pixel index to its centre.
+    pts = (contour.reshape(-1, 2).astype(np.float64) - 1 + 0.5) / 2 + (x0, y0)
+    return np.vstack([pts, pts[:1]])
+
+
+def entity_geometry(
+    entity: Entity, transform: Affine | None = None, offset: tuple[int, int] = (0, 0)
+) -> dict:
+    """GeoJSON Polygon of an entity.
+
+    ``offset``: ``(col, row)`` of the entity's mask frame in the raster (added first);
+    ``transform``: maps the raster's pixel-corner coordinates to CRS coordinates (``None``:
+    stay in pixels).
+    """
+    rings = []
+    for ring in entity.rings:
+        ring = ring + np.asarray(offset, dtype=np.float64)
+        if transform is not None:
+            a, b, c, d, e, f = tuple(transform)[:6]
+            ring = ring @ np.array([[a, d], [b, e]]) + (c, f)
+        rings.append(np.round(ring, 6).tolist())
+    return {"type": "Polygon", "coordinates": rings}
+
+
+def feature_collection(features: Sequence[dict], georef: Georef | None) -> dict:
+    """A GeoJSON FeatureCollection; with a CRS it names it in the (pre-RFC 7946) ``crs`` member,
+    which GDAL/QGIS read, because the coordinates are in the raster's CRS, not WGS84."""
+    collection: dict[str, Any] = {"type": "FeatureCollection"}
+    if georef is not None and georef.crs is not None:
+        epsg = georef.crs.to_epsg()
+        name = f"urn:ogc:def:crs:EPSG::{epsg}" if epsg else georef.crs.to_wkt()
+        collection["crs"] = {"type": "name", "properties": {"name": name}}
+    collection["features"] = list(features)
+    return collection
+
+
+def mask_geojson(mask: np.ndarray, query: str = "", min_area_px: int = 1) -> dict:
+    """A FeatureCollection of the mask's entities in pixel coordinates of the mask's frame."""
+    features = [
+        {
+            "type": "Feature",
+            "properties": {"id": i, "query": query, "area_px": e.area_px},
+            "geometry": entity_geometry(e),
+        }
+        for i, e in enumerate(mask_entities(mask, min_area_px))
+    ]
+    return feature_collection(features, None)
