@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from socioseg.geometry import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
+from socioseg.geometry import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, check_same_aspect
 from socioseg.pipeline import DEFAULT_SAM, DEFAULT_VLM, InputError
 from socioseg.types import MODES
 
@@ -73,8 +73,11 @@ def _inference_config(args: argparse.Namespace):
 
 
 def _load_reasoner(args: argparse.Namespace):
+    from transformers.utils import logging as transformers_logging
+
     from socioseg.pipeline import SocioReasoner
 
+    transformers_logging.disable_progress_bar()  # one bar per load says nothing here
     for name in ("vlm", "sam"):
         value = getattr(args, name)
         if value.startswith((".", "/")) and not Path(value).is_dir():
@@ -113,7 +116,12 @@ def _segment_inputs(args: argparse.Namespace):
     if missing:
         raise CommandError(f"give {', '.join(missing)} (or --example N for a bundled sample)")
     sat = load_image(args.sat, str(args.sat))
-    return sat, args.map, args.query, {"sat": str(args.sat), "map": str(args.map)}
+    map_ = load_image(args.map, str(args.map))
+    try:  # before the models load: a wrong pair should fail in a second, not a minute
+        check_same_aspect(sat.size, map_.size, str(args.sat), str(args.map))
+    except ValueError as error:
+        raise CommandError(str(error)) from error
+    return sat, map_, args.query, {"sat": str(args.sat), "map": str(args.map)}
 
 
 @_command
