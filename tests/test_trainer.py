@@ -180,18 +180,23 @@ def _worker(rank, port, cfg, out, results):
     torch.distributed.destroy_process_group()
 
 
-def test_two_processes_with_gloo_train_in_lockstep(tiny_models, synth_dir, tmp_path):
+def train_two_processes(cfg, tmp_path):
+    """Train ``cfg`` in two spawned gloo processes; returns each rank's metrics and params."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cfg = config(tiny_models, synth_dir, "steps=1", "batch_size=4", "optim.kl_beta=0")
     torch.multiprocessing.start_processes(
         _worker,
         args=(port, cfg, str(tmp_path / "run"), str(tmp_path)),
         nprocs=2,
         start_method="spawn",
     )
-    a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+
+
+def test_two_processes_with_gloo_train_in_lockstep(tiny_models, synth_dir, tmp_path):
+    cfg = config(tiny_models, synth_dir, "steps=1", "batch_size=4", "optim.kl_beta=0")
+    a, b = train_two_processes(cfg, tmp_path)
     assert torch.equal(a["params"], b["params"])  # DDP kept the replicas identical
     assert a["metrics"] == b["metrics"]  # metrics are averaged over the processes
     assert math.isfinite(a["metrics"]["train/loss"])
@@ -199,17 +204,8 @@ def test_two_processes_with_gloo_train_in_lockstep(tiny_models, synth_dir, tmp_p
 
 
 def test_two_processes_with_fsdp_shard_and_checkpoint(tiny_models, synth_dir, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     cfg = config(tiny_models, synth_dir, "steps=1", "batch_size=4", "distributed=fsdp")
-    torch.multiprocessing.start_processes(
-        _worker,
-        args=(port, cfg, str(tmp_path / "run"), str(tmp_path)),
-        nprocs=2,
-        start_method="spawn",
-    )
-    a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    a, b = train_two_processes(cfg, tmp_path)
     assert a["metrics"] == b["metrics"] and math.isfinite(a["metrics"]["train/loss"])
     assert torch.equal(a["params"], b["params"])
     # the gathered checkpoint is a normal Hugging Face model

@@ -209,17 +209,20 @@ def _coerce(config, prefix: str = "") -> None:
             _coerce(value, name + ".")
             continue
         if isinstance(value, str) and _matches(0.5, hint) and not _matches(value, hint):
-            # YAML 1.1 reads 1e-6 (no dot) as a string.
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-            else:
-                setattr(config, f.name, value)
+            value = _yaml_float(value)
         if not _matches(value, hint):
             raise ConfigError(f"{name} = {value!r} does not match the expected type {hint}")
-        if hint is float and isinstance(value, int):
-            setattr(config, f.name, float(value))
+        if _matches(0.5, hint) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        setattr(config, f.name, value)
+
+
+def _yaml_float(text: str) -> float | str:
+    """YAML 1.1 reads ``1e-6`` (no dot) as a string; read it as the float it means."""
+    try:
+        return float(text)
+    except ValueError:
+        return text  # not a number: the type check reports it
 
 
 def _matches(value, hint) -> bool:
