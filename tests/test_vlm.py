@@ -95,3 +95,23 @@ def test_sampling_settings_validate():
         SamplingSettings(max_new_tokens=0)
     with pytest.raises(ValueError, match="top_p"):
         SamplingSettings(top_p=0)
+
+
+def test_matches_transformers_processor_when_torchvision_works(tiny_vlm):
+    pytest.importorskip("torchvision")
+    from transformers import Qwen2_5_VLProcessor
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    reference = Qwen2_5_VLProcessor(
+        image_processor=tiny_vlm.processor.image_processor,
+        tokenizer=tiny_vlm.processor.tokenizer,
+        video_processor=Qwen2VLVideoProcessor(),
+        chat_template=tiny_vlm.processor.tokenizer.chat_template,
+    )
+    images = [noise_image(756, 756, 1), noise_image(756, 756, 2)]
+    text = tiny_vlm.processor.chat_text(prompts.stage1_text("Jinan Zoo"))
+    ours = tiny_vlm.processor([text], [images])
+    theirs = reference(text=[text], images=images, return_tensors="pt")
+    for key in ("input_ids", "attention_mask", "image_grid_thw", "mm_token_type_ids"):
+        assert torch.equal(ours[key], theirs[key].to(ours[key].dtype)), key
+    assert torch.allclose(ours["pixel_values"], theirs["pixel_values"], atol=1e-5)
