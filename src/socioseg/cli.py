@@ -76,6 +76,7 @@ def _load_reasoner(args: argparse.Namespace):
     from transformers.utils import logging as transformers_logging
 
     from socioseg.pipeline import SocioReasoner
+    from socioseg.tiny import has_random_weights
 
     transformers_logging.disable_progress_bar()  # one bar per load says nothing here
     for name in ("vlm", "sam"):
@@ -83,7 +84,7 @@ def _load_reasoner(args: argparse.Namespace):
         if value.startswith((".", "/")) and not Path(value).is_dir():
             raise CommandError(f"--{name}: folder not found: {value}")
     try:
-        return SocioReasoner.from_pretrained(
+        reasoner = SocioReasoner.from_pretrained(
             vlm=args.vlm,
             sam=args.sam,
             device=args.device,
@@ -92,6 +93,14 @@ def _load_reasoner(args: argparse.Namespace):
         )
     except (OSError, ValueError) as error:  # the loaders' messages say what to pass
         raise CommandError(str(error)) from error
+    if has_random_weights(reasoner):
+        print(
+            f"note: {args.vlm} holds random weights (socioseg tiny-models): its masks are "
+            f"meaningless. For real results pass --vlm {DEFAULT_VLM} --sam {DEFAULT_SAM} "
+            "(downloaded on first use) or local copies of them.",
+            file=sys.stderr,
+        )
+    return reasoner
 
 
 def _reasoner_factory(args: argparse.Namespace):

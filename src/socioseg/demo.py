@@ -18,13 +18,14 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from socioseg.geometry import check_same_aspect
+from socioseg.tiny import has_random_weights
 from socioseg.types import MODES, Prediction
 
 DEMO_INSTALL_HINT = "pip install 'socioseg[demo]'"
@@ -113,6 +114,12 @@ def stage_text(stage) -> str:
     lines += [f"  {json.dumps(t)}" for t in info["targets_image"]]
     lines += [f"Problem: {p}" for p in info["problems"]]
     return "\n".join(lines)
+
+
+RANDOM_WEIGHTS_NOTE = (
+    "⚠️ **Random-weight test models** (`socioseg tiny-models`): the masks and reasoning are "
+    "meaningless. Start the page with `--vlm vvangfaye/SocioReasoner-3B` for real results.  \n"
+)
 
 
 def result_summary(pred: Prediction) -> str:
@@ -215,7 +222,10 @@ class _Session:
         progress(0.1, desc=f"Reasoning ({mode}): VLM and SAM at work")
         pred = reasoner.segment(sat, map_, query, mode=mode)
         progress(0.9, desc="Rendering results")
-        return present(pred, sat, self.scratch / uuid.uuid4().hex).as_outputs()
+        result = present(pred, sat, self.scratch / uuid.uuid4().hex)
+        if has_random_weights(reasoner):
+            result = replace(result, status=RANDOM_WEIGHTS_NOTE + result.status)
+        return result.as_outputs()
 
     def preview(self, path, name) -> tuple[Image.Image | None, str]:
         if not path:

@@ -63,8 +63,15 @@ _CORPUS_EXTRA = (
 )
 
 TINY_VLM_VOCAB_SIZE = 1024
+RANDOM_WEIGHTS_FLAG = "socioseg_random_weights"
 TINY_IMAGE_MIN_PIXELS = 56 * 56
 TINY_IMAGE_MAX_PIXELS = 1344 * 1344
+
+
+def has_random_weights(reasoner) -> bool:
+    """True when ``reasoner``'s VLM was built by :func:`build_tiny_vlm` (meaningless output)."""
+    model = getattr(getattr(reasoner, "vlm", None), "model", None)
+    return bool(getattr(getattr(model, "config", None), RANDOM_WEIGHTS_FLAG, False))
 
 
 def build_tiny_tokenizer():
@@ -155,6 +162,8 @@ def build_tiny_vlm(
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
     )
+    # Saved in config.json: lets every command say that these weights are random.
+    setattr(config, RANDOM_WEIGHTS_FLAG, True)
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config).eval()
     model.generation_config = GenerationConfig(
