@@ -174,3 +174,39 @@ def test_synth_then_eval_produces_every_file_and_resumes(tiny_models, tmp_path, 
 def test_train_config_errors_are_one_line(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path), "rollout.group_size=1"]) == 2
     assert "group_size must be >= 2" in capsys.readouterr().err
+
+
+def test_segment_area_on_plain_images(tiny_models, tmp_path, capsys):
+    noise_image(300, 200).save(tmp_path / "sat.png")
+    noise_image(300, 200, 1).save(tmp_path / "map.png")
+    out = tmp_path / "area"
+    args = [
+        "segment-area",
+        "--sat",
+        str(tmp_path / "sat.png"),
+        "--map",
+        str(tmp_path / "map.png"),
+        "--query",
+        "Park",
+        "--out",
+        str(out),
+        "--tile",
+        "160",
+        "--overlap",
+        "32",
+        "--max-new-tokens",
+        "4",
+        "--min-pixels",
+        "3136",
+        "--no-progress",
+        *models(tiny_models),
+    ]
+    assert main(args) == 0
+    assert Image.open(out / "mask.png").size == (300, 200)
+    assert json.loads((out / "entities.geojson").read_text())["type"] == "FeatureCollection"
+    # 160 px tiles with >= 32 px overlap: 3 columns over 300 px, 2 rows over 200 px
+    assert len((out / "tiles.jsonl").read_text().splitlines()) == 6
+    noise_image(300, 100, 1).save(tmp_path / "map.png")
+    assert main([*args, "--out", str(tmp_path / "other")]) == 2  # the last --out wins
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("socioseg segment-area: error:") and "map" in err
