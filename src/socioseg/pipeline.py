@@ -139,49 +139,44 @@ class SocioReasoner:
         ]
         if not jobs:
             return []
-        first_text = (
-            prompts.single_stage_text if config.mode == "single-stage" else (prompts.stage1_text)
-        )
+        single = config.mode == "single-stage"
+        first_text = prompts.single_stage_text if single else prompts.stage1_text
         stage1 = self._run_stage(
             jobs,
             [first_text(job.query) for job in jobs],
             "stage1",
             config,
             images=[[job.vlm_map, job.vlm_sat] for job in jobs],
-            expect_points=config.mode == "single-stage",
+            expect_points=single,
             seed_offset=0,
         )
-        if config.mode != "two-stage":
-            source = "single-stage" if config.mode == "single-stage" else "stage1"
-            return [
-                self._prediction(job, config, s1, None, s1.mask, source)
-                for job, s1 in zip(jobs, stage1, strict=True)
-            ]
+        if config.mode == "two-stage":
+            return self._refine(jobs, stage1, config)
+        source = "single-stage" if single else "stage1"
+        return [
+            self._prediction(job, config, s1, None, s1.mask, source)
+            for job, s1 in zip(jobs, stage1, strict=True)
+        ]
 
+    def _refine(self, jobs, stage1, config: InferenceConfig) -> list[Prediction]:
+        """Stage 2: draw the stage-1 results, ask for points per box, segment again."""
         started = time.perf_counter()
         feedback = [self._feedback(job, s1) for job, s1 in zip(jobs, stage1, strict=True)]
         self._share_time(jobs, "render", started)
+        texts = [
+            prompts.stage2_text(job.query, s1.parsed.answer_text)
+            for job, s1 in zip(jobs, stage1, strict=True)
+        ]
         stage2 = self._run_stage(
-            jobs,
-            [
-                prompts.stage2_text(job.query, s1.parsed.answer_text)
-                for job, s1 in zip(jobs, stage1, strict=True)
-            ],
-            "stage2",
-            config,
-            images=feedback,
-            expect_points=True,
-            seed_offset=1,
+            jobs, texts, "stage2", config, images=feedback, expect_points=True, seed_offset=1
         )
         predictions = []
         for job, s1, s2, (fb_map, fb_sat) in zip(jobs, stage1, stage2, feedback, strict=True):
             mask, source = s2.mask, "stage2"
-            if not s2.parsed.targets:
-                mask, source = (
-                    (s1.mask, "stage1-fallback")
-                    if config.stage2_fallback
-                    else (np.zeros_like(s1.mask), "empty")
-                )
+            if not s2.parsed.targets:  # released behaviour: empty; optionally the coarse mask
+                fallback = config.stage2_fallback
+                mask = s1.mask if fallback else np.zeros_like(s1.mask)
+                source = "stage1-fallback" if fallback else "empty"
             predictions.append(self._prediction(job, config, s1, s2, mask, source, fb_map, fb_sat))
         return predictions
 
