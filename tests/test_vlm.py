@@ -115,3 +115,50 @@ def test_matches_transformers_processor_when_torchvision_works(tiny_vlm):
     for key in ("input_ids", "attention_mask", "image_grid_thw", "mm_token_type_ids"):
         assert torch.equal(ours[key], theirs[key].to(ours[key].dtype)), key
     assert torch.allclose(ours["pixel_values"], theirs["pixel_values"], atol=1e-5)
+
+
+def test_loads_processor_files_in_the_released_checkpoint_format(tiny_models, tmp_path):
+    """Qwen2.5-VL-3B-Instruct ships min/max_pixels keys and a chat_template.json."""
+    import json
+    import shutil
+
+    from socioseg.vlm import VLMProcessor
+
+    folder = tmp_path / "ckpt"
+    shutil.copytree(tiny_models[0], folder)
+    template = (folder / "chat_template.jinja").read_text()
+    (folder / "chat_template.jinja").unlink()
+    (folder / "chat_template.json").write_text(json.dumps({"chat_template": template}))
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "min_pixels": 3136,
+                "max_pixels": 12845056,
+                "patch_size": 14,
+                "temporal_patch_size": 2,
+                "merge_size": 2,
+                "image_mean": [0.48145466, 0.4578275, 0.40821073],
+                "image_std": [0.26862954, 0.26130258, 0.27577711],
+                "image_processor_type": "Qwen2VLImageProcessor",
+                "processor_class": "Qwen2_5_VLProcessor",
+            }
+        )
+    )
+    processor = VLMProcessor.from_pretrained(str(folder))
+    assert processor.tokenizer.chat_template == template
+    assert processor.image_processor.size.shortest_edge == 3136
+    assert processor.image_processor.size.longest_edge == 12845056
+    grid = processor(["<|image_pad|>"], [[noise_image(756, 756)]])["image_grid_thw"]
+    assert grid.tolist() == [[1, 54, 54]]
+
+
+def test_checkpoint_without_chat_template_is_a_clear_error(tiny_models, tmp_path):
+    import shutil
+
+    from socioseg.vlm import VLMProcessor
+
+    folder = tmp_path / "ckpt"
+    shutil.copytree(tiny_models[0], folder)
+    (folder / "chat_template.jinja").unlink()
+    with pytest.raises(ValueError, match="has no chat template"):
+        VLMProcessor.from_pretrained(str(folder))
