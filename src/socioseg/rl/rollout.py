@@ -96,70 +96,66 @@ def collect_rollouts(
 ) -> Rollouts:
     """Sample, segment and score both stages for ``samples`` (objects with ``query``, ``sat``,
     ``map`` and a ``mask`` H x W bool GT at the satellite's size)."""
-    g = settings.group_size
     items = [_prepare(segmenter, sample, min_pixels, max_pixels) for sample in samples]
     all_prompts = [Prompt(prompts.stage1_text(it.query), (it.vlm_map, it.vlm_sat)) for it in items]
-    rows = [i for i in range(len(items)) for _ in range(g)]
-    first = _generate(policy, all_prompts, rows, settings, seed)
-    responses, coarse = [], []
-    for k, (prompt_index, generation) in enumerate(zip(rows, first, strict=True)):
-        item = items[prompt_index]
-        parsed = parse_answer(generation.text, item.frames.vlm_size, expect_points=False)
-        mask = segmenter.segment(
-            item.embedding, item.frames.targets(parsed.targets, "vlm", "image")
-        )
-        coarse.append((parsed, mask))
-        reward = stage1_rewards(generation.text, item.gt_boxes_vlm, reward_variant)
-        responses.append(
-            _response(
-                "stage1",
-                k // g,
-                prompt_index,
-                generation,
-                reward,
-                mask_iou(mask, item.gt),
-                settings,
-            )
-        )
+    responses, coarse = _stage1(
+        policy, segmenter, items, all_prompts, settings, reward_variant, seed
+    )
+    responses += _stage2(
+        policy, segmenter, items, all_prompts, responses, coarse, settings, reward_variant, seed + 1
+    )
+    return Rollouts(all_prompts, responses, settings.group_size)
 
-    stage2_rows = []
-    for b, item in enumerate(items):
-        picks = range(b * g, (b + 1) * g)
+
+def _stage1(policy, segmenter, items, all_prompts, settings, variant, seed):
+    """G stage-1 responses per item, their coarse masks and rewards (groups = items)."""
+    g = settings.group_size
+    rows = [i for i in range(len(items)) for _ in range(g)]
+    responses, coarse = [], []
+    generations = _generate(policy, all_prompts, rows, settings, seed)
+    for k, (index, generation) in enumerate(zip(rows, generations, strict=True)):
+        item = items[index]
+        parsed = parse_answer(generation.text, item.frames.vlm_size, expect_points=False)
+        targets = item.frames.targets(parsed.targets, "vlm", "image")
+        mask = segmenter.segment(item.embedding, targets)
+        coarse.append((parsed, mask))
+        reward = stage1_rewards(generation.text, item.gt_boxes_vlm, variant)
+        iou = mask_iou(mask, item.gt)
+        responses.append(_response("stage1", k // g, index, generation, reward, iou, settings))
+    return responses, coarse
+
+
+def _stage2(policy, segmenter, items, all_prompts, stage1, coarse, settings, variant, seed):
+    """Stage-2 responses: one per stage-1 response (released) or G from the best (paper)."""
+    g = settings.group_size
+    sources = []  # the stage-1 response each stage-2 row continues
+    for b in range(len(items)):
+        picks = list(range(b * g, (b + 1) * g))
         if settings.strategy == "paper":
-            best = max(picks, key=lambda k: responses[k].reward.total)
-            picks = [best] * g
-        for k in picks:
-            stage2_rows.append((k, _stage2_prompt(item, responses[k].text, *coarse[k])))
-    # One prompt per distinct stage-1 response (the paper strategy repeats one G times).
-    distinct: dict[int, int] = {}
-    for k, prompt in stage2_rows:
-        if k not in distinct:
-            distinct[k] = len(all_prompts)
-            all_prompts.append(prompt)
-    rows2 = [distinct[k] for k, _ in stage2_rows]
-    second = _generate(policy, all_prompts, rows2, settings, seed + 1)
-    for j, ((k, _), prompt_index, generation) in enumerate(
-        zip(stage2_rows, rows2, second, strict=True)
-    ):
-        item = items[responses[k].prompt]
+            picks = [max(picks, key=lambda k: stage1[k].reward.total)] * g
+        sources += picks
+    prompt_of = {}
+    for k in dict.fromkeys(sources):  # render each distinct stage-1 response once
+        prompt_of[k] = len(all_prompts)
+        all_prompts.append(_stage2_prompt(items[stage1[k].prompt], *coarse[k]))
+    rows = [prompt_of[k] for k in sources]
+    responses = []
+    generations = _generate(policy, all_prompts, rows, settings, seed)
+    for j, (k, index, generation) in enumerate(zip(sources, rows, generations, strict=True)):
+        item = items[stage1[k].prompt]
         parsed = parse_answer(generation.text, item.frames.vlm_size, expect_points=True)
         final = segmenter.segment(
             item.embedding, item.frames.targets(parsed.targets, "vlm", "image")
         )
-        stage1_text = answer_text(clean_response(responses[k].text))
-        reward = stage2_rewards(generation.text, stage1_text, final, item.gt, reward_variant)
+        stage1_answer = answer_text(clean_response(stage1[k].text))
+        reward = stage2_rewards(generation.text, stage1_answer, final, item.gt, variant)
+        group = len(items) + j // g
         responses.append(
             _response(
-                "stage2",
-                len(items) + j // g,
-                prompt_index,
-                generation,
-                reward,
-                mask_iou(final, item.gt),
-                settings,
+                "stage2", group, index, generation, reward, mask_iou(final, item.gt), settings
             )
         )
-    return Rollouts(all_prompts, responses, g)
+    return responses
 
 
 def _prepare(segmenter, sample, min_pixels: int, max_pixels: int) -> _Item:
@@ -178,7 +174,7 @@ def _prepare(segmenter, sample, min_pixels: int, max_pixels: int) -> _Item:
     )
 
 
-def _stage2_prompt(item: _Item, stage1_response: str, parsed, mask) -> Prompt:
+def _stage2_prompt(item: _Item, parsed, mask) -> Prompt:
     boxes = [t.box for t in parsed.targets]
     images = tuple(render_feedback(im, boxes, mask) for im in (item.vlm_map, item.vlm_sat))
     return Prompt(prompts.stage2_text(item.query, parsed.answer_text), images)
