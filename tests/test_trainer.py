@@ -120,8 +120,15 @@ def test_kill_and_resume_gives_the_same_next_loss(tiny_models, synth_dir, tmp_pa
 
 
 def test_lora_trains_adapters_only_and_uses_the_base_as_reference(tiny_models, synth_dir, tmp_path):
-    cfg = config(tiny_models, synth_dir, "steps=1", "model.lora={rank: 4, alpha: 8}")
+    cfg = config(
+        tiny_models,
+        synth_dir,
+        "steps=1",
+        "model.lora={rank: 4, alpha: 8}",
+        "model.gradient_checkpointing=true",
+    )
     t = trainer(cfg, tmp_path)
+    assert t.policy.model.get_base_model().is_activation_checkpointing
     assert t.reference is None
     assert all("lora_" in n for n, p in t.policy.model.named_parameters() if p.requires_grad)
     assert not any("visual" in n for n, p in t.policy.model.named_parameters() if p.requires_grad)

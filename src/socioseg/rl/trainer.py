@@ -98,7 +98,9 @@ class Trainer:
             )
             reference.model.requires_grad_(False)
         if m.gradient_checkpointing:
-            policy.model.gradient_checkpointing_enable()
+            # transformers >= 5.23 names it activation checkpointing
+            enable = getattr(policy.model, "activation_checkpointing_enable", None)
+            (enable or policy.model.gradient_checkpointing_enable)()
             if m.lora is not None:
                 policy.model.enable_input_require_grads()
         return policy, reference
