@@ -44,6 +44,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from socioseg.data import DataError, Sample, SocioSegDataset
+from socioseg.data.dataset import mask_from_image
 from socioseg.evalfiles import (
     ROWS_FILE,
     RUN_FILE,
@@ -442,6 +443,6 @@ def read_mask(path: str | Path) -> np.ndarray:
     """H x W bool mask from an image file: grayscale value > 0 is foreground."""
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("L")) > 0
+            return mask_from_image(image)
     except (OSError, UnidentifiedImageError, ValueError) as error:
         raise EvalError(f"{path}: not a readable mask image ({error})") from error

@@ -22,7 +22,7 @@ VLM_FACTOR = 28
 DEFAULT_MIN_PIXELS = 500 * 500
 DEFAULT_MAX_PIXELS = 1344 * 1344
 # Relative difference of width/height ratios above which map and satellite do not match.
-ASPECT_TOLERANCE = 0.02
+ASPECT_TOLERANCE = 0.01
 
 
 def smart_resize(
@@ -55,13 +55,18 @@ def smart_resize(
     return new_h, new_w
 
 
+def same_aspect(sat_size: tuple[int, int], map_size: tuple[int, int]) -> bool:
+    """Whether two ``(width, height)`` sizes have the same width/height ratio (within 1%)."""
+    sat_ratio = sat_size[0] / sat_size[1]
+    map_ratio = map_size[0] / map_size[1]
+    return abs(sat_ratio - map_ratio) <= ASPECT_TOLERANCE * sat_ratio
+
+
 def check_same_aspect(
     sat_size: tuple[int, int], map_size: tuple[int, int], sat_name: str, map_name: str
 ) -> None:
     """Raise ``ValueError`` naming both inputs when their width/height ratios differ."""
-    sat_ratio = sat_size[0] / sat_size[1]
-    map_ratio = map_size[0] / map_size[1]
-    if abs(sat_ratio - map_ratio) / sat_ratio > ASPECT_TOLERANCE:
+    if not same_aspect(sat_size, map_size):
         raise ValueError(
             f"{map_name} is {map_size[0]}x{map_size[1]} but {sat_name} is "
             f"{sat_size[0]}x{sat_size[1]}: map and satellite must show the same extent "

@@ -38,6 +38,7 @@ from socioseg.data._sources import (
     read_question,
 )
 from socioseg.data.levels import LevelMap, resolve_level
+from socioseg.geometry import same_aspect
 
 __all__ = [
     "FOLDER_FILES",
@@ -48,12 +49,11 @@ __all__ = [
     "SocioSegDataset",
     "load_sample_dir",
     "load_socioseg",
+    "mask_from_image",
 ]
 
 OnError = Literal["raise", "skip"]
 ON_ERROR: tuple[str, ...] = ("raise", "skip")
-# Map and satellite cover the same extent; their aspect ratios may differ by rounding only.
-ASPECT_TOLERANCE = 0.01
 
 
 @dataclass(frozen=True)
@@ -208,16 +208,19 @@ def _decode(raw: RawSample, level_map: LevelMap | None) -> Sample:
             f"sample {raw.sample_id!r}: {raw.images['mask'][0]}: mask size {_wxh(mask_image.size)} "
             f"differs from the satellite image size {_wxh(sat.size)}"
         )
-    sat_aspect = sat.width / sat.height
-    map_aspect = map_image.width / map_image.height
-    if abs(map_aspect - sat_aspect) > ASPECT_TOLERANCE * sat_aspect:
+    if not same_aspect(sat.size, map_image.size):
         raise DataError(
             f"sample {raw.sample_id!r}: {raw.images['map'][0]}: map size {_wxh(map_image.size)} "
             f"has a different aspect ratio from the satellite image {_wxh(sat.size)}"
         )
-    mask = np.asarray(mask_image.convert("L")) > 0
+    mask = mask_from_image(mask_image)
     level, socio_class = resolve_level(raw.sample_id, query, level_map)
     return Sample(raw.sample_id, query, sat, map_image, mask, level, socio_class)
+
+
+def mask_from_image(image: Image.Image) -> np.ndarray:
+    """The SocioSeg mask rule: H x W bool, True where the grayscale value is > 0."""
+    return np.asarray(image.convert("L")) > 0
 
 
 def _check_query(sample_id: str, query: object, where: str) -> str:
