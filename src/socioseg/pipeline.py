@@ -18,7 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from socioseg import prompts
 from socioseg.answers import parse_answer
 from socioseg.geometry import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, Frames, check_same_aspect
-from socioseg.render import render_feedback
+from socioseg.render import feedback_images
 from socioseg.types import MODES, Prediction, StageResult
 from socioseg.vlm import DEFAULT_VLM, SamplingSettings, VisionLanguageModel
 
@@ -69,6 +69,19 @@ def load_image(image: ImageInput, name: str) -> Image.Image:
             return opened.convert("RGB")
     except (UnidentifiedImageError, OSError) as error:
         raise InputError(f"{name}: {path} is not a readable image ({error})") from error
+
+
+def vlm_images(
+    sat: Image.Image, map_: Image.Image, frames: Frames
+) -> tuple[Image.Image, Image.Image]:
+    """``(map, satellite)`` as RGB in the satellite's VLM frame.
+
+    Both images take the satellite's VLM frame size (Qwen's BICUBIC resample), so the
+    processor's own resize is the identity and both images share one coordinate frame.
+    """
+    size = frames.vlm_size
+    resample = Image.Resampling.BICUBIC
+    return map_.convert("RGB").resize(size, resample), sat.convert("RGB").resize(size, resample)
 
 
 @dataclass
@@ -191,10 +204,7 @@ class SocioReasoner:
         except ValueError as error:
             raise InputError(str(error)) from error
         frames = Frames.for_image(sat_image.size, config.min_pixels, config.max_pixels)
-        # Both images enter the VLM at the satellite's VLM frame (Qwen's BICUBIC resample), so
-        # the processor's own resize is the identity and both share one coordinate frame.
-        vlm_map = map_image.resize(frames.vlm_size, Image.Resampling.BICUBIC)
-        vlm_sat = sat_image.resize(frames.vlm_size, Image.Resampling.BICUBIC)
+        vlm_map, vlm_sat = vlm_images(sat_image, map_image, frames)
         loaded = time.perf_counter()
         embedding = self.segmenter.embed(sat_image)
         timings = {"load": loaded - started, "sam_embed": time.perf_counter() - loaded}
@@ -218,9 +228,9 @@ class SocioReasoner:
         return results
 
     @staticmethod
-    def _feedback(job: _Job, stage1: StageResult) -> list[Image.Image]:
+    def _feedback(job: _Job, stage1: StageResult) -> tuple[Image.Image, Image.Image]:
         boxes = [target.box for target in stage1.parsed.targets]
-        return [render_feedback(image, boxes, stage1.mask) for image in (job.vlm_map, job.vlm_sat)]
+        return feedback_images(job.vlm_map, job.vlm_sat, boxes, stage1.mask)
 
     @staticmethod
     def _share_time(jobs: list[_Job], key: str, started: float) -> None:

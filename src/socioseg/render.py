@@ -68,6 +68,13 @@ def render_feedback(
     return _composite_mask(rgba, mask, FEEDBACK_MASK_RGBA).convert("RGB")
 
 
+def feedback_images(
+    vlm_map: Image.Image, vlm_sat: Image.Image, boxes: Sequence[Box], mask: np.ndarray
+) -> tuple[Image.Image, Image.Image]:
+    """Both stage-2 inputs: :func:`render_feedback` on the map and on the satellite image."""
+    return render_feedback(vlm_map, boxes, mask), render_feedback(vlm_sat, boxes, mask)
+
+
 def render_overlay(
     image: Image.Image, mask: np.ndarray, targets: Sequence[Target] = ()
 ) -> Image.Image:

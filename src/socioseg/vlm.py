@@ -67,6 +67,22 @@ class Generation:
     token_ids: tuple[int, ...]
 
 
+def pad_right(sequences, pad_id: int):
+    """Right-pad token id sequences for :meth:`VisionLanguageModel.response_logprobs`.
+
+    Returns ``(ids, mask)``: B x T_max long tensors, ``mask`` 1 on real tokens.
+    """
+    import torch
+
+    longest = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), longest), dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[i, : len(seq)] = 1
+    return ids, mask
+
+
 def _read_chat_template(name_or_path: str) -> str | None:
     """The chat template stored beside the tokenizer (local folder or Hub repo), if any."""
     folder = Path(name_or_path)

@@ -22,7 +22,8 @@ from socioseg import prompts
 from socioseg.answers import answer_text, clean_response, parse_answer
 from socioseg.geometry import Frames
 from socioseg.metrics import mask_iou
-from socioseg.render import render_feedback
+from socioseg.pipeline import vlm_images
+from socioseg.render import feedback_images
 from socioseg.rl.config import RolloutSettings
 from socioseg.rl.rewards import RewardParts, gt_boxes_from_mask, stage1_rewards, stage2_rewards
 from socioseg.vlm import SamplingSettings, VisionLanguageModel
@@ -78,8 +79,7 @@ class _Item:
     gt: np.ndarray
     gt_boxes_vlm: list[list[float]]
     embedding: object
-    vlm_map: Image.Image
-    vlm_sat: Image.Image
+    images: tuple[Image.Image, Image.Image]  # (map, satellite) in the VLM frame
     query: str
 
 
@@ -97,7 +97,7 @@ def collect_rollouts(
     """Sample, segment and score both stages for ``samples`` (objects with ``query``, ``sat``,
     ``map`` and a ``mask`` H x W bool GT at the satellite's size)."""
     items = [_prepare(segmenter, sample, min_pixels, max_pixels) for sample in samples]
-    all_prompts = [Prompt(prompts.stage1_text(it.query), (it.vlm_map, it.vlm_sat)) for it in items]
+    all_prompts = [Prompt(prompts.stage1_text(it.query), it.images) for it in items]
     responses, coarse = _stage1(
         policy, segmenter, items, all_prompts, settings, reward_variant, seed
     )
@@ -168,15 +168,14 @@ def _prepare(segmenter, sample, min_pixels: int, max_pixels: int) -> _Item:
         gt=gt,
         gt_boxes_vlm=boxes_vlm.tolist(),
         embedding=segmenter.embed(sample.sat),
-        vlm_map=sample.map.convert("RGB").resize(frames.vlm_size, Image.Resampling.BICUBIC),
-        vlm_sat=sample.sat.convert("RGB").resize(frames.vlm_size, Image.Resampling.BICUBIC),
+        images=vlm_images(sample.sat, sample.map, frames),
         query=sample.query,
     )
 
 
 def _stage2_prompt(item: _Item, parsed, mask) -> Prompt:
     boxes = [t.box for t in parsed.targets]
-    images = tuple(render_feedback(im, boxes, mask) for im in (item.vlm_map, item.vlm_sat))
+    images = feedback_images(*item.images, boxes, mask)
     return Prompt(prompts.stage2_text(item.query, parsed.answer_text), images)
 
 

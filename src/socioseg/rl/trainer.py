@@ -32,7 +32,7 @@ from socioseg.rl import checkpoint, parallel
 from socioseg.rl.algorithms import clipped_policy_loss, group_advantages
 from socioseg.rl.config import TrainConfig
 from socioseg.rl.rollout import Rollouts, collect_rollouts
-from socioseg.vlm import VisionLanguageModel
+from socioseg.vlm import VisionLanguageModel, pad_right
 
 LogFn = Callable[[int, dict[str, float]], None]
 
@@ -202,7 +202,9 @@ class Trainer:
                 [rollouts.prompts[r.prompt].text for r in batch],
                 [list(rollouts.prompts[r.prompt].images) for r in batch],
             )
-            ids, mask = _pad([r.token_ids for r in batch], self.policy.processor.tokenizer)
+            ids, mask = pad_right(
+                [r.token_ids for r in batch], self.policy.processor.tokenizer.pad_token_id
+            )
             ref_logp = self._reference_logprobs(inputs, ids, mask) if o.kl_beta > 0 else None
             last = n == len(chunks) - 1
             with parallel.gradient_sync(self.forward_model, enabled=last):
@@ -246,17 +248,6 @@ class Trainer:
         scores = validate(self, self.out_dir / f"validation-{self.step}")
         for key, value in scores.items():
             self.writer.add_scalar(key, value, self.step)
-
-
-def _pad(sequences, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token id sequences: ``(ids, mask)``, both B x T_max."""
-    longest = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), longest), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), longest), dtype=torch.long)
-    for i, seq in enumerate(sequences):
-        ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[i, : len(seq)] = 1
-    return ids, mask
 
 
 def _rollout_metrics(rollouts: Rollouts) -> dict[str, float]:
