@@ -246,6 +246,64 @@ def _cmd_segment_area(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_map_source_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("map source (instead of a map raster)")
+    group.add_argument("--osm", type=Path, help="OpenStreetMap extract (.osm.pbf or .osm)")
+    group.add_argument("--tiles", help="XYZ tile URL template with {x}, {y}, {z}")
+    group.add_argument("--provider", help="an xyzservices tile provider, e.g. OpenStreetMap.Mapnik")
+    group.add_argument(
+        "--name-tag", default="name", help="OSM tag for labels: name, name:en, name:zh, ..."
+    )
+    group.add_argument("--gcj02", action="store_true", help="tiles are in GCJ-02 (Amap, ...)")
+    group.add_argument("--tile-budget", type=int, default=None, help="most tiles (default 400)")
+    group.add_argument("--tile-cache", type=Path, default=None, help="tile cache folder")
+    group.add_argument("--zoom", type=int, default=None, help="tile zoom (default: by resolution)")
+
+
+def _map_source(args: argparse.Namespace):
+    """The map source the arguments name, or ``None`` when none is given."""
+    from socioseg.region.mapping import MapSource
+
+    if args.osm is None and args.tiles is None and args.provider is None:
+        return None
+    return MapSource(
+        osm=args.osm,
+        tiles=args.tiles,
+        provider=args.provider,
+        name_tag=args.name_tag,
+        gcj02=args.gcj02,
+        tile_budget=args.tile_budget,
+        cache_dir=args.tile_cache,
+        zoom=args.zoom,
+    )
+
+
+def _print_made_map(made) -> None:
+    if made.zoom is not None:
+        print(f"tiles: {made.tiles} at zoom {made.zoom} ({made.downloaded} downloaded)")
+    print(f"wrote {made.path}")
+    if made.attribution:
+        print(f"map data: {made.attribution}")
+
+
+@_command
+def _cmd_map(args: argparse.Namespace) -> int:
+    from socioseg.gis import AreaError
+    from socioseg.region.grid import Grid
+    from socioseg.region.mapping import check_out, make_map
+
+    try:
+        source = _map_source(args)
+        if source is None:
+            raise CommandError("give a map source: --osm FILE, --tiles URL or --provider NAME")
+        check_out(args.out)
+        made = make_map(Grid.of_raster(args.like), source, args.out)
+    except AreaError as error:
+        raise CommandError(str(error)) from error
+    _print_made_map(made)
+    return 0
+
+
 @_command
 def _cmd_demo(args: argparse.Namespace) -> int:
     from socioseg.demo import DemoDependencyError, run_demo
@@ -364,6 +422,11 @@ def build_parser() -> argparse.ArgumentParser:
     area.add_argument("--no-progress", action="store_true")
     _add_model_args(area)
     _add_inference_args(area)
+
+    map_ = sub.add_parser("map", help="a web map on a GeoTIFF's grid from OSM data or tiles")
+    map_.add_argument("--like", required=True, type=Path, help="raster whose grid the map takes")
+    map_.add_argument("--out", required=True, type=Path, help="map GeoTIFF to write")
+    _add_map_source_args(map_)
 
     demo = sub.add_parser("demo", help="a local web page to try the model (needs [demo])")
     demo.add_argument("--host", default="127.0.0.1")
