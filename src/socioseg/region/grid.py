@@ -62,7 +62,7 @@ class Grid:
         return Transformer.from_crs("EPSG:4326", self.crs, always_xy=True)
 
     def centre_lonlat(self) -> tuple[float, float]:
-        x, y = self.transform * (self.width / 2, self.height / 2)
+        x, y = self.transform @ (self.width / 2, self.height / 2)
         lon, lat = self.to_lonlat().transform(x, y)
         return float(lon), float(lat)
 

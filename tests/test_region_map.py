@@ -1,0 +1,251 @@
+"""socioseg map: OSM rendering on a projected grid, XYZ tiles from a local server, GCJ-02."""
+
+from __future__ import annotations
+
+import http.server
+import re
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from socioseg.cli import main
+from socioseg.data._catalog import FUNCTION_COLORS
+from socioseg.data._paint import MAP_FILL, ROAD_FILL
+from socioseg.region.gcj02 import gcj02_to_wgs84, wgs84_to_gcj02
+
+rasterio = pytest.importorskip("rasterio", reason="map tests need socioseg[gis]")
+osmium = pytest.importorskip("osmium", reason="OSM tests need socioseg[gis]")
+
+from tests.region_fixtures import (  # noqa: E402
+    CAFE,
+    CRS,
+    HEIGHT,
+    PARK,
+    ROAD,
+    WIDTH,
+    lonlat_of_pixel,
+    transform,
+    write_osm,
+    write_raster,
+)
+
+
+def _geod_m(lon1, lat1, lon2, lat2) -> np.ndarray:
+    from pyproj import Geod
+
+    return np.abs(Geod(ellps="WGS84").inv(lon1, lat1, lon2, lat2)[2])
+
+
+def _read(path):
+    """``(H x W x 3 pixels, facts)``; facts holds the CRS, transform and tags."""
+    with rasterio.open(path) as ds:
+        facts = {"crs": ds.crs, "transform": ds.transform, "tags": ds.tags()}
+        return ds.read().transpose(1, 2, 0), facts
+
+
+@pytest.fixture
+def sat(tmp_path):
+    return write_raster(tmp_path / "sat.tif", np.zeros((HEIGHT, WIDTH, 3), dtype=np.uint8))
+
+
+def _pbf(xml_path):
+    pbf = xml_path.with_suffix(".osm.pbf")
+    with osmium.SimpleWriter(str(pbf)) as writer:
+        for obj in osmium.FileProcessor(str(xml_path)):
+            writer.add(obj)
+    return pbf
+
+
+@pytest.mark.parametrize("fmt", ["xml", "pbf"])
+def test_osm_map_lands_on_the_raster_grid(sat, tmp_path, capsys, fmt):
+    osm = write_osm(tmp_path / "city.osm")
+    if fmt == "pbf":
+        osm = _pbf(osm)
+    assert main(["map", "--like", str(sat), "--osm", str(osm), "--out", str(tmp_path / "m.tif")]) == 0
+    assert "OpenStreetMap contributors" in capsys.readouterr().out
+    rgb, ds = _read(tmp_path / "m.tif")
+    assert ds["crs"].to_string() == CRS and ds["transform"].almost_equals(transform())
+    assert rgb.shape == (HEIGHT, WIDTH, 3)
+    assert "OpenStreetMap" in ds["tags"]["ATTRIBUTION"]
+
+    rows, cols = np.mgrid[0:HEIGHT, 0:WIDTH] + 0.5  # pixel centres
+    (x0, y0), (x1, y1) = ROAD
+    length = np.hypot(x1 - x0, y1 - y0)
+    distance = np.abs((x1 - x0) * (y0 - rows) - (x0 - cols) * (y1 - y0)) / length
+    road = np.all(rgb == ROAD_FILL[True], axis=-1)
+    half_width = 12.0 / 0.5 / 2  # a primary road is 12 m wide
+    assert road.sum() > 300 and distance[road].max() <= half_width + 1
+    for t in np.linspace(0.05, 0.95, 30):  # every pixel on the centre line is road
+        x, y = x0 + t * (x1 - x0), y0 + t * (y1 - y0)
+        assert road[int(y), int(x)]
+
+    park = np.all(rgb == MAP_FILL["park"], axis=-1)
+    (px0, py0), (px1, py1) = PARK[0], PARK[2]
+    inside = (cols > px0) & (cols < px1) & (rows > py0) & (rows < py1)
+    assert park.sum() > 0.8 * inside.sum()  # the park's name and pin cover the rest
+    near_park = (cols > px0 - 1) & (cols < px1 + 1) & (rows > py0 - 1) & (rows < py1 + 1)
+    assert not (park & ~near_park).any()  # inside, give or take Pillow's rounding of edges
+
+    pin = np.all(rgb == FUNCTION_COLORS["Commercial service"], axis=-1)
+    ys, xs = np.nonzero(pin)
+    assert abs(xs.mean() + 0.5 - CAFE[0]) <= 1 and abs(ys.mean() + 0.5 - CAFE[1]) <= 1
+    text = tuple(int(c * 0.6) for c in FUNCTION_COLORS["Commercial service"])
+    near = np.abs(rgb.astype(int) - text).sum(-1) < 40
+    ys, xs = np.nonzero(near)
+    assert len(xs) > 20  # the label is drawn right of its pin, on its row
+    assert CAFE[0] < xs.min() < CAFE[0] + 15 and np.abs(ys + 0.5 - CAFE[1]).max() < 10
+
+
+def test_name_tag_chooses_the_label_language(tmp_path):
+    from socioseg.region.osm import read_osm
+
+    osm = write_osm(tmp_path / "city.osm")
+    names = {p[2] for p in read_osm(osm, "name:en").pois}
+    assert "Corner Coffee" in names and "Riverside Park" in names  # falls back to name
+    assert "Corner Cafe" in {p[2] for p in read_osm(osm).pois}
+
+
+def test_osm_errors_are_one_line(sat, tmp_path, capsys):
+    (tmp_path / "bad.osm").write_text("this is not xml")
+    out = str(tmp_path / "m.tif")
+    assert main(["map", "--like", str(sat), "--osm", str(tmp_path / "bad.osm"), "--out", out]) == 2
+    assert main(["map", "--like", str(sat), "--out", out]) == 2
+    plain = tmp_path / "plain.png"
+    plain.write_bytes(b"")
+    assert main(["map", "--like", str(tmp_path / "nope.tif"), "--osm", "x", "--out", out]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 3 and all(e.startswith("socioseg map: error:") for e in errors)
+
+
+# --- XYZ tiles from a local server --------------------------------------------------------------
+
+ZOOM = 18
+MARKS = [(100.0, 80.0), (300.0, 220.0), (210.0, 150.0)]  # grid pixel-corner coordinates
+RADIUS = 4  # tile pixels
+
+
+class _TileServer:
+    """Serves 256-px PNG tiles: white, with red discs at given world pixels (zoom ``ZOOM``)."""
+
+    def __init__(self, world_points):
+        self.points = np.asarray(world_points)
+        self.requests: list[str] = []
+        self.agents: set[str] = set()
+        self.active = self.most_active = 0
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.handle(self)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/{{z}}/{{x}}/{{y}}.png"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def handle(self, request):
+        import io
+
+        from PIL import Image
+
+        with self.lock:
+            self.active += 1
+            self.most_active = max(self.most_active, self.active)
+            self.requests.append(request.path)
+            self.agents.add(request.headers.get("User-Agent", ""))
+        time.sleep(0.01)  # lets concurrent requests overlap, were there more than allowed
+        z, x, y = map(int, re.fullmatch(r"/(\d+)/(\d+)/(\d+)\.png", request.path).groups())
+        rows, cols = np.mgrid[0:256, 0:256] + 0.5
+        tile = np.full((256, 256, 3), 255, dtype=np.uint8)
+        for px, py in self.points:
+            tile[np.hypot(cols + x * 256 - px, rows + y * 256 - py) <= RADIUS] = (255, 0, 0)
+        body = io.BytesIO()
+        Image.fromarray(tile).save(body, "PNG")
+        request.send_response(200)
+        request.send_header("Content-Type", "image/png")
+        request.end_headers()
+        request.wfile.write(body.getvalue())
+        with self.lock:
+            self.active -= 1
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _world(lon, lat, zoom=ZOOM):
+    """Web Mercator world pixels, written out independently of socioseg."""
+    n = 256 * 2**zoom
+    x = (lon + 180) / 360 * n
+    y = (1 - np.arcsinh(np.tan(np.radians(lat))) / np.pi) / 2 * n
+    return x, y
+
+
+def _marks_found(rgb):
+    import cv2
+
+    red = ((rgb[..., 0] > 200) & (rgb[..., 1] < 120)).astype(np.uint8)
+    count, _, _, centroids = cv2.connectedComponentsWithStats(red)
+    return sorted((cx + 0.5, cy + 0.5) for cx, cy in centroids[1:count])
+
+
+@pytest.mark.parametrize("gcj02", [False, True])
+def test_tiles_align_cache_and_budget(sat, tmp_path, capsys, gcj02):
+    points = []
+    for col, row in MARKS:
+        lon, lat = lonlat_of_pixel(col, row)
+        if gcj02:  # the server publishes in GCJ-02, as Chinese vendors do
+            lon, lat = wgs84_to_gcj02(lon, lat)
+        points.append(_world(lon, lat))
+    out = tmp_path / "m.tif"
+    with _TileServer(points) as server:
+        args = ["map", "--like", str(sat), "--tiles", server.url, "--out", str(out)]
+        args += ["--tile-cache", str(tmp_path / "cache")] + (["--gcj02"] if gcj02 else [])
+        assert main(args) == 0
+        first = len(server.requests)
+        assert 0 < first <= 12 and server.most_active <= 2
+        assert all(agent.startswith("socioseg/") for agent in server.agents)
+        rgb, ds = _read(out)
+        found = _marks_found(rgb)
+        assert len(found) == len(MARKS)
+        for (fx, fy), (mx, my) in zip(found, sorted(MARKS), strict=True):
+            assert abs(fx - mx) <= 1 and abs(fy - my) <= 1
+        assert f"zoom {ZOOM}" in ds["tags"]["SOURCE"]
+
+        assert main(args) == 0  # a rerun is served from the cache
+        assert len(server.requests) == first
+        assert np.array_equal(_read(out)[0], rgb)
+
+        assert main([*args, "--tile-budget", "2", "--tile-cache", str(tmp_path / "c2")]) == 2
+        assert len(server.requests) == first
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--tile-budget" in err[0] and f"{first} tiles" in err[0]
+
+
+# --- GCJ-02 -------------------------------------------------------------------------------------
+
+# Published pair from wandergis/coordtransform, test/app.js ("wgs84togcj02: [116.41024449916938,
+# 39.91640428150164]" for WGS-84 (116.404, 39.915)), a widely used implementation.
+REFERENCE = [((116.404, 39.915), (116.41024449916938, 39.91640428150164))]
+
+
+def test_gcj02_matches_published_points_and_round_trips():
+    for (lon, lat), (glon, glat) in REFERENCE:
+        assert _geod_m(*wgs84_to_gcj02(lon, lat), glon, glat) < 1.0
+        assert _geod_m(*gcj02_to_wgs84(glon, glat), lon, lat) < 1.0
+    rng = np.random.default_rng(0)
+    lon, lat = rng.uniform(75, 134, 2000), rng.uniform(18, 53, 2000)
+    glon, glat = wgs84_to_gcj02(lon, lat)
+    shift = _geod_m(lon, lat, glon, glat)
+    assert shift.min() > 1 and shift.max() < 1000  # the datum really moves points
+    assert _geod_m(*gcj02_to_wgs84(glon, glat), lon, lat).max() < 0.5
+    assert wgs84_to_gcj02(2.35, 48.85) == (2.35, 48.85)  # outside China: unchanged
