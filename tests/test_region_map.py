@@ -63,7 +63,9 @@ def test_osm_map_lands_on_the_raster_grid(sat, tmp_path, capsys, fmt):
     osm = write_osm(tmp_path / "city.osm")
     if fmt == "pbf":
         osm = _pbf(osm)
-    assert main(["map", "--like", str(sat), "--osm", str(osm), "--out", str(tmp_path / "m.tif")]) == 0
+    assert (
+        main(["map", "--like", str(sat), "--osm", str(osm), "--out", str(tmp_path / "m.tif")]) == 0
+    )
     assert "OpenStreetMap contributors" in capsys.readouterr().out
     rgb, ds = _read(tmp_path / "m.tif")
     assert ds["crs"].to_string() == CRS and ds["transform"].almost_equals(transform())

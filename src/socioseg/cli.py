@@ -305,6 +305,36 @@ def _cmd_map(args: argparse.Namespace) -> int:
 
 
 @_command
+def _cmd_make_dataset(args: argparse.Namespace) -> int:
+    from socioseg.gis import AreaError
+    from socioseg.region.dataset import DatasetSpec, make_dataset
+
+    levels = None
+    if args.levels:
+        levels = tuple(f"socio-{v.strip().removeprefix('socio-')}" for v in args.levels.split(","))
+    try:
+        spec = DatasetSpec(
+            query_field=args.query_field,
+            class_field=args.class_field,
+            function_field=args.function_field,
+            levels=levels,
+            tile=args.tile,
+            block=args.block,
+            min_pixels=args.min_pixels,
+            seed=args.seed,
+        )
+        summary = make_dataset(args.sat, args.map, args.labels, args.out, spec)
+    except AreaError as error:
+        raise CommandError(str(error)) from error
+    print(f"{summary['samples']} samples from {summary['tiles']} tiles")
+    for split, by_level in summary["splits"].items():
+        counts = ", ".join(f"{level} {n}" for level, n in sorted(by_level.items())) or "none"
+        print(f"  {split}: {counts}")
+    print(f"wrote {args.out} (folder layout) with levels.json and index.jsonl")
+    return 0
+
+
+@_command
 def _cmd_demo(args: argparse.Namespace) -> int:
     from socioseg.demo import DemoDependencyError, run_demo
 
@@ -427,6 +457,22 @@ def build_parser() -> argparse.ArgumentParser:
     map_.add_argument("--like", required=True, type=Path, help="raster whose grid the map takes")
     map_.add_argument("--out", required=True, type=Path, help="map GeoTIFF to write")
     _add_map_source_args(map_)
+
+    make = sub.add_parser("make-dataset", help="a SocioSeg folder dataset from rasters + labels")
+    make.add_argument("--sat", required=True, type=Path, help="satellite GeoTIFF")
+    make.add_argument("--map", required=True, type=Path, help="map GeoTIFF on the same grid")
+    make.add_argument("--labels", required=True, type=Path, help="GeoJSON/GeoPackage/Shapefile")
+    make.add_argument("--query-field", required=True, help="field naming each entity")
+    make.add_argument("--class-field", default=None, help="field with its socio-class")
+    make.add_argument("--function-field", default=None, help="field with its socio-function")
+    make.add_argument(
+        "--levels", default=None, help="levels to make, e.g. name,class (default: all given)"
+    )
+    make.add_argument("--out", required=True, type=Path, help="new dataset folder")
+    make.add_argument("--tile", type=int, default=768, help="tile side in pixels")
+    make.add_argument("--block", type=int, default=2, help="tiles per split block side")
+    make.add_argument("--min-pixels", type=int, default=64, help="least visible area of a query")
+    make.add_argument("--seed", type=int, default=0, help="seed of the split")
 
     demo = sub.add_parser("demo", help="a local web page to try the model (needs [demo])")
     demo.add_argument("--host", default="127.0.0.1")

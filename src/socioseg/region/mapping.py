@@ -28,7 +28,9 @@ class MapSource:
     def __post_init__(self) -> None:
         given = [k for k in ("osm", "tiles", "provider") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise AreaError("give exactly one map source: --osm FILE, --tiles URL or --provider NAME")
+            raise AreaError(
+                "give exactly one map source: --osm FILE, --tiles URL or --provider NAME"
+            )
         if self.tile_budget is not None and self.tile_budget < 1:
             raise AreaError(f"--tile-budget must be at least 1, got {self.tile_budget}")
 

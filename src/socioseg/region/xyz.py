@@ -217,4 +217,3 @@ def default_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/socioseg/tiles`` (``~/.cache/socioseg/tiles``)."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "socioseg" / "tiles"
-
