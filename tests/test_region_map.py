@@ -162,6 +162,9 @@ class _TileServer:
             self.agents.add(request.headers.get("User-Agent", ""))
         time.sleep(0.01)  # lets concurrent requests overlap, were there more than allowed
         z, x, y = map(int, re.fullmatch(r"/(\d+)/(\d+)/(\d+)\.png", request.path).groups())
+        if z != ZOOM:  # the marks exist at one zoom only
+            request.send_error(404)
+            return
         rows, cols = np.mgrid[0:256, 0:256] + 0.5
         tile = np.full((256, 256, 3), 255, dtype=np.uint8)
         for px, py in self.points:

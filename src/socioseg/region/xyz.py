@@ -91,7 +91,7 @@ def world_pixels(lon, lat, zoom: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class TileCache:
-    """Tiles of one URL template on disk: ``root/<template hash>/z/x/y``; fetches what is missing."""
+    """One URL template's tiles on disk (``root/<template hash>/z/x/y``); fetches the missing."""
 
     def __init__(self, source: TileSource, root: str | Path):
         self.source = source
