@@ -163,6 +163,8 @@ class _TileServer:
         time.sleep(0.01)  # lets concurrent requests overlap, were there more than allowed
         z, x, y = map(int, re.fullmatch(r"/(\d+)/(\d+)/(\d+)\.png", request.path).groups())
         if z != ZOOM:  # the marks exist at one zoom only
+            with self.lock:
+                self.active -= 1
             request.send_error(404)
             return
         rows, cols = np.mgrid[0:256, 0:256] + 0.5
