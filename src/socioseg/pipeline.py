@@ -224,18 +224,9 @@ class SocioReasoner:
             targets = job.frames.targets(parsed.targets, "vlm", "image")
             mask, scores = self.segmenter.segment_scored(job.embedding, targets)
             job.timings[f"{name}_sam"] = time.perf_counter() - started
-            results.append(
-                StageResult(
-                    name,
-                    text,
-                    generation.text,
-                    parsed,
-                    targets,
-                    mask,
-                    scores,
-                    generation.mean_logprob,
-                )  # fmt: skip
-            )
+            logprob = generation.mean_logprob
+            stage = StageResult(name, text, generation.text, parsed, targets, mask, scores, logprob)
+            results.append(stage)
         return results
 
     @staticmethod

@@ -307,7 +307,6 @@ class VisionLanguageModel:
     def generate(self, inputs, sampling: SamplingSettings) -> list[Generation]:
         """Sample one response per row of ``inputs`` (from :meth:`encode`)."""
         import torch
-
         from transformers import LogitsProcessorList
 
         config = self._generation_config(sampling)
