@@ -9,6 +9,7 @@ from pathlib import Path
 
 from socioseg.geometry import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, check_same_aspect
 from socioseg.pipeline import DEFAULT_SAM, DEFAULT_VLM, InputError
+from socioseg.region.grid import SOCIOSEG_GSD
 from socioseg.types import MODES
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -219,13 +220,26 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 @_command
 def _cmd_segment_area(args: argparse.Namespace) -> int:
+    import os
+
     from socioseg.area import AreaError, segment_area
 
+    local_rank = os.environ.get("LOCAL_RANK")
+    if local_rank is not None and args.device is None:  # torchrun: one GPU per process
+        import torch
+
+        args.device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    levels = None
+    if args.query_level:
+        levels = [f"socio-{v.removeprefix('socio-')}" for v in args.query_level]
     try:
+        source = _map_source(args)
+        if (source is None) == (args.map is None):
+            raise CommandError("give --map, or a map source (--osm, --tiles or --provider)")
         summary = segment_area(
             _reasoner_factory(args),
             args.sat,
-            args.map,
+            source or args.map,
             args.query,
             args.out,
             tile=args.tile,
@@ -233,17 +247,36 @@ def _cmd_segment_area(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             mode=args.mode,
             min_area_px=args.min_area_px,
-            progress=not args.no_progress,
+            gsd=args.gsd,
+            levels=levels,
+            progress=not args.no_progress and os.environ.get("RANK", "0") == "0",
         )
     except AreaError as error:
         raise CommandError(str(error)) from error
+    if summary is None:  # another torchrun rank: rank 0 reports
+        return 0
+    for note in summary.notes:
+        print(f"note: {note}", file=sys.stderr)
     print(
         f"tiles: {summary.tiles_total} ({summary.tiles_run} run, {summary.tiles_resumed} "
         f"resumed, {summary.tiles_nodata} empty); entities: {summary.entities}; "
         f"{summary.seconds:.1f}s"
     )
+    if summary.gsd is not None:
+        print(f"resolution: {summary.gsd:g} m/px, {summary.scale:.3g} model px per raster px")
     print(f"wrote {summary.mask_path}, {summary.geojson_path} and {summary.tiles_jsonl}")
+    if source is not None:
+        _print_map_credit(args.out / "map.tif")
     return 0
+
+
+def _print_map_credit(map_path: Path) -> None:
+    import rasterio
+
+    with rasterio.open(map_path) as ds:
+        credit = ds.tags().get("ATTRIBUTION")
+    if credit:
+        print(f"map data: {credit}")
 
 
 def _add_map_source_args(parser: argparse.ArgumentParser) -> None:
@@ -442,14 +475,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     area = sub.add_parser("segment-area", help="tile, segment and stitch large (geo)rasters")
     area.add_argument("--sat", required=True, type=Path, help="satellite raster (GeoTIFF/PNG)")
-    area.add_argument("--map", required=True, type=Path, help="map raster on the same grid")
-    area.add_argument("--query", required=True)
+    area.add_argument("--map", type=Path, help="map raster on the same grid (or --osm, ...)")
+    area.add_argument("--query", required=True, action="append", help="repeat for several")
+    area.add_argument(
+        "--query-level",
+        action="append",
+        choices=("name", "class", "function"),
+        help="level of each --query, in order (default: function names known, else unknown)",
+    )
+    area.add_argument(
+        "--gsd",
+        type=float,
+        default=SOCIOSEG_GSD,
+        help="metres per pixel the model sees; tiles are resampled to it (0: keep the input's)",
+    )
     area.add_argument("--out", required=True, type=Path, help="output folder (rerun to resume)")
     area.add_argument("--tile", type=int, default=768, help="tile side in pixels")
     area.add_argument("--overlap", type=int, default=128, help="minimum overlap of tiles")
     area.add_argument("--batch-size", type=int, default=4, help="tiles per batch")
     area.add_argument("--min-area-px", type=int, default=16, help="smallest polygon kept")
     area.add_argument("--no-progress", action="store_true")
+    _add_map_source_args(area)
     _add_model_args(area)
     _add_inference_args(area)
 

@@ -184,21 +184,27 @@ def write_mask_raster(
     size: tuple[int, int],
     georef: Georef | None,
     strips: Iterator[tuple[int, np.ndarray]],
+    descriptions: Sequence[str] = (),
 ) -> Path:
-    """Write a 0/255 uint8 mask from ``(row_offset, rows x width bool)`` strips.
+    """Write 0/255 uint8 masks from ``(row_offset, bands x rows x width bool)`` strips.
 
-    With ``georef`` the file is a deflate-compressed GeoTIFF ``path.with_suffix('.tif')`` on the
-    input grid, written strip by strip; otherwise a PNG ``path.with_suffix('.png')``.
+    With ``georef`` or several bands the file is a deflate-compressed GeoTIFF
+    ``path.with_suffix('.tif')`` (on the input grid when georeferenced), written strip by strip,
+    its bands described by ``descriptions``; one band without georeferencing is a PNG
+    ``path.with_suffix('.png')``.
     """
     width, height = size
-    if georef is None:
+    bands = max(1, len(descriptions))
+    if georef is None and bands == 1:
         full = np.zeros((height, width), dtype=np.uint8)
         for row, strip in strips:
-            full[row : row + strip.shape[0]] = strip.astype(np.uint8) * 255
+            full[row : row + strip.shape[1]] = strip[0].astype(np.uint8) * 255
         out = path.with_suffix(".png")
         Image.fromarray(full, "L").save(out)
         return out
     rasterio = _rasterio()
+    if rasterio is None:
+        raise AreaError(f"masks of several queries are written as GeoTIFF: {GIS_INSTALL_HINT}")
     from rasterio.windows import Window
 
     out = path.with_suffix(".tif")
@@ -206,19 +212,21 @@ def write_mask_raster(
         "driver": "GTiff",
         "width": width,
         "height": height,
-        "count": 1,
+        "count": bands,
         "dtype": "uint8",
-        "crs": georef.crs,
-        "transform": georef.transform,
         "compress": "deflate",
         "tiled": True,
         "blockxsize": 256,
         "blockysize": 256,
     }
+    if georef is not None:
+        profile.update(crs=georef.crs, transform=georef.transform)
     with rasterio.open(out, "w", **profile) as dst:
         for row, strip in strips:
-            window = Window(0, row, width, strip.shape[0])
-            dst.write(strip.astype(np.uint8) * 255, 1, window=window)
+            window = Window(0, row, width, strip.shape[1])
+            dst.write(strip.astype(np.uint8) * 255, window=window)
+        for band, text in enumerate(descriptions, start=1):
+            dst.set_band_description(band, text)
     return out
 
 
