@@ -199,3 +199,21 @@ def test_map_made_from_osm_on_the_fly(tmp_path, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all("give --map, or a map source" in e for e in err)
+
+
+@pytest.mark.parametrize("reader", ["rasterio", "pillow"])
+def test_truncated_png_is_refused(tmp_path, monkeypatch, reader):
+    from PIL import Image
+
+    from socioseg import gis
+
+    if reader == "pillow":
+        monkeypatch.setattr(gis, "_rasterio", lambda: None)
+    Image.fromarray(_scene(300, 200)).save(tmp_path / "full.png")
+    data = (tmp_path / "full.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(AreaError, match=r"cut\.png: not a") as info:
+        segment_area(
+            ColourReasoner(), tmp_path / "cut.png", tmp_path / "full.png", "red", tmp_path / "o"
+        )
+    assert "\n" not in str(info.value)

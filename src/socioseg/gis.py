@@ -76,6 +76,9 @@ class RasterSource:
             raise AreaError(f"{self.path}: reading this raster needs rasterio: {GIS_INSTALL_HINT}")
 
     def _open_rasterio(self, rasterio) -> None:
+        if self.path.suffix.lower() in PLAIN_IMAGE_SUFFIXES:
+            # GDAL returns garbage rows from a truncated PNG without an error; Pillow refuses it.
+            self._check_complete()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
             try:
@@ -103,6 +106,13 @@ class RasterSource:
                 self._palette[index] = rgba[:3]
         georeferenced = ds.crs is not None or not ds.transform.is_identity
         self.georef = Georef(ds.crs, ds.transform) if georeferenced else None
+
+    def _check_complete(self) -> None:
+        try:
+            with Image.open(self.path) as image:
+                image.load()
+        except (OSError, Image.DecompressionBombError) as exc:
+            raise AreaError(f"{self.path}: not a complete image ({exc}); export it again") from exc
 
     def _open_pillow(self) -> None:
         try:
