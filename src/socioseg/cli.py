@@ -258,9 +258,9 @@ def _cmd_segment_area(args: argparse.Namespace) -> int:
     for note in summary.notes:
         print(f"note: {note}", file=sys.stderr)
     print(
-        f"tiles: {summary.tiles_total} ({summary.tiles_run} run, {summary.tiles_resumed} "
-        f"resumed, {summary.tiles_nodata} empty); entities: {summary.entities}; "
-        f"{summary.seconds:.1f}s"
+        f"tiles x queries: {summary.tiles_total} ({summary.tiles_run} run, "
+        f"{summary.tiles_resumed} resumed, {summary.tiles_nodata} empty); "
+        f"entities: {summary.entities}; {summary.seconds:.1f}s"
     )
     if summary.gsd is not None:
         print(f"resolution: {summary.gsd:g} m/px, {summary.scale:.3g} model px per raster px")
@@ -364,6 +364,8 @@ def _cmd_make_dataset(args: argparse.Namespace) -> int:
         counts = ", ".join(f"{level} {n}" for level, n in sorted(by_level.items())) or "none"
         print(f"  {split}: {counts}")
     print(f"wrote {args.out} (folder layout) with levels.json and index.jsonl")
+    for note in summary["notes"]:
+        print(f"note: {note}", file=sys.stderr)
     return 0
 
 

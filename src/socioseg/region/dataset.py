@@ -107,7 +107,18 @@ def make_dataset(sat, map_, labels_path, out, spec: DatasetSpec) -> dict:
         raise AreaError(f"{labels_path}: no polygon covers {spec.min_pixels} px of any tile")
     split_of = _split_tiles(labels, cover, spec, samples)
     counts = _write(sat, map_, labels, samples, split_of, out, spec)
-    return {"samples": len(samples), "tiles": rows * cols, "splits": counts}
+    notes = []
+    empty = [
+        split
+        for split, share in zip(SPLITS, spec.split, strict=True)
+        if share and not counts[split]
+    ]
+    if empty:
+        notes.append(
+            f"{' and '.join(empty)} got no samples: entities join the region's blocks into too "
+            "few groups; use a larger region, or a smaller --block or --tile"
+        )
+    return {"samples": len(samples), "tiles": rows * cols, "splits": counts, "notes": notes}
 
 
 def _tile_cover(labels: Labels, rows: int, cols: int, tile: int) -> dict[tuple, dict[int, float]]:
