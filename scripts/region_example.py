@@ -165,9 +165,13 @@ def main() -> None:
 
         rendered = render_osm(args.out / "city.osm", Grid.of_raster(args.out / "sat.tif"))
         pair = np.concatenate([sat, np.full((size, 16, 3), 255, np.uint8), rendered], axis=1)
-        Image.fromarray(pair).resize(
+        half = Image.fromarray(pair).resize(
             (pair.shape[1] // 2, size // 2), Image.Resampling.LANCZOS
-        ).save(args.picture, optimize=True)
+        )
+        # A 256-colour palette keeps the picture small enough to live in the repository.
+        half.convert("P", palette=Image.Palette.ADAPTIVE, colors=256).save(
+            args.picture, optimize=True
+        )
         print(f"wrote {args.picture}")
 
 

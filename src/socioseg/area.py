@@ -78,9 +78,9 @@ class Tile:
 class AreaSummary:
     """What one ``segment_area`` call did and wrote (paths are inside ``out_dir``).
 
-    ``tiles_*`` count (query, tile) items: tiles times queries. ``gsd``: the input's metres per pixel (``None`` without a CRS); ``scale``: model pixels per
-    raster pixel; ``notes``: things the user should know (e.g. a resolution far from the
-    model's).
+    ``tiles_*`` count (query, tile) items: tiles times queries. ``gsd``: the input's metres
+    per pixel (``None`` without a CRS); ``scale``: model pixels per raster pixel; ``notes``:
+    things the user should know (e.g. a resolution far from the model's).
     """
 
     out_dir: str
