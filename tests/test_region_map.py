@@ -256,3 +256,20 @@ def test_gcj02_matches_published_points_and_round_trips():
     assert shift.min() > 1 and shift.max() < 1000  # the datum really moves points
     assert _geod_m(*gcj02_to_wgs84(glon, glat), lon, lat).max() < 0.5
     assert wgs84_to_gcj02(2.35, 48.85) == (2.35, 48.85)  # outside China: unchanged
+
+
+def test_providers_resolve_offline_with_plain_attribution():
+    from socioseg.gis import AreaError
+    from socioseg.region.xyz import TileSource
+
+    gaode = TileSource.from_provider("Gaode.Normal")  # SocioSeg's map style; GCJ-02
+    assert gaode.tile_url(18, 5, 7).endswith("x=5&y=7&z=18") and "<" not in gaode.attribution
+    assert "OpenStreetMap" in TileSource.from_provider("OpenStreetMap.Mapnik").attribution
+    for name, message in (
+        ("No.Such", "not an xyzservices provider"),
+        ("CartoDB.Positron", "API key"),
+    ):
+        with pytest.raises(AreaError, match=message):
+            TileSource.from_provider(name)
+    with pytest.raises(AreaError, match=r"lacks \{y\}"):
+        TileSource("https://host/{z}/{x}.png", "t", "")

@@ -14,8 +14,10 @@ each pixel's source position itself; with or without the shift it is one path.
 from __future__ import annotations
 
 import hashlib
+import html
 import math
 import os
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -72,7 +74,15 @@ class TileSource:
         if provider.requires_token():
             raise AreaError(f"--provider {name}: needs an API key; pass --tiles URL with it")
         attribution = provider.get("attribution") or provider.get("html_attribution", "")
+        attribution = html.unescape(re.sub(r"<[^>]*>", "", attribution))  # plain text
         return cls(provider.build_url(), provider.name, attribution, provider.get("max_zoom", 19))
+
+    def tile_url(self, z: int, x: int, y: int) -> str:
+        """The URL of one tile (``{s}`` takes the first subdomain, ``{r}`` no retina suffix)."""
+        url = self.url
+        for key, value in (("{x}", x), ("{y}", y), ("{z}", z), ("{s}", "a"), ("{r}", "")):
+            url = url.replace(key, str(value))
+        return url
 
 
 def zoom_for(gsd: float, lat: float, max_zoom: int) -> int:
@@ -121,7 +131,7 @@ class TileCache:
         return rgb
 
     def _download(self, z: int, x: int, y: int) -> bytes:
-        url = self.source.url.format(x=x, y=y, z=z, s="a", r="")
+        url = self.source.tile_url(z, x, y)
         request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
         self.requests += 1
         try:
