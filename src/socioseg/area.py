@@ -318,6 +318,7 @@ def segment_area(
     began = time.perf_counter()
     out = Path(out_dir)
     with _ranks() as (rank, world, barrier):
+        map_source = map_path.describe() if hasattr(map_path, "describe") else None
         map_path = _ensure_map(sat_path, map_path, out, rank, barrier)
         with RasterSource(sat_path) as sat, RasterSource(map_path) as map_:
             georef = check_same_grid(sat, map_)
@@ -331,6 +332,7 @@ def segment_area(
                 "tile": tile,
                 "overlap": overlap,
                 "scale": scale,
+                "map_source": map_source,
                 "inputs": {"sat": str(sat_path), "map": str(map_path)},
             }
             run = RunDir(out, settings, rank if world > 1 else None)

@@ -9,6 +9,7 @@ from socioseg.gis import AreaError
 from socioseg.region.grid import Grid, write_rgb
 
 OSM_ATTRIBUTION = "© OpenStreetMap contributors (ODbL 1.0)"
+MAX_MAP_PIXELS = 400_000_000  # 1.2 GB of RGB in memory
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,11 @@ def make_map(grid: Grid, source: MapSource, out: str | Path) -> MadeMap:
 
     The GeoTIFF's tags name the source (``SOURCE``) and its credits (``ATTRIBUTION``).
     """
+    if grid.width * grid.height > MAX_MAP_PIXELS:
+        raise AreaError(
+            f"the raster has {grid.width * grid.height / 1e6:.0f} MP; a map is made in memory up "
+            f"to {MAX_MAP_PIXELS / 1e6:.0f} MP: split the raster (gdal_retile.py) and map the parts"
+        )
     if source.osm is not None:
         from socioseg.region.osm import render_osm
 

@@ -108,6 +108,16 @@ class OsmLayers:
     buildings: list[tuple[np.ndarray, list[np.ndarray]]] = field(default_factory=list)
     roads: list[tuple[np.ndarray, float, bool]] = field(default_factory=list)
     pois: list[tuple[float, float, str, str]] = field(default_factory=list)  # lon, lat, name, fn
+    bbox: tuple[float, float, float, float] | None = None  # keep only what meets it
+
+    def wants(self, lonlat: np.ndarray) -> bool:
+        """Whether a feature with these N x 2 coordinates meets ``bbox`` (bounded memory)."""
+        if self.bbox is None:
+            return True
+        (x0, y0), (x1, y1) = lonlat.min(axis=0), lonlat.max(axis=0)
+        return (
+            x0 <= self.bbox[2] and self.bbox[0] <= x1 and y0 <= self.bbox[3] and self.bbox[1] <= y1
+        )
 
 
 def _first_match(tags, table):
@@ -122,18 +132,19 @@ def _name(tags, name_tag: str) -> str | None:
     return tags.get(name_tag) or tags.get("name")
 
 
-def read_osm(path: str | Path, name_tag: str = "name") -> OsmLayers:
+def read_osm(path: str | Path, name_tag: str = "name", bbox=None) -> OsmLayers:
     """The areas, buildings, roads and named POIs of an OSM file (see the module docstring).
 
     ``name_tag``: the tag labels are read from (``name``, ``name:en``, ``name:zh``, ...);
-    a feature without it falls back to ``name``.
+    a feature without it falls back to ``name``. ``bbox``: ``(west, south, east, north)``
+    in degrees; features entirely outside it are not kept.
     """
     import osmium
 
     path = Path(path)
     if not path.is_file():
         raise AreaError(f"{path}: no such file")
-    layers = OsmLayers()
+    layers = OsmLayers(bbox=bbox)
     try:
         for obj in osmium.FileProcessor(str(path)).with_areas():
             tags = dict(obj.tags)
@@ -150,7 +161,7 @@ def read_osm(path: str | Path, name_tag: str = "name") -> OsmLayers:
 
 def _add_poi(layers: OsmLayers, tags, lon: float, lat: float, name_tag: str) -> None:
     name, function = _name(tags, name_tag), _first_match(tags, POI_FUNCTIONS)
-    if name and function:
+    if name and function and layers.wants(np.array([[lon, lat]])):
         layers.pois.append((lon, lat, name, function))
 
 
@@ -159,7 +170,7 @@ def _add_road(layers: OsmLayers, tags, way) -> None:
     if highway not in ROAD_CLASSES or tags.get("area") == "yes":
         return
     coords = np.array([(n.lon, n.lat) for n in way.nodes if n.location.valid()])
-    if len(coords) >= 2:
+    if len(coords) >= 2 and layers.wants(coords):
         layers.roads.append((coords, *ROAD_CLASSES[highway]))
 
 
@@ -171,6 +182,8 @@ def _add_area(layers: OsmLayers, tags, area, name_tag: str) -> None:
     rings = []
     for outer in area.outer_rings():
         exterior = np.array([(n.lon, n.lat) for n in outer])
+        if not layers.wants(exterior):
+            continue
         holes = [np.array([(n.lon, n.lat) for n in inner]) for inner in area.inner_rings(outer)]
         rings.append((exterior, holes))
         if building:
@@ -188,7 +201,11 @@ def _add_area(layers: OsmLayers, tags, area, name_tag: str) -> None:
 
 def render_osm(path: str | Path, grid: Grid, name_tag: str = "name") -> np.ndarray:
     """The web map of an OSM file on ``grid``: H x W x 3 uint8 (image rows from the top)."""
-    layers = read_osm(path, name_tag)
+    x, y = grid.pixel_centres(step=max(1, min(grid.width, grid.height) // 16))
+    lon, lat = grid.to_lonlat().transform(x.ravel(), y.ravel())
+    pad_lon, pad_lat = 0.1 * (lon.max() - lon.min()), 0.1 * (lat.max() - lat.min())
+    bbox = (lon.min() - pad_lon, lat.min() - pad_lat, lon.max() + pad_lon, lat.max() + pad_lat)
+    layers = read_osm(path, name_tag, bbox)
     to_grid = grid.from_lonlat()
     gsd = grid.gsd()
     s = SOCIOSEG_GSD / gsd
