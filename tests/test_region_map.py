@@ -100,6 +100,20 @@ def test_osm_map_lands_on_the_raster_grid(sat, tmp_path, capsys, fmt):
     assert CAFE[0] < xs.min() < CAFE[0] + 15 and np.abs(ys + 0.5 - CAFE[1]).max() < 10
 
 
+
+def test_shared_painter_still_draws_the_shipped_synthetic_maps():
+    """The painter functions the OSM renderer shares draw synth's maps pixel for pixel."""
+    from PIL import Image
+
+    from socioseg.data.examples import examples
+    from socioseg.data.synth import _generate
+
+    for folder in examples():  # written before the painter was shared; seed 2026
+        index = int(folder.name.split("-")[1])
+        sample, _ = _generate(np.random.default_rng([2026, index]), index, 768)
+        shipped = np.asarray(Image.open(folder / "map.png").convert("RGB"))
+        assert np.array_equal(shipped, np.asarray(sample.map)), folder.name
+
 def test_name_tag_chooses_the_label_language(tmp_path):
     from socioseg.region.osm import read_osm
 
