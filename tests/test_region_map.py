@@ -100,7 +100,6 @@ def test_osm_map_lands_on_the_raster_grid(sat, tmp_path, capsys, fmt):
     assert CAFE[0] < xs.min() < CAFE[0] + 15 and np.abs(ys + 0.5 - CAFE[1]).max() < 10
 
 
-
 def test_shared_painter_still_draws_the_shipped_synthetic_maps():
     """The painter functions the OSM renderer shares draw synth's maps pixel for pixel."""
     from PIL import Image
@@ -113,6 +112,7 @@ def test_shared_painter_still_draws_the_shipped_synthetic_maps():
         sample, _ = _generate(np.random.default_rng([2026, index]), index, 768)
         shipped = np.asarray(Image.open(folder / "map.png").convert("RGB"))
         assert np.array_equal(shipped, np.asarray(sample.map)), folder.name
+
 
 def test_name_tag_chooses_the_label_language(tmp_path):
     from socioseg.region.osm import read_osm
@@ -254,9 +254,16 @@ def test_tiles_align_cache_and_budget(sat, tmp_path, capsys, gcj02):
 
 # --- GCJ-02 -------------------------------------------------------------------------------------
 
-# Published pair from wandergis/coordtransform, test/app.js ("wgs84togcj02: [116.41024449916938,
-# 39.91640428150164]" for WGS-84 (116.404, 39.915)), a widely used implementation.
-REFERENCE = [((116.404, 39.915), (116.41024449916938, 39.91640428150164))]
+# Published (WGS-84 lon, lat) -> (GCJ-02 lon, lat) pairs:
+# - wandergis/coordtransform, test/app.js: "wgs84togcj02: [116.41024449916938, 39.91640428150164]"
+#   for (116.404, 39.915);
+# - googollee/eviltransform, go/transform_test.go (lat, lng there): Shanghai, Shenzhen, Beijing.
+REFERENCE = [
+    ((116.404, 39.915), (116.41024449916938, 39.91640428150164)),
+    ((121.5272106, 31.1774276), (121.531541859215, 31.17530398364597)),
+    ((113.912316, 22.543847), (113.9171764808363, 22.540796131694766)),
+    ((116.377817, 39.911954), (116.38404722455657, 39.91334545536069)),
+]
 
 
 def test_gcj02_matches_published_points_and_round_trips():
