@@ -10,6 +10,7 @@ from socioseg.region.grid import Grid, write_rgb
 
 OSM_ATTRIBUTION = "© OpenStreetMap contributors (ODbL 1.0)"
 MAX_MAP_PIXELS = 400_000_000  # 1.2 GB of RGB in memory
+MAX_ZOOM = 24
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class MapSource:
             )
         if self.tile_budget is not None and self.tile_budget < 1:
             raise AreaError(f"--tile-budget must be at least 1, got {self.tile_budget}")
+        if self.zoom is not None and not 0 <= self.zoom <= MAX_ZOOM:
+            raise AreaError(f"--zoom must be in [0, {MAX_ZOOM}], got {self.zoom}")
 
     def describe(self) -> dict:
         """What made the map, as JSON-friendly settings (to compare runs)."""
