@@ -6,6 +6,7 @@ import http.server
 import re
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,6 +122,22 @@ def test_name_tag_chooses_the_label_language(tmp_path):
     names = {p[2] for p in read_osm(osm, "name:en").pois}
     assert "Corner Coffee" in names and "Riverside Park" in names  # falls back to name
     assert "Corner Cafe" in {p[2] for p in read_osm(osm).pois}
+
+
+def test_font_option_changes_only_the_labels(sat, tmp_path, capsys):
+    font = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+    osm = write_osm(tmp_path / "city.osm")
+    base = ["map", "--like", str(sat), "--osm", str(osm), "--out"]
+    assert main([*base, str(tmp_path / "bad.tif"), "--font", str(osm)]) == 2
+    assert "--font" in capsys.readouterr().err
+    if not font.is_file():
+        pytest.skip("DejaVu fonts are not installed")
+    assert main([*base, str(tmp_path / "a.tif")]) == 0
+    assert main([*base, str(tmp_path / "b.tif"), "--font", str(font)]) == 0
+    changed = np.any(_read(tmp_path / "a.tif")[0] != _read(tmp_path / "b.tif")[0], axis=-1)
+    rows = np.nonzero(changed.any(axis=1))[0]
+    label_rows = [CAFE[1], (PARK[0][1] + PARK[2][1]) / 2]  # pins sit on their label's row
+    assert len(rows) and all(min(abs(r - y) for y in label_rows) < 12 for r in rows)
 
 
 def test_osm_errors_are_one_line(sat, tmp_path, capsys):

@@ -287,6 +287,7 @@ def _add_map_source_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--name-tag", default="name", help="OSM tag for labels: name, name:en, name:zh, ..."
     )
+    group.add_argument("--font", type=Path, help="label font file, e.g. Noto Sans CJK for Chinese")
     group.add_argument("--gcj02", action="store_true", help="tiles are in GCJ-02 (Amap, ...)")
     group.add_argument("--tile-budget", type=int, default=None, help="most tiles (default 400)")
     group.add_argument("--tile-cache", type=Path, default=None, help="tile cache folder")
@@ -304,6 +305,7 @@ def _map_source(args: argparse.Namespace):
         tiles=args.tiles,
         provider=args.provider,
         name_tag=args.name_tag,
+        font=args.font,
         gcj02=args.gcj02,
         tile_budget=args.tile_budget,
         cache_dir=args.tile_cache,

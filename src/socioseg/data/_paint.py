@@ -64,8 +64,9 @@ class Label:
 
 
 @lru_cache(maxsize=8)
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    return ImageFont.load_default(size=size)
+def _font(size: int, path: str | None = None) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's bundled font (Latin script), or the TrueType/OpenType font at ``path``."""
+    return ImageFont.load_default(size=size) if path is None else ImageFont.truetype(path, size)
 
 
 def render_map(
@@ -144,11 +145,16 @@ def _map_part(draw: ImageDraw.ImageDraw, part: Part, s: float) -> None:
 
 
 def place_labels(
-    draw: ImageDraw.ImageDraw, labels: list[Label], size: tuple[int, int], s: float
+    draw: ImageDraw.ImageDraw,
+    labels: list[Label],
+    size: tuple[int, int],
+    s: float,
+    font_path: str | None = None,
 ) -> None:
     """Draw pins and names; names go right, left, below or above their pin, avoiding overlaps.
 
-    ``size``: the image's ``(width, height)``; ``s``: scale relative to a 768-px tile.
+    ``size``: the image's ``(width, height)``; ``s``: scale relative to a 768-px tile;
+    ``font_path``: a font file for scripts Pillow's bundled font lacks (e.g. Chinese).
     Entity labels are placed first; a minor label with no free spot is left out, as web maps do.
     """
     labels = sorted(labels, key=lambda lb: not lb.major)
@@ -159,7 +165,7 @@ def place_labels(
     for label, pin in zip(labels, pins, strict=True):
         x, y = label.at
         r = (pin[2] - pin[0]) / 2
-        font = _font(max(8, round((13 if label.major else 11) * s)))
+        font = _font(max(8, round((13 if label.major else 11) * s)), font_path)
         halo = max(1, round(2 * s))
         left, top, right, bottom = draw.textbbox(
             (0, 0), label.text, font=font, stroke_width=halo, anchor="lm"

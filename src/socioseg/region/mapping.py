@@ -22,6 +22,7 @@ class MapSource:
     tiles: str | None = None
     provider: str | None = None
     name_tag: str = "name"
+    font: Path | None = None
     gcj02: bool = False
     tile_budget: int | None = None
     cache_dir: Path | None = None
@@ -65,7 +66,7 @@ def make_map(grid: Grid, source: MapSource, out: str | Path) -> MadeMap:
     if source.osm is not None:
         from socioseg.region.osm import render_osm
 
-        rgb = render_osm(source.osm, grid, source.name_tag)
+        rgb = render_osm(source.osm, grid, source.name_tag, source.font)
         tags = {"SOURCE": f"OpenStreetMap file {Path(source.osm).name}"}
         made = MadeMap(Path(out), OSM_ATTRIBUTION)
     else:

@@ -199,8 +199,16 @@ def _add_area(layers: OsmLayers, tags, area, name_tag: str) -> None:
         layers.pois.append((point.x, point.y, name, function))
 
 
-def render_osm(path: str | Path, grid: Grid, name_tag: str = "name") -> np.ndarray:
-    """The web map of an OSM file on ``grid``: H x W x 3 uint8 (image rows from the top)."""
+def render_osm(
+    path: str | Path, grid: Grid, name_tag: str = "name", font: str | Path | None = None
+) -> np.ndarray:
+    """The web map of an OSM file on ``grid``: H x W x 3 uint8 (image rows from the top).
+
+    ``font``: a TrueType/OpenType file for the labels (Pillow's bundled font is Latin-only;
+    Chinese names need e.g. Noto Sans CJK).
+    """
+    if font is not None:
+        _check_font(Path(font))
     x, y = grid.pixel_centres(step=max(1, min(grid.width, grid.height) // 16))
     lon, lat = grid.to_lonlat().transform(x.ravel(), y.ravel())
     pad_lon, pad_lat = 0.1 * (lon.max() - lon.min()), 0.1 * (lat.max() - lat.min())
@@ -231,5 +239,14 @@ def render_osm(path: str | Path, grid: Grid, name_tag: str = "name") -> np.ndarr
         Label(pixels(np.array([[lon, lat]]))[0], name, FUNCTION_COLORS[function])
         for lon, lat, name, function in layers.pois
     ]
-    place_labels(draw, labels, (grid.width, grid.height), s)
+    place_labels(draw, labels, (grid.width, grid.height), s, None if font is None else str(font))
     return np.asarray(image)
+
+
+def _check_font(path: Path) -> None:
+    from PIL import ImageFont
+
+    try:
+        ImageFont.truetype(str(path), 12)
+    except OSError as exc:
+        raise AreaError(f"--font {path}: not a font file Pillow can open ({exc})") from exc
