@@ -142,14 +142,20 @@ def test_ground_resolution_of_a_geographic_raster(tmp_path):
     assert Grid.of_raster(path).gsd() == pytest.approx((dx * dy) ** 0.5, rel=0.005)
 
 
-def _area_worker(rank, sat, out):
-    _run(sat, sat, out)
+def _area_worker(rank, sat, osm, out):
+    from socioseg.region.mapping import MapSource
+
+    _run(sat, MapSource(osm=osm), out)  # rank 0 makes the map, rank 1 waits for it
 
 
 def test_two_processes_equal_one(tmp_path):
+    from socioseg.region.mapping import MapSource
+    from tests.region_fixtures import write_osm
+
     sat = _write(tmp_path / "sat.tif", _scene())
-    single = _run(sat, sat, tmp_path / "one")
-    run_processes(_area_worker, str(sat), str(tmp_path / "two"))
+    osm = write_osm(tmp_path / "city.osm")
+    single = _run(sat, MapSource(osm=osm), tmp_path / "one")
+    run_processes(_area_worker, str(sat), osm, str(tmp_path / "two"))
     one, two = _outputs(tmp_path / "one"), _outputs(tmp_path / "two")
     assert np.array_equal(one[0], two[0]) and one[1] == two[1]
     assert one[2] == two[2] and single.entities == len(two[2]) == 2
@@ -159,7 +165,12 @@ def test_two_processes_equal_one(tmp_path):
         for line in (tmp_path / "two" / f"tiles.rank{r}.jsonl").read_text().splitlines()
     ]
     assert len(rows) == 24 and len({(r["query_index"], r["tile"]) for r in rows}) == 24
-    resumed = _run(sat, sat, tmp_path / "two")  # one process picks up the two ranks' rows
+    with (
+        rasterio.open(tmp_path / "one" / "map.tif") as a,
+        rasterio.open(tmp_path / "two" / "map.tif") as b,
+    ):
+        assert np.array_equal(a.read(), b.read())
+    resumed = _run(sat, MapSource(osm=osm), tmp_path / "two")  # one process resumes two ranks
     assert resumed.tiles_run == 0 and resumed.tiles_resumed == 24
 
 

@@ -176,12 +176,13 @@ def _scale(sat: RasterSource, gsd: float | None) -> tuple[float | None, float, l
 
 @contextmanager
 def _ranks():
-    """``(rank, world, barrier)``; under torchrun joins a gloo group for the barrier only."""
+    """``(rank, world, share)``: ``share(value)`` is a barrier that returns rank 0's ``value``
+    everywhere. Under torchrun it joins a gloo group for that only."""
     from socioseg.evaluate import BARRIER_TIMEOUT, _torchrun_shard
 
     shard = _torchrun_shard()
     if shard is None:
-        yield 0, 1, lambda: None
+        yield 0, 1, lambda value=None: value
         return
     import torch.distributed as dist
 
@@ -190,7 +191,13 @@ def _ranks():
         dist.init_process_group("gloo", timeout=BARRIER_TIMEOUT)
     try:
         group = None if created else dist.new_group(backend="gloo", timeout=BARRIER_TIMEOUT)
-        yield shard[0], shard[1], lambda: dist.barrier(group=group)
+
+        def share(value=None):
+            box = [value]
+            dist.broadcast_object_list(box, src=0, group=group)
+            return box[0]
+
+        yield shard[0], shard[1], share
     finally:
         if created:
             dist.destroy_process_group()
@@ -317,9 +324,9 @@ def segment_area(
     _check_settings(tile, overlap, batch_size, mode, gsd)
     began = time.perf_counter()
     out = Path(out_dir)
-    with _ranks() as (rank, world, barrier):
+    with _ranks() as (rank, world, share):
         map_source = map_path.describe() if hasattr(map_path, "describe") else None
-        map_path = _ensure_map(sat_path, map_path, out, rank, barrier)
+        map_path = _ensure_map(sat_path, map_path, out, rank, share)
         with RasterSource(sat_path) as sat, RasterSource(map_path) as map_:
             georef = check_same_grid(sat, map_)
             input_gsd, scale, notes = _scale(sat, gsd)
@@ -344,7 +351,7 @@ def segment_area(
                 reasoner = reasoner()
             ran = _run_items(reasoner, sat, map_, mode, todo, run, batch_size, scale, progress)
             size = sat.size
-        barrier()
+        share()  # every rank has finished its items
         if rank != 0:
             return None
         run.reload()
@@ -352,18 +359,24 @@ def segment_area(
         return _write_outputs(run, tiles, size, georef, queries, min_area_px, facts, notes, began)
 
 
-def _ensure_map(sat_path, map_path, out: Path, rank: int, barrier) -> Path:
+def _ensure_map(sat_path, map_path, out: Path, rank: int, share) -> Path:
     """``map_path`` itself, or the map a ``MapSource`` makes (rank 0 writes, others wait)."""
     from socioseg.region.mapping import MapSource, make_map
 
     if not isinstance(map_path, MapSource):
         return Path(map_path)
     target = out / "map.tif"
+    error = None
     if rank == 0 and not target.exists():
         from socioseg.region.grid import Grid
 
-        make_map(Grid.of_raster(sat_path), map_path, target)
-    barrier()
+        try:
+            make_map(Grid.of_raster(sat_path), map_path, target)
+        except AreaError as exc:  # every rank stops with it, none waits for a map
+            error = str(exc)
+    error = share(error)
+    if error is not None:
+        raise AreaError(error)
     return target
 
 
