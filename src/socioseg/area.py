@@ -29,14 +29,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from socioseg.area_files import RunDir, rows_file_name
+from socioseg.area_files import RunDir, ranks, rows_file_name
 from socioseg.area_stitch import stitch
 from socioseg.data.levels import function_name
 from socioseg.gis import (
@@ -174,35 +173,6 @@ def _scale(sat: RasterSource, gsd: float | None) -> tuple[float | None, float, l
     return input_gsd, scale, notes
 
 
-@contextmanager
-def _ranks():
-    """``(rank, world, share)``: ``share(value)`` is a barrier that returns rank 0's ``value``
-    everywhere. Under torchrun it joins a gloo group for that only."""
-    from socioseg.evaluate import BARRIER_TIMEOUT, _torchrun_shard
-
-    shard = _torchrun_shard()
-    if shard is None:
-        yield 0, 1, lambda value=None: value
-        return
-    import torch.distributed as dist
-
-    created = not dist.is_initialized()
-    if created:
-        dist.init_process_group("gloo", timeout=BARRIER_TIMEOUT)
-    try:
-        group = None if created else dist.new_group(backend="gloo", timeout=BARRIER_TIMEOUT)
-
-        def share(value=None):
-            box = [value]
-            dist.broadcast_object_list(box, src=0, group=group)
-            return box[0]
-
-        yield shard[0], shard[1], share
-    finally:
-        if created:
-            dist.destroy_process_group()
-
-
 def _read(source: RasterSource, tile: Tile, scale: float) -> Image.Image:
     image = source.read(*tile.window())
     if scale == 1.0:
@@ -324,7 +294,7 @@ def segment_area(
     _check_settings(tile, overlap, batch_size, mode, gsd)
     began = time.perf_counter()
     out = Path(out_dir)
-    with _ranks() as (rank, world, share):
+    with ranks() as (rank, world, share):
         map_source = map_path.describe() if hasattr(map_path, "describe") else None
         map_path = _ensure_map(sat_path, map_path, out, rank, share)
         with RasterSource(sat_path) as sat, RasterSource(map_path) as map_:

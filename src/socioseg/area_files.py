@@ -1,4 +1,6 @@
-"""The run folder of ``segment-area``: settings, per-tile rows and masks; append-only, resumable.
+"""The run folder of ``segment-area`` and the processes sharing it.
+
+Files: settings, per-tile rows and masks; append-only, resumable.
 
 ``run.json`` holds the settings (written atomically; a rerun must match them). Each finished
 (query, tile) appends one JSON row to ``tiles.jsonl`` (``tiles.rank<r>.jsonl`` for rank ``r``
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -118,3 +121,32 @@ def slim(row: dict) -> dict:
     """The fields stitching needs; responses stay on disk so memory does not grow with them."""
     keys = ("tile", "window", "status", "mask_bbox", "query_index", "objects", "logprob")
     return {k: row.get(k) for k in keys}
+
+
+@contextmanager
+def ranks():
+    """``(rank, world, share)``: ``share(value)`` is a barrier that returns rank 0's ``value``
+    everywhere. Under torchrun it joins a gloo group for that only."""
+    from socioseg.evaluate import BARRIER_TIMEOUT, _torchrun_shard
+
+    shard = _torchrun_shard()
+    if shard is None:
+        yield 0, 1, lambda value=None: value
+        return
+    import torch.distributed as dist
+
+    created = not dist.is_initialized()
+    if created:
+        dist.init_process_group("gloo", timeout=BARRIER_TIMEOUT)
+    try:
+        group = None if created else dist.new_group(backend="gloo", timeout=BARRIER_TIMEOUT)
+
+        def share(value=None):
+            box = [value]
+            dist.broadcast_object_list(box, src=0, group=group)
+            return box[0]
+
+        yield shard[0], shard[1], share
+    finally:
+        if created:
+            dist.destroy_process_group()
