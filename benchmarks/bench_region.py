@@ -24,7 +24,7 @@ import numpy as np
 from socioseg.region.dataset import DatasetSpec, make_dataset
 from socioseg.region.grid import Grid
 from socioseg.region.osm import render_osm
-from socioseg.region.xyz import TILE_PX, _warp, world_pixels
+from socioseg.region.xyz import TILE_PX, _warp, _warp_gcj02, world_pixels
 
 
 def _best(repeat: int, step) -> float:
@@ -52,8 +52,8 @@ def main() -> None:
         mosaic = np.random.default_rng(0).integers(0, 256, (12 * 256, 12 * 256, 3), np.uint8)
         rows = {
             "render OSM map": lambda: render_osm(tmp / "city.osm", grid),
-            "warp tiles": lambda: _warp(mosaic, grid, 18, origin, False),
-            "warp tiles, GCJ-02": lambda: _warp(mosaic, grid, 18, origin, True),
+            "warp tiles": lambda: _warp(mosaic, grid, 18, origin),
+            "warp tiles, GCJ-02": lambda: _warp_gcj02(mosaic, grid, 18, origin),
         }
 
         def dataset():

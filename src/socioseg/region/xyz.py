@@ -4,11 +4,11 @@ The zoom is the one whose Web Mercator resolution at the raster's centre is near
 scale) to the raster's ground resolution. Tiles covering the raster are counted first and
 refused beyond ``budget`` (tile servers forbid bulk downloads; raise it only where the
 provider's terms allow). They are fetched over at most :data:`CONNECTIONS` connections with a
-User-Agent, kept in an on-disk cache (a rerun downloads nothing), mosaicked, and warped onto
-the grid: for every output pixel its centre goes to WGS-84 lon/lat (pyproj), to GCJ-02 when
-the provider publishes China in that datum (``gcj02``), to the mosaic's pixel, and is sampled
-bilinearly there (OpenCV). The GCJ-02 shift is not a CRS GDAL knows, so the warp computes
-each pixel's source position itself; with or without the shift it is one path.
+User-Agent, kept in an on-disk cache (a rerun downloads nothing), mosaicked, and reprojected
+onto the grid with rasterio (bilinear). Providers that publish China in GCJ-02 (``gcj02``)
+need a shift that is no CRS GDAL knows: then every output pixel's centre goes to WGS-84
+lon/lat (pyproj), through the shift to the mosaic's pixel, and is sampled bilinearly there
+(OpenCV).
 """
 
 from __future__ import annotations
@@ -198,12 +198,38 @@ def tile_map(
     for (tx, ty), tile in zip(keys, tiles, strict=True):
         top, left = (ty - y0) * TILE_PX, (tx - x0) * TILE_PX
         mosaic[top : top + TILE_PX, left : left + TILE_PX] = tile
-    rgb = _warp(mosaic, grid, zoom, (x0 * TILE_PX, y0 * TILE_PX), gcj02)
-    return TileMap(rgb, zoom, count, cache.requests)
+    origin = (x0 * TILE_PX, y0 * TILE_PX)
+    warp = _warp_gcj02 if gcj02 else _warp
+    return TileMap(warp(mosaic, grid, zoom, origin), zoom, count, cache.requests)
 
 
-def _warp(mosaic: np.ndarray, grid: Grid, zoom: int, origin: tuple[int, int], gcj02: bool):
-    """Sample ``mosaic`` (its top-left at world pixel ``origin``) at every pixel of ``grid``."""
+def _warp(mosaic: np.ndarray, grid: Grid, zoom: int, origin: tuple[int, int]) -> np.ndarray:
+    """``mosaic`` (Web Mercator, top-left at world pixel ``origin``) reprojected onto ``grid``
+    by GDAL (rasterio, bilinear): H x W x 3 uint8."""
+    from affine import Affine
+    from rasterio.warp import Resampling, reproject
+
+    metres = EARTH_CIRCUMFERENCE / (TILE_PX * 2**zoom)  # per world pixel
+    half = EARTH_CIRCUMFERENCE / 2
+    source_transform = Affine(
+        metres, 0, origin[0] * metres - half, 0, -metres, half - origin[1] * metres
+    )
+    out = np.zeros((3, grid.height, grid.width), dtype=np.uint8)
+    reproject(
+        np.ascontiguousarray(mosaic.transpose(2, 0, 1)),
+        out,
+        src_transform=source_transform,
+        src_crs="EPSG:3857",
+        dst_transform=grid.transform,
+        dst_crs=grid.crs,
+        resampling=Resampling.bilinear,
+    )
+    return out.transpose(1, 2, 0)
+
+
+def _warp_gcj02(mosaic: np.ndarray, grid: Grid, zoom: int, origin: tuple[int, int]):
+    """As :func:`_warp` for a mosaic in GCJ-02: each output pixel's centre goes to WGS-84,
+    through the GCJ-02 shift (no CRS GDAL knows) to the mosaic, and is sampled there."""
     import cv2
 
     out = np.zeros((grid.height, grid.width, 3), dtype=np.uint8)
@@ -213,7 +239,7 @@ def _warp(mosaic: np.ndarray, grid: Grid, zoom: int, origin: tuple[int, int], gc
         rows = np.arange(top, min(grid.height, top + STRIP_ROWS)) + 0.5
         c, r = np.meshgrid(cols, rows)
         x, y = t.a * c + t.b * r + t.c, t.d * c + t.e * r + t.f
-        gx, gy = world_pixels(*_lonlat(grid, x, y, gcj02), zoom)
+        gx, gy = world_pixels(*_lonlat(grid, x, y, True), zoom)
         # Mosaic pixel i has its centre at world coordinate origin + i + 0.5.
         map_x = (gx - origin[0] - 0.5).astype(np.float32)
         map_y = (gy - origin[1] - 0.5).astype(np.float32)
