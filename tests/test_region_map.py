@@ -25,6 +25,7 @@ from tests.region_fixtures import (  # noqa: E402
     HEIGHT,
     PARK,
     ROAD,
+    SCHOOL,
     WIDTH,
     lonlat_of_pixel,
     transform,
@@ -90,6 +91,11 @@ def test_osm_map_lands_on_the_raster_grid(sat, tmp_path, capsys, fmt):
     assert park.sum() > 0.8 * inside.sum()  # the park's name and pin cover the rest
     near_park = (cols > px0 - 1) & (cols < px1 + 1) & (rows > py0 - 1) & (rows < py1 + 1)
     assert not (park & ~near_park).any()  # inside, give or take Pillow's rounding of edges
+
+    school = np.all(rgb == MAP_FILL["campus"], axis=-1)
+    (sx0, sy0), (sx1, sy1) = SCHOOL[0], SCHOOL[2]
+    near_school = (cols > sx0 - 1) & (cols < sx1 + 1) & (rows > sy0 - 1) & (rows < sy1 + 1)
+    assert school.sum() > 0.8 * (sx1 - sx0) * (sy1 - sy0) and not (school & ~near_school).any()
 
     pin = np.all(rgb == FUNCTION_COLORS["Commercial service"], axis=-1)
     ys, xs = np.nonzero(pin)
