@@ -228,3 +228,14 @@ def test_truncated_png_is_refused(tmp_path, monkeypatch, reader):
             ColourReasoner(), tmp_path / "cut.png", tmp_path / "full.png", "red", tmp_path / "o"
         )
     assert "\n" not in str(info.value)
+
+
+def test_truncated_geotiff_is_a_one_line_error(tmp_path):
+    sat = _write(tmp_path / "sat.tif", _scene())
+    data = sat.read_bytes()
+    (tmp_path / "cut.tif").write_bytes(data[: len(data) // 2])
+    with pytest.raises(AreaError, match=r"cut\.tif: pixels of window .* cannot be read") as info:
+        segment_area(
+            ColourReasoner(), tmp_path / "cut.tif", sat, "red", tmp_path / "o", progress=False
+        )
+    assert "\n" not in str(info.value)

@@ -128,14 +128,21 @@ class RasterSource:
         """The RGB pixels of the window at column ``x``, row ``y`` (image frame of the tile)."""
         if self._image is not None:
             return self._image.crop((x, y, x + width, y + height))
+        from rasterio.errors import RasterioIOError
         from rasterio.windows import Window
 
         window = Window(x, y, width, height)
-        if self._dataset.count == 1:
-            grey = self._dataset.read(1, window=window)
-            rgb = self._palette[grey] if self._palette is not None else np.stack([grey] * 3, -1)
-        else:
-            rgb = self._dataset.read([1, 2, 3], window=window).transpose(1, 2, 0)
+        try:
+            if self._dataset.count == 1:
+                grey = self._dataset.read(1, window=window)
+                rgb = self._palette[grey] if self._palette is not None else np.stack([grey] * 3, -1)
+            else:
+                rgb = self._dataset.read([1, 2, 3], window=window).transpose(1, 2, 0)
+        except RasterioIOError as exc:  # e.g. a file cut short
+            raise AreaError(
+                f"{self.path}: pixels of window {x},{y} {width}x{height} cannot be read ({exc}); "
+                "is the file complete? (gdalinfo -checksum tells)"
+            ) from exc
         return Image.fromarray(np.ascontiguousarray(rgb), "RGB")
 
     def is_nodata(self, x: int, y: int, width: int, height: int) -> bool:
