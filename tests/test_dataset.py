@@ -177,7 +177,7 @@ def _break(sample_dir, how):
 
 BREAKAGES = {
     "missing mask": r"'bad-missing-mask': mask\.png: file not found",
-    "unreadable png": r"'bad-unreadable-png': sat\.png: cannot decode image",
+    "unreadable png": r"'bad-unreadable-png': sat\.png is not a readable image",
     "mask size": r"'bad-mask-size': mask\.png: mask size 64x64 differs from .* 128x128",
     "map aspect": r"'bad-map-aspect': map\.png: map size 128x64 has a different aspect ratio",
     "empty query": r"'bad-empty-query': question\.json 'problem': query is empty",
@@ -251,7 +251,7 @@ def test_broken_rows_in_the_hf_layout(tmp_path, cache):
     assert sample.level == "unknown" and not sample.mask.any()  # empty GT is allowed
     with pytest.raises(DataError, match=r"'null-sat': column 'sat_image': image is missing"):
         ds[1]
-    with pytest.raises(DataError, match=r"'garbage-map': column 'map_image': cannot decode"):
+    with pytest.raises(DataError, match=r"'garbage-map': column 'map_image' is not a readable image"):
         ds[2]
     with pytest.raises(DataError, match=r"'blank': column 'problem': query is empty"):
         ds[3]

@@ -65,23 +65,24 @@ def _gradio():
 def open_upload(path: str | Path | None, name: str, max_pixels: int) -> Image.Image:
     """An uploaded file as an RGB image, or :class:`DemoInputError` saying what is wrong.
 
-    The pixel count is checked from the header, before the image is decoded.
+    Read by :func:`socioseg.images.read_image`: the pixel count is checked from the header,
+    before the image is decoded.
     """
+    from socioseg.images import ImageError, read_image
+
     if not path:
         raise DemoInputError(f"Please upload a {name} (or pick an example).")
     filename = Path(path).name
     try:
-        with Image.open(path) as image:
-            width, height = image.size
-            if width * height > max_pixels:
-                raise DemoInputError(
-                    f"The {name} `{filename}` is {width} x {height} pixels; the limit is "
-                    f"{max_pixels / 1e6:.0f} megapixels. Please upload a smaller image."
-                )
-            return image.convert("RGB")
-    except Image.DecompressionBombError as error:
-        raise DemoInputError(f"The {name} `{filename}` is too large to open.") from error
-    except OSError as error:
+        return read_image(path, filename, max_pixels=max_pixels)
+    except ImageError as error:
+        if error.kind == "too-large":
+            raise DemoInputError(
+                f"The {name} `{filename}` is too large: the limit is "
+                f"{max_pixels / 1e6:.0f} megapixels. Please upload a smaller image."
+            ) from error
+        if error.kind == "depth":
+            raise DemoInputError(f"The {name} {error}.") from error
         raise DemoInputError(
             f"The {name} `{filename}` is not an image this page can read (PNG, JPEG, TIFF, ...)."
         ) from error

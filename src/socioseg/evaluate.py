@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from socioseg.data import DataError, Sample, SocioSegDataset
@@ -441,8 +440,9 @@ def _score_file(pred_dir, index, sample, absent, info, out_dir) -> dict[str, Any
 
 def read_mask(path: str | Path) -> np.ndarray:
     """H x W bool mask from an image file: grayscale value > 0 is foreground."""
+    from socioseg.images import ImageError, read_image
+
     try:
-        with Image.open(path) as image:
-            return mask_from_image(image)
-    except (OSError, UnidentifiedImageError, ValueError) as error:
-        raise EvalError(f"{path}: not a readable mask image ({error})") from error
+        return mask_from_image(read_image(path, str(path), mode=None))
+    except ImageError as error:
+        raise EvalError(f"{error} (a prediction mask)") from error
