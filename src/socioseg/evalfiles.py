@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from socioseg.data import Sample
+from socioseg.data._sources import id_problem
 from socioseg.metrics import SampleScore
 
 ROWS_FILE = "predictions.jsonl"
@@ -28,6 +29,18 @@ RUN_FILE = "run.json"
 class EvalError(ValueError):
     """An output folder, shard spec or prediction set that cannot be used; says why and what
     to do."""
+
+
+def id_file(folder: str | Path, sample_id: str, suffix: str = ".png") -> Path:
+    """``folder/<sample_id><suffix>``: the one place a sample id becomes a file name.
+
+    Datasets check their ids when they are opened; this checks again (an id from elsewhere, a
+    hand-made dataset) so that no id can name a file outside ``folder``.
+    """
+    problem = id_problem(sample_id)
+    if problem is not None:
+        raise EvalError(f"sample id {sample_id!r} {problem}: it cannot name a file in {folder}")
+    return Path(folder) / f"{sample_id}{suffix}"
 
 
 def package_versions() -> dict[str, str | None]:

@@ -50,6 +50,7 @@ from socioseg.evalfiles import (
     EvalError,
     RowWriter,
     claim_dir,
+    id_file,
     read_json,
     read_rows,
     run_differences,
@@ -218,7 +219,7 @@ class _Job:
             _save_tile(self.out_dir, index, sample, masks, scores)
         if self.save_masks:
             for folder, mask in ((STAGE1_MASKS_DIR, masks["stage1"]), (MASKS_DIR, masks["final"])):
-                path = self.out_dir / folder / f"{sample.id}.png"
+                path = id_file(self.out_dir / folder, sample.id)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 mask_image(mask).save(path)
         return {**scored_row(index, sample, scores), **prediction_to_json(prediction)}
@@ -381,13 +382,13 @@ def score_predictions(
         raise EvalError(f"prediction folder not found: {pred_dir}")
     n = _n_selected(dataset, limit)
     ids = dataset.ids[:n]
-    absent = {i for i in range(n) if not (pred_dir / f"{ids[i]}.png").is_file()}
+    absent = {i for i in range(n) if not id_file(pred_dir, ids[i]).is_file()}
     if absent and missing == "error":
         names = ", ".join(repr(ids[i]) for i in sorted(absent)[:10])
         raise EvalError(
             f"{len(absent)} of {n} samples have no prediction in {pred_dir} (expected "
-            f"<id>.png): {names}{' ...' if len(absent) > 10 else ''}; pass missing='skip' to "
-            "list them unscored or missing='empty' to score them as empty masks"
+            f"<id>.png): {names}{' ...' if len(absent) > 10 else ''}; rerun with --missing skip "
+            "to list them unscored, or --missing empty to score them as empty masks"
         )
     config = {
         "pred_dir": str(pred_dir),
@@ -419,7 +420,7 @@ def score_predictions(
 
 
 def _score_file(pred_dir, index, sample, absent, info, out_dir) -> dict[str, Any]:
-    path = pred_dir / f"{sample.id}.png"
+    path = id_file(pred_dir, sample.id)
     if absent and info["config"]["missing"] == "skip":
         return {
             "index": index,

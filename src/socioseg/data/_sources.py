@@ -39,6 +39,50 @@ class DataError(ValueError):
     """A sample or a dataset source is unusable; the message says which, where and why."""
 
 
+# Ids become file names (masks/<id>.png, <pred_dir>/<id>.png): bytes of a name, with room
+# for a suffix, under the 255 of common file systems.
+MAX_ID_BYTES = 200
+
+
+def check_ids(ids: Sequence[object], description: str) -> list[str]:
+    """The ids of one split, checked once when it is opened; :class:`DataError` otherwise.
+
+    An id must be a non-empty string that is safe as a file name on its own: no ``/`` or
+    ``\\``, no leading ``.`` (so neither ``.`` nor ``..``), no control characters, at most
+    ``MAX_ID_BYTES`` bytes in UTF-8, and unique within the split. The message names the id,
+    its position and the dataset.
+    """
+    seen: dict[str, int] = {}
+    for index, sample_id in enumerate(ids):
+        problem = id_problem(sample_id)
+        if problem is None and sample_id in seen:
+            problem = f"duplicates the id of sample {seen[sample_id]}"
+        if problem is not None:
+            raise DataError(
+                f"{description}: sample {index} has id {sample_id!r}, which {problem}; ids must "
+                "be unique names without '/', '\\' or a leading '.': fix the dataset's ids"
+            )
+        seen[sample_id] = index
+    return list(seen)
+
+
+def id_problem(sample_id: object) -> str | None:
+    """Why ``sample_id`` cannot be a file name on its own (see :func:`check_ids`), or None."""
+    if not isinstance(sample_id, str):
+        return f"is not a string ({type(sample_id).__name__})"
+    if not sample_id:
+        return "is empty"
+    if "/" in sample_id or "\\" in sample_id:
+        return "contains a path separator"
+    if sample_id.startswith("."):
+        return "starts with '.'"
+    if any(ord(c) < 32 or ord(c) == 127 for c in sample_id):
+        return "contains a control character"
+    if len(sample_id.encode("utf-8")) > MAX_ID_BYTES:
+        return f"is longer than {MAX_ID_BYTES} bytes"
+    return None
+
+
 @dataclass(frozen=True)
 class RawSample:
     """An undecoded sample: the query as stored and a reference per image (path or bytes)."""
@@ -56,7 +100,7 @@ class FolderSource:
         self.split_dir = split_dir
         dirs = (p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
         self.dirs = sorted(dirs, key=lambda p: p.name)
-        self.ids = [p.name for p in self.dirs]
+        self.ids = check_ids([p.name for p in self.dirs], self.describe())
 
     def describe(self) -> str:
         return f"folder layout at {self.split_dir}"
@@ -83,9 +127,8 @@ class ArrowSource:
         self.description = description
         # Arrow format hands back stored bytes; decoding stays ours (one sample at a time).
         self.table = dataset.with_format("arrow")
-        self.ids = [
-            str(v) if v is not None else f"#{i}" for i, v in enumerate(self.table["id"].to_pylist())
-        ]
+        ids = [str(v) if isinstance(v, int) else v for v in self.table["id"].to_pylist()]
+        self.ids = check_ids(ids, description)
 
     def describe(self) -> str:
         return self.description
