@@ -155,8 +155,8 @@ def read_rows(path: str | Path, repair: bool = False) -> list[dict[str, Any]]:
             continue
         try:
             rows.append(json.loads(line))
-        except json.JSONDecodeError as error:
-            raise EvalError(f"{path}, line {number}: not a JSON row ({error})") from error
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
+            raise EvalError(f"{path}, line {number}: not a JSON row ({error!r})") from error
     return rows
 
 

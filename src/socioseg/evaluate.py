@@ -67,7 +67,15 @@ from socioseg.render import mask_image, resize_mask_nearest
 from socioseg.report import STAGE_LABELS, contact_tile, summarize, tile_path, write_summary
 from socioseg.types import Prediction
 
-__all__ = ["EvalError", "evaluate", "merge", "parse_shard", "read_mask", "score_predictions"]
+__all__ = [
+    "EvalError",
+    "evaluate",
+    "merge",
+    "parse_shard",
+    "read_mask",
+    "result_dir",
+    "score_predictions",
+]
 
 TILES_DIR = "contact"
 MASKS_DIR = "masks"
@@ -88,6 +96,23 @@ def parse_shard(spec: str | Sequence[int]) -> tuple[int, int]:
     if not 0 <= i < n:
         raise EvalError(f"shard {i}/{n}: need 0 <= i < n")
     return i, n
+
+
+def result_dir(out_dir: str | Path, shard: str | Sequence[int] | None = None) -> Path:
+    """The folder whose metrics.json ``evaluate(..., out_dir, shard=shard)`` writes last.
+
+    ``out_dir/shard-<i>-of-<n>`` for a shard (given, or a torchrun rank other than 0, whose
+    rank 0 merges into ``out_dir``), else ``out_dir``.
+    """
+    explicit = shard is not None
+    shard = parse_shard(shard) if explicit else _torchrun_shard()
+    if shard is None or shard[1] == 1 or (not explicit and shard[0] == 0):
+        return Path(out_dir)
+    return _shard_dir(Path(out_dir), shard)
+
+
+def _shard_dir(out_dir: Path, shard: tuple[int, int] | None) -> Path:
+    return out_dir if shard is None else out_dir / f"shard-{shard[0]}-of-{shard[1]}"
 
 
 def evaluate(
@@ -136,7 +161,7 @@ def evaluate(
     if shard is not None and shard[1] == 1:  # one shard of one: a plain run
         shard = None
     out_dir = Path(out_dir)
-    work_dir = out_dir if shard is None else out_dir / f"shard-{shard[0]}-of-{shard[1]}"
+    work_dir = _shard_dir(out_dir, shard)
     config = {
         "inference": config_to_json(inference),
         "mode": inference.mode,

@@ -155,8 +155,9 @@ def read_question(sample_id: str, sample_dir: Path) -> tuple[object, str]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise DataError(f"sample {sample_id!r}: {QUESTION_FILE}: file not found at {path}") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"sample {sample_id!r}: {QUESTION_FILE}: unreadable ({exc})") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise DataError(f"sample {sample_id!r}: {QUESTION_FILE}: unreadable ({reason})") from exc
     if not isinstance(data, dict) or "problem" not in data:
         raise DataError(
             f"sample {sample_id!r}: {QUESTION_FILE}: expected an object with key 'problem', "
@@ -179,11 +180,10 @@ def open_source(
         return _open_dir(path, split, cache_dir)
     if path.is_file():
         return _open_files([path], split, cache_dir)
-    if _looks_like_hub_id(str(source)):
-        return _open_hub(str(source), split, cache_dir)
-    raise FileNotFoundError(
-        f"{source}: no such file or folder, and not a Hub dataset id like 'owner/name'"
-    )
+    from socioseg.sources import dataset_is_on_hub
+
+    dataset_is_on_hub(str(source))  # a missing local path is never sent to the Hub
+    return _open_hub(str(source), split, cache_dir)
 
 
 def _open_dir(root: Path, split: str, cache_dir: str | None) -> FolderSource | ArrowSource:
@@ -248,7 +248,7 @@ def _open_files(files: list[Path], split: str, cache_dir: str | None) -> ArrowSo
 def _open_saved_dict(root: Path, split: str) -> ArrowSource:
     try:
         splits = json.loads((root / "dataset_dict.json").read_text(encoding="utf-8"))["splits"]
-    except (OSError, KeyError, TypeError, json.JSONDecodeError) as exc:
+    except (OSError, KeyError, TypeError, json.JSONDecodeError, RecursionError) as exc:
         raise DataError(f"{root / 'dataset_dict.json'}: unreadable ({exc})") from exc
     for name in _split_names(split):
         if name in splits:
@@ -309,9 +309,3 @@ def _split_candidates(path: Path, root: Path) -> set[str]:
     if match:
         names.add(match.group(1).lower())
     return names
-
-
-def _looks_like_hub_id(text: str) -> bool:
-    return re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", text) is not None and not text.endswith(
-        (".parquet", ".arrow", ".json")
-    )

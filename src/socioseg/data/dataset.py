@@ -53,6 +53,7 @@ __all__ = [
 ]
 
 OnError = Literal["raise", "skip"]
+LEVELS_FILE = "levels.json"  # beside a dataset: used unless levels are given
 ON_ERROR: tuple[str, ...] = ("raise", "skip")
 
 
@@ -170,18 +171,31 @@ def load_socioseg(
     Parquet is converted once by ``datasets`` into its cache (``cache_dir``, default the
     ``datasets`` cache); arrow files and ``save_to_disk`` folders are memory-mapped in place.
     ``levels`` is a :class:`LevelMap` or a path to a CSV/JSON level file (see
-    :mod:`socioseg.data.levels`). ``on_error``: ``"raise"`` or ``"skip"`` (see
+    :mod:`socioseg.data.levels`); when None, a ``levels.json`` in the ``source`` folder (as
+    ``socioseg synth`` writes it) is used if there is one (``dataset.level_map.source`` says
+    which file). ``on_error``: ``"raise"`` or ``"skip"`` (see
     :class:`SocioSegDataset`). Raises :class:`DataError` when the split is missing (listing the
     splits found) or columns are missing; ``FileNotFoundError`` for a path that does not exist.
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    if levels is None:
+        levels = _levels_beside(source)
     if levels is None or isinstance(levels, LevelMap):
         level_map = levels
     else:
         level_map = LevelMap.from_file(levels)
     src = open_source(source, split, None if cache_dir is None else str(cache_dir))
     return SocioSegDataset(src, split, level_map, on_error)
+
+
+def _levels_beside(source: object) -> Path | None:
+    """``<source>/levels.json`` when ``source`` is a local folder that has one."""
+    if isinstance(source, (str, PathLike)):
+        candidate = Path(source) / LEVELS_FILE
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def load_sample_dir(sample_dir: str | PathLike[str], levels: LevelMap | None = None) -> Sample:
