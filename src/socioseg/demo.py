@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import json
 import shutil
+import signal
 import tempfile
 import threading
 import uuid
@@ -35,6 +36,9 @@ DEFAULT_PORT = 7860
 # images only cost memory; the limit keeps one upload from exhausting the server.
 DEFAULT_MAX_IMAGE_PIXELS = 25_000_000
 DEFAULT_MAX_FILE_SIZE = "50mb"
+# Gradio keeps every upload in its cache: every 10 minutes, delete those older than an hour
+# (and all of them when the server stops).
+DELETE_CACHE = (600, 3600)
 IMAGE_HEIGHT = 360
 FINAL_HEIGHT = 520
 FINAL_SOURCE_NOTES = {
@@ -320,7 +324,9 @@ def build_demo(reasoner, *, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
     """
     gr = _gradio()
     session = _Session(reasoner, max_image_pixels)
-    with gr.Blocks(title="SocioReasoner demo", analytics_enabled=False) as page:
+    with gr.Blocks(
+        title="SocioReasoner demo", analytics_enabled=False, delete_cache=DELETE_CACHE
+    ) as page:
         c = _layout(gr)
         for key, name in (("sat", "satellite image"), ("map", "map image")):
             c[f"{key}_file"].change(
@@ -339,6 +345,10 @@ def build_demo(reasoner, *, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
     return page
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def run_demo(
     reasoner,
     *,
@@ -355,6 +365,11 @@ def run_demo(
     """
     page = build_demo(reasoner, max_image_pixels=max_image_pixels)
     page.queue(default_concurrency_limit=1)
+    if block and threading.current_thread() is threading.main_thread():
+        # SIGTERM stops the server like Ctrl-C: Gradio closes it (and deletes its upload
+        # cache), launch returns and the scratch folder goes at exit. By default SIGTERM
+        # would kill the process with both left behind.
+        signal.signal(signal.SIGTERM, _interrupt)
     page.launch(
         server_name=host,
         server_port=port,
