@@ -78,3 +78,19 @@ def test_folder_and_missing_file_say_so(tmp_path):
         read_image(tmp_path, "--sat")
     with pytest.raises(ImageError, match=r"--sat: file not found at .*nope\.png"):
         read_image(tmp_path / "nope.png", "--sat")
+
+
+def test_dataset_samples_are_read_the_same_way(tmp_path):
+    from socioseg.data.dataset import load_sample_dir
+
+    sample_dir = tmp_path / "s1"
+    sample_dir.mkdir()
+    Image.fromarray(np.full((8, 8), 257 * 200, np.uint16)).save(sample_dir / "sat.png")
+    noise_image(8, 8).save(sample_dir / "map.png")
+    mask = np.zeros((8, 8), np.uint16)
+    mask[2, 3] = 1  # 1 of 65535: still foreground (the mask rule is "value > 0")
+    Image.fromarray(mask).save(sample_dir / "mask.png")
+    (sample_dir / "question.json").write_text('{"problem": "Park"}')
+    sample = load_sample_dir(sample_dir)
+    assert np.asarray(sample.sat).max() == 200 and np.asarray(sample.sat).min() == 200
+    assert sample.mask.sum() == 1 and sample.mask[2, 3]
