@@ -164,6 +164,9 @@ def _inference_config(args: argparse.Namespace):
 
 
 def _load_reasoner(args: argparse.Namespace):
+    from socioseg.sources import check_models
+
+    check_models(args.vlm, args.sam)  # both, before torch and transformers even import
     from transformers.utils import logging as transformers_logging
 
     from socioseg.pipeline import SocioReasoner

@@ -308,9 +308,9 @@ def _prompt_image_size(config) -> int:
 
 def _check_source(name_or_path: str | Path) -> str:
     """Fail early on sources that cannot hold SAM2 (:func:`socioseg.sources.model_source`)."""
-    from socioseg.sources import SAM_TYPES, model_source
+    from socioseg.sources import SAM_TYPES, SAM_WHAT, model_source
 
-    return model_source(name_or_path, SAM_TYPES, "SAM2 (--sam)")
+    return model_source(name_or_path, SAM_TYPES, SAM_WHAT)
 
 
 def _read_preprocessing(source: str, default_size: int) -> Preprocessing:

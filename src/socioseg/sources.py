@@ -21,6 +21,8 @@ from pathlib import Path
 
 QWEN_VL_TYPES = ("qwen2_5_vl",)
 SAM_TYPES = ("sam2", "sam2_video")
+VLM_WHAT = "Qwen2.5-VL (--vlm)"
+SAM_WHAT = "SAM2 (--sam)"
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 _HUB_TIMEOUT_S = 10.0
 
@@ -87,6 +89,12 @@ def model_source(name_or_path: str | os.PathLike, model_types: tuple[str, ...], 
     return text
 
 
+def check_models(vlm: str | os.PathLike, sam: str | os.PathLike) -> None:
+    """Check a VLM and a SAM2 source together, before either loads (seconds, not minutes)."""
+    model_source(vlm, QWEN_VL_TYPES, VLM_WHAT)
+    model_source(sam, SAM_TYPES, SAM_WHAT)
+
+
 def dataset_is_on_hub(text: str) -> bool:
     """For a dataset source that is no existing path: True when it is a Hub dataset id that
     exists (or is cached); :class:`SourceNotFoundError` in one line otherwise."""
@@ -133,7 +141,8 @@ def _check_hub_repo(repo_id: str, repo_type: str, what: str) -> None:
 
     local = f"{repo_id} is no local path and not in the Hub cache"
     if constants.HF_HUB_OFFLINE:
-        raise SourceNotFoundError(f"{local}, and HF_HUB_OFFLINE is set: pass a local {what}")
+        offline = f"{local}, and HF_HUB_OFFLINE is set; pass a local copy as {what}"
+        raise SourceNotFoundError(offline)
     try:
         HfApi().repo_info(repo_id, repo_type=repo_type, timeout=_HUB_TIMEOUT_S)
     except GatedRepoError:
@@ -143,5 +152,5 @@ def _check_hub_repo(repo_id: str, repo_type: str, what: str) -> None:
     except (HTTPError, OSError) as error:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise SourceNotFoundError(
-            f"{local}, and the Hub cannot be reached ({first}): pass a local {what}"
+            f"{local}, and the Hub cannot be reached ({first}); pass a local copy as {what}"
         ) from error
