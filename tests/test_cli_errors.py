@@ -212,3 +212,10 @@ def test_help_shows_defaults(capsys):
     assert "(default: vvangfaye/SocioReasoner-3B)" in evaluate
     assert "samples per batch (default: 1)" in evaluate
     assert "tile side in pixels (default: 768)" in help_text("segment-area", capsys)
+
+
+def test_unreadable_run_json_in_the_out_folder(data, tmp_path, capsys):
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "run.json").write_text('{"kind": "evaluate", "con')  # cut off
+    argv = ["score", "--pred-dir", tmp_path, "--data", data, "--out", tmp_path / "o"]
+    one_line([*argv, "--missing", "empty"], capsys, "run.json: unreadable")

@@ -129,7 +129,17 @@ def claim_dir(work_dir: Path, info: Mapping[str, Any]) -> None:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))
+    """A JSON object file of a run folder; :class:`EvalError` naming it when unreadable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise EvalError(
+            f"{path}: unreadable ({error!r}); choose another output folder, or delete the file "
+            "to start this run again"
+        ) from error
+    if not isinstance(data, dict):
+        raise EvalError(f"{path}: not a JSON object; choose another output folder")
+    return data
 
 
 def read_rows(path: str | Path, repair: bool = False) -> list[dict[str, Any]]:
