@@ -8,6 +8,20 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from socioseg.cli_support import (
+    MAX_BATCH_SIZE,
+    MAX_NEW_TOKENS,
+    MAX_SAMPLES,
+    MAX_VLM_PIXELS,
+    MAX_WORKERS,
+    SEED_MAX,
+    CommandError,
+    Parser,
+    check_out,
+    int_in,
+    shard_spec,
+    user_errors,
+)
 from socioseg.data.synth import MAX_SIZE as SYNTH_MAX_SIZE
 from socioseg.data.synth import MIN_SIZE as SYNTH_MIN_SIZE
 from socioseg.geometry import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, check_same_aspect
@@ -18,66 +32,6 @@ from socioseg.types import MODES
 from socioseg.vlm import SamplingSettings
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
-# Bounds of size arguments, checked while parsing (before anything loads). Upper bounds keep a
-# typo from asking for more memory than any machine has.
-MAX_BATCH_SIZE = 1024
-MAX_NEW_TOKENS = 32768
-MAX_VLM_PIXELS = 16384 * 16384
-MAX_SAMPLES = 10_000_000
-MAX_WORKERS = 256
-SEED_MAX = 2**32 - 1
-# Commands whose output folder is the positional OUT (the others take --out).
-_POSITIONAL_OUT = ("merge", "synth", "tiny-models")
-
-
-class CommandError(Exception):
-    """A failure the user can fix; printed as one line, exit code 2."""
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """``--help`` shows each option's default, except where there is nothing to show."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or isinstance(action.default, bool):
-            return action.help
-        return super()._get_help_string(action)
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with defaults in ``--help`` and usage errors in one line (exit 2)."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        kwargs.setdefault("formatter_class", _HelpFormatter)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def _int(low: int, high: int | None = None) -> Callable[[str], int]:
-    """An argparse type: an integer in ``[low, high]``; the message names the bounds."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < low or (high is not None and value > high):
-            bounds = f"from {low:,} to {high:,}" if high is not None else f">= {low:,}"
-            raise argparse.ArgumentTypeError(f"must be an integer {bounds}, got {text!r}")
-        return value
-
-    return parse
-
-
-def _shard(text: str) -> str:
-    from socioseg.evaluate import EvalError, parse_shard
-
-    try:
-        parse_shard(text)
-    except EvalError as error:
-        raise argparse.ArgumentTypeError(str(error)) from error
-    return text
 
 
 def _command(function: Callable[[argparse.Namespace], int]):
@@ -95,15 +49,15 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
 def _add_inference_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=MODES, default="two-stage", help="what to run")
     parser.add_argument("--greedy", action="store_true", help="deterministic greedy decoding")
-    parser.add_argument("--seed", type=_int(0, SEED_MAX), default=0, help="sampling seed")
+    parser.add_argument("--seed", type=int_in(0, SEED_MAX), default=0, help="sampling seed")
     parser.add_argument(
         "--max-new-tokens",
-        type=_int(1, MAX_NEW_TOKENS),
+        type=int_in(1, MAX_NEW_TOKENS),
         default=None,
         help=f"tokens per response (default: {SamplingSettings.max_new_tokens}; "
         f"{RANDOM_MODEL_MAX_NEW_TOKENS} for random-weight test models)",
     )
-    pixels = _int(1, MAX_VLM_PIXELS)
+    pixels = int_in(1, MAX_VLM_PIXELS)
     parser.add_argument(
         "--min-pixels", type=pixels, default=DEFAULT_MIN_PIXELS, help="smallest VLM frame area"
     )
@@ -120,7 +74,7 @@ def _add_inference_args(parser: argparse.ArgumentParser) -> None:
 def _add_image_limit(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-image-pixels",
-        type=_int(1),
+        type=int_in(1),
         default=None,
         help=f"largest input image, width x height (default: ${PIXEL_LIMIT_ENV} or "
         f"{DEFAULT_MAX_IMAGE_PIXELS:,})",
@@ -137,7 +91,7 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
         help="id -> level (CSV or JSON; default: levels.json in the --data folder, if any)",
     )
     parser.add_argument(
-        "--limit", type=_int(0), default=None, help="first N samples only (default: all)"
+        "--limit", type=int_in(0), default=None, help="first N samples only (default: all)"
     )
     parser.add_argument(
         "--on-error",
@@ -403,7 +357,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="socioseg",
         description="Urban socio-semantic segmentation with vision-language reasoning.",
     )
@@ -423,9 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(ev)
     ev.add_argument("--out", required=True, type=Path, help="run folder (rerun to resume)")
     ev.add_argument(
-        "--batch-size", type=_int(1, MAX_BATCH_SIZE), default=1, help="samples per batch"
+        "--batch-size", type=int_in(1, MAX_BATCH_SIZE), default=1, help="samples per batch"
     )
-    ev.add_argument("--shard", type=_shard, help="i/n: this process's share (then merge)")
+    ev.add_argument("--shard", type=shard_spec, help="i/n: this process's share (then merge)")
     ev.add_argument("--save-masks", action="store_true", help="also write masks as PNG")
     _add_model_args(ev)
     _add_inference_args(ev)
@@ -452,12 +406,12 @@ def build_parser() -> argparse.ArgumentParser:
     area.add_argument("--map", required=True, type=Path, help="map raster on the same grid")
     area.add_argument("--query", required=True, help="what to segment")
     area.add_argument("--out", required=True, type=Path, help="output folder (rerun to resume)")
-    area.add_argument("--tile", type=_int(64, 8192), default=768, help="tile side in pixels")
-    area.add_argument("--overlap", type=_int(0, 4096), default=128, help="minimum overlap")
+    area.add_argument("--tile", type=int_in(64, 8192), default=768, help="tile side in pixels")
+    area.add_argument("--overlap", type=int_in(0, 4096), default=128, help="minimum overlap")
     area.add_argument(
-        "--batch-size", type=_int(1, MAX_BATCH_SIZE), default=4, help="tiles per batch"
+        "--batch-size", type=int_in(1, MAX_BATCH_SIZE), default=4, help="tiles per batch"
     )
-    area.add_argument("--min-area-px", type=_int(0), default=16, help="smallest polygon kept")
+    area.add_argument("--min-area-px", type=int_in(0), default=16, help="smallest polygon kept")
     area.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_model_args(area)
     _add_inference_args(area)
@@ -465,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="a local web page to try the model (needs [demo])")
     demo.add_argument("--host", default="127.0.0.1", help="address to bind")
-    demo.add_argument("--port", type=_int(1, 65535), default=7860, help="port to serve on")
+    demo.add_argument("--port", type=int_in(1, 65535), default=7860, help="port to serve on")
     demo.add_argument("--max-file-size", default="50mb", help="largest upload")
     _add_model_args(demo)
     _add_inference_args(demo)
@@ -473,15 +427,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     synth = sub.add_parser("synth", help="generate a synthetic SocioSeg-like dataset")
     synth.add_argument("out", type=Path, help="output folder")
-    synth.add_argument("--n", type=_int(1, MAX_SAMPLES), default=200, help="number of samples")
-    synth.add_argument("--seed", type=_int(0, SEED_MAX), default=0, help="generator seed")
+    synth.add_argument("--n", type=int_in(1, MAX_SAMPLES), default=200, help="number of samples")
+    synth.add_argument("--seed", type=int_in(0, SEED_MAX), default=0, help="generator seed")
     synth.add_argument(
         "--format", choices=("folder", "parquet"), default="folder", help="on-disk layout"
     )
     synth.add_argument(
-        "--size", type=_int(SYNTH_MIN_SIZE, SYNTH_MAX_SIZE), default=768, help="tile side (px)"
+        "--size",
+        type=int_in(SYNTH_MIN_SIZE, SYNTH_MAX_SIZE),
+        default=768,
+        help="tile side (px)",
     )
-    synth.add_argument("--workers", type=_int(1, MAX_WORKERS), default=1, help="processes")
+    synth.add_argument("--workers", type=int_in(1, MAX_WORKERS), default=1, help="processes")
 
     train = sub.add_parser("train", help="GRPO training of both stages")
     train.add_argument("--config", type=Path, default=None, help="YAML config (see configs/)")
@@ -491,49 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     tiny = sub.add_parser("tiny-models", help="build random-weight models for offline tests")
     tiny.add_argument("out", type=Path, help="folder; writes OUT/vlm and OUT/sam")
-    tiny.add_argument("--seed", type=_int(0, SEED_MAX), default=0, help="weight seed")
+    tiny.add_argument("--seed", type=int_in(0, SEED_MAX), default=0, help="weight seed")
     return parser
-
-
-def _check_out(args: argparse.Namespace) -> None:
-    """The output folder can be made: neither it nor a folder above it is a file."""
-    out = getattr(args, "out", None)
-    if out is None:
-        return
-    flag = "OUT" if args.command in _POSITIONAL_OUT else "--out"
-    for path in (out, *out.parents):
-        if path.exists():
-            if not path.is_dir():
-                what = "is a file" if path == out else f"is inside {path}, which is a file"
-                raise CommandError(f"{flag} {out} {what}; pass a folder path")
-            return
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors that mean bad input (a file, a field, a model, a dataset), not a bug."""
-    from socioseg.area import AreaError
-    from socioseg.data import DataError
-    from socioseg.data.levels import LevelFileError
-    from socioseg.demo import DemoDependencyError
-    from socioseg.evaluate import EvalError
-    from socioseg.images import ImageError
-    from socioseg.pipeline import InputError
-    from socioseg.rl.config import ConfigError
-    from socioseg.sources import SourceError
-
-    return (
-        CommandError,
-        AreaError,
-        ConfigError,
-        DataError,
-        DemoDependencyError,
-        EvalError,
-        FileNotFoundError,
-        ImageError,
-        InputError,
-        LevelFileError,
-        SourceError,
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -542,10 +458,10 @@ def main(argv: list[str] | None = None) -> int:
     from socioseg.images import set_pixel_limit
 
     try:
-        _check_out(args)
+        check_out(args)
         set_pixel_limit(getattr(args, "max_image_pixels", None))
         return _COMMANDS[args.command](args)
-    except _user_errors() as error:
+    except user_errors() as error:
         message = " ".join(str(error).split("\n")) or type(error).__name__
         print(f"socioseg {args.command}: error: {message}", file=sys.stderr)
         return 2
