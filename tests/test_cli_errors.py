@@ -219,3 +219,14 @@ def test_unreadable_run_json_in_the_out_folder(data, tmp_path, capsys):
     (tmp_path / "o" / "run.json").write_text('{"kind": "evaluate", "con')  # cut off
     argv = ["score", "--pred-dir", tmp_path, "--data", data, "--out", tmp_path / "o"]
     one_line([*argv, "--missing", "empty"], capsys, "run.json: unreadable")
+
+
+def test_corrupt_parquet_and_crossed_pixel_bounds(tmp_path, capsys, monkeypatch):
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    (tmp_path / "bad.parquet").write_text("garbage")
+    argv = eval_args(tmp_path / "bad.parquet", tmp_path / "o")
+    one_line(argv, capsys, "bad.parquet: not a readable data file")
+    argv = ["segment", "--example", "0", "--out", tmp_path / "o"]
+    one_line([*argv, "--min-pixels", "2000", "--max-pixels", "1000"], capsys, "--min-pixels 2000")

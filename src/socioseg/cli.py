@@ -17,7 +17,7 @@ from socioseg.cli_support import (
     SEED_MAX,
     CommandError,
     Parser,
-    check_out,
+    check_args,
     int_in,
     shard_spec,
     user_errors,
@@ -458,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     from socioseg.images import set_pixel_limit
 
     try:
-        check_out(args)
+        check_args(args)
         set_pixel_limit(getattr(args, "max_image_pixels", None))
         return _COMMANDS[args.command](args)
     except user_errors() as error:

@@ -68,8 +68,12 @@ def shard_spec(text: str) -> str:
     return text
 
 
-def check_out(args: argparse.Namespace) -> None:
-    """The output folder can be made: neither it nor a folder above it is a file."""
+def check_args(args: argparse.Namespace) -> None:
+    """Checks across options, before anything loads: the VLM frame bounds are in order, and
+    the output folder can be made (neither it nor a folder above it is a file)."""
+    low, high = getattr(args, "min_pixels", None), getattr(args, "max_pixels", None)
+    if low is not None and high is not None and low > high:
+        raise CommandError(f"--min-pixels {low} is above --max-pixels {high}; lower it")
     out = getattr(args, "out", None)
     if out is None:
         return

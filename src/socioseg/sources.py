@@ -104,7 +104,7 @@ def dataset_is_on_hub(text: str) -> bool:
             "Hub dataset id like 'owner/name'"
         )
     if not _hub_cache_dir(text, "dataset").is_dir():
-        _check_hub_repo(text, "dataset", "SocioSeg dataset (--data)")
+        _check_hub_repo(text, "dataset", "the SocioSeg dataset")
     return True
 
 

@@ -231,17 +231,31 @@ def _open_files(files: list[Path], split: str, cache_dir: str | None) -> ArrowSo
     kinds = {f.suffix.lower() for f in files}
     if not kinds <= {".parquet", ".arrow"}:
         raise DataError(f"unsupported data file type(s) {sorted(kinds)}; use .parquet or .arrow")
-    parts = []
-    parquet = [str(f) for f in files if f.suffix.lower() == ".parquet"]
-    if parquet:
-        parts.append(
-            datasets.load_dataset(
-                "parquet", data_files={split: parquet}, split=split, cache_dir=cache_dir
-            )
-        )
-    parts += [datasets.Dataset.from_file(str(f)) for f in files if f.suffix.lower() == ".arrow"]
-    dataset = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+    import pyarrow
+    from datasets.exceptions import DatasetGenerationError
+
     shown = ", ".join(str(f) for f in files[:3]) + (" ..." if len(files) > 3 else "")
+    parquet = [str(f) for f in files if f.suffix.lower() == ".parquet"]
+    from datasets.utils import logging as datasets_logging
+
+    verbosity = datasets_logging.get_verbosity()
+    datasets_logging.set_verbosity(datasets_logging.CRITICAL)  # its errors are reported below
+    try:
+        parts = []
+        if parquet:
+            parts.append(
+                datasets.load_dataset(
+                    "parquet", data_files={split: parquet}, split=split, cache_dir=cache_dir
+                )
+            )
+        parts += [datasets.Dataset.from_file(str(f)) for f in files if f.suffix.lower() == ".arrow"]
+    except (pyarrow.ArrowException, DatasetGenerationError) as exc:
+        cause = exc.__cause__ or exc
+        reason = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+        raise DataError(f"{shown}: not a readable data file ({reason})") from exc
+    finally:
+        datasets_logging.set_verbosity(verbosity)
+    dataset = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
     return ArrowSource(dataset, f"split {split!r} from {shown}")
 
 
