@@ -98,5 +98,12 @@ def make_map(grid: Grid, source: MapSource, out: str | Path) -> MadeMap:
 
 
 def check_out(out: Path) -> None:
-    if out.suffix.lower() not in (".tif", ".tiff"):
-        raise AreaError(f"--out {out}: the map is written as GeoTIFF; name it .tif")
+    """One-line errors for a map path that cannot be written: not ``.tif``, a folder, or
+    inside a file."""
+    if out.suffix.lower() not in (".tif", ".tiff") or out.is_dir():
+        raise AreaError(f"--out {out}: the map is written as a GeoTIFF file; name it .tif")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise AreaError(f"--out {out} is inside {parent}, which is a file")
+            return
