@@ -223,7 +223,7 @@ def test_truncated_png_is_refused(tmp_path, monkeypatch, reader):
     Image.fromarray(_scene(300, 200)).save(tmp_path / "full.png")
     data = (tmp_path / "full.png").read_bytes()
     (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
-    with pytest.raises(AreaError, match=r"cut\.png: not a") as info:
+    with pytest.raises(AreaError, match=r"cut\.png is not a readable image .*truncated") as info:
         segment_area(
             ColourReasoner(), tmp_path / "cut.png", tmp_path / "full.png", "red", tmp_path / "o"
         )

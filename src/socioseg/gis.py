@@ -108,19 +108,19 @@ class RasterSource:
         self.georef = Georef(ds.crs, ds.transform) if georeferenced else None
 
     def _check_complete(self) -> None:
+        """Decode the file once with the project's image reader (pixel cap, truncation)."""
+        self._read_whole(mode=None)
+
+    def _read_whole(self, mode: str | None) -> Image.Image:
+        from socioseg.images import ImageError, read_image
+
         try:
-            with Image.open(self.path) as image:
-                image.load()
-        except (OSError, Image.DecompressionBombError) as exc:
-            raise AreaError(f"{self.path}: not a complete image ({exc}); export it again") from exc
+            return read_image(self.path, str(self.path), mode=mode)
+        except ImageError as exc:
+            raise AreaError(str(exc)) from exc
 
     def _open_pillow(self) -> None:
-        try:
-            image = Image.open(self.path)
-            image.load()
-        except (OSError, Image.DecompressionBombError) as exc:
-            raise AreaError(f"{self.path}: not an image Pillow can read ({exc})") from exc
-        self._image = image.convert("RGB")
+        self._image = self._read_whole(mode="RGB")
         self.size = self._image.size
         self.georef = None
 
