@@ -274,7 +274,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Tr
         node = data
         *parents, leaf = key.split(".")
         for name in parents:
-            node = node.setdefault(name, {})
+            if node.get(name) is None:  # a null section (lora: null) gets its defaults
+                node[name] = {}
+            node = node[name]
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {name} is not a section")
         node[leaf] = _parse_yaml(raw, f"override {item!r}")

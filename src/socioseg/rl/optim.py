@@ -55,7 +55,9 @@ class AdamW(torch.optim.Optimizer):
         weight_decay: float = 0.01,
         state_device: str | torch.device | None = None,
     ):
-        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
+        super().__init__(
+            params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay}
+        )
         self.state_device = None if state_device is None else torch.device(state_device)
 
     @torch.no_grad()
