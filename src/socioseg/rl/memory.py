@@ -16,9 +16,10 @@ parameters; everything else is arithmetic on the config, stated per component:
 - activations per micro-batch: per token and decoder layer (text) or block (vision), the
   tensors autograd keeps: ``4h`` float32 values (RMSNorm computes in float32), ``2h``
   residual-dtype values (the residual sums) and ``12h + 4kv + 4i`` compute-dtype values
-  (projection inputs, q/k/v, rotary and attention outputs, the four MLP intermediates); ``h`` hidden, ``i`` MLP width, ``kv`` the
-  key/value width. With gradient checkpointing only each layer's input is kept, plus one
-  layer's full set while it is recomputed. The residual stream is float32 under autocast.
+  (projection inputs, q/k/v, rotary and attention outputs, the four MLP intermediates);
+  ``h`` hidden, ``i`` MLP width, ``kv`` the key/value width. With gradient checkpointing
+  only each layer's input is kept, plus one layer's full set while it is recomputed. The
+  residual stream is float32 under autocast.
 - logits: response positions only (the LM head never runs on prompt positions), compute
   dtype + a float32 copy + its float32 gradient per vocabulary entry.
 - rollout KV cache: ``generation_batch_size`` rows of prompt + max response tokens, keys and
@@ -104,7 +105,8 @@ def model_config(name: str):
 
         raise ConfigError(
             f"model.vlm: cannot read the model config of {name!r} offline "
-            f"({str(error).splitlines()[0]}): pass a local checkpoint folder as model.vlm, or one of {', '.join(KNOWN_CONFIGS)}"
+            f"({str(error).splitlines()[0]}): pass a local checkpoint folder as model.vlm, "
+            f"or one of {', '.join(KNOWN_CONFIGS)}"
         ) from None
 
 
