@@ -88,8 +88,9 @@ class MemoryPlan:
     def peak(self) -> int:
         return max(self.rollout_peak, self.update_peak)
 
-    def fits(self, gib: float) -> bool:
-        return self.peak <= gib * GIB
+    def fits(self, gigabytes: float) -> bool:
+        """True when the larger peak fits a GPU sold as ``gigabytes`` GB (10^9 bytes)."""
+        return self.peak <= gigabytes * 1e9
 
 
 def model_config(name: str):
@@ -261,9 +262,9 @@ def format_plan(p: MemoryPlan, config: TrainConfig, world_size: int) -> list[str
     lines += [f"  host: {name:<22}{value / GIB:8.2f} GiB" for name, value in p.host.items()]
     lines.append(f"peak, rollout phase: {p.rollout_peak / GIB:8.2f} GiB")
     lines.append(f"peak, update phase:  {p.update_peak / GIB:8.2f} GiB")
-    for gib in (80, 141):
-        verdict = "fits" if p.fits(gib) else "does NOT fit"
-        lines.append(f"{verdict} a {gib} GB GPU ({gib * 1e9 / GIB:.0f} GiB) per process")
+    for gb in (80, 141):
+        verdict = "fits" if p.fits(gb) else "does NOT fit"
+        lines.append(f"{verdict} a {gb} GB GPU ({gb * 1e9 / GIB:.1f} GiB) per process")
     return lines
 
 
