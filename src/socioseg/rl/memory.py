@@ -19,7 +19,8 @@ parameters; everything else is arithmetic on the config, stated per component:
   (projection inputs, q/k/v, rotary and attention outputs, the four MLP intermediates);
   ``h`` hidden, ``i`` MLP width, ``kv`` the key/value width. With gradient checkpointing
   only each layer's input is kept, plus one layer's full set while it is recomputed. The
-  residual stream is float32 under autocast.
+  residual stream is float32 under autocast. The image patches count once per row (float32
+  and their compute-dtype cast).
 - logits: response positions only (the LM head never runs on prompt positions), compute
   dtype + a float32 copy + its float32 gradient per vocabulary entry.
 - rollout KV cache: ``generation_batch_size`` rows of prompt + max response tokens, keys and
@@ -161,14 +162,17 @@ def _activations(config: TrainConfig, model_cfg, tokens: int, patches: int, dtyp
         * patches
         * _layer_bytes(v.hidden_size, v.intermediate_size, v.hidden_size, residual, compute)
     )
+    # the pixels: float32 patches (3 x 2 frames x 14 x 14 values) and their compute-dtype cast
+    patch_values = v.in_channels * v.temporal_patch_size * v.patch_size**2
+    pixels = rows * patches * patch_values * (4 + (compute if compute != 4 else 0))
     if not config.model.gradient_checkpointing:
-        return text * t.num_hidden_layers + vision * v.depth
+        return pixels + text * t.num_hidden_layers + vision * v.depth
     kept = (
         rows
         * residual
         * (tokens * t.hidden_size * t.num_hidden_layers + patches * v.hidden_size * v.depth)
     )
-    return kept + max(text, vision)
+    return pixels + kept + max(text, vision)
 
 
 def plan(
@@ -323,3 +327,23 @@ class TensorMeter:
 
     def __exit__(self, *exc) -> None:
         self._mode.__exit__(*exc)
+
+
+def measure_update(trainer, rollouts) -> tuple[int, int, int]:
+    """Run ``trainer``'s update on ``rollouts`` under a :class:`TensorMeter`.
+
+    Returns ``(peak bytes, prompt tokens, response tokens)``: the peak counts the resident
+    models' parameters and buffers plus everything the update creates (gradients, optimizer
+    states, activations, logits); the lengths are the padded ones of the whole batch, to
+    feed :func:`plan` for comparison.
+    """
+    advantages = trainer._advantages(rollouts)
+    inputs, ids, _ = trainer._micro_batch(rollouts, range(len(rollouts.responses)))
+    meter = TensorMeter()
+    models = [trainer.policy.model] + ([trainer.reference.model] if trainer.reference else [])
+    for model in models:
+        for tensor in [*model.parameters(), *model.buffers()]:
+            meter.track(tensor)
+    with meter:
+        trainer._update(rollouts, advantages)
+    return meter.peak, inputs["input_ids"].shape[1], ids.shape[1]
