@@ -61,9 +61,8 @@ def test_bf16_run_tracks_float32_over_20_steps(tiny_models, synth_dir, tmp_path)
             "optim.kl_beta=0.1",  # the loss then reflects how far the policy moved
             f"model.dtype={dtype}",
         )
-        logs = []
-        trainer(cfg, tmp_path / dtype).train(on_log=lambda step, m: logs.append(m))
-        runs[dtype] = logs
+        runs[dtype] = []
+        trainer(cfg, tmp_path / dtype).train(on_log=lambda step, m, d=dtype: runs[d].append(m))
     loss = np.array([[m["train/loss"] for m in runs[d]] for d in runs])
     kl = np.array([[m["train/kl"] for m in runs[d]] for d in runs])
     assert kl[0, -1] > 0.05  # the policy moved away from the reference
