@@ -15,6 +15,9 @@ updates plain bfloat16 weights. Two modes (``model.dtype`` is the compute dtype,
   memory); :class:`socioseg.rl.optim.AdamW` rounds each new weight up or down at random in
   proportion to its distance, so the expected weight follows the float32 trajectory.
 
+With LoRA only the adapters train; peft keeps them in float32 in both modes, and the frozen
+base is stored in the compute dtype.
+
 Autocast is attached to the policy model's ``forward`` (as accelerate does), so SAM and any
 other model keep their own dtype. Within :func:`shared_casts` the bfloat16 copies of the
 weights are made once and reused by every forward (a rollout's decoding steps), instead of
