@@ -98,19 +98,19 @@ def _problem(path: Path) -> str | None:
             return f"{name} is missing or truncated"
     for name in sizes:
         if name.endswith(".pt"):
-            try:
-                _safe_load(path / name)
+            try:  # memory-mapped: the check reads the structure, not every tensor
+                _safe_load(path / name, mmap=True)
             except CheckpointError as error:
                 return str(error)
     return None
 
 
-def _safe_load(file: Path, device=None):
+def _safe_load(file: Path, device=None, mmap: bool = False):
     """``torch.load`` that never unpickles code (tensors, numbers, strings, containers)."""
     import pickle
 
     try:
-        return torch.load(file, map_location=device, weights_only=True)
+        return torch.load(file, map_location=device, weights_only=True, mmap=mmap)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
         reason = str(error).splitlines()[0][:200]
         raise CheckpointError(f"{file.name} cannot be loaded safely ({reason})") from None

@@ -175,6 +175,58 @@ def _activations(config: TrainConfig, model_cfg, tokens: int, patches: int, dtyp
     return pixels + kept + max(text, vision)
 
 
+def _state_bytes(config: TrainConfig, precision, total: int, trainable: int, world: int):
+    """Bytes of what lives through a step: ``(per GPU, in host memory)`` by component."""
+    import torch
+
+    master = 4 if precision.master == torch.float32 else 2
+    compute = 2 if precision.compute == torch.bfloat16 else 4
+    lora = config.model.lora is not None
+    shard = world if config.distributed == "fsdp" else 1
+    stored = 4 if lora else master  # LoRA adapters are float32 (peft)
+    weights = (total * compute + trainable * 4) if lora else total * master
+    states = trainable * 2 * stored // shard
+    reference = 0 if lora or config.optim.kl_beta == 0 else total * master // shard
+    offload_states = config.optim.offload_optimizer_states
+    offload_reference = config.model.offload_reference
+    gpu = {
+        "weights": weights // shard,
+        "gradients": trainable * stored // shard,
+        "optimizer states": 0 if offload_states else states,
+        "reference": 0 if offload_reference else reference,
+        "autocast copies (rollout)": 0 if lora or not precision.autocast else total * compute,
+    }
+    host = {
+        "optimizer states": states if offload_states else 0,
+        "reference": reference if offload_reference else 0,
+    }
+    return gpu, {k: v for k, v in host.items() if v}
+
+
+def _sequence_bytes(config: TrainConfig, model_cfg, precision, prompt: int, patches: int):
+    """Bytes that grow with rows and tokens: one micro-batch, one generation batch."""
+    import torch
+
+    compute = 2 if precision.compute == torch.bfloat16 else 4
+    residual = 4 if precision.autocast or compute == 4 else 2
+    response = config.rollout.max_response_tokens
+    t = model_cfg.text_config
+    kv_width = t.num_key_value_heads * (t.hidden_size // t.num_attention_heads)
+    rows = config.rollout.generation_batch_size
+    tokens = prompt + response
+    return {
+        "activations (update)": _activations(
+            config, model_cfg, tokens, patches, (residual, compute)
+        ),
+        "logits (update)": config.optim.micro_batch_size * response * t.vocab_size * (compute + 8),
+        "KV cache (rollout)": rows * tokens * 2 * t.num_hidden_layers * kv_width * compute,
+        "prefill (rollout)": rows
+        * prompt
+        * compute
+        * (4 * t.hidden_size + 3 * t.intermediate_size),
+    }
+
+
 def plan(
     config: TrainConfig,
     world_size: int = 1,
@@ -195,57 +247,19 @@ def plan(
 
     model_cfg = model_cfg or model_config(config.model.vlm)
     precision = resolve(config, torch.device(device_type))
-    size = {torch.float32: 4, torch.bfloat16: 2}
-    master, compute = size[precision.master], size.get(precision.compute, 4)
-    residual = 4 if precision.autocast or compute == 4 else 2
     total, trainable = count_parameters(model_cfg, config.model.lora)
-    lora = config.model.lora is not None
-    shard = world_size if config.distributed == "fsdp" else 1
-    stored = 4 if lora else master  # LoRA adapters are float32 (peft)
-    weights = (total * compute + trainable * 4) if lora else total * master
-    states = trainable * 2 * stored // shard
-    reference = 0 if lora or config.optim.kl_beta == 0 else total * master // shard
-    offload_states = config.optim.offload_optimizer_states
-    offload_reference = config.model.offload_reference
     prompt, patches = prompt_shape(config, image_side)
-    prompt = prompt_tokens or prompt
-    response = config.rollout.max_response_tokens
-    t = model_cfg.text_config
-    kv_width = t.num_key_value_heads * (t.hidden_size // t.num_attention_heads)
-    gen_rows = config.rollout.generation_batch_size
-    gpu = {
-        "weights": weights // shard,
-        "gradients": trainable * stored // shard,
-        "optimizer states": 0 if offload_states else states,
-        "reference": 0 if offload_reference else reference,
-        "autocast copies (rollout)": (0 if lora else total * compute) if precision.autocast else 0,
-        "activations (update)": _activations(
-            config, model_cfg, prompt + response, patches, (residual, compute)
-        ),
-        "logits (update)": config.optim.micro_batch_size * response * t.vocab_size * (compute + 8),
-        "KV cache (rollout)": gen_rows
-        * (prompt + response)
-        * 2
-        * t.num_hidden_layers
-        * kv_width
-        * compute,
-        "prefill (rollout)": gen_rows
-        * prompt
-        * compute
-        * (4 * t.hidden_size + 3 * t.intermediate_size),
-    }
-    host = {
-        "optimizer states": states if offload_states else 0,
-        "reference": reference if offload_reference else 0,
-    }
+    gpu, host = _state_bytes(config, precision, total, trainable, world_size)
+    gpu |= _sequence_bytes(config, model_cfg, precision, prompt_tokens or prompt, patches)
     resident = gpu["weights"] + gpu["optimizer states"] + gpu["reference"]
     rollout = resident + gpu["autocast copies (rollout)"] + gpu["KV cache (rollout)"]
     rollout += gpu["prefill (rollout)"]
     update = resident + gpu["gradients"] + gpu["activations (update)"] + gpu["logits (update)"]
-    reference_pass = resident + reference  # offloaded reference visits before the update
+    # an offloaded reference visits the GPU for the reference pass, before the update
+    reference_pass = resident + host.get("reference", 0)
     return MemoryPlan(
         gpu=gpu,
-        host={k: v for k, v in host.items() if v},
+        host=host,
         rollout_peak=rollout,
         update_peak=max(update, reference_pass),
         parameters=total,
