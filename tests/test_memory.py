@@ -140,3 +140,20 @@ def test_meter_counts_live_tensor_bytes():
     assert meter.peak == 8000 and meter.now == 5000
     del b, c, d
     assert meter.now == 0
+
+
+def test_offloading_levers_change_memory_not_results(tiny_models, synth_dir, tmp_path):  # noqa: F811
+    runs = {}
+    for name, lever in (
+        ("resident", []),
+        ("offload_reference", ["model.offload_reference=true"]),
+        ("offload_states", ["optim.offload_optimizer_states=true"]),
+    ):
+        t = trainer(config(tiny_models, synth_dir, "steps=2", *lever), tmp_path / name)
+        metrics = t.train()
+        runs[name] = (metrics, torch.cat([p.detach().flatten() for p in t.params]))
+    base_metrics, base_params = runs.pop("resident")
+    for name, (metrics, params) in runs.items():
+        for key in ("train/loss", "train/kl", "train/grad_norm"):
+            assert metrics[key] == pytest.approx(base_metrics[key], rel=1e-5, abs=1e-8), name
+        assert torch.allclose(params, base_params, atol=1e-6), name

@@ -98,7 +98,7 @@ def test_bad_values_are_one_line_errors_naming_the_field(override, message):
 def test_memory_levers_that_cannot_combine_are_refused():
     with pytest.raises(ConfigError, match="distributed: fsdp shards the optimizer itself"):
         load_config(None, ["distributed=fsdp", "optim.offload_optimizer_states=true"])
-    with pytest.raises(ConfigError, match="model.offload_reference needs full-parameter"):
+    with pytest.raises(ConfigError, match=r"model\.offload_reference needs full-parameter"):
         load_config(None, ["model.lora={rank: 8}", "model.offload_reference=true"])
     c = load_config(None, ["model.dtype=bf16", "optim.master_weights=bf16_stochastic_rounding"])
     assert c.optim.master_weights == "bf16_stochastic_rounding"
