@@ -5,7 +5,8 @@
 the adapter alone in ``adapter/``), ``optimizer.pt`` (optimizer and scheduler), one
 ``rng-rank{r}.pt`` per process, ``trainer_state.json`` (step, data position and the precision
 the weights are stored in) and the resolved ``config.yaml``. The weights are the master
-weights (float32 unless ``optim.master_weights`` says bfloat16), not a rounded copy.
+weights (float32 unless ``optim.master_weights`` says bfloat16), not a rounded copy; with
+LoRA the float32 masters are the adapter's, and the merged model is in the compute dtype.
 
 Written to a temporary folder, then ``complete.json`` (every file's size) and a rename, so a
 checkpoint is either complete or not called ``checkpoint-N``. Resume takes the newest
