@@ -81,7 +81,7 @@ def test_missing_config_file(tmp_path):
         ("optim.master_weights=bf16", "optim.master_weights = 'bf16'"),
         ("rollout.top_k=-1", "rollout.top_k must be >= 0"),
         ("data.val_limit=0", "data.val_limit must be >= 1 or null"),
-        ("optim.lr=[", "override 'optim.lr=[': invalid YAML"),
+        ("optim.lr=[", "override 'optim.lr=[': not valid YAML"),
         ("model.dtype=float16", "model.dtype float16 cannot train without loss scaling"),
         (
             "optim.master_weights=bf16_stochastic_rounding",
@@ -109,11 +109,11 @@ def test_invalid_yaml_names_the_file_and_line(tmp_path, capsys):
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("optim:\n  lr: 1e-6\n  clip_eps: [0.2\n")
-    with pytest.raises(ConfigError, match=rf"{re.escape(str(bad))}: invalid YAML at line \d+"):
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(bad))}: not valid YAML at line \d+"):
         load_config(bad)
     assert main(["train", "--config", str(bad), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "bad.yaml: invalid YAML" in err
+    assert len(err.strip().splitlines()) == 1 and "bad.yaml: not valid YAML" in err
     assert main(["train", "--out", str(tmp_path / "run"), "model.lora.rank=-1"]) == 2
     assert "model.lora.rank must be >= 1" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # nothing was written

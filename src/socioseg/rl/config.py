@@ -264,7 +264,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Tr
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        data = _parse_yaml(path.read_text(encoding="utf-8", errors="replace"), str(path)) or {}
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"{path}: not valid YAML (not UTF-8 text: {error.reason})") from None
+        data = _parse_yaml(text, str(path)) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
     for item in overrides:
@@ -284,13 +288,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Tr
 
 
 def _parse_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load``; a syntax error is a ConfigError naming ``where`` and the line."""
     try:
         return yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(f"{where}: not valid YAML (nested too deeply); fix it") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ConfigError(f"{where}: invalid YAML{line}: {problem}") from None
+        raise ConfigError(f"{where}: not valid YAML{line} ({problem}); fix it") from None
 
 
 def _build(cls, data: Any, prefix: str):
