@@ -462,14 +462,37 @@ def _log_line(step: int, metrics: dict[str, float]) -> None:
 
 @_command
 def _cmd_train(args: argparse.Namespace) -> int:
+    from socioseg.rl.checkpoint import CheckpointError
     from socioseg.rl.config import load_config
-    from socioseg.rl.trainer import Trainer
 
     config = load_config(args.config, args.overrides)
-    trainer = Trainer(config, args.out, resume=args.resume)
+    if args.dry_run:
+        return _train_plan(config, args.world_size, args.image_side)
+    if args.out is None:
+        raise CommandError("train needs --out DIR (the run folder), or --dry-run")
+    from socioseg.rl.trainer import Trainer
+
+    try:
+        trainer = Trainer(config, args.out, resume=args.resume, overwrite=args.overwrite)
+    except CheckpointError as error:
+        raise CommandError(str(error)) from error
     if trainer.rank == 0:
+        for note in trainer.resume_notes:
+            print(f"resume: {note}")
+        if trainer.resume_from is not None:
+            print(f"resuming from {trainer.resume_from}")
+        print(f"weights: {trainer.precision.describe()}")
         print(f"training from step {trainer.step} to {config.steps}; logs: {args.out}/tensorboard")
     trainer.train(on_log=_log_line if trainer.rank == 0 else None)
+    return 0
+
+
+def _train_plan(config, world_size: int, image_side: int) -> int:
+    from socioseg.rl.memory import format_plan, plan
+
+    config.check_world(world_size)
+    for line in format_plan(plan(config, world_size, image_side), config, world_size):
+        print(line)
     return 0
 
 
@@ -599,8 +622,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="GRPO training of both stages")
     train.add_argument("--config", type=Path, default=None, help="YAML config (see configs/)")
-    train.add_argument("--out", required=True, type=Path, help="run folder")
+    train.add_argument("--out", type=Path, default=None, help="run folder")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    train.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    train.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the per-GPU memory plan of the config and exit (loads no weights)",
+    )
+    train.add_argument(
+        "--world-size", type=int_in(1, 65536), default=1, help="GPUs (processes) for --dry-run"
+    )
+    train.add_argument(
+        "--image-side", type=int_in(28, 16384), default=768, help="tile side (px) for --dry-run"
+    )
     train.add_argument("overrides", nargs="*", help="section.field=value overrides")
 
     tiny = sub.add_parser("tiny-models", help="build random-weight models for offline tests")

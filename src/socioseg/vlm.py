@@ -356,7 +356,6 @@ class VisionLanguageModel:
         """
         import torch
 
-        prompt_len = inputs["input_ids"].shape[1]
         response_ids = response_ids.to(self.device)
         response_mask = response_mask.to(self.device)
         outputs = (self.model if model is None else model)(
@@ -369,7 +368,9 @@ class VisionLanguageModel:
                 dim=1,
             ),
             use_cache=False,
+            # The LM head runs on the response positions only: no prompt logits (B x P x V).
+            logits_to_keep=response_ids.shape[1] + 1,
         )
-        logits = outputs.logits[:, prompt_len - 1 : -1].float()
+        logits = outputs.logits[:, :-1].float()
         chosen = logits.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
         return chosen - torch.logsumexp(logits, dim=-1)
