@@ -55,15 +55,23 @@ def _add_inference_args(parser: argparse.ArgumentParser) -> None:
         "--max-new-tokens",
         type=int_in(1, MAX_NEW_TOKENS),
         default=None,
-        help=f"tokens per response (default: {SamplingSettings.max_new_tokens}; "
+        help=f"tokens per response (default: the VLM folder's socioseg_inference.json, else "
+        f"{SamplingSettings.max_new_tokens}; "
         f"{RANDOM_MODEL_MAX_NEW_TOKENS} for random-weight test models)",
     )
     pixels = int_in(1, MAX_VLM_PIXELS)
+    own = "the VLM folder's socioseg_inference.json, else"
     parser.add_argument(
-        "--min-pixels", type=pixels, default=DEFAULT_MIN_PIXELS, help="smallest VLM frame area"
+        "--min-pixels",
+        type=pixels,
+        default=None,
+        help=f"smallest VLM frame area (default: {own} {DEFAULT_MIN_PIXELS})",
     )
     parser.add_argument(
-        "--max-pixels", type=pixels, default=DEFAULT_MAX_PIXELS, help="largest VLM frame area"
+        "--max-pixels",
+        type=pixels,
+        default=None,
+        help=f"largest VLM frame area (default: {own} {DEFAULT_MAX_PIXELS})",
     )
     parser.add_argument(
         "--stage2-fallback",
@@ -102,26 +110,37 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _inference_config(args: argparse.Namespace):
+def _inference_config(args: argparse.Namespace, defaults):
+    """Flags first, then the VLM folder's own ``defaults`` (``ModelDefaults``), then ours."""
     from socioseg.pipeline import InferenceConfig
 
-    return InferenceConfig(
+    config = InferenceConfig.for_model(
+        defaults,
         mode=args.mode,
-        min_pixels=args.min_pixels,
-        max_pixels=args.max_pixels,
-        sampling=SamplingSettings(
-            greedy=args.greedy,
-            seed=args.seed,
-            max_new_tokens=args.max_new_tokens or SamplingSettings.max_new_tokens,
-        ),
+        sampling=SamplingSettings(greedy=args.greedy, seed=args.seed),
         stage2_fallback=args.stage2_fallback,
+    )
+    tokens = args.max_new_tokens or config.sampling.max_new_tokens
+    return replace(
+        config,
+        min_pixels=args.min_pixels or config.min_pixels,
+        max_pixels=args.max_pixels or config.max_pixels,
+        sampling=replace(config.sampling, max_new_tokens=tokens),
     )
 
 
 def _load_reasoner(args: argparse.Namespace):
     from socioseg.sources import check_models
 
-    check_models(args.vlm, args.sam)  # both, before torch and transformers even import
+    # both, before torch and transformers even import
+    vlm_source, _ = check_models(args.vlm, args.sam)
+    from socioseg.model_defaults import ModelDefaults
+
+    try:
+        defaults = ModelDefaults.read(vlm_source)
+        config = _inference_config(args, defaults)
+    except ValueError as error:
+        raise CommandError(str(error)) from error
     from transformers.utils import logging as transformers_logging
 
     from socioseg.pipeline import SocioReasoner
@@ -134,7 +153,7 @@ def _load_reasoner(args: argparse.Namespace):
             sam=args.sam,
             device=args.device,
             dtype=args.dtype,
-            config=_inference_config(args),
+            config=config,
         )
     except (OSError, ValueError) as error:  # the loaders' messages say what to pass
         raise CommandError(str(error)) from error
@@ -487,6 +506,44 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _supervised_log(what: str) -> Callable[[int, dict[str, float]], None]:
+    def log(step: int, metrics: dict[str, float]) -> None:
+        parts = " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "elapsed_s")
+        print(f"{what} step {step}: {parts} | {metrics['elapsed_s']:.0f}s", flush=True)
+
+    return log
+
+
+@_command
+def _cmd_sft(args: argparse.Namespace) -> int:
+    from socioseg.rl.checkpoint import CheckpointError
+    from socioseg.rl.config import load_config
+    from socioseg.rl.sft import SftConfig, train_sft
+
+    config = load_config(args.config, args.overrides, cls=SftConfig)
+    try:
+        out = train_sft(config, args.out, args.overwrite, on_log=_supervised_log("sft"))
+    except CheckpointError as error:
+        raise CommandError(str(error)) from error
+    print(f"wrote the warmed-up policy to {out} (pass it as --vlm or model.vlm)")
+    return 0
+
+
+@_command
+def _cmd_train_sam(args: argparse.Namespace) -> int:
+    from socioseg.rl.checkpoint import CheckpointError
+    from socioseg.rl.config import load_config
+    from socioseg.rl.sam_train import SamTrainConfig, train_sam
+
+    config = load_config(args.config, args.overrides, cls=SamTrainConfig)
+    try:
+        out = train_sam(config, args.out, args.overwrite, on_log=_supervised_log("sam"))
+    except CheckpointError as error:
+        raise CommandError(str(error)) from error
+    print(f"wrote SAM2 to {out} (pass it as --sam or model.sam)")
+    return 0
+
+
 def _train_plan(config, world_size: int, image_side: int) -> int:
     from socioseg.rl.memory import format_plan, plan
 
@@ -637,6 +694,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--image-side", type=int_in(28, 16384), default=768, help="tile side (px) for --dry-run"
     )
     train.add_argument("overrides", nargs="*", help="section.field=value overrides")
+
+    for name, what in (
+        ("sft", "supervised warm-up of the policy on teacher answers (configs/mini_sft.yaml)"),
+        ("train-sam", "supervised SAM2 training on box / box + point prompts"),
+    ):
+        sup = sub.add_parser(name, help=what)
+        sup.add_argument("--config", type=Path, default=None, help="YAML config (see configs/)")
+        sup.add_argument("--out", type=Path, required=True, help="model folder to write")
+        sup.add_argument(
+            "--overwrite", action="store_true", help="replace the model this command wrote in --out"
+        )
+        sup.add_argument("overrides", nargs="*", help="field=value overrides")
 
     tiny = sub.add_parser("tiny-models", help="build random-weight models for offline tests")
     tiny.add_argument("out", type=Path, help="folder; writes OUT/vlm and OUT/sam")

@@ -18,6 +18,7 @@ from PIL import Image
 from socioseg import prompts
 from socioseg.answers import parse_answer
 from socioseg.geometry import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, Frames, check_same_aspect
+from socioseg.model_defaults import ModelDefaults
 from socioseg.render import feedback_images
 from socioseg.types import MODES, Prediction, StageResult
 from socioseg.vlm import DEFAULT_VLM, SamplingSettings, VisionLanguageModel
@@ -47,6 +48,19 @@ class InferenceConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     stage2_fallback: bool = False
+
+    @classmethod
+    def for_model(cls, defaults: ModelDefaults, **kwargs) -> InferenceConfig:
+        """The defaults, with a model folder's own frame and token limit where it sets them."""
+        sampling = kwargs.pop("sampling", SamplingSettings())
+        if defaults.token_limit is not None:
+            sampling = replace(sampling, max_new_tokens=defaults.token_limit)
+        return cls(
+            min_pixels=defaults.min_pixels or DEFAULT_MIN_PIXELS,
+            max_pixels=defaults.max_pixels or DEFAULT_MAX_PIXELS,
+            sampling=sampling,
+            **kwargs,
+        )
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -111,16 +125,20 @@ class SocioReasoner:
         dtype: str | None = None,
         config: InferenceConfig | None = None,
     ) -> SocioReasoner:
-        """Load both models by Hub id or local folder (see ``socioseg tiny-models`` offline)."""
+        """Load both models by Hub id or local folder (see ``socioseg tiny-models`` offline).
+
+        ``vlm="mini"`` / ``sam="mini"``: socioseg-mini (:mod:`socioseg.sources`). Without a
+        ``config``, the VLM folder's own frame and decoding limits apply
+        (:mod:`socioseg.model_defaults`), else the global defaults.
+        """
         from socioseg.segmenter import Segmenter
 
-        config = config or InferenceConfig()
+        frame = (config.min_pixels, config.max_pixels) if config else (None, None)
+        policy = VisionLanguageModel.from_pretrained(vlm, device, dtype, *frame)
         return cls(
-            VisionLanguageModel.from_pretrained(
-                vlm, device, dtype, min_pixels=config.min_pixels, max_pixels=config.max_pixels
-            ),
+            policy,
             Segmenter.from_pretrained(sam, device=device, dtype=dtype),
-            config,
+            config or InferenceConfig.for_model(policy.processor.defaults),
         )
 
     def segment(

@@ -7,6 +7,11 @@ fails at once, in one line. A Hub id is checked against the local Hub cache firs
 one quick request (no retries), so a typo or an offline machine fails in a second, not after
 a minute of retries.
 
+The name ``mini`` means socioseg-mini, the small models shipped inside the package
+(``socioseg/assets/mini/vlm`` and ``.../sam``, made by ``make mini``), unless a local folder
+called ``mini`` exists in the working directory: a local folder always wins. An install
+without the shipped weights says so in one line.
+
 Models are checked before anything is built: ``config.json``'s ``model_type`` must be one the
 caller can load (a SAM2 folder given as the VLM would otherwise build a full-size default
 Qwen2.5-VL).
@@ -25,6 +30,9 @@ VLM_WHAT = "Qwen2.5-VL (--vlm)"
 SAM_WHAT = "SAM2 (--sam)"
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 _HUB_TIMEOUT_S = 10.0
+MINI_NAME = "mini"
+# socioseg-mini's shipped folders: MINI_DIR / "vlm" and MINI_DIR / "sam".
+MINI_DIR = Path(__file__).resolve().parent / "assets" / "mini"
 
 
 class SourceError(Exception):
@@ -68,6 +76,8 @@ def model_source(name_or_path: str | os.PathLike, model_types: tuple[str, ...], 
         WrongSourceError: a file, a folder without config.json, another model type.
     """
     text = str(name_or_path)
+    if text == MINI_NAME and not Path(text).exists():
+        text = _packaged_mini(model_types, what)
     if looks_local(text):
         path = Path(text).expanduser()
         if not path.exists():
@@ -89,10 +99,23 @@ def model_source(name_or_path: str | os.PathLike, model_types: tuple[str, ...], 
     return text
 
 
-def check_models(vlm: str | os.PathLike, sam: str | os.PathLike) -> None:
-    """Check a VLM and a SAM2 source together, before either loads (seconds, not minutes)."""
-    model_source(vlm, QWEN_VL_TYPES, VLM_WHAT)
-    model_source(sam, SAM_TYPES, SAM_WHAT)
+def check_models(vlm: str | os.PathLike, sam: str | os.PathLike) -> tuple[str, str]:
+    """Check a VLM and a SAM2 source together, before either loads (seconds, not minutes).
+
+    Returns the two sources to load (``mini`` resolved to its folder)."""
+    return model_source(vlm, QWEN_VL_TYPES, VLM_WHAT), model_source(sam, SAM_TYPES, SAM_WHAT)
+
+
+def _packaged_mini(model_types: tuple[str, ...], what: str) -> str:
+    """The shipped socioseg-mini folder for ``model_types``; one line when it is not there."""
+    folder = MINI_DIR / ("vlm" if model_types == QWEN_VL_TYPES else "sam")
+    if not (folder / "config.json").is_file():
+        raise SourceNotFoundError(
+            f"{what}: this socioseg install has no socioseg-mini weights ({folder} holds no "
+            "config.json); train them with `make mini` (docs/mini.md), or pass a checkpoint "
+            "folder or Hub id"
+        )
+    return str(folder)
 
 
 def dataset_is_on_hub(text: str) -> bool:

@@ -77,14 +77,18 @@ def has_random_weights(reasoner) -> bool:
     return bool(getattr(getattr(model, "config", None), RANDOM_WEIGHTS_FLAG, False))
 
 
-def build_tiny_tokenizer():
-    """A byte-level BPE tokenizer with Qwen's special tokens and Qwen2.5-VL's chat template."""
+def build_tiny_tokenizer(corpus: list[str] | None = None, vocab_size: int = TINY_VLM_VOCAB_SIZE):
+    """A byte-level BPE tokenizer with Qwen's special tokens and Qwen2.5-VL's chat template.
+
+    ``corpus``: the texts the merges are learned from (default: the prompts and a few answers);
+    ``vocab_size``: the most entries, special tokens included.
+    """
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import Qwen2Tokenizer
 
     from socioseg import prompts
 
-    corpus = [
+    corpus = corpus or [
         prompts.stage1_text("Jinan Zoo"),
         prompts.stage2_text("School", '[{"bbox_2d": [10, 20, 30, 40]}]'),
         prompts.single_stage_text("Educational"),
@@ -93,7 +97,7 @@ def build_tiny_tokenizer():
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     trainer = trainers.BpeTrainer(
-        vocab_size=TINY_VLM_VOCAB_SIZE - len(QWEN_SPECIAL_TOKENS),
+        vocab_size=vocab_size - len(QWEN_SPECIAL_TOKENS),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -116,10 +120,20 @@ def build_tiny_vlm(
     text_layers: int = 2,
     vision_hidden: int = 32,
     vision_depth: int = 2,
+    *,
+    head_dim: int = 16,
+    vision_heads: int = 2,
+    tokenizer=None,
+    min_pixels: int = TINY_IMAGE_MIN_PIXELS,
+    max_pixels: int = TINY_IMAGE_MAX_PIXELS,
+    random_weights_flag: bool = True,
 ) -> Path:
     """Save a random small Qwen2.5-VL with tokenizer and image processor to ``out_dir``.
 
     The defaults give about 0.24M parameters; the sizes can grow for learning experiments.
+    ``tokenizer``: a Qwen2 tokenizer with Qwen's special tokens (default: the tiny one).
+    ``random_weights_flag``: mark the config as random weights (off for a model to be trained,
+    such as socioseg-mini, whose trained checkpoints inherit the config).
     """
     import torch
     from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
@@ -127,9 +141,10 @@ def build_tiny_vlm(
     from socioseg.vlm import VLMProcessor
 
     out_dir = Path(out_dir)
-    tokenizer = build_tiny_tokenizer()
+    tokenizer = tokenizer or build_tiny_tokenizer()
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in QWEN_SPECIAL_TOKENS}
-    head_dim = 16
+    # 3D RoPE splits half the head dimension over (time, height, width) as Qwen does (2:3:3).
+    mrope = [head_dim // 8, 3 * head_dim // 16, head_dim // 2 - head_dim // 8 - 3 * head_dim // 16]
     config = Qwen2_5_VLConfig(
         text_config={
             "vocab_size": len(tokenizer),
@@ -142,7 +157,7 @@ def build_tiny_vlm(
             "rope_parameters": {
                 "rope_type": "default",
                 "rope_theta": 1_000_000.0,
-                "mrope_section": [2, 3, 3],
+                "mrope_section": mrope,
             },
             "bos_token_id": ids["<|endoftext|>"],
             "eos_token_id": ids["<|im_end|>"],
@@ -152,7 +167,7 @@ def build_tiny_vlm(
             "depth": vision_depth,
             "hidden_size": vision_hidden,
             "intermediate_size": 2 * vision_hidden,
-            "num_heads": 2,
+            "num_heads": vision_heads,
             "patch_size": 14,
             "spatial_merge_size": 2,
             "temporal_patch_size": 2,
@@ -166,7 +181,8 @@ def build_tiny_vlm(
         vision_end_token_id=ids["<|vision_end|>"],
     )
     # Saved in config.json: lets every command say that these weights are random.
-    setattr(config, RANDOM_WEIGHTS_FLAG, True)
+    if random_weights_flag:
+        setattr(config, RANDOM_WEIGHTS_FLAG, True)
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config).eval()
     model.generation_config = GenerationConfig(
@@ -175,9 +191,9 @@ def build_tiny_vlm(
         bos_token_id=ids["<|endoftext|>"],
     )
     model.save_pretrained(out_dir)
-    VLMProcessor.build(
-        tokenizer, min_pixels=TINY_IMAGE_MIN_PIXELS, max_pixels=TINY_IMAGE_MAX_PIXELS
-    ).save_pretrained(out_dir)
+    VLMProcessor.build(tokenizer, min_pixels=min_pixels, max_pixels=max_pixels).save_pretrained(
+        out_dir
+    )
     return out_dir
 
 

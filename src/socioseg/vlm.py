@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from socioseg.model_defaults import ModelDefaults
 from socioseg.prompts import chat_messages
 from socioseg.runtime import resolve_device, resolve_dtype
 
@@ -147,9 +148,11 @@ class VLMProcessor:
     ``image_grid_thw`` and ``mm_token_type_ids`` (1 on image tokens, needed for 3D RoPE).
     """
 
-    def __init__(self, tokenizer, image_processor):
+    def __init__(self, tokenizer, image_processor, defaults: ModelDefaults | None = None):
         self.tokenizer = tokenizer
         self.image_processor = image_processor
+        # The checkpoint's own frame and decoding limits (socioseg.model_defaults).
+        self.defaults = defaults or ModelDefaults()
         self.tokenizer.padding_side = "left"
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         self.vision_token_ids = [tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS]
@@ -170,7 +173,11 @@ class VLMProcessor:
         min_pixels: int | None = None,
         max_pixels: int | None = None,
     ) -> VLMProcessor:
-        """Load tokenizer, chat template and image settings saved with a checkpoint."""
+        """Load tokenizer, chat template and image settings saved with a checkpoint.
+
+        The frame bounds are, in order: the arguments, the folder's
+        ``socioseg_inference.json``, its ``preprocessor_config.json``.
+        """
         from transformers import AutoTokenizer
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
             Qwen2VLImageProcessorPil,
@@ -185,16 +192,20 @@ class VLMProcessor:
                 f"{' or '.join(_CHAT_TEMPLATE_FILES)}): it is not a Qwen2.5-VL instruct checkpoint"
             )
         image_processor = Qwen2VLImageProcessorPil.from_pretrained(name_or_path)
+        defaults = ModelDefaults.read(name_or_path)
+        min_pixels = min_pixels or defaults.min_pixels
+        max_pixels = max_pixels or defaults.max_pixels
         if min_pixels is not None or max_pixels is not None:
             size = dict(image_processor.size)
             size["shortest_edge"] = min_pixels or size["shortest_edge"]
             size["longest_edge"] = max_pixels or size["longest_edge"]
             image_processor.size = type(image_processor.size)(**size)
-        return cls(tokenizer, image_processor)
+        return cls(tokenizer, image_processor, defaults)
 
     def save_pretrained(self, out_dir: str | Path) -> None:
         self.tokenizer.save_pretrained(out_dir)
         self.image_processor.save_pretrained(out_dir)
+        self.defaults.write(out_dir)
 
     def chat_text(self, user_text: str) -> str:
         """The full prompt string of one stage: chat template with map + satellite + text."""

@@ -47,6 +47,10 @@ class _Section:
         return []
 
 
+# The base of the supervised commands' configs (socioseg.rl.sft, socioseg.rl.sam_train).
+ConfigSection = _Section
+
+
 @dataclass
 class LoraSettings(_Section):
     """LoRA adapters (peft). The reference policy is the base with adapters disabled."""
@@ -257,8 +261,12 @@ class TrainConfig(_Section):
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:
-    """Read a YAML config (or the defaults) and apply ``a.b=value`` overrides."""
+def load_config(path: str | Path | None = None, overrides: list[str] = (), cls: type | None = None):
+    """Read a YAML config (or the defaults) and apply ``a.b=value`` overrides.
+
+    ``cls``: the config dataclass to build (default :class:`TrainConfig`; the supervised
+    commands pass theirs).
+    """
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -284,7 +292,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Tr
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {name} is not a section")
         node[leaf] = _parse_yaml(raw, f"override {item!r}")
-    return _build(TrainConfig, data, "")
+    return _build(cls or TrainConfig, data, "")
 
 
 def _parse_yaml(text: str, where: str) -> Any:

@@ -4,24 +4,71 @@ A policy that never writes ``<answer>[...]</answer>`` earns zero reward in every
 GRPO has nothing to compare. A short supervised phase on answers made from the GT (its boxes
 for stage 1, its boxes plus interior points for stage 2) fixes that for small or fresh models.
 The released checkpoint was trained with RL only; this is a tool for new models.
+
+``socioseg sft`` (:func:`train_sft`) runs it from a flat YAML config (:class:`SftConfig`):
+each step draws ``batch_size`` training samples (seeded), makes both stages' teacher examples
+and takes one AdamW step on their token-mean NLL. It writes one model folder, loadable as
+``--vlm``, that records the VLM frame it was trained in (``socioseg_inference.json``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from socioseg import prompts
-from socioseg.geometry import Frames
+from socioseg.geometry import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, Frames
 from socioseg.pipeline import vlm_images
 from socioseg.render import feedback_images
+from socioseg.rl import model_out
+from socioseg.rl.config import ConfigSection
 from socioseg.rl.rewards import gt_boxes_from_mask
 from socioseg.rl.rollout import Prompt
 from socioseg.vlm import pad_right
 
 POINTS_PER_BOX = 2
+
+
+@dataclass
+class SftConfig(ConfigSection):
+    """``socioseg sft``: every field, documented once."""
+
+    vlm: str = "mini-models/vlm"  # policy to start from (folder or Hub id)
+    data: str = "data/mini/train"  # SocioSeg dataset (folder, parquet or Hub id)
+    split: str = "train"
+    levels: str | None = None  # id -> level mapping file (CSV or JSON)
+    # VLM frame bounds; None: the model folder's socioseg_inference.json, else socioseg's.
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+    steps: int = 500
+    batch_size: int = 4  # samples per step; each gives a stage-1 and a stage-2 example
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 20  # linear warm-up, then constant
+    grad_clip: float = 1.0
+    seed: int = 0
+    device: str | None = None  # None: CUDA when available, else CPU
+    log_every: int = 10
+
+    def _checks(self) -> list[tuple[bool, str]]:
+        low, high = self.min_pixels, self.max_pixels
+        return [
+            (self.steps >= 1, "steps must be >= 1"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.lr > 0, "lr must be > 0"),
+            (self.warmup_steps >= 0, "warmup_steps must be >= 0"),
+            (self.grad_clip > 0, "grad_clip must be > 0"),
+            (low is None or low >= 1, "min_pixels must be >= 1 or null"),
+            (high is None or high >= (low or 1), "max_pixels must be >= min_pixels or null"),
+            (self.log_every >= 1, "log_every must be >= 1"),
+        ]
 
 
 def teacher_boxes(mask: np.ndarray, frames: Frames) -> list[list[int]]:
@@ -101,3 +148,52 @@ def supervised_loss(policy, examples: list[tuple[Prompt, str]]) -> torch.Tensor:
     logp = policy.response_logprobs(inputs, ids, mask)
     mask = mask.to(logp.device, logp.dtype)
     return -(logp * mask).sum() / mask.sum()
+
+
+def train_sft(
+    config: SftConfig,
+    out: str | Path,
+    overwrite: bool = False,
+    on_log: Callable[[int, dict[str, float]], None] | None = None,
+) -> Path:
+    """Run the warm-up as the module docstring says; write the policy to ``out`` (float32)."""
+    from socioseg.data import load_socioseg
+    from socioseg.vlm import VisionLanguageModel
+
+    tmp = model_out.prepare(out, overwrite)
+    policy = VisionLanguageModel.from_pretrained(
+        config.vlm, config.device, "float32", config.min_pixels, config.max_pixels
+    )
+    own = policy.processor.defaults
+    low = config.min_pixels or own.min_pixels or DEFAULT_MIN_PIXELS
+    high = config.max_pixels or own.max_pixels or DEFAULT_MAX_PIXELS
+    policy.processor.defaults = dataclasses.replace(own, min_pixels=low, max_pixels=high)
+    dataset = load_socioseg(config.data, config.split, levels=config.levels)
+    if len(dataset) == 0:
+        raise ValueError(f"{config.data} [{config.split}] has no samples")
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+    params = [p for p in policy.model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    warmup = config.warmup_steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0
+    )
+    policy.model.train()
+    started, stats = time.perf_counter(), {}
+    for step in range(1, config.steps + 1):
+        batch = [dataset[int(i)] for i in rng.integers(0, len(dataset), config.batch_size)]
+        examples = [ex for sample in batch for ex in teacher_examples(sample, low, high)]
+        loss = supervised_loss(policy, examples)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        stats = {"nll": float(loss.detach()), "elapsed_s": time.perf_counter() - started}
+        if on_log is not None and (step % config.log_every == 0 or step == config.steps):
+            on_log(step, stats)
+    policy.model.eval().save_pretrained(tmp)
+    policy.processor.save_pretrained(tmp)
+    record = {"command": "sft", "config": dataclasses.asdict(config), "last": stats}
+    return model_out.publish(tmp, out, record)

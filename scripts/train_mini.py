@@ -1,0 +1,138 @@
+"""Reproduce socioseg-mini from scratch with socioseg's own commands (``make mini``).
+
+Steps (each skipped when its output is already there, so an interrupted run continues;
+``--fresh`` starts over):
+
+1. ``socioseg synth``: training cities (seed S) and held-out test cities (seed S + 1000,
+   never used for training), 256 px tiles;
+2. the untrained models (:mod:`socioseg.mini`): a ~4M-parameter Qwen2.5-VL and a ~2M SAM2;
+3. ``socioseg train-sam`` (configs/mini_sam.yaml);
+4. ``socioseg sft`` (configs/mini_sft.yaml): the warm-up on teacher answers;
+5. ``socioseg train`` (configs/mini_grpo.yaml): GRPO on both stages;
+6. the last GRPO checkpoint and the SAM folder are exported to ``--ship`` (by default the
+   package's ``socioseg/assets/mini``), weights only;
+7. ``socioseg eval`` on the held-out test split: two-stage, stage 1 only and single-stage for
+   the shipped policy, and two-stage for the warm-up alone; the tables go to
+   ``<out>/results.md``.
+
+Every step takes the seed, so a run is deterministic for a seed on a given machine.
+See docs/mini.md for the time budget.
+
+    python scripts/train_mini.py --out runs/mini --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from socioseg.cli import main as socioseg
+from socioseg.mini import build_mini_sam, build_mini_vlm
+from socioseg.sources import MINI_DIR
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+TEST_SEED_OFFSET = 1000
+# Checkpoint files that are training state, not the model.
+_NOT_SHIPPED = (
+    "optimizer.pt",
+    "trainer_state.json",
+    "complete.json",
+    "config.yaml",
+    "training.json",
+)
+
+
+def run(*argv: str) -> None:
+    print("$ socioseg " + " ".join(argv), flush=True)
+    started = time.perf_counter()
+    code = socioseg(list(argv))
+    if code:
+        sys.exit(f"socioseg {argv[0]} failed with exit code {code}")
+    print(f"  ({time.perf_counter() - started:.0f}s)", flush=True)
+
+
+def export(checkpoint: Path, dest: Path) -> None:
+    """Copy the model files of ``checkpoint`` (no optimizer or RNG state) to ``dest``."""
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    for file in checkpoint.iterdir():
+        if file.is_file() and file.name not in _NOT_SHIPPED and not file.name.startswith("rng-"):
+            shutil.copy2(file, dest / file.name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/mini"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-samples", type=int, default=2000)
+    parser.add_argument("--test-samples", type=int, default=400, help="30%% become the test split")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--ship", type=Path, default=MINI_DIR, help="where the models go")
+    parser.add_argument("--fresh", action="store_true", help="delete --out first")
+    parser.add_argument("overrides", nargs="*", help="step:field=value, e.g. sft:steps=50")
+    args = parser.parse_args()
+    out, seed = args.out, str(args.seed)
+    if args.fresh:
+        shutil.rmtree(out, ignore_errors=True)
+    extra = {"sam": [], "sft": [], "grpo": []}
+    for item in args.overrides:
+        step, _, override = item.partition(":")
+        extra[step].append(override)
+    started = time.perf_counter()
+    data, test = out / "data" / "train", out / "data" / "test"
+    size = ["--size", "256", "--workers", str(args.workers)]
+    if not (data / "levels.json").is_file():
+        run("synth", str(data), "--n", str(args.train_samples), "--seed", seed, *size)
+    if not (test / "levels.json").is_file():
+        test_seed = str(args.seed + TEST_SEED_OFFSET)
+        run("synth", str(test), "--n", str(args.test_samples), "--seed", test_seed, *size)
+    base = out / "base"
+    if not (base / "sam" / "config.json").is_file():
+        build_mini_vlm(base / "vlm", seed=args.seed)
+        build_mini_sam(base / "sam", seed=args.seed)
+    sam, sft, grpo = out / "sam", out / "sft", out / "grpo"
+    common = [f"data={data}", f"seed={seed}"]
+    if not (sam / "config.json").is_file():
+        run("train-sam", "--config", str(CONFIGS / "mini_sam.yaml"), "--out", str(sam),
+            f"sam={base / 'sam'}", *common, *extra["sam"])  # fmt: skip
+    if not (sft / "config.json").is_file():
+        run("sft", "--config", str(CONFIGS / "mini_sft.yaml"), "--out", str(sft),
+            f"vlm={base / 'vlm'}", *common, *extra["sft"])  # fmt: skip
+    run("train", "--config", str(CONFIGS / "mini_grpo.yaml"), "--out", str(grpo), "--resume",
+        f"model.vlm={sft}", f"model.sam={sam}", f"data.train={data}", f"data.val={data}",
+        f"seed={seed}", *extra["grpo"])  # fmt: skip
+    last = max(grpo.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    export(last, args.ship / "vlm")
+    export(sam, args.ship / "sam")
+    results = []
+    variants = [
+        ("two-stage", str(args.ship / "vlm")),
+        ("stage1", str(args.ship / "vlm")),
+        ("single-stage", str(args.ship / "vlm")),
+        ("two-stage", str(sft)),
+    ]
+    for mode, vlm in variants:
+        name = f"{'warmup-' if vlm == str(sft) else ''}{mode}"
+        run("eval", "--data", str(test), "--split", "test", "--out", str(out / "eval" / name),
+            "--vlm", vlm, "--sam", str(args.ship / "sam"), "--mode", mode, "--greedy")  # fmt: skip
+        metrics = json.loads((out / "eval" / name / "metrics.json").read_text())
+        results.append((name, metrics))
+    write_results(out / "results.md", results, time.perf_counter() - started)
+
+
+def write_results(path: Path, results: list[tuple[str, dict]], seconds: float) -> None:
+    from socioseg.report import results_table
+
+    parts = [f"# socioseg-mini on held-out synthetic cities ({seconds / 60:.0f} min in all)\n"]
+    for name, metrics in results:
+        parts += [f"## {name}\n", results_table(metrics), ""]
+    path.write_text("\n".join(parts) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,272 @@
+"""Supervised SAM2 training on entity masks with box and box + point prompts (SAM's recipe).
+
+Each step draws ``batch_size`` samples (seeded) and one entity from each: an external contour
+of the GT mask with area > ``GT_MIN_CONTOUR_AREA`` (the rule that makes the stage-1 reward's
+GT boxes), its pixels inside that contour as the target. The prompt is the entity's bounding
+box, each corner jittered by up to ``box_noise`` of the box side (SAM: 10%, at most 20 px),
+and on a ``point_prob`` share of steps also 1 to ``max_points`` positive points drawn
+uniformly from the entity's pixels (stage 2's shape of prompt). A sample whose mask holds no
+such entity is passed over for another draw.
+
+The image goes through :func:`socioseg.segmenter.preprocess` and the prompts through
+:class:`socioseg.geometry.Frames`, exactly as :class:`~socioseg.segmenter.Segmenter` does at
+inference, so what is learned is what is used. Loss (SAM): ``focal_weight`` x sigmoid focal
+(alpha 0.25, gamma 2) + ``dice_weight`` x dice on the best of the three multimask outputs
+(the lowest loss; SAM back-propagates only that one), plus ``iou_weight`` x the MSE between
+each output's predicted IoU and its actual IoU with the target. Logits are compared with the
+target in the SAM frame (S x S), upsampled bilinearly as the segmenter does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from socioseg.geometry import Frames
+from socioseg.rl import model_out
+from socioseg.rl.config import ConfigSection
+from socioseg.rl.rewards import GT_MIN_CONTOUR_AREA
+from socioseg.segmenter import PREPROCESSOR_FILE, Segmenter, preprocess
+from socioseg.types import Box, Point, Target
+
+# SAM caps the box jitter at 20 px of its 1024-px frame.
+MAX_BOX_NOISE_PX = 20.0
+_MAX_DRAWS = 1000
+
+
+@dataclass
+class SamTrainConfig(ConfigSection):
+    """``socioseg train-sam``: every field, documented once."""
+
+    sam: str = "mini-models/sam"  # SAM2 folder to start from (transformers format)
+    data: str = "data/mini/train"  # SocioSeg dataset (folder, parquet or Hub id)
+    split: str = "train"
+    steps: int = 1000
+    batch_size: int = 8  # images per step, one entity each
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 50  # linear warm-up, then cosine decay to 10% of lr
+    grad_clip: float = 1.0
+    point_prob: float = 0.5  # share of steps whose prompts also hold points
+    max_points: int = 3
+    box_noise: float = 0.1  # corner jitter, fraction of the box side
+    focal_weight: float = 20.0
+    dice_weight: float = 1.0
+    iou_weight: float = 1.0
+    seed: int = 0
+    device: str | None = None  # None: CUDA when available, else CPU
+    log_every: int = 10
+
+    def _checks(self) -> list[tuple[bool, str]]:
+        return [
+            (self.steps >= 1, "steps must be >= 1"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.lr > 0, "lr must be > 0"),
+            (self.warmup_steps >= 0, "warmup_steps must be >= 0"),
+            (self.grad_clip > 0, "grad_clip must be > 0"),
+            (0 <= self.point_prob <= 1, "point_prob must be in [0, 1]"),
+            (self.max_points >= 1, "max_points must be >= 1"),
+            (0 <= self.box_noise < 1, "box_noise must be in [0, 1)"),
+            (self.log_every >= 1, "log_every must be >= 1"),
+        ]
+
+
+def entities(mask: np.ndarray) -> list[tuple[list[int], np.ndarray]]:
+    """``(box, entity mask)`` per external contour of ``mask`` with area > GT_MIN_CONTOUR_AREA.
+
+    ``mask``: H x W bool (image frame). ``box``: XYXY ints as ``gt_boxes_from_mask`` makes them;
+    entity mask: H x W bool, the mask's pixels inside the filled contour.
+    """
+    import cv2
+
+    binary = np.ascontiguousarray(mask, dtype=np.uint8)
+    contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    out = []
+    for contour in contours:
+        if cv2.contourArea(contour) > GT_MIN_CONTOUR_AREA:
+            x, y, w, h = cv2.boundingRect(contour)
+            inside = np.zeros_like(binary)
+            cv2.drawContours(inside, [contour], -1, 1, thickness=-1)
+            out.append(([x, y, x + w, y + h], (inside > 0) & mask))
+    return out
+
+
+def sample_target(
+    rng: np.random.Generator, box: list[int], entity: np.ndarray, n_points: int, noise: float
+) -> Target:
+    """A jittered box and ``n_points`` positive points inside ``entity`` (image frame)."""
+    x1, y1, x2, y2 = box
+    scale = np.array([x2 - x1, y2 - y1, x2 - x1, y2 - y1], dtype=float)
+    jitter = rng.uniform(-1, 1, 4) * np.minimum(noise * scale, MAX_BOX_NOISE_PX)
+    height, width = entity.shape
+    bx = np.array(box, dtype=float) + jitter
+    bx[[0, 2]] = bx[[0, 2]].clip(0, width)
+    bx[[1, 3]] = bx[[1, 3]].clip(0, height)
+    ys, xs = np.nonzero(entity)
+    chosen = rng.integers(0, len(xs), n_points) if n_points else np.zeros(0, dtype=int)
+    points = tuple(Point(float(xs[i]) + 0.5, float(ys[i]) + 0.5) for i in chosen)
+    return Target(Box(*(float(v) for v in bx)), points)
+
+
+def make_batch(samples: list, rng: np.random.Generator, config: SamTrainConfig, side: int, prep):
+    """Model inputs and targets for one step; ``samples`` are drawn until each has an entity.
+
+    Returns a dict: ``pixel_values`` B x 3 x S x S float32, ``input_boxes`` B x 1 x 4 and, with
+    points, ``input_points`` B x 1 x P x 2 and ``input_labels`` B x 1 x P (SAM frame), and
+    ``target`` B x S x S float32 in {0, 1} (SAM frame).
+    """
+    use_points = rng.random() < config.point_prob
+    n_points = int(rng.integers(1, config.max_points + 1)) if use_points else 0
+    pixels, boxes, points, targets = [], [], [], []
+    for sample in samples:
+        mask = np.asarray(sample.mask, dtype=bool)
+        found = entities(mask)
+        box, entity = found[int(rng.integers(0, len(found)))]
+        target = sample_target(rng, box, entity, n_points, config.box_noise)
+        frames = Frames(sample.sat.size, sample.sat.size, (side, side))
+        sam_target = frames.target(target, "image", "sam")
+        pixels.append(preprocess(sample.sat, prep)[0])
+        boxes.append([sam_target.box.as_list()])
+        points.append([[p.as_list() for p in sam_target.points]])
+        resized = F.interpolate(
+            torch.from_numpy(entity)[None, None].float(),
+            (side, side),
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
+        )
+        targets.append((resized[0, 0] > 0.5).float())
+    batch = {
+        "pixel_values": torch.stack(pixels),
+        "input_boxes": torch.tensor(boxes, dtype=torch.float32),
+        "target": torch.stack(targets),
+    }
+    if n_points:
+        batch["input_points"] = torch.tensor(points, dtype=torch.float32)
+        batch["input_labels"] = torch.ones(batch["input_points"].shape[:3], dtype=torch.long)
+    return batch
+
+
+def sam_loss(
+    pred_masks: torch.Tensor, iou_pred: torch.Tensor, target: torch.Tensor, config: SamTrainConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """SAM's loss. ``pred_masks``: B x M x h x w logits; ``iou_pred``: B x M; ``target``:
+    B x S x S in {0, 1}. Returns the scalar loss and its parts (focal, dice, iou_mse, miou)."""
+    side = target.shape[-1]
+    logits = F.interpolate(pred_masks.float(), (side, side), mode="bilinear", align_corners=False)
+    t = target[:, None].expand_as(logits)
+    prob = logits.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(logits, t, reduction="none")
+    p_t = prob * t + (1 - prob) * (1 - t)
+    focal = ((0.25 * t + 0.75 * (1 - t)) * ce * (1 - p_t) ** 2).mean(dim=(-1, -2))
+    dice = 1 - (2 * (prob * t).sum((-1, -2)) + 1) / (prob.sum((-1, -2)) + t.sum((-1, -2)) + 1)
+    per_mask = config.focal_weight * focal + config.dice_weight * dice
+    best = per_mask.argmin(dim=1)
+    rows = torch.arange(len(best))
+    hard = (logits > 0).float()
+    inter = (hard * t).sum((-1, -2))
+    union = (hard + t).clamp(max=1).sum((-1, -2))
+    actual = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+    iou_mse = F.mse_loss(iou_pred.float(), actual.detach())
+    loss = per_mask[rows, best].mean() + config.iou_weight * iou_mse
+    chosen = iou_pred.argmax(dim=1)  # the mask inference keeps
+    stats = {
+        "focal": float(focal[rows, best].mean().detach()),
+        "dice": float(dice[rows, best].mean().detach()),
+        "iou_mse": float(iou_mse.detach()),
+        "miou": float(actual[rows, chosen].mean()),
+    }
+    return loss, stats
+
+
+def _schedule(config: SamTrainConfig) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        span = max(1, config.steps - config.warmup_steps)
+        return 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, (step - config.warmup_steps) / span)))
+
+    return factor
+
+
+def train_sam(
+    config: SamTrainConfig,
+    out: str | Path,
+    overwrite: bool = False,
+    on_log: Callable[[int, dict[str, float]], None] | None = None,
+) -> Path:
+    """Train SAM2 as the module docstring says; write it (weights + preprocessing) to ``out``.
+
+    ``out`` ends up loadable by ``Segmenter.from_pretrained``. Returns ``Path(out)``.
+    """
+    from socioseg.data import load_socioseg
+
+    tmp = model_out.prepare(out, overwrite)
+    segmenter = Segmenter.from_pretrained(config.sam, device=config.device, dtype="float32")
+    dataset = load_socioseg(config.data, config.split)
+    if len(dataset) == 0:
+        raise ValueError(f"{config.data} [{config.split}] has no samples")
+    model, side, prep = segmenter.model.train(), segmenter.input_size, segmenter.preprocessing
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
+    started, stats = time.perf_counter(), {}
+    for step in range(1, config.steps + 1):
+        samples = [_draw(dataset, rng) for _ in range(config.batch_size)]
+        batch = {
+            k: v.to(segmenter.device)
+            for k, v in make_batch(samples, rng, config, side, prep).items()
+        }
+        target = batch.pop("target")
+        output = model(**batch, multimask_output=True)
+        loss, stats = sam_loss(output.pred_masks[:, 0], output.iou_scores[:, 0], target, config)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        stats = {"loss": float(loss.detach()), **stats, "elapsed_s": time.perf_counter() - started}
+        if on_log is not None and (step % config.log_every == 0 or step == config.steps):
+            on_log(step, stats)
+    model.eval().save_pretrained(tmp)
+    (tmp / PREPROCESSOR_FILE).write_text(json.dumps(prep.to_dict(), indent=2) + "\n")
+    record = {"command": "train-sam", "config": dataclasses.asdict(config), "last": stats}
+    return model_out.publish(tmp, out, record)
+
+
+def _draw(dataset, rng: np.random.Generator):
+    """A random sample whose mask holds at least one entity (see the module docstring)."""
+    for _ in range(_MAX_DRAWS):
+        sample = dataset[int(rng.integers(0, len(dataset)))]
+        if entities(np.asarray(sample.mask, dtype=bool)):
+            return sample
+    raise ValueError(f"no sample with a mask entity in {_MAX_DRAWS} draws: is the dataset empty?")
+
+
+def box_prompt_miou(segmenter: Segmenter, dataset, limit: int, n_points: int = 0) -> float:
+    """Mean IoU of ``segmenter`` on each entity of the first ``limit`` samples, prompted with
+    its exact GT box (and, with ``n_points``, that many points from :func:`sample_target`,
+    seed 0), through the inference path (``Segmenter.embed`` / ``segment``)."""
+    rng = np.random.default_rng(0)
+    scores = []
+    for index in range(min(limit, len(dataset))):
+        sample = dataset[index]
+        embedding = segmenter.embed(sample.sat)
+        for box, entity in entities(np.asarray(sample.mask, dtype=bool)):
+            target = sample_target(rng, box, entity, n_points, 0.0)
+            pred = segmenter.segment(embedding, [target])
+            union = (pred | entity).sum()
+            scores.append(float((pred & entity).sum() / union) if union else 1.0)
+    return float(np.mean(scores)) if scores else float("nan")

@@ -1,0 +1,107 @@
+"""SAM2 supervised training: entities and prompts from GT masks, SAM's loss, `train-sam`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from socioseg.cli import main
+from socioseg.data.synth import generate_sample, write_dataset
+from socioseg.rl.rewards import gt_boxes_from_mask
+from socioseg.rl.sam_train import SamTrainConfig, entities, make_batch, sam_loss, sample_target
+from socioseg.segmenter import Preprocessing, Segmenter, build_tiny_sam
+
+
+def _two_blobs() -> np.ndarray:
+    mask = np.zeros((64, 80), dtype=bool)
+    mask[5:20, 10:30] = True  # 15 x 20
+    mask[40:60, 50:75] = True  # 20 x 25
+    mask[2:4, 70:72] = True  # area 1 by contour: dropped, as for the reward's GT boxes
+    return mask
+
+
+def test_entities_are_the_reward_gt_boxes_with_their_pixels():
+    mask = _two_blobs()
+    found = entities(mask)
+    assert sorted(box for box, _ in found) == sorted(gt_boxes_from_mask(mask))
+    assert sorted(int(e.sum()) for _, e in found) == [15 * 20, 20 * 25]
+    for box, entity in found:
+        ys, xs = np.nonzero(entity)
+        assert [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] == box
+
+
+def test_prompt_points_lie_in_the_entity_and_box_jitter_is_bounded():
+    (box, entity), _ = entities(_two_blobs())
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        target = sample_target(rng, box, entity, 3, 0.1)
+        assert all(entity[int(p.y), int(p.x)] for p in target.points)
+        side = np.array([box[2] - box[0], box[3] - box[1]] * 2)
+        assert np.all(np.abs(np.array(target.box.as_list()) - box) <= 0.1 * side + 1e-9)
+
+
+def test_batch_prompts_are_in_the_sam_frame():
+    sample = generate_sample(3, size=128)
+    config = SamTrainConfig(point_prob=0.0, box_noise=0.0)
+    batch = make_batch([sample], np.random.default_rng(0), config, 256, Preprocessing(size=256))
+    boxes = {tuple(2.0 * np.array(b, dtype=float)) for b, _ in entities(sample.mask)}
+    assert tuple(batch["input_boxes"][0, 0].tolist()) in boxes  # 128 -> 256: twice
+    assert batch["pixel_values"].shape == (1, 3, 256, 256)
+    assert batch["target"].shape == (1, 256, 256)
+    assert abs(batch["target"].sum().item() / 4 - sample.mask.sum()) < 0.1 * sample.mask.sum()
+
+
+def test_loss_of_a_perfect_prediction_is_near_zero_and_a_wrong_one_is_not():
+    target = torch.zeros(1, 16, 16)
+    target[0, 4:12, 4:12] = 1
+    good = (target * 2 - 1) * 20  # logits: +20 inside, -20 outside
+    masks = torch.stack([good, -good, -good], dim=1)  # 1 x 3 x 16 x 16
+    config = SamTrainConfig()
+    loss, stats = sam_loss(masks, torch.tensor([[1.0, 0.0, 0.0]]), target, config)
+    assert loss.item() < 1e-3 and stats["miou"] == 1.0
+    loss, stats = sam_loss(masks, torch.tensor([[0.0, 1.0, 1.0]]), target, config)
+    assert stats["iou_mse"] == pytest.approx(1.0) and stats["miou"] == 0.0
+
+
+def test_loss_decreases_on_a_fixed_batch(tmp_path):
+    segmenter = Segmenter.from_pretrained(str(build_tiny_sam(tmp_path / "sam", 128)), device="cpu")
+    model = segmenter.model.train()
+    samples = [generate_sample(i, size=128) for i in range(2)]
+    config = SamTrainConfig(point_prob=1.0)
+    batch = make_batch(samples, np.random.default_rng(0), config, 128, segmenter.preprocessing)
+    target = batch.pop("target")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(6):
+        output = model(**batch, multimask_output=True)
+        loss, _ = sam_loss(output.pred_masks[:, 0], output.iou_scores[:, 0], target, config)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_train_sam_command_writes_a_loadable_segmenter_and_guards_its_folder(tmp_path, capsys):
+    write_dataset(tmp_path / "data", n=6, seed=0, size=128)
+    sam = build_tiny_sam(tmp_path / "sam0", 128)
+    out = tmp_path / "sam"
+    args = ["train-sam", "--out", str(out), f"sam={sam}", f"data={tmp_path / 'data'}"]
+    args += ["steps=2", "batch_size=2", "log_every=1"]
+    assert main(args) == 0
+    assert "sam step 2: loss" in capsys.readouterr().out
+    trained = Segmenter.from_pretrained(str(out), device="cpu")
+    assert trained.input_size == 128
+    before = Segmenter.from_pretrained(str(sam), device="cpu").model.state_dict()
+    after = trained.model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert main(args) == 2
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert main([*args, "--overwrite"]) == 0
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep")
+    assert main([*args[:2], str(foreign), *args[3:], "--overwrite"]) == 2
+    assert "did not write" in capsys.readouterr().err
+    assert (foreign / "notes.txt").read_text() == "keep"
