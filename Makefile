@@ -7,7 +7,7 @@ TINY := tiny-models
 SMOKE_DATA := data/synth
 OUT ?= outputs/demo
 
-.PHONY: install demo test lint bench clean tiny-models smoke-data smoke
+.PHONY: install demo test lint bench clean tiny-models smoke-data smoke mini
 
 install: $(VENV)/.installed
 
@@ -40,6 +40,12 @@ smoke: tiny-models smoke-data
 # For real results: $(BIN)/socioseg segment --example 0 --out DIR (downloads the checkpoints).
 demo: install $(TINY)/vlm/config.json
 	$(BIN)/socioseg segment --example 0 --vlm $(TINY)/vlm --sam $(TINY)/sam --out $(OUT)
+
+# socioseg-mini from scratch (docs/mini.md): synthetic cities, SAM2, warm-up, GRPO, export to
+# src/socioseg/assets/mini, held-out eval in runs/mini/results.md. Deterministic for SEED.
+SEED ?= 0
+mini: install
+	$(BIN)/python scripts/train_mini.py --out runs/mini --seed $(SEED)
 
 test: install
 	$(BIN)/python -m pytest

@@ -6,9 +6,12 @@ Steps (each skipped when its output is already there, so an interrupted run cont
 1. ``socioseg synth``: training cities (seed S) and held-out test cities (seed S + 1000,
    never used for training), 256 px tiles;
 2. the untrained models (:mod:`socioseg.mini`): a ~4M-parameter Qwen2.5-VL and a ~2M SAM2;
-3. ``socioseg train-sam`` (configs/mini_sam.yaml);
-4. ``socioseg sft`` (configs/mini_sft.yaml): the warm-up on teacher answers;
-5. ``socioseg train`` (configs/mini_grpo.yaml): GRPO on both stages;
+3. ``socioseg train-sam`` (configs/mini_sam.yaml), in a second process (log in
+   ``<out>/sam.log``) while
+4. ``socioseg sft`` (configs/mini_sft.yaml), the warm-up on teacher answers, runs here: the two
+   are independent, one core each;
+5. ``socioseg train`` (configs/mini_grpo.yaml): GRPO on both stages, in ``--grpo-procs``
+   processes (``torchrun``, gloo: the batch is split over the cores);
 6. the last GRPO checkpoint and the SAM folder are exported to ``--ship`` (by default the
    package's ``socioseg/assets/mini``), weights only;
 7. ``socioseg eval`` on the held-out test split: two-stage, stage 1 only and single-stage for
@@ -25,7 +28,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -55,6 +60,19 @@ def run(*argv: str) -> None:
     print(f"  ({time.perf_counter() - started:.0f}s)", flush=True)
 
 
+def launch(argv: list[str], log: Path | None = None) -> subprocess.Popen:
+    """Start ``argv`` (a command line) in its own process, one thread, output to ``log``."""
+    print("$ " + " ".join(argv) + (f" > {log}" if log else ""), flush=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    output = open(log, "w") if log else None  # noqa: SIM115 (closed with the process)
+    return subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT if log else None, env=env)
+
+
+def wait(job: subprocess.Popen | None, what: str) -> None:
+    if job is not None and job.wait():
+        sys.exit(f"{what} failed with exit code {job.returncode}")
+
+
 def export(checkpoint: Path, dest: Path) -> None:
     """Copy the model files of ``checkpoint`` (no optimizer or RNG state) to ``dest``."""
     shutil.rmtree(dest, ignore_errors=True)
@@ -71,6 +89,7 @@ def main() -> None:
     parser.add_argument("--train-samples", type=int, default=2000)
     parser.add_argument("--test-samples", type=int, default=400, help="30%% become the test split")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--grpo-procs", type=int, default=2, help="GRPO processes (cores)")
     parser.add_argument("--ship", type=Path, default=MINI_DIR, help="where the models go")
     parser.add_argument("--fresh", action="store_true", help="delete --out first")
     parser.add_argument("overrides", nargs="*", help="step:field=value, e.g. sft:steps=50")
@@ -96,15 +115,23 @@ def main() -> None:
         build_mini_sam(base / "sam", seed=args.seed)
     sam, sft, grpo = out / "sam", out / "sft", out / "grpo"
     common = [f"data={data}", f"seed={seed}"]
+    cli = [sys.executable, "-m", "socioseg.cli"]
+    sam_job = None
     if not (sam / "config.json").is_file():
-        run("train-sam", "--config", str(CONFIGS / "mini_sam.yaml"), "--out", str(sam),
-            f"sam={base / 'sam'}", *common, *extra["sam"])  # fmt: skip
+        sam_job = launch([*cli, "train-sam", "--config", str(CONFIGS / "mini_sam.yaml"),
+                          "--out", str(sam), "--overwrite", f"sam={base / 'sam'}", *common,
+                          *extra["sam"]], out / "sam.log")  # fmt: skip
     if not (sft / "config.json").is_file():
-        run("sft", "--config", str(CONFIGS / "mini_sft.yaml"), "--out", str(sft),
+        run("sft", "--config", str(CONFIGS / "mini_sft.yaml"), "--out", str(sft), "--overwrite",
             f"vlm={base / 'vlm'}", *common, *extra["sft"])  # fmt: skip
-    run("train", "--config", str(CONFIGS / "mini_grpo.yaml"), "--out", str(grpo), "--resume",
-        f"model.vlm={sft}", f"model.sam={sam}", f"data.train={data}", f"data.val={data}",
-        f"seed={seed}", *extra["grpo"])  # fmt: skip
+    wait(sam_job, "socioseg train-sam")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    procs = [*torchrun, f"--nproc-per-node={args.grpo_procs}", "-m", "socioseg.cli"]
+    grpo_job = launch([*(procs if args.grpo_procs > 1 else cli), "train", "--config",
+                       str(CONFIGS / "mini_grpo.yaml"), "--out", str(grpo), "--resume",
+                       f"model.vlm={sft}", f"model.sam={sam}", f"data.train={data}",
+                       f"data.val={data}", f"seed={seed}", *extra["grpo"]])  # fmt: skip
+    wait(grpo_job, "socioseg train")
     last = max(grpo.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     export(last, args.ship / "vlm")
     export(sam, args.ship / "sam")
