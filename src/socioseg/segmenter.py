@@ -130,14 +130,16 @@ def preprocess(image: Image.Image, preprocessing: Preprocessing) -> torch.Tensor
     values = chw.to(torch.float32).div(1 / preprocessing.rescale_factor)
     side = preprocessing.size
     if tuple(values.shape[-2:]) != (side, side):
-        values = _resize_axis(_resize_axis(values.double(), side, dim=2), side, dim=1).float()
+        # Width first, then height, as torch does; each pass resizes rows of a contiguous tensor.
+        values = _resize_rows(values.double().transpose(1, 2).contiguous(), side)
+        values = _resize_rows(values.transpose(1, 2).contiguous(), side).float()
     mean = torch.as_tensor(preprocessing.image_mean, dtype=torch.float32)[:, None, None]
     std = torch.as_tensor(preprocessing.image_std, dtype=torch.float32)[:, None, None]
     return ((values - mean) / std)[None]
 
 
-def _resize_axis(values: torch.Tensor, size: int, dim: int) -> torch.Tensor:
-    """Bilinear antialiased resize of float64 ``values`` along ``dim`` to ``size`` samples.
+def _resize_rows(values: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear antialiased resize of float64 ``C x H x W`` along H to ``size`` rows.
 
     The filter of ``torch.nn.functional.interpolate(mode="bilinear", antialias=True,
     align_corners=False)`` (PIL's triangle filter, widened by the scale when shrinking), applied
@@ -146,13 +148,12 @@ def _resize_axis(values: torch.Tensor, size: int, dim: int) -> torch.Tensor:
     """
     import torch
 
-    index, weight = _triangle_taps(values.shape[dim], size)
-    out = torch.zeros((), dtype=torch.float64)
-    shape = [1] * values.dim()
-    shape[dim] = size
+    index, weight = _triangle_taps(values.shape[1], size)
+    out = None
     for tap in range(index.shape[1]):
-        taken = values.index_select(dim, torch.from_numpy(index[:, tap]))
-        out = out + taken * torch.from_numpy(weight[:, tap]).view(shape)
+        term = values.index_select(1, torch.from_numpy(index[:, tap]))
+        term.mul_(torch.from_numpy(weight[:, tap])[:, None])
+        out = term if out is None else out.add_(term)
     return out
 
 
@@ -167,19 +168,18 @@ def _triangle_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]
     scale = in_size / out_size
     support = max(scale, 1.0)
     inverse = 1.0 / scale if scale >= 1.0 else 1.0
-    taps = int(np.ceil(support)) * 2 + 1
-    index = np.zeros((out_size, taps), dtype=np.int64)
-    weight = np.zeros((out_size, taps), dtype=np.float64)
-    for i in range(out_size):
-        center = scale * (i + 0.5)
-        first = max(int(center - support + 0.5), 0)
-        count = min(int(center + support + 0.5), in_size) - first
-        positions = np.arange(first, first + count)
-        w = np.maximum(0.0, 1.0 - np.abs((positions - center + 0.5) * inverse))
-        total = w.sum()
-        index[i, :count] = positions
-        weight[i, :count] = w / total if total != 0 else w
-    return index, weight
+    center = scale * (np.arange(out_size) + 0.5)
+    # int() truncates toward zero, as the C++ cast in torch does.
+    first = np.maximum(np.trunc(center - support + 0.5).astype(np.int64), 0)
+    last = np.minimum(np.trunc(center + support + 0.5).astype(np.int64), in_size)
+    offsets = np.arange(int((last - first).max()))
+    positions = first[:, None] + offsets[None, :]
+    used = positions < last[:, None]
+    weight = np.maximum(0.0, 1.0 - np.abs((positions - center[:, None] + 0.5) * inverse))
+    weight = np.where(used, weight, 0.0)
+    total = weight.sum(axis=1, keepdims=True)
+    weight = np.divide(weight, total, out=weight.copy(), where=total != 0)
+    return np.where(used, positions, 0), weight
 
 
 def upsample_logits(logits: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
