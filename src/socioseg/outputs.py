@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -12,14 +13,22 @@ from socioseg.types import Prediction, StageResult, Target
 
 
 def targets_to_json(targets: tuple[Target, ...]) -> list[dict[str, Any]]:
-    """Targets as ``[{"bbox_2d": [x1, y1, x2, y2], "points": [[x, y], ...]}, ...]``."""
+    """Targets as ``[{"bbox_2d": [x1, y1, x2, y2], "points": [[x, y], ...]}, ...]``.
+
+    Values are rounded to 2 decimals; a NaN or infinite value (the model may write one, and SAM2
+    gets it as given) becomes ``null`` so that files stay standard JSON.
+    """
     return [
         {
-            "bbox_2d": [round(v, 2) for v in t.box.as_list()],
-            "points": [[round(p.x, 2), round(p.y, 2)] for p in t.points],
+            "bbox_2d": [_coordinate(v) for v in t.box.as_list()],
+            "points": [[_coordinate(p.x), _coordinate(p.y)] for p in t.points],
         }
         for t in targets
     ]
+
+
+def _coordinate(value: float) -> float | None:
+    return round(value, 2) if math.isfinite(value) else None
 
 
 def stage_to_json(stage: StageResult | None) -> dict[str, Any] | None:
