@@ -20,19 +20,22 @@ def targets_to_json(targets: tuple[Target, ...]) -> list[dict[str, Any]]:
     """
     return [
         {
-            "bbox_2d": [_coordinate(v) for v in t.box.as_list()],
-            "points": [[_coordinate(p.x), _coordinate(p.y)] for p in t.points],
+            "bbox_2d": [_finite(v, 2) for v in t.box.as_list()],
+            "points": [[_finite(p.x, 2), _finite(p.y, 2)] for p in t.points],
         }
         for t in targets
     ]
 
 
-def _coordinate(value: float) -> float | None:
-    return round(value, 2) if math.isfinite(value) else None
+def _finite(value: float, digits: int) -> float | None:
+    return round(value, digits) if math.isfinite(value) else None
 
 
 def stage_to_json(stage: StageResult | None) -> dict[str, Any] | None:
-    """A stage's raw response, answer, problems and its targets in satellite image pixels."""
+    """A stage's raw response, answer, problems and its targets in satellite image pixels.
+
+    A SAM2 score that is not finite (a target with a NaN coordinate) is written as ``null``.
+    """
     if stage is None:
         return None
     return {
@@ -42,6 +45,8 @@ def stage_to_json(stage: StageResult | None) -> dict[str, Any] | None:
         "targets_image": targets_to_json(stage.targets_image),
         "problems": list(stage.parsed.problems),
         "mask_pixels": int(stage.mask.sum()),
+        "sam_scores": [_finite(float(s), 4) for s in stage.sam_scores],
+        "mean_logprob": None if stage.mean_logprob is None else round(float(stage.mean_logprob), 4),
     }
 
 

@@ -217,10 +217,12 @@ class SocioReasoner:
             started = time.perf_counter()
             parsed = parse_answer(generation.text, job.frames.vlm_size)
             targets = job.frames.targets(parsed.targets, "vlm", "image")
-            mask_vlm = self.segmenter.segment(job.embedding, parsed.targets)
+            mask_vlm, scores = self.segmenter.segment_scored(job.embedding, parsed.targets)
             mask = job.frames.mask(mask_vlm, "vlm", "image")
             job.timings[f"{name}_sam"] = time.perf_counter() - started
-            results.append(StageResult(name, text, generation.text, parsed, targets, mask))
+            logprob = generation.mean_logprob
+            stage = StageResult(name, text, generation.text, parsed, targets, mask, scores, logprob)
+            results.append(stage)
         return results
 
     @staticmethod
