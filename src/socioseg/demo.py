@@ -362,30 +362,36 @@ def run_demo(
     when the process exits. Returns the ``gradio.Blocks`` page.
     """
     stop = threading.Event()
-    on_main_thread = threading.current_thread() is threading.main_thread()
-    if block and on_main_thread:
+    handle_term = block and threading.current_thread() is threading.main_thread()
+    if handle_term:
         # By default SIGTERM kills the process with the scratch folder and the cache left
         # behind; here it only asks the loop below to stop, even mid-launch.
         previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
-    page = build_demo(reasoner, max_image_pixels=max_image_pixels)
-    page.queue(default_concurrency_limit=1)
-    page.launch(
-        server_name=host,
-        server_port=port,
-        max_file_size=max_file_size,
-        prevent_thread_lock=True,
-        footer_links=[],
-        quiet=not block,
-    )
-    if not block:
-        return page
+    try:
+        page = build_demo(reasoner, max_image_pixels=max_image_pixels)
+        page.queue(default_concurrency_limit=1)
+        page.launch(
+            server_name=host,
+            server_port=port,
+            max_file_size=max_file_size,
+            prevent_thread_lock=True,
+            footer_links=[],
+            quiet=not block,
+        )
+        if block:
+            _serve_until_stopped(page, stop)
+    finally:
+        if handle_term:
+            signal.signal(signal.SIGTERM, previous)
+    return page
+
+
+def _serve_until_stopped(page, stop: threading.Event) -> None:
+    """Wait for ``stop`` (SIGTERM) or Ctrl-C, then close the server."""
     try:
         while not stop.wait(0.2):
             pass
     except KeyboardInterrupt:
         pass
     finally:
-        if on_main_thread:
-            signal.signal(signal.SIGTERM, previous)
         page.close()
-    return page
