@@ -219,9 +219,11 @@ class SocioReasoner:
             started = time.perf_counter()
             parsed = parse_answer(generation.text, job.frames.vlm_size, expect_points=expect_points)
             targets = job.frames.targets(parsed.targets, "vlm", "image")
-            mask = self.segmenter.segment(job.embedding, targets)
+            mask, scores = self.segmenter.segment_scored(job.embedding, targets)
             job.timings[f"{name}_sam"] = time.perf_counter() - started
-            results.append(StageResult(name, text, generation.text, parsed, targets, mask))
+            logprob = generation.mean_logprob
+            stage = StageResult(name, text, generation.text, parsed, targets, mask, scores, logprob)
+            results.append(stage)
         return results
 
     @staticmethod

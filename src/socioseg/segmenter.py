@@ -250,6 +250,12 @@ class Segmenter:
         Returns ``H x W`` bool in the image frame (``(W, H) = embedding.image_size``); all False
         when ``targets`` is empty.
         """
+        return self.segment_scored(embedding, targets)[0]
+
+    def segment_scored(
+        self, embedding: ImageEmbedding, targets: Sequence[Target]
+    ) -> tuple[np.ndarray, tuple[float, ...]]:
+        """:meth:`segment` plus SAM's predicted IoU of each target's kept mask (target order)."""
         width, height = embedding.image_size
         mask = np.zeros((height, width), dtype=bool)
         if embedding.frames.sam_size != (self.input_size, self.input_size):
@@ -257,22 +263,25 @@ class Segmenter:
                 f"embedding was made for a {embedding.frames.sam_size} SAM input, this model "
                 f"takes {self.input_size}x{self.input_size}: embed the image with this segmenter"
             )
-        for logits in self._best_logits(embedding, targets):
+        scores = [0.0] * len(targets)
+        for logits, group_scores, indices in self._best_logits(embedding, targets):
             mask |= (upsample_logits(logits, embedding.image_size) > 0).any(dim=0).cpu().numpy()
-        return mask
+            for index, score in zip(indices, group_scores, strict=True):
+                scores[index] = score
+        return mask, tuple(scores)
 
-    def _best_logits(
-        self, embedding: ImageEmbedding, targets: Sequence[Target]
-    ) -> list[torch.Tensor]:
-        """Per group of targets with equal point counts: ``N x S/4 x S/4`` best-IoU logits."""
+    def _best_logits(self, embedding: ImageEmbedding, targets: Sequence[Target]) -> list[tuple]:
+        """Per group of targets with equal point counts: ``(N x S/4 x S/4 best-IoU logits,
+        their N predicted IoUs, the N targets' indices in ``targets``)``."""
         import torch
 
-        groups: dict[int, list[Target]] = {}
-        for target in targets:
-            groups.setdefault(len(target.points), []).append(target)
+        groups: dict[int, list[int]] = {}
+        for index, target in enumerate(targets):
+            groups.setdefault(len(target.points), []).append(index)
         frames = embedding.frames
         out = []
-        for n_points, group in groups.items():
+        for n_points, indices in groups.items():
+            group = [targets[i] for i in indices]
             boxes = np.array([t.box.as_list() for t in group], dtype=np.float64)
             prompt = {"input_boxes": self._tensor(frames.points_array(boxes, "image", "sam"))[None]}
             if n_points:
@@ -288,7 +297,8 @@ class Segmenter:
             # pred_masks: 1 x N x 3 x h x w; iou_scores: 1 x N x 3.
             best = output.iou_scores[0].argmax(dim=-1)
             rows = torch.arange(len(group), device=best.device)
-            out.append(output.pred_masks[0, rows, best])
+            scores = output.iou_scores[0, rows, best].float().cpu().tolist()
+            out.append((output.pred_masks[0, rows, best], scores, indices))
         return out
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
