@@ -1,8 +1,9 @@
 """SocioReasoner inference: stage 1 -> SAM -> render -> stage 2 -> SAM (SPEC §3).
 
 Per satellite image the SAM2 embedding is computed once and reused by every prompt of both
-stages. Coordinates leave the VLM in the VLM frame and are mapped to the satellite image frame
-by :class:`~socioseg.geometry.Frames` before SAM sees them.
+stages. SAM2 works in the VLM frame, as in the released system: it embeds the same resized
+satellite image the VLM sees and takes the model's coordinates unchanged; each stage's mask is
+moved to the satellite image's own size by :class:`~socioseg.geometry.Frames` (OpenCV nearest).
 """
 
 from __future__ import annotations
@@ -175,7 +176,6 @@ class SocioReasoner:
             "stage1",
             config,
             images=[[job.vlm_map, job.vlm_sat] for job in jobs],
-            expect_points=single,
             seed_offset=0,
         )
         if config.mode == "two-stage":
@@ -195,9 +195,7 @@ class SocioReasoner:
             prompts.stage2_text(job.query, s1.parsed.answer_text)
             for job, s1 in zip(jobs, stage1, strict=True)
         ]
-        stage2 = self._run_stage(
-            jobs, texts, "stage2", config, images=feedback, expect_points=True, seed_offset=1
-        )
+        stage2 = self._run_stage(jobs, texts, "stage2", config, images=feedback, seed_offset=1)
         predictions = []
         for job, s1, s2, (fb_map, fb_sat) in zip(jobs, stage1, stage2, feedback, strict=True):
             mask, source = s2.mask, "stage2"
@@ -221,11 +219,11 @@ class SocioReasoner:
         frames = Frames.for_image(sat_image.size, config.min_pixels, config.max_pixels)
         vlm_map, vlm_sat = vlm_images(sat_image, map_image, frames)
         loaded = time.perf_counter()
-        embedding = self.segmenter.embed(sat_image)
+        embedding = self.segmenter.embed(vlm_sat)
         timings = {"load": loaded - started, "sam_embed": time.perf_counter() - loaded}
         return _Job(query.strip(), sat_image, frames, vlm_map, vlm_sat, embedding, timings)
 
-    def _run_stage(self, jobs, texts, name, config, images, expect_points, seed_offset):
+    def _run_stage(self, jobs, texts, name, config, images, seed_offset):
         started = time.perf_counter()
         sampling = config.sampling
         if sampling.seed is not None:
@@ -235,9 +233,10 @@ class SocioReasoner:
         results = []
         for job, text, generation in zip(jobs, texts, generations, strict=True):
             started = time.perf_counter()
-            parsed = parse_answer(generation.text, job.frames.vlm_size, expect_points=expect_points)
+            parsed = parse_answer(generation.text, job.frames.vlm_size)
             targets = job.frames.targets(parsed.targets, "vlm", "image")
-            mask, scores = self.segmenter.segment_scored(job.embedding, targets)
+            mask_vlm, scores = self.segmenter.segment_scored(job.embedding, parsed.targets)
+            mask = job.frames.mask(mask_vlm, "vlm", "image")
             job.timings[f"{name}_sam"] = time.perf_counter() - started
             logprob = generation.mean_logprob
             stage = StageResult(name, text, generation.text, parsed, targets, mask, scores, logprob)

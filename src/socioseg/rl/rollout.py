@@ -7,7 +7,9 @@ Strategies (``RolloutSettings.strategy``):
 - ``paper`` (the paper's Algorithm 1): only the best stage-1 sample (highest stage-1 reward)
   is rendered, and G stage-2 samples are drawn from it.
 
-Each satellite image is embedded by SAM2 once; all 2G SAM calls of its group reuse it.
+Each satellite image is embedded by SAM2 once; all 2G SAM calls of its group reuse it. SAM2
+works in the VLM frame and answers are read as in serving (:func:`socioseg.answers.parse_answer`),
+so what is trained is what is served.
 """
 
 from __future__ import annotations
@@ -115,9 +117,8 @@ def _stage1(policy, segmenter, items, all_prompts, settings, variant, seed):
     generations = _generate(policy, all_prompts, rows, settings, seed)
     for k, (index, generation) in enumerate(zip(rows, generations, strict=True)):
         item = items[index]
-        parsed = parse_answer(generation.text, item.frames.vlm_size, expect_points=False)
-        targets = item.frames.targets(parsed.targets, "vlm", "image")
-        mask = segmenter.segment(item.embedding, targets)
+        parsed = parse_answer(generation.text, item.frames.vlm_size)
+        mask = _segment(segmenter, item, parsed)
         coarse.append((parsed, mask))
         reward = stage1_rewards(generation.text, item.gt_boxes_vlm, variant)
         iou = mask_iou(mask, item.gt)
@@ -143,10 +144,7 @@ def _stage2(policy, segmenter, items, all_prompts, stage1, coarse, settings, var
     generations = _generate(policy, all_prompts, rows, settings, seed)
     for j, (k, index, generation) in enumerate(zip(sources, rows, generations, strict=True)):
         item = items[stage1[k].prompt]
-        parsed = parse_answer(generation.text, item.frames.vlm_size, expect_points=True)
-        final = segmenter.segment(
-            item.embedding, item.frames.targets(parsed.targets, "vlm", "image")
-        )
+        final = _segment(segmenter, item, parse_answer(generation.text, item.frames.vlm_size))
         stage1_answer = answer_text(clean_response(stage1[k].text))
         reward = stage2_rewards(generation.text, stage1_answer, final, item.gt, variant)
         group = len(items) + j // g
@@ -163,14 +161,20 @@ def _prepare(segmenter, sample, min_pixels: int, max_pixels: int) -> _Item:
     gt = np.asarray(sample.mask, dtype=bool)
     boxes = gt_boxes_from_mask(gt)
     boxes_vlm = frames.points_array(np.asarray(boxes, dtype=float).reshape(-1, 4), "image", "vlm")
+    images = vlm_images(sample.sat, sample.map, frames)
     return _Item(
         frames=frames,
         gt=gt,
         gt_boxes_vlm=boxes_vlm.tolist(),
-        embedding=segmenter.embed(sample.sat),
-        images=vlm_images(sample.sat, sample.map, frames),
+        embedding=segmenter.embed(images[1]),  # the satellite image in the VLM frame
+        images=images,
         query=sample.query,
     )
+
+
+def _segment(segmenter, item: _Item, parsed) -> np.ndarray:
+    """SAM2's mask of a parsed answer (VLM frame) at the satellite's size, as in serving."""
+    return item.frames.mask(segmenter.segment(item.embedding, parsed.targets), "vlm", "image")
 
 
 def _stage2_prompt(item: _Item, parsed, mask) -> Prompt:
