@@ -46,7 +46,8 @@ def test_batch_prompts_are_in_the_sam_frame():
     config = SamTrainConfig(point_prob=0.0, box_noise=0.0)
     batch = make_batch([sample], np.random.default_rng(0), config, 256, Preprocessing(size=256))
     boxes = {tuple(2.0 * np.array(b, dtype=float)) for b, _ in entities(sample.mask)}
-    assert tuple(batch["input_boxes"][0, 0].tolist()) in boxes  # 128 -> 256: twice
+    assert tuple(batch["input_points"][0, 0].flatten().tolist()) in boxes  # 128 -> 256: twice
+    assert batch["input_labels"].tolist() == [[[2, 3]]]  # box corners, as the segmenter sends
     assert batch["pixel_values"].shape == (1, 3, 256, 256)
     assert batch["target"].shape == (1, 256, 256)
     assert abs(batch["target"].sum().item() / 4 - sample.mask.sum()) < 0.1 * sample.mask.sum()

@@ -295,9 +295,7 @@ class Segmenter:
         """``S/4 x S/4`` low-resolution logits of one target's best-IoU mask, and that IoU."""
         import torch
 
-        box = target.box
-        xy = [[box.x1, box.y1], [box.x2, box.y2]] + [p.as_list() for p in target.points]
-        labels = [*BOX_CORNER_LABELS] + [POSITIVE_LABEL] * len(target.points)
+        xy, labels = point_prompt(target)
         points = self._prompt_coords(xy, embedding.image_size)
         with torch.inference_mode():
             # No input_boxes: the prompt encoder then pads the points with one label -1 point,
@@ -317,13 +315,29 @@ class Segmenter:
 
         The official ``SAM2Transforms.transform_coords`` ops, in their order and precision.
         """
-        import torch
+        return prompt_coords(xy, image_size, self.input_size, self.device)
 
-        width, height = image_size
-        coords = torch.as_tensor(xy, dtype=torch.float32, device=self.device)
-        coords[..., 0] = coords[..., 0] / width
-        coords[..., 1] = coords[..., 1] / height
-        return coords * self.input_size
+
+def point_prompt(target: Target) -> tuple[list[list[float]], list[int]]:
+    """One target as the official predictor prompts it: its box's two corners (labels 2, 3),
+    then its points (label 1). Coordinates as in ``target`` (pixels of the embedded image)."""
+    box = target.box
+    xy = [[box.x1, box.y1], [box.x2, box.y2]] + [p.as_list() for p in target.points]
+    return xy, [*BOX_CORNER_LABELS] + [POSITIVE_LABEL] * len(target.points)
+
+
+def prompt_coords(xy, image_size: tuple[int, int], side: int, device=None) -> torch.Tensor:
+    """``... x 2`` float32: pixels of ``image_size`` ``(W, H)`` -> the ``side x side`` input.
+
+    The official ``SAM2Transforms.transform_coords`` ops, in their order and precision.
+    """
+    import torch
+
+    width, height = image_size
+    coords = torch.as_tensor(xy, dtype=torch.float32, device=device)
+    coords[..., 0] = coords[..., 0] / width
+    coords[..., 1] = coords[..., 1] / height
+    return coords * side
 
 
 def _prompt_image_size(config) -> int:

@@ -8,9 +8,14 @@ and on a ``point_prob`` share of steps also 1 to ``max_points`` positive points 
 uniformly from the entity's pixels (stage 2's shape of prompt). A sample whose mask holds no
 such entity is passed over for another draw.
 
-The image goes through :func:`socioseg.segmenter.preprocess` and the prompts through
-:class:`socioseg.geometry.Frames`, exactly as :class:`~socioseg.segmenter.Segmenter` does at
-inference, so what is learned is what is used. Loss (SAM): ``focal_weight`` x sigmoid focal
+The image goes through :func:`socioseg.segmenter.preprocess` and the prompt through
+:func:`~socioseg.segmenter.point_prompt` and :func:`~socioseg.segmenter.prompt_coords`, exactly
+as :class:`~socioseg.segmenter.Segmenter` prompts at inference (box corners with labels 2 and
+3, points with label 1, the prompt encoder's padding point), so what is learned is what is
+used. The image is the tile as stored; the pipeline embeds it resized to the VLM frame, which
+for socioseg-mini (256 -> 252 px) is a 2% scale SAM's own resize to S x S absorbs.
+
+Loss (SAM): ``focal_weight`` x sigmoid focal
 (alpha 0.25, gamma 2) + ``dice_weight`` x dice on the best of the three multimask outputs
 (the lowest loss; SAM back-propagates only that one), plus ``iou_weight`` x the MSE between
 each output's predicted IoU and its actual IoU with the target. Logits are compared with the
@@ -31,11 +36,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from socioseg.geometry import Frames
 from socioseg.rl import model_out
 from socioseg.rl.config import ConfigSection
 from socioseg.rl.rewards import GT_MIN_CONTOUR_AREA
-from socioseg.segmenter import PREPROCESSOR_FILE, Segmenter, preprocess
+from socioseg.segmenter import (
+    PREPROCESSOR_FILE,
+    Segmenter,
+    point_prompt,
+    preprocess,
+    prompt_coords,
+)
 from socioseg.types import Box, Point, Target
 
 # SAM caps the box jitter at 20 px of its 1024-px frame.
@@ -120,23 +130,22 @@ def sample_target(
 def make_batch(samples: list, rng: np.random.Generator, config: SamTrainConfig, side: int, prep):
     """Model inputs and targets for one step; ``samples`` are drawn until each has an entity.
 
-    Returns a dict: ``pixel_values`` B x 3 x S x S float32, ``input_boxes`` B x 1 x 4 and, with
-    points, ``input_points`` B x 1 x P x 2 and ``input_labels`` B x 1 x P (SAM frame), and
-    ``target`` B x S x S float32 in {0, 1} (SAM frame).
+    Returns a dict: ``pixel_values`` B x 3 x S x S float32; ``input_points`` B x 1 x (2 + P) x 2
+    float32 in the S x S input and ``input_labels`` B x 1 x (2 + P) int32, the box corners
+    (labels 2, 3) then P points (label 1), as :class:`~socioseg.segmenter.Segmenter` prompts;
+    ``target`` B x S x S float32 in {0, 1}. Every row of a batch has the same P.
     """
     use_points = rng.random() < config.point_prob
     n_points = int(rng.integers(1, config.max_points + 1)) if use_points else 0
-    pixels, boxes, points, targets = [], [], [], []
+    pixels, points, labels, targets = [], [], [], []
     for sample in samples:
         mask = np.asarray(sample.mask, dtype=bool)
         found = entities(mask)
         box, entity = found[int(rng.integers(0, len(found)))]
-        target = sample_target(rng, box, entity, n_points, config.box_noise)
-        frames = Frames(sample.sat.size, sample.sat.size, (side, side))
-        sam_target = frames.target(target, "image", "sam")
+        xy, point_labels = point_prompt(sample_target(rng, box, entity, n_points, config.box_noise))
         pixels.append(preprocess(sample.sat, prep)[0])
-        boxes.append([sam_target.box.as_list()])
-        points.append([[p.as_list() for p in sam_target.points]])
+        points.append(prompt_coords(xy, sample.sat.size, side))
+        labels.append(point_labels)
         resized = F.interpolate(
             torch.from_numpy(entity)[None, None].float(),
             (side, side),
@@ -145,15 +154,12 @@ def make_batch(samples: list, rng: np.random.Generator, config: SamTrainConfig, 
             antialias=True,
         )
         targets.append((resized[0, 0] > 0.5).float())
-    batch = {
+    return {
         "pixel_values": torch.stack(pixels),
-        "input_boxes": torch.tensor(boxes, dtype=torch.float32),
+        "input_points": torch.stack(points)[:, None],
+        "input_labels": torch.tensor(labels, dtype=torch.int32)[:, None],
         "target": torch.stack(targets),
     }
-    if n_points:
-        batch["input_points"] = torch.tensor(points, dtype=torch.float32)
-        batch["input_labels"] = torch.ones(batch["input_points"].shape[:3], dtype=torch.long)
-    return batch
 
 
 def sam_loss(
