@@ -63,6 +63,13 @@ def test_loss_of_a_perfect_prediction_is_near_zero_and_a_wrong_one_is_not():
     assert loss.item() < 1e-3 and stats["miou"] == 1.0
     loss, stats = sam_loss(masks, torch.tensor([[0.0, 1.0, 1.0]]), target, config)
     assert stats["iou_mse"] == pytest.approx(1.0) and stats["miou"] == 0.0
+    # "all": the two inverted masks count too. Each: every pixel wrong by 20 logits, so the
+    # focal term is alpha-weighted CE 20 (64 target pixels x 0.25, 192 others x 0.75) and
+    # dice 1 - 1 / (192 + 64 + 1); the mean over three masks is 2/3 of that.
+    config.multimask_loss = "all"
+    loss, _ = sam_loss(masks, torch.tensor([[1.0, 0.0, 0.0]]), target, config)
+    focal = (64 * 0.25 * 20 + 192 * 0.75 * 20) / 256
+    assert loss.item() == pytest.approx(2 / 3 * (20 * focal + 1 - 1 / 257), rel=1e-3)
 
 
 def test_loss_decreases_on_a_fixed_batch(tmp_path):

@@ -17,7 +17,8 @@ for socioseg-mini (256 -> 252 px) is a 2% scale SAM's own resize to S x S absorb
 
 Loss (SAM): ``focal_weight`` x sigmoid focal
 (alpha 0.25, gamma 2) + ``dice_weight`` x dice on the best of the three multimask outputs
-(the lowest loss; SAM back-propagates only that one), plus ``iou_weight`` x the MSE between
+(the lowest loss; SAM back-propagates only that one; ``multimask_loss: all`` trains all
+three), plus ``iou_weight`` x the MSE between
 each output's predicted IoU and its actual IoU with the target. Logits are compared with the
 target in the SAM frame (S x S), upsampled bilinearly as the segmenter does.
 """
@@ -31,6 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -69,6 +71,10 @@ class SamTrainConfig(ConfigSection):
     point_prob: float = 0.5  # share of steps whose prompts also hold points
     max_points: int = 3
     box_noise: float = 0.1  # corner jitter, fraction of the box side
+    # Which of the three multimask outputs learn the target: "min" the best one only (SAM: the
+    # others stay free for ambiguous prompts), "all" every one (an entity prompt is not
+    # ambiguous, and inference keeps whichever the IoU head ranks first).
+    multimask_loss: Literal["min", "all"] = "min"
     focal_weight: float = 20.0
     dice_weight: float = 1.0
     iou_weight: float = 1.0
@@ -178,12 +184,13 @@ def sam_loss(
     per_mask = config.focal_weight * focal + config.dice_weight * dice
     best = per_mask.argmin(dim=1)
     rows = torch.arange(len(best))
+    mask_loss = per_mask[rows, best].mean() if config.multimask_loss == "min" else per_mask.mean()
     hard = (logits > 0).float()
     inter = (hard * t).sum((-1, -2))
     union = (hard + t).clamp(max=1).sum((-1, -2))
     actual = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
     iou_mse = F.mse_loss(iou_pred.float(), actual.detach())
-    loss = per_mask[rows, best].mean() + config.iou_weight * iou_mse
+    loss = mask_loss + config.iou_weight * iou_mse
     chosen = iou_pred.argmax(dim=1)  # the mask inference keeps
     stats = {
         "focal": float(focal[rows, best].mean().detach()),
