@@ -99,3 +99,18 @@ def test_sft_command_writes_a_policy_that_records_its_frame(tiny_models, tmp_pat
     assert policy.processor.defaults == ModelDefaults(3136, 12544, {})
     assert json.loads((out / "training.json").read_text())["config"]["steps"] == 2
     assert main(args) == 2 and "--overwrite" in capsys.readouterr().err
+
+
+def test_the_mini_configs_load():
+    from pathlib import Path
+
+    from socioseg.rl.config import TrainConfig, load_config
+    from socioseg.rl.sam_train import SamTrainConfig
+    from socioseg.rl.sft import SftConfig
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    assert load_config(configs / "mini_sam.yaml", cls=SamTrainConfig).multimask_loss == "all"
+    assert load_config(configs / "mini_sft.yaml", cls=SftConfig).min_pixels is None
+    grpo = load_config(configs / "mini_grpo.yaml")
+    assert isinstance(grpo, TrainConfig) and grpo.batch_size % 2 == 0  # two GRPO processes
+    assert (grpo.model.min_pixels, grpo.model.max_pixels) == (224 * 224, 252 * 252)

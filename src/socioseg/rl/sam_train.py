@@ -134,7 +134,7 @@ def sample_target(
 
 
 def make_batch(samples: list, rng: np.random.Generator, config: SamTrainConfig, side: int, prep):
-    """Model inputs and targets for one step; ``samples`` are drawn until each has an entity.
+    """Model inputs and targets for one step; each of ``samples`` holds an entity (``_draw``).
 
     Returns a dict: ``pixel_values`` B x 3 x S x S float32; ``input_points`` B x 1 x (2 + P) x 2
     float32 in the S x S input and ``input_labels`` B x 1 x (2 + P) int32, the box corners
