@@ -33,6 +33,9 @@ VISION_TOKENS = (
     "<|video_pad|>",
 )
 _CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
+# eager: transformers' dynamic cache; static: a preallocated cache (the shapes torch.compile
+# needs); compiled: the static cache with the decoding step compiled by torch.compile.
+DECODING = ("eager", "static", "compiled")
 
 
 class ModelLoadError(OSError):
@@ -49,8 +52,11 @@ class SamplingSettings:
     top_k: int = 100
     max_new_tokens: int = 1024
     seed: int | None = 0
+    decoding: str = "eager"
 
     def __post_init__(self) -> None:
+        if self.decoding not in DECODING:
+            raise ValueError(f"unknown decoding {self.decoding!r}; choose one of {DECODING}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if not self.greedy and self.temperature <= 0:
@@ -65,6 +71,20 @@ class Generation:
 
     text: str
     token_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class EncodedPrompt:
+    """One prompt tokenized and its images preprocessed, kept (on CPU) for reuse.
+
+    ``input_ids``: P long (image pads expanded, no padding); ``pixel_values``: patches x D
+    float32; ``image_grid_thw``: images x 3 long. Rollouts keep these so the update runs no
+    second preprocessing.
+    """
+
+    input_ids: torch.Tensor
+    pixel_values: torch.Tensor
+    image_grid_thw: torch.Tensor
 
 
 def pad_right(sequences, pad_id: int):
@@ -202,6 +222,47 @@ class VLMProcessor:
             }
         )
 
+    def split(self, batch) -> list[EncodedPrompt]:
+        """The rows of a batch from :meth:`__call__` as :class:`EncodedPrompt` (CPU tensors)."""
+        merge = self.image_processor.merge_size**2
+        counts = (batch["input_ids"] == self.image_token_id).sum(dim=1).tolist()
+        grid, pixels = batch["image_grid_thw"], batch["pixel_values"]
+        tokens_per_image = (grid.prod(dim=1) // merge).tolist()
+        patches_per_image = grid.prod(dim=1).tolist()
+        out, image, patch = [], 0, 0
+        for row, count in enumerate(counts):
+            first = image
+            while count > 0:
+                count -= tokens_per_image[image]
+                image += 1
+            n_patches = sum(patches_per_image[first:image])
+            ids = batch["input_ids"][row][batch["attention_mask"][row].bool()]
+            out.append(EncodedPrompt(ids, pixels[patch : patch + n_patches], grid[first:image]))
+            patch += n_patches
+        return out
+
+    def collate(self, prompts: Sequence[EncodedPrompt], pixels: bool = True):
+        """Left-pad encoded prompts into one batch (the keys of :meth:`__call__`; without
+        ``pixel_values`` when ``pixels`` is False)."""
+        import torch
+        from transformers import BatchFeature
+
+        longest = max(len(p.input_ids) for p in prompts)
+        ids = torch.full((len(prompts), longest), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), longest), dtype=torch.long)
+        for i, prompt in enumerate(prompts):
+            ids[i, longest - len(prompt.input_ids) :] = prompt.input_ids
+            mask[i, longest - len(prompt.input_ids) :] = 1
+        batch = {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "image_grid_thw": torch.cat([p.image_grid_thw for p in prompts]),
+            "mm_token_type_ids": (ids == self.image_token_id).to(torch.int32),
+        }
+        if pixels:
+            batch["pixel_values"] = torch.cat([p.pixel_values for p in prompts])
+        return BatchFeature(batch)
+
 
 class VisionLanguageModel:
     """A Qwen2.5-VL policy with its processor, on one device."""
@@ -244,8 +305,18 @@ class VisionLanguageModel:
 
     def encode(self, user_texts: Sequence[str], images: Sequence[Sequence[Image.Image]]):
         """Model inputs on the model's device for a batch of (user text, [map, satellite])."""
+        return self.collate(self.encode_prompts(user_texts, images))
+
+    def encode_prompts(
+        self, user_texts: Sequence[str], images: Sequence[Sequence[Image.Image]]
+    ) -> list[EncodedPrompt]:
+        """Each (user text, [map, satellite]) templated, tokenized and preprocessed once."""
         texts = [self.processor.chat_text(text) for text in user_texts]
-        return self.processor(texts, images).to(self.device)
+        return self.processor.split(self.processor(texts, images))
+
+    def collate(self, prompts: Sequence[EncodedPrompt], pixels: bool = True):
+        """Encoded prompts as one left-padded batch on the model's device."""
+        return self.processor.collate(prompts, pixels).to(self.device)
 
     def _generation_config(self, sampling: SamplingSettings):
         from transformers import GenerationConfig
@@ -269,16 +340,26 @@ class VisionLanguageModel:
             )
         return GenerationConfig(**options)
 
-    def generate(self, inputs, sampling: SamplingSettings) -> list[Generation]:
-        """Sample one response per row of ``inputs`` (from :meth:`encode`)."""
+    def generate(self, inputs, sampling: SamplingSettings, repeats: int = 1) -> list[Generation]:
+        """Sample ``repeats`` responses per row of ``inputs`` (from :meth:`encode`).
+
+        Returns N x ``repeats`` generations, row-major (the responses of row 0 first). With
+        ``repeats > 1`` or a static/compiled decoding, each prompt's images go through the
+        vision tower and its tokens through the prefill once; the cache is then repeated for
+        the continuations, which are drawn from the same distribution as ``repeats`` copies of
+        the row (greedy tokens are identical). A batch stops when every row has ended (EOS).
+        """
         import torch
 
         config = self._generation_config(sampling)
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+        fork = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=fork), torch.inference_mode():
             if sampling.seed is not None:
                 torch.manual_seed(sampling.seed)
-            with torch.inference_mode():
+            if repeats == 1 and sampling.decoding == "eager":
                 output = self.model.generate(**inputs, generation_config=config)
+            else:
+                output = self._generate_shared(inputs, config, repeats, sampling.decoding)
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         eos = config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos])
@@ -293,35 +374,133 @@ class VisionLanguageModel:
             generations.append(Generation(text, tuple(ids)))
         return generations
 
-    def response_logprobs(self, inputs, response_ids, response_mask, model=None):
+    def _generate_shared(self, inputs, config, repeats: int, decoding: str):
+        """Prefill every prompt token but the last once, repeat the cache, decode.
+
+        ``generate`` then runs the last prompt token of each of the N x ``repeats`` rows and
+        decodes them; ``rope_deltas`` (Qwen2.5-VL's 3D-position offsets that the prefill
+        stores on the model) are repeated with the cache so decoding positions stay right.
+        """
+        from transformers import CompileConfig, DynamicCache, StaticCache
+
+        model = self.model
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        mm_types = inputs["mm_token_type_ids"]
+        out = model(
+            input_ids=ids[:, :-1],
+            attention_mask=mask[:, :-1],
+            pixel_values=inputs["pixel_values"],
+            image_grid_thw=inputs["image_grid_thw"],
+            mm_token_type_ids=mm_types[:, :-1],
+            cache=DynamicCache(config=model.config),
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache = out.cache
+        if decoding == "eager":
+            cache.batch_repeat_interleave(repeats)
+        else:
+            static = StaticCache(
+                config=model.config, max_cache_len=ids.shape[1] + config.max_new_tokens
+            )
+            for index, layer in enumerate(cache.layers):
+                static.update(
+                    layer.keys.repeat_interleave(repeats, 0),
+                    layer.values.repeat_interleave(repeats, 0),
+                    index,
+                )
+            cache = static
+            config.disable_compile = decoding != "compiled"
+            config.compile_config = CompileConfig(fullgraph=False, dynamic=False)
+            config.compile_config._compile_all_devices = True
+        holder = next(m for m in model.modules() if hasattr(m, "rope_deltas"))
+        holder.rope_deltas = holder.rope_deltas.repeat_interleave(repeats, 0)
+        return model.generate(
+            input_ids=ids.repeat_interleave(repeats, 0),
+            attention_mask=mask.repeat_interleave(repeats, 0),
+            mm_token_type_ids=mm_types.repeat_interleave(repeats, 0),
+            cache=cache,
+            generation_config=config,
+        )
+
+    def response_logprobs(self, inputs, response_ids, response_mask, model=None, images=None):
         """Per-token log-probabilities of given responses.
 
         Args:
             inputs: prompt batch from :meth:`encode` (B rows, left-padded to P tokens).
             response_ids: B x T long tensor, right-padded.
             response_mask: B x T tensor, 1 on real response tokens.
+            model: runs the forward instead of ``self.model`` (e.g. its DDP wrapper).
+            images: per-image vision-tower outputs for the rows' images, in row order, in
+                place of ``inputs["pixel_values"]`` (see :meth:`grouped_logprobs`).
 
         Returns:
             B x T float32 tensor of ``log p(response_ids[t] | prompt, response[:t])``
-            (values at padded positions are meaningless; mask them).
-            ``model`` runs the forward instead of ``self.model`` (e.g. its DDP wrapper).
+            (values at padded positions are meaningless; mask them). The LM head runs only
+            at the T positions that predict response tokens.
         """
         import torch
 
-        prompt_len = inputs["input_ids"].shape[1]
         response_ids = response_ids.to(self.device)
         response_mask = response_mask.to(self.device)
+        if images is None:
+            vision = {"pixel_values": inputs["pixel_values"]}
+        else:
+            from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+            image = BaseModelOutputWithPooling(pooler_output=images)
+            vision = {"mm_encoder_outputs": {"image": image}}
         outputs = (self.model if model is None else model)(
             input_ids=torch.cat([inputs["input_ids"], response_ids], dim=1),
             attention_mask=torch.cat([inputs["attention_mask"], response_mask.long()], dim=1),
-            pixel_values=inputs["pixel_values"],
             image_grid_thw=inputs["image_grid_thw"],
             mm_token_type_ids=torch.cat(
                 [inputs["mm_token_type_ids"], torch.zeros_like(response_ids, dtype=torch.int32)],
                 dim=1,
             ),
             use_cache=False,
+            logits_to_keep=response_ids.shape[1] + 1,
+            **vision,
         )
-        logits = outputs.logits[:, prompt_len - 1 : -1].float()
+        logits = outputs.logits[:, :-1].float()
         chosen = logits.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
         return chosen - torch.logsumexp(logits, dim=-1)
+
+    def grouped_logprobs(
+        self,
+        prompts: Sequence[EncodedPrompt],
+        rows: Sequence[int],
+        response_ids,
+        response_mask,
+        model=None,
+        share: bool = True,
+    ):
+        """:meth:`response_logprobs` of responses to already encoded prompts.
+
+        Args:
+            prompts: the distinct prompts of a micro-batch.
+            rows: R indices into ``prompts``, one per response row.
+            response_ids, response_mask: R x T, as in :meth:`response_logprobs`.
+            share: run the vision tower once per distinct prompt (its output feeds every row
+                of that prompt, and its gradient sums over them); False runs it per row.
+
+        Returns:
+            R x T float32 log-probs, equal (up to float rounding) with and without sharing.
+        """
+        rows = list(rows)
+        inputs = self.collate([prompts[r] for r in rows], pixels=not share)
+        if not share:
+            return self.response_logprobs(inputs, response_ids, response_mask, model)
+        distinct = list(dict.fromkeys(rows))
+        once = self.collate([prompts[i] for i in distinct])
+        features = self.model.get_image_features(
+            once["pixel_values"], once["image_grid_thw"]
+        ).pooler_output
+        first, start = {}, 0
+        for i in distinct:
+            first[i] = start
+            start += len(prompts[i].image_grid_thw)
+        images = [
+            features[first[r] + k] for r in rows for k in range(len(prompts[r].image_grid_thw))
+        ]
+        return self.response_logprobs(inputs, response_ids, response_mask, model, images)

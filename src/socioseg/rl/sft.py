@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from socioseg import prompts
+from socioseg.engine import vlm_images
 from socioseg.geometry import Frames
-from socioseg.pipeline import vlm_images
 from socioseg.render import feedback_images
 from socioseg.rl.rewards import gt_boxes_from_mask
 from socioseg.rl.rollout import Prompt

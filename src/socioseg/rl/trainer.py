@@ -31,7 +31,7 @@ import torch
 from socioseg.rl import checkpoint, parallel
 from socioseg.rl.algorithms import clipped_policy_loss, group_advantages
 from socioseg.rl.config import TrainConfig
-from socioseg.rl.rollout import Rollouts, collect_rollouts
+from socioseg.rl.rollout import Rollouts, collect_rollouts, policy_logprobs
 from socioseg.vlm import VisionLanguageModel, pad_right
 
 LogFn = Callable[[int, dict[str, float]], None]
@@ -198,17 +198,15 @@ class Trainer:
         totals = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "ratio": 0.0}
         for n, chunk in enumerate(chunks):
             batch = [rows[i] for i in chunk]
-            inputs = self.policy.encode(
-                [rollouts.prompts[r.prompt].text for r in batch],
-                [list(rollouts.prompts[r.prompt].images) for r in batch],
-            )
             ids, mask = pad_right(
                 [r.token_ids for r in batch], self.policy.processor.tokenizer.pad_token_id
             )
-            ref_logp = self._reference_logprobs(inputs, ids, mask) if o.kl_beta > 0 else None
+            ref_logp = (
+                self._reference_logprobs(rollouts, batch, ids, mask) if o.kl_beta > 0 else None
+            )
             last = n == len(chunks) - 1
             with parallel.gradient_sync(self.forward_model, enabled=last):
-                logp = self.policy.response_logprobs(inputs, ids, mask, model=self.forward_model)
+                logp = policy_logprobs(self.policy, rollouts, batch, ids, mask, self.forward_model)
                 loss, stats = clipped_policy_loss(
                     logp,
                     logp.detach(),
@@ -234,11 +232,11 @@ class Trainer:
         }
 
     @torch.no_grad()
-    def _reference_logprobs(self, inputs, ids, mask) -> torch.Tensor:
+    def _reference_logprobs(self, rollouts, batch, ids, mask) -> torch.Tensor:
         if self.reference is not None:
-            return self.reference.response_logprobs(inputs, ids, mask)
+            return policy_logprobs(self.reference, rollouts, batch, ids, mask)
         with self.policy.model.disable_adapter():
-            return self.policy.response_logprobs(inputs, ids, mask)
+            return policy_logprobs(self.policy, rollouts, batch, ids, mask)
 
     def _validate(self) -> None:
         if self.rank != 0 or self.config.data.val is None:
