@@ -173,19 +173,21 @@ def test_grouped_logprobs_and_gradients_equal_the_unshared_computation(tiny_vlm)
     ids = ids * mask + tiny_vlm.processor.tokenizer.pad_token_id * (1 - mask)
     model = tiny_vlm.model
     results = {}
-    for name in ("shared", "unshared", "reference"):
+    paths = {"prefix": (True, True), "vision": (True, False), "unshared": (False, False)}
+    for name in (*paths, "reference"):
         model.zero_grad()
         if name == "reference":
             logp = reference_logprobs(tiny_vlm, prompts, rows, ids, mask)
         else:
-            logp = tiny_vlm.grouped_logprobs(prompts, rows, ids, mask, share=name == "shared")
+            share, prefix = paths[name]
+            logp = tiny_vlm.grouped_logprobs(prompts, rows, ids, mask, share=share, prefix=prefix)
         (logp * mask).sum().backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         results[name] = (logp * mask, grads)
     model.zero_grad()
     ref_logp, ref_grads = results["reference"]
     assert any("visual" in n for n in ref_grads)
-    for name in ("shared", "unshared"):
+    for name in paths:
         logp, grads = results[name]
         torch.testing.assert_close(logp, ref_logp, rtol=1e-5, atol=1e-5)
         assert grads.keys() == ref_grads.keys()

@@ -474,6 +474,7 @@ class VisionLanguageModel:
         response_mask,
         model=None,
         share: bool = True,
+        prefix: bool | None = None,
     ):
         """:meth:`response_logprobs` of responses to already encoded prompts.
 
@@ -481,13 +482,21 @@ class VisionLanguageModel:
             prompts: the distinct prompts of a micro-batch.
             rows: R indices into ``prompts``, one per response row.
             response_ids, response_mask: R x T, as in :meth:`response_logprobs`.
-            share: run the vision tower once per distinct prompt (its output feeds every row
-                of that prompt, and its gradient sums over them); False runs it per row.
+            share: compute what rows of one prompt share once. With ``prefix`` (the default
+                unless activation checkpointing is on, which cannot keep a cache) the prompt's
+                tokens and images run once and every row attends to that prompt's keys and
+                values (gradients flow back into the prompt once, summed over its rows);
+                without, only the vision tower runs once per prompt. False: every row runs
+                its whole prompt (the reference path).
 
         Returns:
-            R x T float32 log-probs, equal (up to float rounding) with and without sharing.
+            R x T float32 log-probs, equal (up to float rounding) on every path.
         """
         rows = list(rows)
+        if prefix is None:
+            prefix = not _is_checkpointing(self.model)
+        if share and prefix:
+            return self._prefix_logprobs(prompts, rows, response_ids, response_mask, model)
         inputs = self.collate([prompts[r] for r in rows], pixels=not share)
         if not share:
             return self.response_logprobs(inputs, response_ids, response_mask, model)
@@ -504,3 +513,48 @@ class VisionLanguageModel:
             features[first[r] + k] for r in rows for k in range(len(prompts[r].image_grid_thw))
         ]
         return self.response_logprobs(inputs, response_ids, response_mask, model, images)
+
+    def _prefix_logprobs(self, prompts, rows, response_ids, response_mask, model=None):
+        """Shared-prefix forward ("Prefix Grouper"): each distinct prompt once, with a cache
+        whose rows are then gathered for the responses; autograd carries the gradient of every
+        response back through the gather into its prompt's single forward."""
+        import torch
+        from transformers import DynamicCache
+
+        model = self.model if model is None else model
+        distinct = list(dict.fromkeys(rows))
+        index = torch.tensor([distinct.index(r) for r in rows], device=self.device)
+        once = self.collate([prompts[i] for i in distinct])
+        out = model(
+            **once, cache=DynamicCache(config=self.model.config), use_cache=True, logits_to_keep=1
+        )
+        cache = out.cache
+        cache.batch_select_indices(index)
+        holder = next(m for m in self.model.modules() if hasattr(m, "rope_deltas"))
+        deltas = holder.rope_deltas[index]
+        response_ids = response_ids.to(self.device)
+        mask = torch.cat([once["attention_mask"][index], response_mask.to(self.device).long()], 1)
+        # Decoding positions, as ``generate`` makes them: real tokens so far + the 3D offset.
+        positions = (mask.cumsum(-1) - 1)[:, -response_ids.shape[1] :] + deltas
+        logits = model(
+            input_ids=response_ids,
+            attention_mask=mask,
+            position_ids=positions[None].expand(3, -1, -1),
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=response_ids.shape[1],
+        ).logits
+        logits = torch.cat([out.logits[index], logits[:, :-1]], dim=1).float()
+        chosen = logits.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
+        return chosen - torch.logsumexp(logits, dim=-1)
+
+
+def _is_checkpointing(model) -> bool:
+    """Whether activation (gradient) checkpointing is on; transformers >= 5.23 renamed it."""
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):
+        try:
+            value = getattr(model, name)
+        except AttributeError:
+            continue
+        return bool(value)
+    return False
