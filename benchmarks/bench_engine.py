@@ -26,16 +26,19 @@ from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import replace
 
+import numpy as np
 import torch
+from PIL import Image
 
 from socioseg import engine
 from socioseg.data import load_example
+from socioseg.processor import VLMProcessor
 from socioseg.rl.algorithms import clipped_policy_loss, group_advantages
 from socioseg.rl.config import RolloutSettings
 from socioseg.rl.rollout import collect_rollouts, policy_logprobs
 from socioseg.segmenter import Segmenter, build_tiny_sam
 from socioseg.tiny import QWEN_SPECIAL_TOKENS, build_tiny_tokenizer
-from socioseg.vlm import SamplingSettings, VisionLanguageModel, VLMProcessor, pad_right
+from socioseg.vlm import SamplingSettings, VisionLanguageModel, pad_right
 
 TEXT_3B = {
     "hidden_size": 2048,
@@ -46,6 +49,8 @@ TEXT_3B = {
     "tie_word_embeddings": True,
     "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
 }
+MAX_PIXELS = 1344 * 1344  # the released setup's bounds: 768 px -> 756 px
+MIN_PIXELS = 500 * 500
 VISION_3B = {
     "hidden_size": 1280,
     "intermediate_size": 3420,
@@ -58,7 +63,7 @@ VISION_3B = {
 }
 
 
-def cut_3b(text_layers: int, vision_depth: int, device: str, dtype: str) -> VisionLanguageModel:
+def cut_3b(text_layers, vision_depth, device, dtype, min_pixels) -> VisionLanguageModel:
     """A random Qwen2.5-VL at 3B widths with ``text_layers`` / ``vision_depth`` layers."""
     from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
@@ -84,8 +89,12 @@ def cut_3b(text_layers: int, vision_depth: int, device: str, dtype: str) -> Visi
     model = Qwen2_5_VLForConditionalGeneration(config).to(device, getattr(torch, dtype)).eval()
     # No EOS: every response runs to the token limit, so configurations compare.
     model.generation_config = GenerationConfig(pad_token_id=ids["<|endoftext|>"])
-    processor = VLMProcessor.build(tokenizer, min_pixels=500 * 500, max_pixels=1344 * 1344)
+    processor = VLMProcessor.build(tokenizer, min_pixels=min_pixels, max_pixels=MAX_PIXELS)
     return VisionLanguageModel(model, processor, name="cut-3b")
+
+
+def min_pixels(vlm: VisionLanguageModel) -> int:
+    return vlm.processor.image_processor.size["shortest_edge"]
 
 
 class Phases:
@@ -157,8 +166,20 @@ class Phases:
             self.seconds[self.prefix + key] += self._now() - started
 
 
-def samples(n: int) -> list:
-    examples = [load_example(i) for i in range(3)]
+def samples(n: int, size: int) -> list:
+    """``n`` bundled examples (768 px), resized to ``size`` px when it differs."""
+    examples = []
+    for i in range(3):
+        e = load_example(i)
+        if size != e.sat.size[0]:
+            mask = Image.fromarray(np.asarray(e.mask, dtype=np.uint8) * 255).resize((size, size))
+            e = replace(
+                e,
+                sat=e.sat.resize((size, size)),
+                map=e.map.resize((size, size)),
+                mask=np.asarray(mask) > 127,
+            )
+        examples.append(e)
     return [examples[i % 3] for i in range(n)]
 
 
@@ -174,7 +195,13 @@ def grpo_step(vlm, segmenter, batch, g, share, decoding, tokens, phases):
     )
     with phases.phase("rollout"):
         rollouts = collect_rollouts(
-            vlm, segmenter, batch, settings, min_pixels=500 * 500, max_pixels=1344**2, seed=0
+            vlm,
+            segmenter,
+            batch,
+            settings,
+            min_pixels=min_pixels(vlm),
+            max_pixels=MAX_PIXELS,
+            seed=0,
         )
     rewards = torch.tensor([r.reward.total for r in rollouts.responses])
     advantages = group_advantages(rewards, g) if g > 1 else torch.zeros(len(rewards))
@@ -210,27 +237,36 @@ def grpo_step(vlm, segmenter, batch, g, share, decoding, tokens, phases):
     return rollouts.timings
 
 
-def inference(vlm, segmenter, batch, decoding, tokens, phases):
-    """Two-stage inference at one response per sample (the pipeline's engine call)."""
-    sampling = SamplingSettings(greedy=True, max_new_tokens=tokens, decoding=decoding)
+def inference(vlm, segmenter, batch, g, share, decoding, tokens, phases, mode="two-stage"):
+    """The engine without rewards: two-stage inference (the pipeline's call at G = 1), or
+    stage 1 alone with G responses per prompt."""
+    sampling = SamplingSettings(max_new_tokens=tokens, decoding=decoding)
+    settings = engine.EngineSettings(
+        mode=mode, group_size=g, stage1=sampling, stage2=sampling, share_prefix=share
+    )
     with phases.phase("rollout"):
-        jobs = [engine.prepare(segmenter, s.sat, s.map, s.query, 500 * 500, 1344**2) for s in batch]
-        out = engine.run(
-            vlm, segmenter, jobs, engine.EngineSettings(stage1=sampling, stage2=replace(sampling))
-        )
-    return out.timings | {"sam_embed": sum(j.timings["sam_embed"] for j in jobs)}
+        jobs = [
+            engine.prepare(segmenter, s.sat, s.map, s.query, min_pixels(vlm), MAX_PIXELS)
+            for s in batch
+        ]
+        out = engine.run(vlm, segmenter, jobs, settings)
+    return out.timings
+
+
+def stage1(vlm, segmenter, batch, g, share, decoding, tokens, phases):
+    return inference(vlm, segmenter, batch, g, share, decoding, tokens, phases, mode="stage1")
 
 
 def measure(args, vlm, segmenter, kind, g, b, share, decoding) -> dict:
     """Seconds per phase of one configuration (compiled: after one untimed warm-up run)."""
-    run = grpo_step if kind == "step" else inference
-    extra = (g, share) if kind == "step" else ()
+    run = {"step": grpo_step, "infer": inference, "stage1": stage1}[kind]
+    batch = samples(b, args.size)
     if args.warmup or decoding == "compiled":
         phases = Phases(vlm, segmenter)
-        run(vlm, segmenter, samples(b), *extra, decoding, args.tokens, phases)
+        run(vlm, segmenter, batch, g, share, decoding, args.tokens, phases)
         phases.close()
     phases = Phases(vlm, segmenter)
-    timings = run(vlm, segmenter, samples(b), *extra, decoding, args.tokens, phases)
+    timings = run(vlm, segmenter, batch, g, share, decoding, args.tokens, phases)
     phases.close()
     s = phases.seconds
     generate = sum(v for k, v in timings.items() if k.endswith("_generate"))
@@ -258,7 +294,10 @@ def measure(args, vlm, segmenter, kind, g, b, share, decoding) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kinds", nargs="+", default=["step", "infer"], choices=["step", "infer"])
+    parser.add_argument(
+        "--kinds", nargs="+", default=["step", "infer"], choices=["step", "infer", "stage1"]
+    )
+    parser.add_argument("--size", type=int, default=768, help="sample size in px (768: real)")
     parser.add_argument("--groups", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--shares", nargs="+", default=["shared", "unshared"])
@@ -270,16 +309,17 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     args = parser.parse_args()
-    vlm = cut_3b(args.text_layers, args.vision_depth, args.device, args.dtype)
+    frame_min = min(MIN_PIXELS, args.size**2)  # smaller samples keep their size
+    vlm = cut_3b(args.text_layers, args.vision_depth, args.device, args.dtype, frame_min)
     segmenter = Segmenter.from_pretrained(build_tiny_sam(tempfile.mkdtemp()), device=args.device)
     base = {"text_layers": args.text_layers, "vision_depth": args.vision_depth}
-    base |= {"tokens": args.tokens, "device": args.device, "dtype": args.dtype}
+    base |= {"tokens": args.tokens, "size": args.size, "device": args.device, "dtype": args.dtype}
     results = {}
     for kind in args.kinds:
         for decoding in args.decoding:
             for b in args.batches:
-                for g in args.groups if kind == "step" else [1]:
-                    for share in args.shares if kind == "step" else ["shared"]:
+                for g in args.groups if kind != "infer" else [1]:
+                    for share in args.shares if g > 1 else ["shared"]:
                         seconds = measure(
                             args, vlm, segmenter, kind, g, b, share == "shared", decoding
                         )

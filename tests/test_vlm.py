@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from socioseg import prompts
-from socioseg.vlm import VISION_TOKENS, SamplingSettings, VisionLanguageModel
+from socioseg.processor import VISION_TOKENS
+from socioseg.vlm import SamplingSettings, VisionLanguageModel
 from tests.conftest import noise_image
 
 SPEC_PROMPT = (
@@ -122,7 +123,7 @@ def test_loads_processor_files_in_the_released_checkpoint_format(tiny_models, tm
     import json
     import shutil
 
-    from socioseg.vlm import VLMProcessor
+    from socioseg.processor import VLMProcessor
 
     folder = tmp_path / "ckpt"
     shutil.copytree(tiny_models[0], folder)
@@ -155,7 +156,7 @@ def test_loads_processor_files_in_the_released_checkpoint_format(tiny_models, tm
 def test_checkpoint_without_chat_template_is_a_clear_error(tiny_models, tmp_path):
     import shutil
 
-    from socioseg.vlm import VLMProcessor
+    from socioseg.processor import VLMProcessor
 
     folder = tmp_path / "ckpt"
     shutil.copytree(tiny_models[0], folder)

@@ -35,6 +35,11 @@ def _add_inference_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--greedy", action="store_true", help="deterministic greedy decoding")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument("--max-new-tokens", type=int, default=1024)
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="decode with a static cache compiled by torch.compile (first batch compiles)",
+    )
     parser.add_argument("--min-pixels", type=int, default=DEFAULT_MIN_PIXELS)
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
     parser.add_argument(
@@ -66,7 +71,10 @@ def _inference_config(args: argparse.Namespace):
         min_pixels=args.min_pixels,
         max_pixels=args.max_pixels,
         sampling=SamplingSettings(
-            greedy=args.greedy, seed=args.seed, max_new_tokens=args.max_new_tokens
+            greedy=args.greedy,
+            seed=args.seed,
+            max_new_tokens=args.max_new_tokens,
+            decoding="compiled" if args.compile else "eager",
         ),
         stage2_fallback=args.stage2_fallback,
     )

@@ -30,9 +30,10 @@ from PIL import Image
 from socioseg import prompts
 from socioseg.answers import parse_answer
 from socioseg.geometry import Frames
+from socioseg.processor import EncodedPrompt
 from socioseg.render import feedback_images
 from socioseg.types import MODES, StageResult
-from socioseg.vlm import EncodedPrompt, Generation, SamplingSettings, VisionLanguageModel
+from socioseg.vlm import Generation, SamplingSettings, VisionLanguageModel
 
 STRATEGIES = ("released", "paper")
 
