@@ -1,6 +1,8 @@
 """The engine: shared prompts give the reference path's tokens, log-probs and gradients, and
 the group's shared work (vision tower, prefill, SAM encoder) runs once per distinct input."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -231,3 +233,12 @@ def test_shared_decoding_logits_equal_the_copies(tiny_vlm, decoding):
         )
         alone = tiny_vlm.model.generate(**copies, generation_config=config)
     torch.testing.assert_close(torch.stack(shared.logits), torch.stack(alone.logits))
+
+
+def test_each_stage_keeps_its_token_limit(tiny_vlm, tiny_segmenter):
+    limits = engine.EngineSettings(
+        stage1=replace(GREEDY, max_new_tokens=6), stage2=replace(GREEDY, max_new_tokens=3)
+    )
+    out = engine.run(tiny_vlm, tiny_segmenter, jobs(tiny_segmenter), limits)
+    assert max(len(r.generation.token_ids) for r in out.stage1) == 6
+    assert max(len(r.generation.token_ids) for r in out.stage2) == 3

@@ -36,6 +36,9 @@ def _add_inference_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument("--max-new-tokens", type=int, default=1024)
     parser.add_argument(
+        "--stage2-max-new-tokens", type=int, default=None, help="default: --max-new-tokens"
+    )
+    parser.add_argument(
         "--compile",
         action="store_true",
         help="decode with a static cache compiled by torch.compile (first batch compiles)",
@@ -77,6 +80,7 @@ def _inference_config(args: argparse.Namespace):
             decoding="compiled" if args.compile else "eager",
         ),
         stage2_fallback=args.stage2_fallback,
+        stage2_max_new_tokens=args.stage2_max_new_tokens,
     )
 
 

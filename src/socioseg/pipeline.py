@@ -52,6 +52,10 @@ class InferenceConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.stage2_max_new_tokens is not None and self.stage2_max_new_tokens < 1:
+            raise ValueError(
+                f"stage2_max_new_tokens must be >= 1, got {self.stage2_max_new_tokens}"
+            )
         if not 0 < self.min_pixels <= self.max_pixels:
             raise ValueError(
                 f"need 0 < min_pixels <= max_pixels, got {self.min_pixels}, {self.max_pixels}"
