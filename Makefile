@@ -4,9 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 TINY := tiny-models
+SMOKE_DATA := data/synth
 OUT ?= outputs/demo
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean tiny-models smoke-data smoke
 
 install: $(VENV)/.installed
 
@@ -20,6 +21,20 @@ $(VENV)/.installed: pyproject.toml
 
 $(TINY)/vlm/config.json: | install
 	$(BIN)/socioseg tiny-models $(TINY)
+
+# Random-weight Qwen2.5-VL and SAM2 in tiny-models/{vlm,sam}, for offline runs and tests.
+tiny-models: $(TINY)/vlm/config.json
+
+$(SMOKE_DATA)/levels.json: | install
+	$(BIN)/socioseg synth $(SMOKE_DATA) --n 60 --size 256
+
+# The synthetic data configs/tiny_cpu.yaml trains on: 60 samples of 256 px in data/synth.
+smoke-data: $(SMOKE_DATA)/levels.json
+
+# The README's training smoke run, as written there (CPU, tiny models, under a minute).
+smoke: tiny-models smoke-data
+	rm -rf runs/tiny
+	$(BIN)/socioseg train --config configs/tiny_cpu.yaml --out runs/tiny
 
 # The main job on a bundled example, offline, with tiny random-weight models.
 # For real results: $(BIN)/socioseg segment --example 0 --out DIR (downloads the checkpoints).
@@ -37,4 +52,4 @@ bench: install
 	$(BIN)/python benchmarks/bench_metrics.py
 
 clean:
-	rm -rf $(VENV) $(TINY) outputs
+	rm -rf $(VENV) $(TINY) outputs $(SMOKE_DATA) runs/tiny

@@ -8,6 +8,7 @@ import re
 import shutil
 
 import datasets
+import huggingface_hub
 import numpy as np
 import PIL.Image
 import pytest
@@ -62,10 +63,25 @@ def test_folder_layout(folder_root):
         ds[6]
 
 
-def test_without_levels_only_function_queries_get_a_level(folder_root):
-    for sample in load_socioseg(folder_root, "train"):
+def test_without_levels_only_function_queries_get_a_level(folder_root, tmp_path):
+    shutil.copytree(folder_root / "train", tmp_path / "train")  # no levels.json beside it
+    for sample in load_socioseg(tmp_path, "train"):
         expected = "socio-function" if sample.query in FUNCTION_NAMES else "unknown"
         assert sample.level == expected and sample.socio_class is None
+
+
+def test_levels_json_beside_the_dataset_is_used_unless_levels_are_given(folder_root, tmp_path):
+    written = json.loads((folder_root / "levels.json").read_text())
+    found = load_socioseg(folder_root, "train")
+    assert found.level_map.source == str(folder_root / "levels.json")
+    assert [(s.level, s.socio_class) for s in found] == [
+        (written[i]["level"], written[i]["class"]) for i in found.ids
+    ]
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({i: "socio-name" for i in found.ids}))
+    given = load_socioseg(folder_root, "train", levels=other)
+    assert given.level_map.source == str(other)
+    assert {s.level for s in given} == {"socio-name"}
 
 
 def test_parquet_layout_matches_folder_layout(folder_root, parquet_root, cache):
@@ -142,6 +158,7 @@ def test_hub_id_goes_to_load_dataset(monkeypatch, parquet_root, cache):
         return local
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(huggingface_hub.HfApi, "repo_info", lambda *args, **kwargs: None)
     assert len(load_socioseg("vvangfaye/SocioSeg", "test")) == 3
     with pytest.raises(DataError, match=r"Hub dataset 'vvangfaye/SocioSeg': no split 'train'"):
         load_socioseg("vvangfaye/SocioSeg", "train")
@@ -177,7 +194,7 @@ def _break(sample_dir, how):
 
 BREAKAGES = {
     "missing mask": r"'bad-missing-mask': mask\.png: file not found",
-    "unreadable png": r"'bad-unreadable-png': sat\.png: cannot decode image",
+    "unreadable png": r"'bad-unreadable-png': sat\.png is not a readable image",
     "mask size": r"'bad-mask-size': mask\.png: mask size 64x64 differs from .* 128x128",
     "map aspect": r"'bad-map-aspect': map\.png: map size 128x64 has a different aspect ratio",
     "empty query": r"'bad-empty-query': question\.json 'problem': query is empty",
@@ -251,7 +268,7 @@ def test_broken_rows_in_the_hf_layout(tmp_path, cache):
     assert sample.level == "unknown" and not sample.mask.any()  # empty GT is allowed
     with pytest.raises(DataError, match=r"'null-sat': column 'sat_image': image is missing"):
         ds[1]
-    with pytest.raises(DataError, match=r"'garbage-map': column 'map_image': cannot decode"):
+    with pytest.raises(DataError, match=r"'garbage-map': column 'map_image' is not a readable"):
         ds[2]
     with pytest.raises(DataError, match=r"'blank': column 'problem': query is empty"):
         ds[3]

@@ -178,7 +178,7 @@ def test_save_load_round_trip_gives_identical_masks(segmenter, tiny_dir, tmp_pat
 def test_load_errors_say_what_to_pass(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"config\.json"):
         Segmenter.from_pretrained(tmp_path)
-    with pytest.raises(FileNotFoundError, match="no folder"):
+    with pytest.raises(FileNotFoundError, match="folder not found"):
         Segmenter.from_pretrained(tmp_path / "missing")
     (tmp_path / "weights.bin").write_bytes(b"")
     with pytest.raises(ValueError, match="is a file"):

@@ -44,7 +44,7 @@ def test_sample_fields():
     assert sample.sat.mode == sample.map.mode == "RGB"
     assert sample.mask.shape == (SIZE, SIZE) and sample.mask.dtype == bool
     assert 0 < sample.mask.mean() < 0.6
-    with pytest.raises(ValueError, match="at least 128"):
+    with pytest.raises(ValueError, match="size must be 128 to 4096 pixels, got 64"):
         generate_sample(0, 0, size=64)
 
 

@@ -5,17 +5,33 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
+from socioseg.cli_support import (
+    MAX_BATCH_SIZE,
+    MAX_NEW_TOKENS,
+    MAX_SAMPLES,
+    MAX_VLM_PIXELS,
+    MAX_WORKERS,
+    SEED_MAX,
+    CommandError,
+    Parser,
+    check_args,
+    int_in,
+    shard_spec,
+    user_errors,
+)
+from socioseg.data.synth import MAX_SIZE as SYNTH_MAX_SIZE
+from socioseg.data.synth import MIN_SIZE as SYNTH_MIN_SIZE
 from socioseg.geometry import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, check_same_aspect
-from socioseg.pipeline import DEFAULT_SAM, DEFAULT_VLM, InputError
+from socioseg.images import DEFAULT_MAX_IMAGE_PIXELS, PIXEL_LIMIT_ENV
+from socioseg.pipeline import DEFAULT_SAM, DEFAULT_VLM
+from socioseg.tiny import RANDOM_MODEL_MAX_NEW_TOKENS
 from socioseg.types import MODES
+from socioseg.vlm import SamplingSettings
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
-
-
-class CommandError(Exception):
-    """A failure the user can fix; printed as one line, exit code 2."""
 
 
 def _command(function: Callable[[argparse.Namespace], int]):
@@ -31,20 +47,34 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_inference_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--mode", choices=MODES, default="two-stage")
+    parser.add_argument("--mode", choices=MODES, default="two-stage", help="what to run")
     parser.add_argument("--greedy", action="store_true", help="deterministic greedy decoding")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
-    parser.add_argument("--max-new-tokens", type=int, default=1024)
+    parser.add_argument("--seed", type=int_in(0, SEED_MAX), default=0, help="sampling seed")
     parser.add_argument(
-        "--stage2-max-new-tokens", type=int, default=None, help="default: --max-new-tokens"
+        "--max-new-tokens",
+        type=int_in(1, MAX_NEW_TOKENS),
+        default=None,
+        help=f"tokens per response (default: {SamplingSettings.max_new_tokens}; "
+        f"{RANDOM_MODEL_MAX_NEW_TOKENS} for random-weight test models)",
+    )
+    parser.add_argument(
+        "--stage2-max-new-tokens",
+        type=int_in(1, MAX_NEW_TOKENS),
+        default=None,
+        help="stage-2 tokens per response (default: --max-new-tokens)",
     )
     parser.add_argument(
         "--compile",
         action="store_true",
         help="decode with a static cache compiled by torch.compile (first batch compiles)",
     )
-    parser.add_argument("--min-pixels", type=int, default=DEFAULT_MIN_PIXELS)
-    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
+    pixels = int_in(1, MAX_VLM_PIXELS)
+    parser.add_argument(
+        "--min-pixels", type=pixels, default=DEFAULT_MIN_PIXELS, help="smallest VLM frame area"
+    )
+    parser.add_argument(
+        "--max-pixels", type=pixels, default=DEFAULT_MAX_PIXELS, help="largest VLM frame area"
+    )
     parser.add_argument(
         "--stage2-fallback",
         action="store_true",
@@ -52,11 +82,28 @@ def _add_inference_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_image_limit(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-image-pixels",
+        type=int_in(1),
+        default=None,
+        help=f"largest input image, width x height (default: ${PIXEL_LIMIT_ENV} or "
+        f"{DEFAULT_MAX_IMAGE_PIXELS:,})",
+    )
+
+
 def _add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="folder, parquet files or Hub id")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--levels", type=Path, default=None, help="id -> level (CSV or JSON)")
-    parser.add_argument("--limit", type=int, default=None, help="first N samples only")
+    parser.add_argument("--split", default="test", help="train, val or test")
+    parser.add_argument(
+        "--levels",
+        type=Path,
+        default=None,
+        help="id -> level (CSV or JSON; default: levels.json in the --data folder, if any)",
+    )
+    parser.add_argument(
+        "--limit", type=int_in(0), default=None, help="first N samples only (default: all)"
+    )
     parser.add_argument(
         "--on-error",
         choices=("raise", "skip"),
@@ -67,7 +114,6 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
 
 def _inference_config(args: argparse.Namespace):
     from socioseg.pipeline import InferenceConfig
-    from socioseg.vlm import SamplingSettings
 
     return InferenceConfig(
         mode=args.mode,
@@ -76,7 +122,7 @@ def _inference_config(args: argparse.Namespace):
         sampling=SamplingSettings(
             greedy=args.greedy,
             seed=args.seed,
-            max_new_tokens=args.max_new_tokens,
+            max_new_tokens=args.max_new_tokens or SamplingSettings.max_new_tokens,
             decoding="compiled" if args.compile else "eager",
         ),
         stage2_fallback=args.stage2_fallback,
@@ -85,16 +131,15 @@ def _inference_config(args: argparse.Namespace):
 
 
 def _load_reasoner(args: argparse.Namespace):
+    from socioseg.sources import check_models
+
+    check_models(args.vlm, args.sam)  # both, before torch and transformers even import
     from transformers.utils import logging as transformers_logging
 
     from socioseg.pipeline import SocioReasoner
     from socioseg.tiny import has_random_weights
 
     transformers_logging.disable_progress_bar()  # one bar per load says nothing here
-    for name in ("vlm", "sam"):
-        value = getattr(args, name)
-        if value.startswith((".", "/")) and not Path(value).is_dir():
-            raise CommandError(f"--{name}: folder not found: {value}")
     try:
         reasoner = SocioReasoner.from_pretrained(
             vlm=args.vlm,
@@ -106,9 +151,13 @@ def _load_reasoner(args: argparse.Namespace):
     except (OSError, ValueError) as error:  # the loaders' messages say what to pass
         raise CommandError(str(error)) from error
     if has_random_weights(reasoner):
+        if args.max_new_tokens is None:  # random tokens: a long answer is only slower noise
+            sampling = replace(reasoner.config.sampling, max_new_tokens=RANDOM_MODEL_MAX_NEW_TOKENS)
+            reasoner.config = replace(reasoner.config, sampling=sampling)
         print(
             f"note: {args.vlm} holds random weights (socioseg tiny-models): its masks are "
-            f"meaningless. For real results pass --vlm {DEFAULT_VLM} --sam {DEFAULT_SAM} "
+            f"meaningless; it decodes {reasoner.config.sampling.max_new_tokens} tokens at most "
+            f"(--max-new-tokens). For real results pass --vlm {DEFAULT_VLM} --sam {DEFAULT_SAM} "
             "(downloaded on first use) or local copies of them.",
             file=sys.stderr,
         )
@@ -173,6 +222,12 @@ def _open_dataset(args: argparse.Namespace):
     return load_socioseg(args.data, args.split, levels=levels, on_error=args.on_error)
 
 
+def _data_config(args: argparse.Namespace, dataset) -> dict:
+    """What a run records about its data (the level file actually used, if any)."""
+    levels = dataset.level_map.source if dataset.level_map is not None else None
+    return {"data": str(args.data), "split": args.split, "levels": levels}
+
+
 def _print_summary(summary: dict) -> None:
     from socioseg.report import results_table
 
@@ -181,7 +236,7 @@ def _print_summary(summary: dict) -> None:
 
 @_command
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from socioseg.evaluate import evaluate
+    from socioseg.evaluate import evaluate, result_dir
 
     dataset = _open_dataset(args)
     reasoner = _load_reasoner(args)
@@ -193,15 +248,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         limit=args.limit,
         shard=args.shard,
         save_masks=args.save_masks,
-        config_json={
-            "data": str(args.data),
-            "split": args.split,
-            "levels": str(args.levels) if args.levels else None,
-        },
+        config_json=_data_config(args, dataset),
         model_ids={"vlm": args.vlm, "sam": args.sam},
     )
     _print_summary(summary)
-    print(f"wrote {args.out}/metrics.json, predictions.jsonl and report.md")
+    print(f"wrote {result_dir(args.out, args.shard)}/metrics.json, predictions.jsonl and report.md")
     return 0
 
 
@@ -217,38 +268,37 @@ def _cmd_merge(args: argparse.Namespace) -> int:
 def _cmd_score(args: argparse.Namespace) -> int:
     from socioseg.evaluate import score_predictions
 
+    dataset = _open_dataset(args)
     summary = score_predictions(
         args.pred_dir,
-        _open_dataset(args),
+        dataset,
         args.out,
         missing=args.missing,
         limit=args.limit,
-        config_json={"data": str(args.data), "split": args.split, "pred_dir": str(args.pred_dir)},
+        config_json={**_data_config(args, dataset), "pred_dir": str(args.pred_dir)},
     )
     _print_summary(summary)
+    print(f"wrote {args.out}/metrics.json, predictions.jsonl and report.md")
     return 0
 
 
 @_command
 def _cmd_segment_area(args: argparse.Namespace) -> int:
-    from socioseg.area import AreaError, segment_area
+    from socioseg.area import segment_area
 
-    try:
-        summary = segment_area(
-            _reasoner_factory(args),
-            args.sat,
-            args.map,
-            args.query,
-            args.out,
-            tile=args.tile,
-            overlap=args.overlap,
-            batch_size=args.batch_size,
-            mode=args.mode,
-            min_area_px=args.min_area_px,
-            progress=not args.no_progress,
-        )
-    except AreaError as error:
-        raise CommandError(str(error)) from error
+    summary = segment_area(
+        _reasoner_factory(args),
+        args.sat,
+        args.map,
+        args.query,
+        args.out,
+        tile=args.tile,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        mode=args.mode,
+        min_area_px=args.min_area_px,
+        progress=not args.no_progress,
+    )
     print(
         f"tiles: {summary.tiles_total} ({summary.tiles_run} run, {summary.tiles_resumed} "
         f"resumed, {summary.tiles_nodata} empty); entities: {summary.entities}; "
@@ -260,18 +310,16 @@ def _cmd_segment_area(args: argparse.Namespace) -> int:
 
 @_command
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from socioseg.demo import DemoDependencyError, run_demo
+    from socioseg.demo import run_demo
+    from socioseg.images import pixel_limit
 
-    try:
-        run_demo(
-            _reasoner_factory(args),
-            host=args.host,
-            port=args.port,
-            max_image_pixels=args.max_image_pixels,
-            max_file_size=args.max_file_size,
-        )
-    except DemoDependencyError as error:
-        raise CommandError(str(error)) from error
+    run_demo(
+        _reasoner_factory(args),
+        host=args.host,
+        port=args.port,
+        max_image_pixels=pixel_limit(),
+        max_file_size=args.max_file_size,
+    )
     return 0
 
 
@@ -310,13 +358,10 @@ def _log_line(step: int, metrics: dict[str, float]) -> None:
 
 @_command
 def _cmd_train(args: argparse.Namespace) -> int:
-    from socioseg.rl.config import ConfigError, load_config
+    from socioseg.rl.config import load_config
     from socioseg.rl.trainer import Trainer
 
-    try:
-        config = load_config(args.config, args.overrides)
-    except ConfigError as error:
-        raise CommandError(str(error)) from error
+    config = load_config(args.config, args.overrides)
     trainer = Trainer(config, args.out, resume=args.resume)
     if trainer.rank == 0:
         print(f"training from step {trainer.step} to {config.steps}; logs: {args.out}/tensorboard")
@@ -325,7 +370,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="socioseg",
         description="Urban socio-semantic segmentation with vision-language reasoning.",
     )
@@ -339,59 +384,74 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--out", required=True, type=Path, help="output folder")
     _add_model_args(seg)
     _add_inference_args(seg)
+    _add_image_limit(seg)
 
     ev = sub.add_parser("eval", help="run the pipeline over a SocioSeg split and score it")
     _add_data_args(ev)
     ev.add_argument("--out", required=True, type=Path, help="run folder (rerun to resume)")
-    ev.add_argument("--batch-size", type=int, default=1)
-    ev.add_argument("--shard", default=None, help="i/n: this process's share (then merge)")
+    ev.add_argument(
+        "--batch-size", type=int_in(1, MAX_BATCH_SIZE), default=1, help="samples per batch"
+    )
+    ev.add_argument("--shard", type=shard_spec, help="i/n: this process's share (then merge)")
     ev.add_argument("--save-masks", action="store_true", help="also write masks as PNG")
     _add_model_args(ev)
     _add_inference_args(ev)
+    _add_image_limit(ev)
 
     merge = sub.add_parser("merge", help="combine the shards of an eval run folder")
-    merge.add_argument("out", type=Path)
-    merge.add_argument("--allow-incomplete", action="store_true")
+    merge.add_argument("out", type=Path, help="the eval run folder (holds shard-<i>-of-<n>/)")
+    merge.add_argument("--allow-incomplete", action="store_true", help="merge what has run")
 
     score = sub.add_parser("score", help="score another method's masks (<id>.png)")
-    score.add_argument("--pred-dir", required=True, type=Path)
+    score.add_argument("--pred-dir", required=True, type=Path, help="folder of <id>.png masks")
     _add_data_args(score)
-    score.add_argument("--out", required=True, type=Path)
+    score.add_argument("--out", required=True, type=Path, help="output folder")
     score.add_argument(
         "--missing",
         choices=("error", "skip", "empty"),
         default="error",
         help="a sample without a mask file: stop, list it, or score it empty",
     )
+    _add_image_limit(score)
 
     area = sub.add_parser("segment-area", help="tile, segment and stitch large (geo)rasters")
     area.add_argument("--sat", required=True, type=Path, help="satellite raster (GeoTIFF/PNG)")
     area.add_argument("--map", required=True, type=Path, help="map raster on the same grid")
-    area.add_argument("--query", required=True)
+    area.add_argument("--query", required=True, help="what to segment")
     area.add_argument("--out", required=True, type=Path, help="output folder (rerun to resume)")
-    area.add_argument("--tile", type=int, default=768, help="tile side in pixels")
-    area.add_argument("--overlap", type=int, default=128, help="minimum overlap of tiles")
-    area.add_argument("--batch-size", type=int, default=4, help="tiles per batch")
-    area.add_argument("--min-area-px", type=int, default=16, help="smallest polygon kept")
-    area.add_argument("--no-progress", action="store_true")
+    area.add_argument("--tile", type=int_in(64, 8192), default=768, help="tile side in pixels")
+    area.add_argument("--overlap", type=int_in(0, 4096), default=128, help="minimum overlap")
+    area.add_argument(
+        "--batch-size", type=int_in(1, MAX_BATCH_SIZE), default=4, help="tiles per batch"
+    )
+    area.add_argument("--min-area-px", type=int_in(0), default=16, help="smallest polygon kept")
+    area.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_model_args(area)
     _add_inference_args(area)
+    _add_image_limit(area)
 
     demo = sub.add_parser("demo", help="a local web page to try the model (needs [demo])")
-    demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=7860)
-    demo.add_argument("--max-image-pixels", type=int, default=25_000_000)
-    demo.add_argument("--max-file-size", default="50mb")
+    demo.add_argument("--host", default="127.0.0.1", help="address to bind")
+    demo.add_argument("--port", type=int_in(1, 65535), default=7860, help="port to serve on")
+    demo.add_argument("--max-file-size", default="50mb", help="largest upload")
     _add_model_args(demo)
     _add_inference_args(demo)
+    _add_image_limit(demo)
 
     synth = sub.add_parser("synth", help="generate a synthetic SocioSeg-like dataset")
     synth.add_argument("out", type=Path, help="output folder")
-    synth.add_argument("--n", type=int, default=200, help="number of samples")
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--format", choices=("folder", "parquet"), default="folder")
-    synth.add_argument("--size", type=int, default=768, help="tile side in pixels")
-    synth.add_argument("--workers", type=int, default=1, help="processes")
+    synth.add_argument("--n", type=int_in(1, MAX_SAMPLES), default=200, help="number of samples")
+    synth.add_argument("--seed", type=int_in(0, SEED_MAX), default=0, help="generator seed")
+    synth.add_argument(
+        "--format", choices=("folder", "parquet"), default="folder", help="on-disk layout"
+    )
+    synth.add_argument(
+        "--size",
+        type=int_in(SYNTH_MIN_SIZE, SYNTH_MAX_SIZE),
+        default=768,
+        help="tile side (px)",
+    )
+    synth.add_argument("--workers", type=int_in(1, MAX_WORKERS), default=1, help="processes")
 
     train = sub.add_parser("train", help="GRPO training of both stages")
     train.add_argument("--config", type=Path, default=None, help="YAML config (see configs/)")
@@ -401,19 +461,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     tiny = sub.add_parser("tiny-models", help="build random-weight models for offline tests")
     tiny.add_argument("out", type=Path, help="folder; writes OUT/vlm and OUT/sam")
-    tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--seed", type=int_in(0, SEED_MAX), default=0, help="weight seed")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Bad input ends in one line on stderr naming what to fix, exit 2."""
     args = build_parser().parse_args(argv)
-    from socioseg.data import DataError
-    from socioseg.evaluate import EvalError
+    from socioseg.images import set_pixel_limit
 
     try:
+        check_args(args)
+        set_pixel_limit(getattr(args, "max_image_pixels", None))
         return _COMMANDS[args.command](args)
-    except (CommandError, InputError, DataError, EvalError) as error:
-        print(f"socioseg {args.command}: error: {error}", file=sys.stderr)
+    except user_errors() as error:
+        message = " ".join(str(error).split("\n")) or type(error).__name__
+        print(f"socioseg {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import json
 import shutil
+import signal
 import tempfile
 import threading
 import uuid
@@ -35,6 +36,9 @@ DEFAULT_PORT = 7860
 # images only cost memory; the limit keeps one upload from exhausting the server.
 DEFAULT_MAX_IMAGE_PIXELS = 25_000_000
 DEFAULT_MAX_FILE_SIZE = "50mb"
+# Gradio keeps every upload in its cache: every 10 minutes, delete those older than an hour
+# (and all of them when the server stops).
+DELETE_CACHE = (600, 3600)
 IMAGE_HEIGHT = 360
 FINAL_HEIGHT = 520
 FINAL_SOURCE_NOTES = {
@@ -65,23 +69,24 @@ def _gradio():
 def open_upload(path: str | Path | None, name: str, max_pixels: int) -> Image.Image:
     """An uploaded file as an RGB image, or :class:`DemoInputError` saying what is wrong.
 
-    The pixel count is checked from the header, before the image is decoded.
+    Read by :func:`socioseg.images.read_image`: the pixel count is checked from the header,
+    before the image is decoded.
     """
+    from socioseg.images import ImageError, read_image
+
     if not path:
         raise DemoInputError(f"Please upload a {name} (or pick an example).")
     filename = Path(path).name
     try:
-        with Image.open(path) as image:
-            width, height = image.size
-            if width * height > max_pixels:
-                raise DemoInputError(
-                    f"The {name} `{filename}` is {width} x {height} pixels; the limit is "
-                    f"{max_pixels / 1e6:.0f} megapixels. Please upload a smaller image."
-                )
-            return image.convert("RGB")
-    except Image.DecompressionBombError as error:
-        raise DemoInputError(f"The {name} `{filename}` is too large to open.") from error
-    except OSError as error:
+        return read_image(path, filename, max_pixels=max_pixels)
+    except ImageError as error:
+        if error.kind == "too-large":
+            raise DemoInputError(
+                f"The {name} `{filename}` is too large: the limit is "
+                f"{max_pixels / 1e6:.0f} megapixels. Please upload a smaller image."
+            ) from error
+        if error.kind == "depth":
+            raise DemoInputError(f"The {name} {error}.") from error
         raise DemoInputError(
             f"The {name} `{filename}` is not an image this page can read (PNG, JPEG, TIFF, ...)."
         ) from error
@@ -319,7 +324,9 @@ def build_demo(reasoner, *, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
     """
     gr = _gradio()
     session = _Session(reasoner, max_image_pixels)
-    with gr.Blocks(title="SocioReasoner demo", analytics_enabled=False) as page:
+    with gr.Blocks(
+        title="SocioReasoner demo", analytics_enabled=False, delete_cache=DELETE_CACHE
+    ) as page:
         c = _layout(gr)
         for key, name in (("sat", "satellite image"), ("map", "map image")):
             c[f"{key}_file"].change(
@@ -338,6 +345,10 @@ def build_demo(reasoner, *, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
     return page
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def run_demo(
     reasoner,
     *,
@@ -354,6 +365,11 @@ def run_demo(
     """
     page = build_demo(reasoner, max_image_pixels=max_image_pixels)
     page.queue(default_concurrency_limit=1)
+    if block and threading.current_thread() is threading.main_thread():
+        # SIGTERM stops the server like Ctrl-C: Gradio closes it (and deletes its upload
+        # cache), launch returns and the scratch folder goes at exit. By default SIGTERM
+        # would kill the process with both left behind.
+        signal.signal(signal.SIGTERM, _interrupt)
     page.launch(
         server_name=host,
         server_port=port,

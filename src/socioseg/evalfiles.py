@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from socioseg.data import Sample
+from socioseg.data._sources import id_problem
 from socioseg.metrics import SampleScore
 
 ROWS_FILE = "predictions.jsonl"
@@ -28,6 +29,18 @@ RUN_FILE = "run.json"
 class EvalError(ValueError):
     """An output folder, shard spec or prediction set that cannot be used; says why and what
     to do."""
+
+
+def id_file(folder: str | Path, sample_id: str, suffix: str = ".png") -> Path:
+    """``folder/<sample_id><suffix>``: the one place a sample id becomes a file name.
+
+    Datasets check their ids when they are opened; this checks again (an id from elsewhere, a
+    hand-made dataset) so that no id can name a file outside ``folder``.
+    """
+    problem = id_problem(sample_id)
+    if problem is not None:
+        raise EvalError(f"sample id {sample_id!r} {problem}: it cannot name a file in {folder}")
+    return Path(folder) / f"{sample_id}{suffix}"
 
 
 def package_versions() -> dict[str, str | None]:
@@ -116,7 +129,17 @@ def claim_dir(work_dir: Path, info: Mapping[str, Any]) -> None:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))
+    """A JSON object file of a run folder; :class:`EvalError` naming it when unreadable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise EvalError(
+            f"{path}: unreadable ({error!r}); choose another output folder, or delete the file "
+            "to start this run again"
+        ) from error
+    if not isinstance(data, dict):
+        raise EvalError(f"{path}: not a JSON object; choose another output folder")
+    return data
 
 
 def read_rows(path: str | Path, repair: bool = False) -> list[dict[str, Any]]:
@@ -142,8 +165,8 @@ def read_rows(path: str | Path, repair: bool = False) -> list[dict[str, Any]]:
             continue
         try:
             rows.append(json.loads(line))
-        except json.JSONDecodeError as error:
-            raise EvalError(f"{path}, line {number}: not a JSON row ({error})") from error
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
+            raise EvalError(f"{path}, line {number}: not a JSON row ({error!r})") from error
     return rows
 
 

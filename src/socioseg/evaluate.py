@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from socioseg.data import DataError, Sample, SocioSegDataset
@@ -51,6 +50,7 @@ from socioseg.evalfiles import (
     EvalError,
     RowWriter,
     claim_dir,
+    id_file,
     read_json,
     read_rows,
     run_differences,
@@ -67,7 +67,15 @@ from socioseg.render import mask_image, resize_mask_nearest
 from socioseg.report import STAGE_LABELS, contact_tile, summarize, tile_path, write_summary
 from socioseg.types import Prediction
 
-__all__ = ["EvalError", "evaluate", "merge", "parse_shard", "read_mask", "score_predictions"]
+__all__ = [
+    "EvalError",
+    "evaluate",
+    "merge",
+    "parse_shard",
+    "read_mask",
+    "result_dir",
+    "score_predictions",
+]
 
 TILES_DIR = "contact"
 MASKS_DIR = "masks"
@@ -88,6 +96,23 @@ def parse_shard(spec: str | Sequence[int]) -> tuple[int, int]:
     if not 0 <= i < n:
         raise EvalError(f"shard {i}/{n}: need 0 <= i < n")
     return i, n
+
+
+def result_dir(out_dir: str | Path, shard: str | Sequence[int] | None = None) -> Path:
+    """The folder whose metrics.json ``evaluate(..., out_dir, shard=shard)`` writes last.
+
+    ``out_dir/shard-<i>-of-<n>`` for a shard (given, or a torchrun rank other than 0, whose
+    rank 0 merges into ``out_dir``), else ``out_dir``.
+    """
+    explicit = shard is not None
+    shard = parse_shard(shard) if explicit else _torchrun_shard()
+    if shard is None or shard[1] == 1 or (not explicit and shard[0] == 0):
+        return Path(out_dir)
+    return _shard_dir(Path(out_dir), shard)
+
+
+def _shard_dir(out_dir: Path, shard: tuple[int, int] | None) -> Path:
+    return out_dir if shard is None else out_dir / f"shard-{shard[0]}-of-{shard[1]}"
 
 
 def evaluate(
@@ -136,7 +161,7 @@ def evaluate(
     if shard is not None and shard[1] == 1:  # one shard of one: a plain run
         shard = None
     out_dir = Path(out_dir)
-    work_dir = out_dir if shard is None else out_dir / f"shard-{shard[0]}-of-{shard[1]}"
+    work_dir = _shard_dir(out_dir, shard)
     config = {
         "inference": config_to_json(inference),
         "mode": inference.mode,
@@ -219,7 +244,7 @@ class _Job:
             _save_tile(self.out_dir, index, sample, masks, scores)
         if self.save_masks:
             for folder, mask in ((STAGE1_MASKS_DIR, masks["stage1"]), (MASKS_DIR, masks["final"])):
-                path = self.out_dir / folder / f"{sample.id}.png"
+                path = id_file(self.out_dir / folder, sample.id)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 mask_image(mask).save(path)
         return {**scored_row(index, sample, scores), **prediction_to_json(prediction)}
@@ -382,13 +407,13 @@ def score_predictions(
         raise EvalError(f"prediction folder not found: {pred_dir}")
     n = _n_selected(dataset, limit)
     ids = dataset.ids[:n]
-    absent = {i for i in range(n) if not (pred_dir / f"{ids[i]}.png").is_file()}
+    absent = {i for i in range(n) if not id_file(pred_dir, ids[i]).is_file()}
     if absent and missing == "error":
         names = ", ".join(repr(ids[i]) for i in sorted(absent)[:10])
         raise EvalError(
             f"{len(absent)} of {n} samples have no prediction in {pred_dir} (expected "
-            f"<id>.png): {names}{' ...' if len(absent) > 10 else ''}; pass missing='skip' to "
-            "list them unscored or missing='empty' to score them as empty masks"
+            f"<id>.png): {names}{' ...' if len(absent) > 10 else ''}; rerun with --missing skip "
+            "to list them unscored, or --missing empty to score them as empty masks"
         )
     config = {
         "pred_dir": str(pred_dir),
@@ -420,7 +445,7 @@ def score_predictions(
 
 
 def _score_file(pred_dir, index, sample, absent, info, out_dir) -> dict[str, Any]:
-    path = pred_dir / f"{sample.id}.png"
+    path = id_file(pred_dir, sample.id)
     if absent and info["config"]["missing"] == "skip":
         return {
             "index": index,
@@ -441,8 +466,9 @@ def _score_file(pred_dir, index, sample, absent, info, out_dir) -> dict[str, Any
 
 def read_mask(path: str | Path) -> np.ndarray:
     """H x W bool mask from an image file: grayscale value > 0 is foreground."""
+    from socioseg.images import ImageError, read_image
+
     try:
-        with Image.open(path) as image:
-            return mask_from_image(image)
-    except (OSError, UnidentifiedImageError, ValueError) as error:
-        raise EvalError(f"{path}: not a readable mask image ({error})") from error
+        return mask_from_image(read_image(path, str(path), mode=None))
+    except ImageError as error:
+        raise EvalError(f"{error} (a prediction mask)") from error

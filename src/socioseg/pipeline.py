@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from socioseg import engine
 from socioseg.engine import EngineSettings
@@ -63,17 +63,14 @@ class InferenceConfig:
 
 
 def load_image(image: ImageInput, name: str) -> Image.Image:
-    """An RGB PIL image from a PIL image or a path; ``InputError`` naming ``name`` otherwise."""
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    path = Path(image)
-    if not path.is_file():
-        raise InputError(f"{name}: file not found: {path}")
+    """An RGB PIL image from a PIL image or a path (:func:`socioseg.images.read_image`'s rules);
+    ``InputError`` naming ``name`` otherwise."""
+    from socioseg.images import ImageError, read_image
+
     try:
-        with Image.open(path) as opened:
-            return opened.convert("RGB")
-    except (UnidentifiedImageError, OSError) as error:
-        raise InputError(f"{name}: {path} is not a readable image ({error})") from error
+        return read_image(image, name)
+    except ImageError as error:
+        raise InputError(str(error)) from error
 
 
 class SocioReasoner:

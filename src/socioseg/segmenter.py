@@ -44,7 +44,6 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 DEFAULT_RESCALE = 1 / 255
 # SAM2 labels a positive (foreground) point 1.
 POSITIVE_LABEL = 1
-_SAM_MODEL_TYPES = ("sam2", "sam2_video")
 
 
 @dataclass(frozen=True)
@@ -308,31 +307,10 @@ def _prompt_image_size(config) -> int:
 
 
 def _check_source(name_or_path: str | Path) -> str:
-    """Fail early on local paths that cannot hold a checkpoint; Hub ids pass through."""
-    text = str(name_or_path)
-    path = Path(text).expanduser()
-    what = (
-        "pass a folder written by Sam2Model.save_pretrained (or socioseg.segmenter."
-        f"build_tiny_sam) or a Hub id of a transformers-format SAM2 checkpoint such as "
-        f"{DEFAULT_SAM!r}"
-    )
-    if not path.exists():
-        # A Hub id is "name" or "owner/name"; anything else can only be a missing folder.
-        if text.startswith((".", "/", "~")) or text.count("/") > 1:
-            raise FileNotFoundError(f"no folder {path}: {what}")
-        return text
-    if not path.is_dir():
-        raise ValueError(f"{path} is a file, not a checkpoint folder: {what}")
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{path} has no config.json: {what}")
-    model_type = json.loads(config_file.read_text()).get("model_type")
-    if model_type not in _SAM_MODEL_TYPES:
-        raise ValueError(
-            f"{path} holds a {model_type!r} model, not SAM2 ({' or '.join(_SAM_MODEL_TYPES)}): "
-            f"{what}"
-        )
-    return str(path)
+    """Fail early on sources that cannot hold SAM2 (:func:`socioseg.sources.model_source`)."""
+    from socioseg.sources import SAM_TYPES, SAM_WHAT, model_source
+
+    return model_source(name_or_path, SAM_TYPES, SAM_WHAT)
 
 
 def _read_preprocessing(source: str, default_size: int) -> Preprocessing:

@@ -64,6 +64,9 @@ _CORPUS_EXTRA = (
 
 TINY_VLM_VOCAB_SIZE = 1024
 RANDOM_WEIGHTS_FLAG = "socioseg_random_weights"
+# Random weights never close their answer: decoding stops at the limit, so by default they
+# decode a few dozen tokens, not the 1024 a real model may need (~40 s per sample on a CPU).
+RANDOM_MODEL_MAX_NEW_TOKENS = 32
 TINY_IMAGE_MIN_PIXELS = 56 * 56
 TINY_IMAGE_MAX_PIXELS = 1344 * 1344
 

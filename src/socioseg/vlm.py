@@ -101,6 +101,9 @@ class VisionLanguageModel:
         """Load a Qwen2.5-VL checkpoint (Hub id or local folder) and its processor."""
         from transformers import Qwen2_5_VLForConditionalGeneration
 
+        from socioseg.sources import QWEN_VL_TYPES, VLM_WHAT, model_source
+
+        name_or_path = model_source(name_or_path, QWEN_VL_TYPES, VLM_WHAT)
         torch_device = resolve_device(device)
         try:
             model = Qwen2_5_VLForConditionalGeneration.from_pretrained(

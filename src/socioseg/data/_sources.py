@@ -39,6 +39,50 @@ class DataError(ValueError):
     """A sample or a dataset source is unusable; the message says which, where and why."""
 
 
+# Ids become file names (masks/<id>.png, <pred_dir>/<id>.png): bytes of a name, with room
+# for a suffix, under the 255 of common file systems.
+MAX_ID_BYTES = 200
+
+
+def check_ids(ids: Sequence[object], description: str) -> list[str]:
+    """The ids of one split, checked once when it is opened; :class:`DataError` otherwise.
+
+    An id must be a non-empty string that is safe as a file name on its own: no ``/`` or
+    ``\\``, no leading ``.`` (so neither ``.`` nor ``..``), no control characters, at most
+    ``MAX_ID_BYTES`` bytes in UTF-8, and unique within the split. The message names the id,
+    its position and the dataset.
+    """
+    seen: dict[str, int] = {}
+    for index, sample_id in enumerate(ids):
+        problem = id_problem(sample_id)
+        if problem is None and sample_id in seen:
+            problem = f"duplicates the id of sample {seen[sample_id]}"
+        if problem is not None:
+            raise DataError(
+                f"{description}: sample {index} has id {sample_id!r}, which {problem}; ids must "
+                "be unique names without '/', '\\' or a leading '.': fix the dataset's ids"
+            )
+        seen[sample_id] = index
+    return list(seen)
+
+
+def id_problem(sample_id: object) -> str | None:
+    """Why ``sample_id`` cannot be a file name on its own (see :func:`check_ids`), or None."""
+    if not isinstance(sample_id, str):
+        return f"is not a string ({type(sample_id).__name__})"
+    if not sample_id:
+        return "is empty"
+    if "/" in sample_id or "\\" in sample_id:
+        return "contains a path separator"
+    if sample_id.startswith("."):
+        return "starts with '.'"
+    if any(ord(c) < 32 or ord(c) == 127 for c in sample_id):
+        return "contains a control character"
+    if len(sample_id.encode("utf-8")) > MAX_ID_BYTES:
+        return f"is longer than {MAX_ID_BYTES} bytes"
+    return None
+
+
 @dataclass(frozen=True)
 class RawSample:
     """An undecoded sample: the query as stored and a reference per image (path or bytes)."""
@@ -56,7 +100,7 @@ class FolderSource:
         self.split_dir = split_dir
         dirs = (p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
         self.dirs = sorted(dirs, key=lambda p: p.name)
-        self.ids = [p.name for p in self.dirs]
+        self.ids = check_ids([p.name for p in self.dirs], self.describe())
 
     def describe(self) -> str:
         return f"folder layout at {self.split_dir}"
@@ -83,9 +127,8 @@ class ArrowSource:
         self.description = description
         # Arrow format hands back stored bytes; decoding stays ours (one sample at a time).
         self.table = dataset.with_format("arrow")
-        self.ids = [
-            str(v) if v is not None else f"#{i}" for i, v in enumerate(self.table["id"].to_pylist())
-        ]
+        ids = [str(v) if isinstance(v, int) else v for v in self.table["id"].to_pylist()]
+        self.ids = check_ids(ids, description)
 
     def describe(self) -> str:
         return self.description
@@ -112,8 +155,9 @@ def read_question(sample_id: str, sample_dir: Path) -> tuple[object, str]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise DataError(f"sample {sample_id!r}: {QUESTION_FILE}: file not found at {path}") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"sample {sample_id!r}: {QUESTION_FILE}: unreadable ({exc})") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise DataError(f"sample {sample_id!r}: {QUESTION_FILE}: unreadable ({reason})") from exc
     if not isinstance(data, dict) or "problem" not in data:
         raise DataError(
             f"sample {sample_id!r}: {QUESTION_FILE}: expected an object with key 'problem', "
@@ -136,11 +180,10 @@ def open_source(
         return _open_dir(path, split, cache_dir)
     if path.is_file():
         return _open_files([path], split, cache_dir)
-    if _looks_like_hub_id(str(source)):
-        return _open_hub(str(source), split, cache_dir)
-    raise FileNotFoundError(
-        f"{source}: no such file or folder, and not a Hub dataset id like 'owner/name'"
-    )
+    from socioseg.sources import dataset_is_on_hub
+
+    dataset_is_on_hub(str(source))  # a missing local path is never sent to the Hub
+    return _open_hub(str(source), split, cache_dir)
 
 
 def _open_dir(root: Path, split: str, cache_dir: str | None) -> FolderSource | ArrowSource:
@@ -188,24 +231,38 @@ def _open_files(files: list[Path], split: str, cache_dir: str | None) -> ArrowSo
     kinds = {f.suffix.lower() for f in files}
     if not kinds <= {".parquet", ".arrow"}:
         raise DataError(f"unsupported data file type(s) {sorted(kinds)}; use .parquet or .arrow")
-    parts = []
-    parquet = [str(f) for f in files if f.suffix.lower() == ".parquet"]
-    if parquet:
-        parts.append(
-            datasets.load_dataset(
-                "parquet", data_files={split: parquet}, split=split, cache_dir=cache_dir
-            )
-        )
-    parts += [datasets.Dataset.from_file(str(f)) for f in files if f.suffix.lower() == ".arrow"]
-    dataset = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+    import pyarrow
+    from datasets.exceptions import DatasetGenerationError
+
     shown = ", ".join(str(f) for f in files[:3]) + (" ..." if len(files) > 3 else "")
+    parquet = [str(f) for f in files if f.suffix.lower() == ".parquet"]
+    from datasets.utils import logging as datasets_logging
+
+    verbosity = datasets_logging.get_verbosity()
+    datasets_logging.set_verbosity(datasets_logging.CRITICAL)  # its errors are reported below
+    try:
+        parts = []
+        if parquet:
+            parts.append(
+                datasets.load_dataset(
+                    "parquet", data_files={split: parquet}, split=split, cache_dir=cache_dir
+                )
+            )
+        parts += [datasets.Dataset.from_file(str(f)) for f in files if f.suffix.lower() == ".arrow"]
+    except (pyarrow.ArrowException, DatasetGenerationError) as exc:
+        cause = exc.__cause__ or exc
+        reason = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+        raise DataError(f"{shown}: not a readable data file ({reason})") from exc
+    finally:
+        datasets_logging.set_verbosity(verbosity)
+    dataset = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
     return ArrowSource(dataset, f"split {split!r} from {shown}")
 
 
 def _open_saved_dict(root: Path, split: str) -> ArrowSource:
     try:
         splits = json.loads((root / "dataset_dict.json").read_text(encoding="utf-8"))["splits"]
-    except (OSError, KeyError, TypeError, json.JSONDecodeError) as exc:
+    except (OSError, KeyError, TypeError, json.JSONDecodeError, RecursionError) as exc:
         raise DataError(f"{root / 'dataset_dict.json'}: unreadable ({exc})") from exc
     for name in _split_names(split):
         if name in splits:
@@ -266,9 +323,3 @@ def _split_candidates(path: Path, root: Path) -> set[str]:
     if match:
         names.add(match.group(1).lower())
     return names
-
-
-def _looks_like_hub_id(text: str) -> bool:
-    return re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", text) is not None and not text.endswith(
-        (".parquet", ".arrow", ".json")
-    )

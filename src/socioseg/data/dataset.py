@@ -16,7 +16,6 @@ the problem; with ``on_error="skip"`` iteration skips it and records why in
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from os import PathLike
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from socioseg.data._sources import (
     FOLDER_FILES,
@@ -39,6 +38,7 @@ from socioseg.data._sources import (
 )
 from socioseg.data.levels import LevelMap, resolve_level
 from socioseg.geometry import same_aspect
+from socioseg.images import SIXTEEN_BIT_MODES
 
 __all__ = [
     "FOLDER_FILES",
@@ -53,6 +53,7 @@ __all__ = [
 ]
 
 OnError = Literal["raise", "skip"]
+LEVELS_FILE = "levels.json"  # beside a dataset: used unless levels are given
 ON_ERROR: tuple[str, ...] = ("raise", "skip")
 
 
@@ -170,18 +171,31 @@ def load_socioseg(
     Parquet is converted once by ``datasets`` into its cache (``cache_dir``, default the
     ``datasets`` cache); arrow files and ``save_to_disk`` folders are memory-mapped in place.
     ``levels`` is a :class:`LevelMap` or a path to a CSV/JSON level file (see
-    :mod:`socioseg.data.levels`). ``on_error``: ``"raise"`` or ``"skip"`` (see
+    :mod:`socioseg.data.levels`); when None, a ``levels.json`` in the ``source`` folder (as
+    ``socioseg synth`` writes it) is used if there is one (``dataset.level_map.source`` says
+    which file). ``on_error``: ``"raise"`` or ``"skip"`` (see
     :class:`SocioSegDataset`). Raises :class:`DataError` when the split is missing (listing the
     splits found) or columns are missing; ``FileNotFoundError`` for a path that does not exist.
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    if levels is None:
+        levels = _levels_beside(source)
     if levels is None or isinstance(levels, LevelMap):
         level_map = levels
     else:
         level_map = LevelMap.from_file(levels)
     src = open_source(source, split, None if cache_dir is None else str(cache_dir))
     return SocioSegDataset(src, split, level_map, on_error)
+
+
+def _levels_beside(source: object) -> Path | None:
+    """``<source>/levels.json`` when ``source`` is a local folder that has one."""
+    if isinstance(source, (str, PathLike)):
+        candidate = Path(source) / LEVELS_FILE
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def load_sample_dir(sample_dir: str | PathLike[str], levels: LevelMap | None = None) -> Sample:
@@ -200,9 +214,9 @@ def load_sample_dir(sample_dir: str | PathLike[str], levels: LevelMap | None = N
 
 def _decode(raw: RawSample, level_map: LevelMap | None) -> Sample:
     query = _check_query(raw.sample_id, raw.query, raw.query_where)
-    sat = _open_image(raw.sample_id, *raw.images["sat"]).convert("RGB")
-    map_image = _open_image(raw.sample_id, *raw.images["map"]).convert("RGB")
-    mask_image = _open_image(raw.sample_id, *raw.images["mask"])
+    sat = _open_image(raw.sample_id, *raw.images["sat"], mode="RGB")
+    map_image = _open_image(raw.sample_id, *raw.images["map"], mode="RGB")
+    mask_image = _open_image(raw.sample_id, *raw.images["mask"], mode=None)
     if mask_image.size != sat.size:
         raise DataError(
             f"sample {raw.sample_id!r}: {raw.images['mask'][0]}: mask size {_wxh(mask_image.size)} "
@@ -219,7 +233,13 @@ def _decode(raw: RawSample, level_map: LevelMap | None) -> Sample:
 
 
 def mask_from_image(image: Image.Image) -> np.ndarray:
-    """The SocioSeg mask rule: H x W bool, True where the grayscale value is > 0."""
+    """The SocioSeg mask rule: H x W bool, True where the grayscale value is > 0.
+
+    Single-channel images of any depth (16-bit, 32-bit, float) are compared with 0 as stored,
+    so a 16-bit value of 1 is foreground; other modes go through Pillow's grayscale.
+    """
+    if image.mode in ("I", "F", *SIXTEEN_BIT_MODES):
+        return np.asarray(image) > 0
     return np.asarray(image.convert("L")) > 0
 
 
@@ -233,23 +253,20 @@ def _check_query(sample_id: str, query: object, where: str) -> str:
     return query.strip()
 
 
-def _open_image(sample_id: str, where: str, ref: object) -> Image.Image:
-    """Decode one image fully (so truncated files fail here, not later)."""
+def _open_image(sample_id: str, where: str, ref: object, mode: str | None) -> Image.Image:
+    """Decode one image fully (:func:`socioseg.images.read_image`: truncated files fail here)."""
+    from socioseg.images import ImageError, read_image
+
     if isinstance(ref, dict):  # a datasets Image feature: {"bytes": ..., "path": ...}
         ref = ref.get("bytes") or ref.get("path")
     if ref is None:
         raise DataError(f"sample {sample_id!r}: {where}: image is missing (null)")
-    if isinstance(ref, (str, Path)) and not Path(ref).is_file():
-        raise DataError(f"sample {sample_id!r}: {where}: file not found at {ref}")
+    if not isinstance(ref, (str, Path, bytes, bytearray, memoryview)):
+        raise DataError(f"sample {sample_id!r}: {where}: not an image ({type(ref).__name__})")
     try:
-        if isinstance(ref, (bytes, bytearray, memoryview)):
-            image = Image.open(io.BytesIO(bytes(ref)))
-        else:
-            image = Image.open(ref)
-        image.load()
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
-        raise DataError(f"sample {sample_id!r}: {where}: cannot decode image ({exc})") from exc
-    return image
+        return read_image(ref, f"sample {sample_id!r}: {where}", mode=mode)
+    except ImageError as exc:
+        raise DataError(str(exc)) from exc
 
 
 def _wxh(size: tuple[int, int]) -> str:

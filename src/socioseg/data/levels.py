@@ -158,8 +158,9 @@ def _read_csv(path: Path) -> list[tuple[str, str, object, object]]:
 def _read_json(path: Path) -> list[tuple[str, str, object, object]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise LevelFileError(f"{path}: not valid JSON ({exc})") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise LevelFileError(f"{path}: not valid JSON ({reason})") from exc
     return _json_rows(data, str(path))
 
 

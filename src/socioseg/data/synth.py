@@ -41,6 +41,10 @@ MULTI_SHARE = 0.11
 LEVEL_WEIGHTS = {"socio-name": 0.4, "socio-class": 0.3, "socio-function": 0.3}
 SPLITS = ("train", "val", "test")
 PNG_COMPRESS_LEVEL = 1  # fast to write; the examples shipped with the package use optimize
+# Tile side: below 128 px the road grid has no room; above 4096 px one tile costs ~50 MB per
+# image and minutes of drawing, with nothing more to learn from it.
+MIN_SIZE = 128
+MAX_SIZE = 4096
 
 
 _BY_FUNCTION = {f: [k for k in KINDS if k.function == f] for f in FUNCTION_NAMES}
@@ -164,8 +168,8 @@ def _anchor(poly: list, size: int, rng: np.random.Generator | None = None) -> tu
 
 
 def _generate(rng: np.random.Generator, index: int, size: int) -> tuple[Sample, int]:
-    if size < 128:
-        raise ValueError(f"size must be at least 128 pixels, got {size}")
+    if not MIN_SIZE <= size <= MAX_SIZE:
+        raise ValueError(f"size must be {MIN_SIZE} to {MAX_SIZE} pixels, got {size}")
     plan = _plan(rng)
     names = _names(rng, plan.kinds)
     roads, regions, minor = _layout(rng, plan, size)
@@ -284,6 +288,10 @@ def write_dataset(
         raise ValueError(f"fmt must be 'folder' or 'parquet', got {fmt!r}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if not MIN_SIZE <= size <= MAX_SIZE:
+        raise ValueError(f"size must be {MIN_SIZE} to {MAX_SIZE} pixels, got {size}")
     from socioseg.data._writers import FolderWriter, ParquetWriter
 
     out = Path(out)

@@ -161,7 +161,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Tr
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        data = yaml.safe_load(path.read_text()) or {}
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as error:
+            reason = " ".join(str(error).split()) or type(error).__name__
+            raise ConfigError(f"{path}: not valid YAML ({reason}); fix the file") from error
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
     for item in overrides:
@@ -174,7 +178,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Tr
             node = node.setdefault(name, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {name} is not a section")
-        node[leaf] = yaml.safe_load(raw)
+        try:
+            node[leaf] = yaml.safe_load(raw)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"override {item!r}: {raw!r} is not a YAML value") from error
     return _build(TrainConfig, data, "")
 
 
