@@ -44,7 +44,7 @@ class BoxSegmenter:
 
     def embed(self, image):
         self.encoder_calls += 1
-        return Frames(image.size, image.size, image.size)
+        return Frames(image.size, image.size)
 
     def segment(self, frames, targets):
         width, height = frames.image_size

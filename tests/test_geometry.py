@@ -46,14 +46,23 @@ def test_frames_round_trip_on_non_square_image():
     assert there.box.y2 == pytest.approx(700.0 * 756 / 768)
 
 
-def test_frames_to_sam_frame_and_arrays():
+def test_frames_arrays_and_masks():
     frames = Frames.for_image((512, 256), min_pixels=56 * 56)
-    assert frames.scale("image", "sam") == (2.0, 4.0)
-    boxes = np.array([[0, 0, 512, 256], [10, 10, 20, 20]], dtype=float)
-    assert frames.points_array(boxes, "image", "sam").tolist() == [
-        [0, 0, 1024, 1024],
-        [20, 40, 40, 80],
+    assert frames.vlm_size == (504, 252)
+    boxes = np.array([[0, 0, 504, 252], [63, 63, 126, 126]], dtype=float)
+    assert frames.points_array(boxes, "vlm", "image").tolist() == [
+        [0, 0, 512, 256],
+        [64, 64, 128, 128],
     ]
+    # Masks move with OpenCV's nearest rule: destination pixel i takes source floor(i * s).
+    mask = np.zeros((252, 504), dtype=bool)
+    mask[:, 62] = True
+    moved = frames.mask(mask, "vlm", "image")
+    assert moved.shape == (256, 512) and moved.dtype == bool
+    expected_columns = [i for i in range(512) if int(i * 504 / 512) == 62]
+    assert np.flatnonzero(moved[0]).tolist() == expected_columns == [63]
+    with pytest.raises(ValueError, match="the vlm frame is 504x252"):
+        frames.mask(np.zeros((256, 512), dtype=bool), "vlm", "image")
 
 
 def test_same_aspect_check_names_the_files():

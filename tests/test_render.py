@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from socioseg.render import render_feedback, render_overlay, resize_mask_nearest
+from socioseg.geometry import resize_mask_nearest
+from socioseg.render import render_feedback, render_overlay
 from socioseg.types import Box, Point, Target
 from tests.conftest import noise_image
 
@@ -52,6 +53,22 @@ def test_render_feedback_accepts_box_objects_and_empty_inputs():
     a = render_feedback(image, [Box(1, 2, 30, 40)], np.zeros((10, 10), bool))
     b = render_feedback(image, [(1, 2, 30, 40)], np.zeros((10, 10), bool))
     assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_boxes_as_the_model_wrote_them_are_drawn_as_the_rectangle_they_span():
+    image = noise_image(120, 100, seed=1)
+    mask = np.zeros((100, 120), bool)
+    inverted = np.asarray(render_feedback(image, [(60, 70, 5, 6)], mask))
+    assert np.array_equal(inverted, reference_feedback(image, [(5, 6, 60, 70)], mask))
+    # Sides far outside the image are invisible: only the top and bottom edges show.
+    far = np.asarray(render_feedback(image, [(-1e12, 6, 1e15, 70)], mask))
+    expected = np.asarray(image).copy()
+    expected[[6, 7, 69, 70], :] = (0, 0, 255)
+    assert np.array_equal(far, expected)
+    skipped = render_feedback(image, [(float("nan"), 6, 60, 70)], mask)
+    assert np.array_equal(np.asarray(skipped), np.asarray(image))
+    overlay = render_overlay(image, mask, [Target(Box(90, 80, -1e300, 1e300), (Point(1e300, 5),))])
+    assert overlay.size == image.size
 
 
 def test_mask_resize_uses_opencv_nearest_not_pil():

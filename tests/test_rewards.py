@@ -20,7 +20,9 @@ from socioseg.rl.rewards import (
     gt_boxes_from_mask,
     stage1_rewards,
     stage2_rewards,
+    structure_matches,
 )
+from tests.test_answers import CountingStr
 
 THINK = "<think>looking</think>"
 E2 = math.exp(-2.0)  # stage-1 length when |K - J| = J
@@ -524,3 +526,53 @@ def test_stage2_against_separate_implementation() -> None:
         for variant in VARIANTS:
             expected = _ref_stage2(response, stage1, iou, variant)
             assert_parts(stage2_rewards(response, stage1, pred, gt, variant), expected)
+
+
+# ---- structure: the released pattern, checked in linear time ---------------------------------
+
+_STRUCTURE = re.compile(r"<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL)
+_PIECES = ["<think>", "</think>", "<answer>", "</answer>", " ", "\n", "\u3000", "\x1c", "\x85"]
+_PIECES += ["a", "<", ">", "</", "think>", "<answer", "answer>", "</think", "{}", "\t\r"]
+
+
+def _structure_corpus(n: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    corpus = []
+    for _ in range(n):
+        pieces = [_PIECES[i] for i in rng.integers(0, len(_PIECES), rng.integers(0, 14))]
+        shape = rng.integers(0, 3)
+        if shape == 1:  # close to well-formed: tags in order with noise in between
+            pieces = ["<think>", *pieces[:3], "</think>", *pieces[3:5], "<answer>", *pieces[5:]]
+            pieces.append("</answer>")
+        elif shape == 2:
+            pieces = ["<think>", *pieces, "</answer>"]
+        corpus.append("".join(pieces))
+    return corpus
+
+
+def test_structure_equals_the_released_pattern_on_generated_responses():
+    corpus = _structure_corpus(5000, seed=4)
+    corpus += [respond("[]"), respond("[]", think="<think></think> \n"), "<think></think><answer>"]
+    results = [structure_matches(text) for text in corpus]
+    assert results == [_STRUCTURE.fullmatch(text) is not None for text in corpus]
+    assert 500 < sum(results) < len(corpus) - 500  # both outcomes are well represented
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda n: "<think>" * n + "</answer>",
+        lambda n: "<think>" + "</think> " * n + "</answer>",
+        lambda n: "<think>" + ("</think>" + " " * 7 + "x") * n + "<answer></answer>",
+        lambda n: "<think></think>" + " " * n + "</answer>",
+    ],
+)
+def test_structure_check_is_linear(make):
+    def work(n: int) -> int:
+        text = CountingStr(make(n))
+        structure_matches(text)
+        return text.work
+
+    small, large = work(4000), work(8000)
+    assert small >= len(make(4000)) // 2  # the scan reads the text through the counter
+    assert large <= 2.1 * small + 100

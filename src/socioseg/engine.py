@@ -6,7 +6,10 @@ callable. The engine imports neither of them.
 
 What a group shares is computed once for it:
 
-- preparation: frames, the two VLM-frame images and the SAM2 embedding, once per satellite;
+- preparation: frames, the two VLM-frame images and the SAM2 embedding, once per satellite.
+  SAM2 works in the VLM frame, as in the released system: it embeds the same resized
+  satellite image the VLM sees and takes the model's coordinates unchanged; each mask moves
+  to the satellite image's own size through :class:`~socioseg.geometry.Frames`;
 - each distinct prompt is templated, tokenized and preprocessed once (:class:`StagePrompt`
   keeps the result, so the update needs no second preprocessing), and with ``share_prefix``
   its vision tower and prefill run once, the cache serving its G continuations;
@@ -81,7 +84,7 @@ def prepare(
     frames = Frames.for_image(sat.size, min_pixels, max_pixels)
     vlm_map, vlm_sat = vlm_images(sat, map_, frames)
     resized = time.perf_counter()
-    embedding = segmenter.embed(sat)
+    embedding = segmenter.embed(vlm_sat)  # SAM2 sees the image the VLM sees
     timings = {"resize": resized - started, "sam_embed": time.perf_counter() - resized}
     return Job(query, sat, frames, vlm_map, vlm_sat, embedding, timings)
 
@@ -166,40 +169,40 @@ def run(
     if settings.strategy == "paper" and settings.mode == "two-stage" and reward is None:
         raise ValueError("the paper strategy picks the best stage-1 response: it needs rewards")
     out = Run(list(jobs), [], [], [], {})
-    single = settings.mode == "single-stage"
-    first_text = prompts.single_stage_text if single else prompts.stage1_text
+    first_text = (
+        prompts.single_stage_text if settings.mode == "single-stage" else prompts.stage1_text
+    )
     entries = [(i, first_text(j.query), (j.vlm_map, j.vlm_sat)) for i, j in enumerate(jobs)]
     firsts = _add_prompts(vlm, out, entries, settings.share_prefix)
     g = settings.group_size
-    name = "stage1"
-    out.stage1 = _stage(
-        vlm, segmenter, out, name, firsts, g, settings, reward, expect_points=single
-    )
-    if settings.mode != "two-stage":
-        return out
+    out.stage1 = _stage(vlm, segmenter, out, "stage1", firsts, g, settings, reward)
+    if settings.mode == "two-stage":
+        out.stage2 = _stage2(vlm, segmenter, out, settings, reward)
+    return out
+
+
+def _stage2(vlm, segmenter, out: Run, settings: EngineSettings, reward) -> list[Sampled]:
+    """Render the continued stage-1 responses (all, or each group's best), then stage 2."""
+    g = settings.group_size
     sources = list(range(len(out.stage1)))
     if settings.strategy == "paper":
         sources = [
             max(range(b * g, (b + 1) * g), key=lambda k: out.stage1[k].reward.total)
-            for b in range(len(jobs))
+            for b in range(len(out.jobs))
         ]
     started = time.perf_counter()
     entries = []
     for k in sources:  # render each continued stage-1 response once
         s1 = out.stage1[k]
-        job = jobs[s1.job]
+        job = out.jobs[s1.job]
         boxes = [target.box for target in s1.result.parsed.targets]
         images = feedback_images(job.vlm_map, job.vlm_sat, boxes, s1.result.mask)
-        entries.append(
-            (s1.job, prompts.stage2_text(job.query, s1.result.parsed.answer_text), images)
-        )
+        text = prompts.stage2_text(job.query, s1.result.parsed.answer_text)
+        entries.append((s1.job, text, images))
     _share_time(out, "render", started)
-    seconds = _add_prompts(vlm, out, entries, settings.share_prefix)
+    rendered = _add_prompts(vlm, out, entries, settings.share_prefix)
     repeats = g if settings.strategy == "paper" else 1
-    out.stage2 = _stage(
-        vlm, segmenter, out, "stage2", seconds, repeats, settings, reward, True, sources
-    )
-    return out
+    return _stage(vlm, segmenter, out, "stage2", rendered, repeats, settings, reward, sources)
 
 
 def _add_prompts(vlm, out: Run, entries, share: bool) -> list[int]:
@@ -215,9 +218,7 @@ def _add_prompts(vlm, out: Run, entries, share: bool) -> list[int]:
     return list(range(first, len(out.prompts)))
 
 
-def _stage(
-    vlm, segmenter, out, name, prompt_ids, repeats, settings, reward, expect_points, sources=None
-):
+def _stage(vlm, segmenter, out, name, prompt_ids, repeats, settings, reward, sources=None):
     """``repeats`` responses per prompt, their SAM masks and (optionally) rewards."""
     sampling = settings.stage1 if name == "stage1" else settings.stage2
     started = time.perf_counter()
@@ -229,9 +230,10 @@ def _stage(
         prompt = out.prompts[index]
         job = out.jobs[prompt.job]
         started = time.perf_counter()
-        parsed = parse_answer(generation.text, job.frames.vlm_size, expect_points=expect_points)
+        parsed = parse_answer(generation.text, job.frames.vlm_size)
         targets = job.frames.targets(parsed.targets, "vlm", "image")
-        mask = segmenter.segment(job.embedding, targets)
+        mask_vlm = segmenter.segment(job.embedding, parsed.targets)
+        mask = job.frames.mask(mask_vlm, "vlm", "image")
         _add_time(out, job, f"{name}_sam", started)
         result = StageResult(name, prompt.text, generation.text, parsed, targets, mask)
         source = None if sources is None else sources[k // repeats]

@@ -60,10 +60,11 @@ from socioseg.evalfiles import (
     write_rows,
     write_text_atomic,
 )
+from socioseg.geometry import resize_mask_nearest
 from socioseg.metrics import score_sample
 from socioseg.outputs import config_to_json, prediction_to_json
 from socioseg.pipeline import InputError
-from socioseg.render import mask_image, resize_mask_nearest
+from socioseg.render import mask_image
 from socioseg.report import STAGE_LABELS, contact_tile, summarize, tile_path, write_summary
 from socioseg.types import Prediction
 

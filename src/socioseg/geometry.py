@@ -1,7 +1,9 @@
-"""The one place coordinates move between frames (image, VLM, SAM); see :mod:`socioseg.types`.
+"""The one place coordinates and masks move between frames (image, VLM); see :mod:`socioseg.types`.
 
-A :class:`Frames` object is built per satellite image. Mapping is a pure per-axis scaling
-(``x_dst = x_src * W_dst / W_src``): every frame covers the same extent of the ground.
+A :class:`Frames` object is built per satellite image. Mapping coordinates is a pure per-axis
+scaling (``x_dst = x_src * W_dst / W_src``): both frames cover the same extent of the ground.
+Masks move with OpenCV's nearest-neighbour rule (:func:`resize_mask_nearest`). SAM2 works in
+the VLM frame (as the released system does), so there is no third frame.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 
 from socioseg.types import Box, Point, Target
 
-FrameName = Literal["image", "vlm", "sam"]
+FrameName = Literal["image", "vlm"]
 
 # Qwen2.5-VL's patch (14) times its 2x2 spatial merge: VLM frame sides are multiples of this.
 VLM_FACTOR = 28
@@ -74,13 +76,27 @@ def check_same_aspect(
         )
 
 
+def resize_mask_nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an H x W mask to ``size = (width, height)`` with OpenCV's INTER_NEAREST.
+
+    OpenCV's nearest rule differs from PIL's at some pixels; the released system uses OpenCV's.
+    Returns bool H' x W'.
+    """
+    import cv2
+
+    mask = np.asarray(mask)
+    if mask.shape[:2] == (size[1], size[0]):
+        return mask.astype(bool)
+    resized = cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
+    return resized.astype(bool)
+
+
 @dataclass(frozen=True)
 class Frames:
-    """Sizes ``(width, height)`` of the three frames of one satellite image."""
+    """Sizes ``(width, height)`` of the two frames of one satellite image."""
 
     image_size: tuple[int, int]
     vlm_size: tuple[int, int]
-    sam_size: tuple[int, int] = (1024, 1024)
 
     @classmethod
     def for_image(
@@ -88,15 +104,14 @@ class Frames:
         image_size: tuple[int, int],
         min_pixels: int = DEFAULT_MIN_PIXELS,
         max_pixels: int = DEFAULT_MAX_PIXELS,
-        sam_side: int = 1024,
     ) -> Frames:
         """Frames of a ``(width, height)`` image, VLM frame from :func:`smart_resize`."""
         width, height = image_size
         vlm_h, vlm_w = smart_resize(height, width, min_pixels=min_pixels, max_pixels=max_pixels)
-        return cls((width, height), (vlm_w, vlm_h), (sam_side, sam_side))
+        return cls((width, height), (vlm_w, vlm_h))
 
     def size(self, frame: FrameName) -> tuple[int, int]:
-        return {"image": self.image_size, "vlm": self.vlm_size, "sam": self.sam_size}[frame]
+        return {"image": self.image_size, "vlm": self.vlm_size}[frame]
 
     def scale(self, src: FrameName, dst: FrameName) -> tuple[float, float]:
         """``(sx, sy)`` such that ``x_dst = x_src * sx`` and ``y_dst = y_src * sy``."""
@@ -127,3 +142,13 @@ class Frames:
         self, targets: Sequence[Target], src: FrameName, dst: FrameName
     ) -> tuple[Target, ...]:
         return tuple(self.target(t, src, dst) for t in targets)
+
+    def mask(self, mask: np.ndarray, src: FrameName, dst: FrameName) -> np.ndarray:
+        """An H x W mask of frame ``src`` resized to frame ``dst`` (OpenCV nearest); bool."""
+        expected = self.size(src)
+        if mask.shape[:2] != (expected[1], expected[0]):
+            raise ValueError(
+                f"mask is {mask.shape[1]}x{mask.shape[0]}, the {src} frame is "
+                f"{expected[0]}x{expected[1]}"
+            )
+        return resize_mask_nearest(mask, self.size(dst))

@@ -2,15 +2,23 @@
 
 ``render_feedback`` is part of the method: the released checkpoint reads images drawn exactly
 this way, so its colours, widths, alpha and resize rule are compatibility constants.
+
+Boxes reach SAM2 as the model wrote them (:mod:`socioseg.answers`), so some cannot be drawn as
+given: Pillow refuses inverted corners and casts huge values to C ints. Such a box is drawn as
+the rectangle it spans (corners sorted, far-away sides clamped just outside the image, which
+leaves every visible pixel unchanged); a box with a NaN or infinite value is not drawn. Boxes
+Pillow takes as they are are drawn untouched.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from socioseg.geometry import resize_mask_nearest
 from socioseg.types import Box, Target
 
 FEEDBACK_BOX_COLOR = (0, 0, 255)
@@ -22,23 +30,20 @@ OVERLAY_BOX_COLOR = (255, 215, 0)
 OVERLAY_POINT_COLOR = (255, 40, 40)
 
 
-def resize_mask_nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize an H x W mask to ``size = (width, height)`` with OpenCV's INTER_NEAREST.
-
-    OpenCV's nearest rule differs from PIL's at some pixels; the method uses OpenCV's.
-    Returns bool H' x W'.
-    """
-    import cv2
-
-    mask = np.asarray(mask)
-    if mask.shape[:2] == (size[1], size[0]):
-        return mask.astype(bool)
-    resized = cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
-    return resized.astype(bool)
-
-
-def _box_list(box: Box | Sequence[float]) -> list[float]:
-    return box.as_list() if isinstance(box, Box) else [float(v) for v in box]
+def _drawable(box: Box | Sequence[float], size: tuple[int, int], width: int) -> list[float] | None:
+    """``[x1, y1, x2, y2]`` for ``ImageDraw.rectangle`` on an image of ``size``, or None."""
+    x1, y1, x2, y2 = box.as_list() if isinstance(box, Box) else [float(v) for v in box]
+    if not all(map(math.isfinite, (x1, y1, x2, y2))):
+        return None
+    # Sides farther out than the outline's width are invisible wherever they are.
+    margin = width + 2
+    (left, right), (top, bottom) = sorted((x1, x2)), sorted((y1, y2))
+    return [
+        max(left, -margin),
+        max(top, -margin),
+        min(right, size[0] + margin),
+        min(bottom, size[1] + margin),
+    ]
 
 
 def _composite_mask(rgba: Image.Image, mask: np.ndarray, color: tuple[int, ...]) -> Image.Image:
@@ -64,7 +69,9 @@ def render_feedback(
     rgba = image.convert("RGBA")
     draw = ImageDraw.Draw(rgba)
     for box in boxes:
-        draw.rectangle(_box_list(box), outline=FEEDBACK_BOX_COLOR, width=FEEDBACK_BOX_WIDTH)
+        corners = _drawable(box, rgba.size, FEEDBACK_BOX_WIDTH)
+        if corners is not None:
+            draw.rectangle(corners, outline=FEEDBACK_BOX_COLOR, width=FEEDBACK_BOX_WIDTH)
     return _composite_mask(rgba, mask, FEEDBACK_MASK_RGBA).convert("RGB")
 
 
@@ -85,9 +92,16 @@ def render_overlay(
     rgba = _composite_mask(image.convert("RGBA"), mask, OVERLAY_MASK_RGBA)
     draw = ImageDraw.Draw(rgba)
     radius = max(3, round(min(image.size) / 150))
+    width = max(2, radius // 2)
     for target in targets:
-        draw.rectangle(target.box.as_list(), outline=OVERLAY_BOX_COLOR, width=max(2, radius // 2))
+        corners = _drawable(target.box, rgba.size, width)
+        if corners is not None:
+            draw.rectangle(corners, outline=OVERLAY_BOX_COLOR, width=width)
         for p in target.points:
+            if not (
+                -radius <= p.x <= image.width + radius and -radius <= p.y <= image.height + radius
+            ):
+                continue  # not visible (or NaN)
             draw.ellipse(
                 [p.x - radius, p.y - radius, p.x + radius, p.y + radius],
                 fill=OVERLAY_POINT_COLOR,

@@ -1,22 +1,25 @@
 """The only module that touches SAM2: embed a satellite image once, prompt it many times.
 
-:class:`Segmenter` wraps ``transformers.Sam2Model`` with the pre- and post-processing of
-``transformers.Sam2Processor`` re-implemented here, because that processor needs torchvision:
+:class:`Segmenter` wraps ``transformers.Sam2Model`` and feeds it exactly what the official
+``SAM2ImagePredictor`` (package ``sam2``, used by the released system) feeds SAM2; that
+predictor and transformers' ``Sam2Processor`` both need torchvision, so the transforms are
+written here:
 
-- pre-processing: composite any alpha channel onto white and take RGB, resize to the model's
-  square input (S x S, aspect ratio NOT kept, no padding) with bilinear + antialias on uint8
-  exactly as torchvision's tensor ``resize`` does on CPU, then ``(x - mean * 255) / (std * 255)``
-  (the processor's fused rescale + normalise);
-- prompts: boxes and points are scaled from the image frame to the SAM frame
-  (:class:`socioseg.geometry.Frames`), the model adds its own half-pixel shift;
-- post-processing: the chosen low-resolution logits (S/4 x S/4) are upsampled straight to the
-  image size (bilinear, ``align_corners=False``) and thresholded at ``> 0``.
+- image (:func:`preprocess`): uint8 RGB -> float32 in [0, 1] (``ToTensor``: ``/ 255``) ->
+  bilinear resize WITH antialias of that float tensor to the model's square input S x S (what
+  torchvision's ``Resize`` does to a float tensor: no rounding to uint8, the same on every CPU)
+  -> ``(x - mean) / std``;
+- prompts: one decoder call per target; its box enters as two corner points (labels 2 and 3)
+  followed by its points (label 1), and the prompt encoder appends one padding point (label
+  -1), as the official predictor's ``_predict`` does. Coordinates are normalised in float32 on
+  the model's device with the official ops (``x / W * S``, ``y / H * S``; W, H: the embedded
+  image), the model adds its own half-pixel shift;
+- output: ``multimask_output=True``, the mask with the highest predicted IoU is kept, its
+  low-resolution logits (S/4 x S/4) are upsampled straight to the embedded image's size
+  (bilinear, ``align_corners=False``) and thresholded at ``> 0``; the targets are OR-ed.
 
-Per target, SAM2 gets the box plus the target's points (all label 1) with
-``multimask_output=True``; the mask with the highest predicted IoU is kept and all targets are
-OR-ed. Targets with the same number of points share one decoder call, so no padding point ever
-reaches the prompt encoder (a padded point is a zero token that still takes part in attention,
-and would change the result).
+The pipeline embeds the satellite image in the VLM frame (the image the VLM sees), so boxes
+and points go to SAM unchanged and masks come out in the VLM frame.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from socioseg.geometry import Frames
 from socioseg.runtime import resolve_device, resolve_dtype
 from socioseg.types import Target
 
@@ -42,8 +44,10 @@ PREPROCESSOR_FILE = "preprocessor_config.json"
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 DEFAULT_RESCALE = 1 / 255
-# SAM2 labels a positive (foreground) point 1.
+# SAM2's point labels: a positive (foreground) point 1, a box's top-left and bottom-right
+# corners 2 and 3 (the official predictor passes a box as these two points).
 POSITIVE_LABEL = 1
+BOX_CORNER_LABELS = (2, 3)
 
 
 @dataclass(frozen=True)
@@ -104,58 +108,78 @@ class ImageEmbedding:
     """SAM2's encoding of one image, reusable for any number of prompts.
 
     ``features``: the multi-scale tensors of ``Sam2Model.get_image_embeddings`` (batch 1, on the
-    model's device and dtype). ``frames``: the image and SAM frames of that image (its VLM frame
-    is set to the image frame; the segmenter never uses it).
+    model's device and dtype). ``image_size``: ``(width, height)`` of the encoded image, the
+    frame of every prompt and mask of this embedding.
     """
 
     features: tuple[torch.Tensor, ...]
-    frames: Frames
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        """``(width, height)`` of the encoded image."""
-        return self.frames.image_size
-
-
-def _to_rgb_array(image: Image.Image) -> np.ndarray:
-    """``H x W x 3`` uint8; transparency is composited onto white (as transformers does)."""
-    from PIL import Image as PILImage
-
-    if "A" in image.getbands() or image.info.get("transparency") is not None:
-        rgba = image.convert("RGBA")
-        background = PILImage.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = PILImage.alpha_composite(background, rgba)
-    return np.asarray(image.convert("RGB"))
-
-
-def _resize_uint8(chw: torch.Tensor, side: int) -> torch.Tensor:
-    """Bilinear antialiased resize of a ``3 x H x W`` uint8 tensor to ``3 x side x side``.
-
-    The same arithmetic as torchvision's ``resize`` on a CPU tensor: native uint8 interpolation
-    where torch reports AVX2, otherwise float32 interpolation rounded back to uint8.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    if tuple(chw.shape[-2:]) == (side, side):
-        return chw
-    batch = chw.contiguous()[None]
-    kwargs = {"size": [side, side], "mode": "bilinear", "align_corners": False, "antialias": True}
-    if "AVX2" in torch.backends.cpu.get_cpu_capability():
-        return F.interpolate(batch, **kwargs)[0]
-    return F.interpolate(batch.float(), **kwargs).round_().to(torch.uint8)[0]
+    image_size: tuple[int, int]
 
 
 def preprocess(image: Image.Image, preprocessing: Preprocessing) -> torch.Tensor:
-    """PIL image -> ``pixel_values``: ``1 x 3 x S x S`` float32 on the CPU, S = ``size``."""
+    """PIL image -> ``pixel_values``: ``1 x 3 x S x S`` float32 on the CPU, S = ``size``.
+
+    The official predictor's transform: RGB (PIL ``convert``) uint8 -> float32 ``/ 255`` ->
+    bilinear antialiased resize of the float values (torchvision ``Resize`` on a float tensor:
+    ``align_corners=False``, no rounding to uint8) -> ``(x - mean) / std`` in float32. The
+    aspect ratio is not kept.
+    """
     import torch
 
-    chw = torch.from_numpy(_to_rgb_array(image).copy()).permute(2, 0, 1)
-    resized = _resize_uint8(chw, preprocessing.size).to(torch.float32)
-    # transformers fuses rescale and normalise the same way; keep its rounding.
-    mean = torch.tensor(preprocessing.image_mean) * (1.0 / preprocessing.rescale_factor)
-    std = torch.tensor(preprocessing.image_std) * (1.0 / preprocessing.rescale_factor)
-    return ((resized - mean[:, None, None]) / std[:, None, None])[None]
+    chw = torch.from_numpy(np.asarray(image.convert("RGB")).transpose(2, 0, 1).copy())
+    values = chw.to(torch.float32).div(1 / preprocessing.rescale_factor)
+    side = preprocessing.size
+    if tuple(values.shape[-2:]) != (side, side):
+        # Width first, then height, as torch does; each pass resizes rows of a contiguous tensor.
+        values = _resize_rows(values.double().transpose(1, 2).contiguous(), side)
+        values = _resize_rows(values.transpose(1, 2).contiguous(), side).float()
+    mean = torch.as_tensor(preprocessing.image_mean, dtype=torch.float32)[:, None, None]
+    std = torch.as_tensor(preprocessing.image_std, dtype=torch.float32)[:, None, None]
+    return ((values - mean) / std)[None]
+
+
+def _resize_rows(values: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear antialiased resize of float64 ``C x H x W`` along H to ``size`` rows.
+
+    The filter of ``torch.nn.functional.interpolate(mode="bilinear", antialias=True,
+    align_corners=False)`` (PIL's triangle filter, widened by the scale when shrinking), applied
+    as fixed-order element-wise float64 products and sums: torch's own float32 kernels differ
+    in the last bit between CPU capabilities (AVX2, AVX-512, none), these do not.
+    """
+    import torch
+
+    index, weight = _triangle_taps(values.shape[1], size)
+    out = None
+    for tap in range(index.shape[1]):
+        term = values.index_select(1, torch.from_numpy(index[:, tap]))
+        term.mul_(torch.from_numpy(weight[:, tap])[:, None])
+        out = term if out is None else out.add_(term)
+    return out
+
+
+def _triangle_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(index, weight)``, both ``out_size x taps``: input samples and normalised weights.
+
+    Output sample i is centred at ``scale * (i + 0.5)`` input pixels (``scale = in / out``);
+    the triangle filter has half-width ``max(scale, 1)``; weights that fall outside the input
+    are dropped and the rest renormalised (torch's and PIL's antialiased rule). Unused taps
+    point at sample 0 with weight 0.
+    """
+    scale = in_size / out_size
+    support = max(scale, 1.0)
+    inverse = 1.0 / scale if scale >= 1.0 else 1.0
+    center = scale * (np.arange(out_size) + 0.5)
+    # int() truncates toward zero, as the C++ cast in torch does.
+    first = np.maximum(np.trunc(center - support + 0.5).astype(np.int64), 0)
+    last = np.minimum(np.trunc(center + support + 0.5).astype(np.int64), in_size)
+    offsets = np.arange(int((last - first).max()))
+    positions = first[:, None] + offsets[None, :]
+    used = positions < last[:, None]
+    weight = np.maximum(0.0, 1.0 - np.abs((positions - center[:, None] + 0.5) * inverse))
+    weight = np.where(used, weight, 0.0)
+    total = weight.sum(axis=1, keepdims=True)
+    weight = np.divide(weight, total, out=weight.copy(), where=total != 0)
+    return np.where(used, positions, 0), weight
 
 
 def upsample_logits(logits: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
@@ -226,11 +250,15 @@ class Segmenter:
 
     @property
     def input_size(self) -> int:
-        """Side S of SAM's square input; the SAM frame is S x S."""
+        """Side S of SAM's square input (the image is resized to S x S inside SAM)."""
         return self.preprocessing.size
 
     def embed(self, image: Image.Image) -> ImageEmbedding:
-        """Run the image encoder once on ``image`` (any PIL mode; RGB is used)."""
+        """Run the image encoder once on ``image`` (any PIL mode; converted to RGB).
+
+        The pipeline passes the satellite image in the VLM frame; prompts and masks of the
+        returned embedding are in that image's pixels.
+        """
         import torch
 
         pixel_values = preprocess(image, self.preprocessing)
@@ -239,62 +267,54 @@ class Segmenter:
                 pixel_values.to(device=self.device, dtype=self.dtype)
             )
         self.encoder_calls += 1
-        side = self.preprocessing.size
-        frames = Frames(image_size=image.size, vlm_size=image.size, sam_size=(side, side))
-        return ImageEmbedding(features=tuple(features), frames=frames)
+        return ImageEmbedding(features=tuple(features), image_size=image.size)
 
     def segment(self, embedding: ImageEmbedding, targets: Sequence[Target]) -> np.ndarray:
         """Mask of all ``targets`` on the embedded image.
 
-        ``targets``: boxes (XYXY) and positive points in the IMAGE frame of ``embedding``.
-        Returns ``H x W`` bool in the image frame (``(W, H) = embedding.image_size``); all False
-        when ``targets`` is empty.
+        ``targets``: boxes (XYXY, as given: inverted or out-of-image boxes are not changed) and
+        positive points in the pixels of the embedded image. Returns ``H x W`` bool at that
+        image's size (``(W, H) = embedding.image_size``); all False when ``targets`` is empty.
         """
         width, height = embedding.image_size
         mask = np.zeros((height, width), dtype=bool)
-        if embedding.frames.sam_size != (self.input_size, self.input_size):
-            raise ValueError(
-                f"embedding was made for a {embedding.frames.sam_size} SAM input, this model "
-                f"takes {self.input_size}x{self.input_size}: embed the image with this segmenter"
-            )
-        for logits in self._best_logits(embedding, targets):
-            mask |= (upsample_logits(logits, embedding.image_size) > 0).any(dim=0).cpu().numpy()
+        for target in targets:
+            logits = self._best_logits(embedding, target)
+            mask |= (upsample_logits(logits[None], embedding.image_size)[0] > 0).cpu().numpy()
         return mask
 
-    def _best_logits(
-        self, embedding: ImageEmbedding, targets: Sequence[Target]
-    ) -> list[torch.Tensor]:
-        """Per group of targets with equal point counts: ``N x S/4 x S/4`` best-IoU logits."""
+    def _best_logits(self, embedding: ImageEmbedding, target: Target) -> torch.Tensor:
+        """``S/4 x S/4`` low-resolution logits of the best-IoU mask of one target."""
         import torch
 
-        groups: dict[int, list[Target]] = {}
-        for target in targets:
-            groups.setdefault(len(target.points), []).append(target)
-        frames = embedding.frames
-        out = []
-        for n_points, group in groups.items():
-            boxes = np.array([t.box.as_list() for t in group], dtype=np.float64)
-            prompt = {"input_boxes": self._tensor(frames.points_array(boxes, "image", "sam"))[None]}
-            if n_points:
-                xy = np.array([[p.as_list() for p in t.points] for t in group], dtype=np.float64)
-                prompt["input_points"] = self._tensor(frames.points_array(xy, "image", "sam"))[None]
-                prompt["input_labels"] = torch.full(
-                    (1, len(group), n_points), POSITIVE_LABEL, dtype=torch.long, device=self.device
-                )
-            with torch.inference_mode():
-                output = self.model(
-                    image_embeddings=list(embedding.features), multimask_output=True, **prompt
-                )
-            # pred_masks: 1 x N x 3 x h x w; iou_scores: 1 x N x 3.
-            best = output.iou_scores[0].argmax(dim=-1)
-            rows = torch.arange(len(group), device=best.device)
-            out.append(output.pred_masks[0, rows, best])
-        return out
+        box = target.box
+        xy = [[box.x1, box.y1], [box.x2, box.y2]] + [p.as_list() for p in target.points]
+        labels = [*BOX_CORNER_LABELS] + [POSITIVE_LABEL] * len(target.points)
+        points = self._prompt_coords(xy, embedding.image_size)
+        with torch.inference_mode():
+            # No input_boxes: the prompt encoder then pads the points with one label -1 point,
+            # giving the official predictor's sparse prompt [corner, corner, points..., pad].
+            output = self.model(
+                image_embeddings=list(embedding.features),
+                input_points=points[None, None],
+                input_labels=torch.tensor([[labels]], dtype=torch.int32, device=self.device),
+                multimask_output=True,
+            )
+        # pred_masks: 1 x 1 x 3 x h x w; iou_scores: 1 x 1 x 3.
+        return output.pred_masks[0, 0, output.iou_scores[0, 0].argmax()]
 
-    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+    def _prompt_coords(self, xy: list[list[float]], image_size: tuple[int, int]) -> torch.Tensor:
+        """``N x 2`` float32 on the model's device: pixels of ``image_size`` -> the S x S input.
+
+        The official ``SAM2Transforms.transform_coords`` ops, in their order and precision.
+        """
         import torch
 
-        return torch.as_tensor(array, dtype=torch.float32, device=self.device)
+        width, height = image_size
+        coords = torch.as_tensor(xy, dtype=torch.float32, device=self.device)
+        coords[..., 0] = coords[..., 0] / width
+        coords[..., 1] = coords[..., 1] / height
+        return coords * self.input_size
 
 
 def _prompt_image_size(config) -> int:

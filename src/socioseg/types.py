@@ -5,10 +5,11 @@ Coordinate frames (stated once, used everywhere):
 - **image frame**: pixels of an image as the user supplied it (the satellite image's own
   width x height). Final masks and reported boxes/points live here.
 - **VLM frame**: pixels of the image after Qwen2.5-VL's ``smart_resize`` (multiples of 28).
-  The model reads and writes absolute coordinates in this frame.
-- **SAM frame**: pixels of SAM2's square input (1024 x 1024 for the released models).
+  The model reads and writes absolute coordinates in this frame, and SAM2 works in it too
+  (it embeds the satellite image resized to this frame, as the released system does).
 
-All boxes are XYXY ``(x1, y1, x2, y2)`` with ``x1 <= x2`` and ``y1 <= y2``; points are ``(x, y)``.
+All boxes are XYXY ``(x1, y1, x2, y2)``; points are ``(x, y)``. Boxes parsed from model output
+keep the values the model wrote (possibly inverted or outside the image), as SAM2 receives them.
 Conversions between frames go through :class:`socioseg.geometry.Frames` only.
 Masks are ``H x W`` ``bool`` numpy arrays.
 """
@@ -66,8 +67,9 @@ class ParsedAnswer:
     """What was usable in one model response, and why the rest was not.
 
     ``answer_text`` is the stripped text between ``<answer>`` and ``</answer>`` (``""`` when the
-    tags are missing). ``targets`` are in the VLM frame. ``problems`` are human-readable reasons
-    for everything dropped; an empty tuple means the answer was used in full.
+    tags are missing). ``targets`` are in the VLM frame: the objects SAM2 is given. ``problems``
+    are human-readable reasons for everything skipped and for odd values that were kept; an
+    empty tuple means the answer was used in full and nothing looked odd.
     """
 
     answer_text: str

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -72,7 +71,8 @@ LENGTH_RATE = 2.0
 POINTS_MU = 2.0
 POINTS_SIGMA = 2.0
 
-_STRUCTURE_RE = re.compile(r"<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL)
+_THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
+_ANSWER_OPEN, _ANSWER_CLOSE = "<answer>", "</answer>"
 _NOT_JSON = object()  # sentinel: no answer, or text JSON cannot read (json null is None)
 
 
@@ -192,7 +192,33 @@ def _parts(fmt: float, accuracy: float, length: float, variant: str) -> RewardPa
 
 
 def _structure(text: str) -> float:
-    return 1.0 if _STRUCTURE_RE.fullmatch(text) else 0.0
+    return 1.0 if structure_matches(text) else 0.0
+
+
+def structure_matches(text: str) -> bool:
+    """``re.fullmatch(r"<think>.*?</think>\\s*<answer>.*?</answer>", text, re.DOTALL)``, linearly.
+
+    The pattern holds iff ``text`` starts with ``<think>``, ends with ``</answer>``, and some
+    ``</think>`` after the opening tag is followed by whitespace only (``str.isspace``, the
+    pattern's ``\\s``) and then ``<answer>`` ending before the closing tag. Occurrences of
+    ``</think>`` do not overlap and neither do the whitespace runs after them, so the scan
+    reads each character a bounded number of times (the pattern's backtracking does not).
+    """
+    if not (text.startswith(_THINK_OPEN) and text.endswith(_ANSWER_CLOSE)):
+        return False
+    last_open = len(text) - len(_ANSWER_CLOSE) - len(_ANSWER_OPEN)  # latest possible <answer>
+    close = text.find(_THINK_CLOSE, len(_THINK_OPEN))
+    while close >= 0:
+        start = close + len(_THINK_CLOSE)
+        end = start
+        while end < len(text) and text[end].isspace():
+            end += 1
+        if end > last_open:
+            return False  # later </think> tags leave even less room
+        if text.startswith(_ANSWER_OPEN, end):
+            return True
+        close = text.find(_THINK_CLOSE, end)
+    return False
 
 
 def _load_json(text: str | None) -> Any:
