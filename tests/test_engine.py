@@ -242,3 +242,23 @@ def test_each_stage_keeps_its_token_limit(tiny_vlm, tiny_segmenter):
     out = engine.run(tiny_vlm, tiny_segmenter, jobs(tiny_segmenter), limits)
     assert max(len(r.generation.token_ids) for r in out.stage1) == 6
     assert max(len(r.generation.token_ids) for r in out.stage2) == 3
+
+
+@pytest.mark.parametrize(
+    ("share", "prefix", "images", "batches"),
+    [(True, True, [4], [2, 5]), (True, False, [4], [5]), (False, False, [10], [5])],
+)
+def test_update_runs_each_distinct_prompt_once(tiny_vlm, share, prefix, images, batches):
+    """5 response rows to 2 distinct prompts (2 images each)."""
+    prompts = tiny_vlm.encode_prompts(["a", "b c"], [[noise_image(56, 56, 8)] * 2] * 2)
+    ids = torch.full((5, 3), 40)
+    counter = Counter(tiny_vlm.model)
+    try:
+        with torch.no_grad():
+            tiny_vlm.grouped_logprobs(
+                prompts, [0, 0, 1, 1, 0], ids, torch.ones_like(ids), share=share, prefix=prefix
+            )
+    finally:
+        counter.close()
+    assert counter.images == images
+    assert counter.prefills == batches  # with prefix: the prompts once, then the responses
