@@ -8,7 +8,7 @@ and the log-probs of a micro-batch can run each distinct prompt once (shared pre
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from socioseg.processor import EncodedPrompt, VLMProcessor
@@ -24,6 +24,7 @@ DEFAULT_VLM = "vvangfaye/SocioReasoner-3B"
 # needs); compiled: the static cache with the decoding step compiled by torch.compile.
 DECODING = ("eager", "static", "compiled")
 CACHE_ROUNDING = 256  # static cache lengths are multiples of this
+ENCODE_CHUNK = 16  # prompts per image-processor call
 
 
 class ModelLoadError(OSError):
@@ -126,9 +127,21 @@ class VisionLanguageModel:
     def encode_prompts(
         self, user_texts: Sequence[str], images: Sequence[Sequence[Image.Image]]
     ) -> list[EncodedPrompt]:
-        """Each (user text, [map, satellite]) templated, tokenized and preprocessed once."""
+        """Each (user text, [map, satellite]) templated, tokenized and preprocessed once.
+
+        Pixel values are kept (on CPU) in the model's dtype, which the vision tower casts them
+        to anyway; prompts are processed a few at a time to bound peak memory.
+        """
+        import torch
+
         texts = [self.processor.chat_text(text) for text in user_texts]
-        return self.processor.split(self.processor(texts, images))
+        dtype = self.model.dtype if self.model.dtype.is_floating_point else torch.float32
+        out = []
+        for start in range(0, len(texts), ENCODE_CHUNK):
+            end = start + ENCODE_CHUNK
+            for prompt in self.processor.split(self.processor(texts[start:end], images[start:end])):
+                out.append(replace(prompt, pixel_values=prompt.pixel_values.to(dtype)))
+        return out
 
     def collate(self, prompts: Sequence[EncodedPrompt], pixels: bool = True):
         """Encoded prompts as one left-padded batch on the model's device."""
