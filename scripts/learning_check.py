@@ -114,7 +114,7 @@ def main() -> None:
             f"save_every={args.rl_steps}",
         ],
     )
-    trainer = Trainer(config, args.out / "grpo")
+    trainer = Trainer(config, args.out / "grpo", overwrite=True)  # the script rebuilds all
     trainer.segmenter = BoxSegmenter()
     keys = [
         "stage1/reward_total",

@@ -66,3 +66,54 @@ def test_lora_with_fsdp_is_refused():
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.lora.rank=-1", "model.lora.rank must be >= 1, got -1"),
+        ("model.lora={rank: 0}", "model.lora.rank must be >= 1, got 0"),
+        ("model.lora.dropout=1.5", "model.lora.dropout must be in [0, 1)"),
+        ("model.dtype=int8", "model.dtype 'int8' is not one of"),
+        ("model.max_pixels=100", "model.max_pixels (100) must be >= min_pixels"),
+        ("optim.weight_decay=-0.1", "optim.weight_decay must be >= 0"),
+        ("optim.grad_clip=0", "optim.grad_clip must be > 0"),
+        ("optim.master_weights=bf16", "optim.master_weights = 'bf16'"),
+        ("rollout.top_k=-1", "rollout.top_k must be >= 0"),
+        ("data.val_limit=0", "data.val_limit must be >= 1 or null"),
+        ("optim.lr=[", "override 'optim.lr=[': not valid YAML"),
+        ("model.dtype=float16", "model.dtype float16 cannot train without loss scaling"),
+        (
+            "optim.master_weights=bf16_stochastic_rounding",
+            "bf16_stochastic_rounding needs model.dtype: bfloat16",
+        ),
+    ],
+)
+def test_bad_values_are_one_line_errors_naming_the_field(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)) as error:
+        load_config(None, [override])
+    assert "\n" not in str(error.value)
+
+
+def test_memory_levers_that_cannot_combine_are_refused():
+    with pytest.raises(ConfigError, match="distributed: fsdp shards the optimizer itself"):
+        load_config(None, ["distributed=fsdp", "optim.offload_optimizer_states=true"])
+    with pytest.raises(ConfigError, match=r"model\.offload_reference needs full-parameter"):
+        load_config(None, ["model.lora={rank: 8}", "model.offload_reference=true"])
+    c = load_config(None, ["model.dtype=bf16", "optim.master_weights=bf16_stochastic_rounding"])
+    assert c.optim.master_weights == "bf16_stochastic_rounding"
+
+
+def test_invalid_yaml_names_the_file_and_line(tmp_path, capsys):
+    from socioseg.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim:\n  lr: 1e-6\n  clip_eps: [0.2\n")
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(bad))}: not valid YAML at line \d+"):
+        load_config(bad)
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "bad.yaml: not valid YAML" in err
+    assert main(["train", "--out", str(tmp_path / "run"), "model.lora.rank=-1"]) == 2
+    assert "model.lora.rank must be >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # nothing was written

@@ -158,12 +158,12 @@ def test_embedding_reuse_equals_full_forward(segmenter, target):
     image = _image(400, 300, seed=3)
     embedding = segmenter.embed(image)
     expected, logits = _full_forward_mask(segmenter, image, target)
-    ours = segmenter._best_logits(embedding, target)
+    ours, _ = segmenter._best_logits(embedding, target)
     torch.testing.assert_close(ours, logits)
     np.testing.assert_array_equal(segmenter.segment(embedding, [target]), expected)
     # The comparison has teeth: the tiny model's logits move when the prompt moves.
     shifted = Target(Box(*(v + 12 for v in target.box.as_list())), target.points)
-    moved = segmenter._best_logits(embedding, shifted)
+    moved, _ = segmenter._best_logits(embedding, shifted)
     assert float((moved - logits).abs().mean()) > 1e-2
 
 

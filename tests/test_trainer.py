@@ -1,8 +1,6 @@
 """GRPO training on tiny models: a step learns, resume is exact, two processes agree."""
 
 import math
-import os
-import socket
 
 import numpy as np
 import pytest
@@ -12,6 +10,7 @@ from socioseg.rl.config import load_config
 from socioseg.rl.rollout import PromptTooLongError, collect_rollouts
 from socioseg.rl.trainer import Trainer
 from socioseg.vlm import Generation
+from tests.distributed import run_processes
 
 POOL = (
     '<think>a</think><answer>[{"bbox_2d": [10, 10, 60, 60]}]</answer>',
@@ -169,15 +168,7 @@ def test_batch_must_divide_over_processes(tiny_models, synth_dir):
         config(tiny_models, synth_dir, "batch_size=3").check_world(2)
 
 
-def _worker(rank, port, cfg, out, results):
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        WORLD_SIZE="2",
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-    )
-    torch.set_num_threads(1)
+def _worker(rank, cfg, out, results):
     t = trainer(cfg, out)
     metrics = t.train()
     full = [
@@ -190,15 +181,7 @@ def _worker(rank, port, cfg, out, results):
 
 def train_two_processes(cfg, tmp_path):
     """Train ``cfg`` in two spawned gloo processes; returns each rank's metrics and params."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    torch.multiprocessing.start_processes(
-        _worker,
-        args=(port, cfg, str(tmp_path / "run"), str(tmp_path)),
-        nprocs=2,
-        start_method="spawn",
-    )
+    run_processes(_worker, cfg, str(tmp_path / "run"), str(tmp_path))
     return [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
 
 

@@ -1,53 +1,60 @@
 """Segment a large area: tile two aligned rasters, run batched inference, stitch, polygonize.
 
-The satellite and map rasters (same pixel grid) are cut into ``tile x tile`` windows that
-overlap by at least ``overlap`` pixels (edge tiles are shifted inwards, so every tile has full
-size when the raster is larger than one tile). Each batch of tiles goes through
-``reasoner.segment_batch``; every finished tile's mask is saved under ``out_dir/tiles/`` and its
-row appended to ``tiles.jsonl`` before the next batch, so memory is bounded by the batch and a
-rerun skips finished tiles.
+The rasters are first brought to the model's resolution: their ground resolution (metres per
+pixel, from the CRS) is compared with ``gsd`` (default
+:data:`~socioseg.region.grid.SOCIOSEG_GSD`, SocioSeg's); windows of ``tile * gsd / input gsd``
+raster pixels are resampled to ``tile`` pixels for the model and its masks resampled back
+(nearest), so every output lies on the input grid. Within 5% of ``gsd`` nothing is resampled;
+beyond a factor of 2 the summary carries a note. Rasters without a CRS are used as they are.
 
-Stitching takes the union of the tile masks: where tiles overlap, a pixel is in the mask when
-any tile put it there, so an entity cut by one tile's border is joined by its neighbour's view.
-Entities (4-connected regions of the union) are found per cluster of tiles whose masks touch,
-so only such a cluster, never the whole raster, is held in memory.
+Windows overlap by at least ``overlap`` model pixels (edge windows are shifted inwards, so
+every window has full size when the raster is larger than one). Each (query, window) pair is
+one work item; batches go through ``reasoner.segment_batch``, and every finished item's mask
+and row are saved before the next batch (:mod:`socioseg.area_files`): memory is bounded by the
+batch and a rerun skips finished items. Under torchrun (``WORLD_SIZE`` > 1) rank ``r`` runs
+items ``r, r + n, ...``, all ranks meet at a gloo barrier, and rank 0 stitches
+(:mod:`socioseg.area_stitch`): the outputs equal a one-process run's.
 
-Outputs in ``out_dir``: ``mask.tif`` (0/255 uint8 on the input grid; ``mask.png`` for inputs
-without georeferencing), ``entities.geojson`` (one polygon per entity, raster CRS), ``tiles.jsonl``,
+The map may also be made on the fly from OSM data or web tiles (a
+:class:`~socioseg.region.mapping.MapSource`): rank 0 writes ``map.tif`` into ``out_dir``.
+
+Outputs in ``out_dir``: ``mask.tif`` (0/255 uint8 on the input grid, one band per query;
+``mask.png`` for one query on an input without georeferencing), ``entities.geojson`` (one
+polygon per entity, raster CRS, with query, level and confidences), the rows files,
 ``run.json`` (the settings; a rerun must match them) and ``summary.json``.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+from PIL import Image
 
+from socioseg.area_files import RunDir, ranks, rows_file_name
+from socioseg.area_stitch import stitch
+from socioseg.data.levels import function_name
 from socioseg.gis import (
     AreaError,
-    Georef,
     RasterSource,
     check_same_grid,
-    entity_geometry,
     feature_collection,
-    label_entities,
     write_mask_raster,
 )
 from socioseg.outputs import prediction_to_json
-from socioseg.types import MODES
+from socioseg.types import LEVELS, MODES
 
 DEFAULT_TILE = 768
 DEFAULT_OVERLAP = 128
 DEFAULT_BATCH_SIZE = 4
 DEFAULT_MIN_AREA_PX = 16
 MIN_TILE = 64
-STRIP_ROWS = 512
+SAME_GSD = 0.05  # relative difference under which a raster is used at its own resolution
+FAR_GSD = 2.0  # resampling by more than this factor is worth a note
 
 __all__ = ["AreaError", "AreaSummary", "Tile", "segment_area", "tile_grid"]
 
@@ -68,7 +75,12 @@ class Tile:
 
 @dataclass(frozen=True)
 class AreaSummary:
-    """What one ``segment_area`` call did and wrote (paths are inside ``out_dir``)."""
+    """What one ``segment_area`` call did and wrote (paths are inside ``out_dir``).
+
+    ``tiles_*`` count (query, tile) items: tiles times queries. ``gsd``: the input's metres
+    per pixel (``None`` without a CRS); ``scale``: model pixels per raster pixel; ``notes``:
+    things the user should know (e.g. a resolution far from the model's).
+    """
 
     out_dir: str
     mask_path: str
@@ -82,6 +94,10 @@ class AreaSummary:
     mask_pixels: int
     crs: str | None
     seconds: float
+    queries: list[str] = field(default_factory=list)
+    gsd: float | None = None
+    scale: float = 1.0
+    notes: list[str] = field(default_factory=list)
 
 
 def _starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -106,9 +122,24 @@ def tile_grid(size: tuple[int, int], tile: int, overlap: int) -> list[Tile]:
     ]
 
 
-def _check_settings(query: str, tile: int, overlap: int, batch_size: int, mode: str) -> None:
-    if not query.strip():
+def _queries(query: str | Sequence[str], levels: Sequence[str] | None) -> list[dict]:
+    texts = [query] if isinstance(query, str) else list(query)
+    if not texts or any(not isinstance(q, str) or not q.strip() for q in texts):
         raise AreaError("the query is empty")
+    if levels is not None and len(levels) != len(texts):
+        raise AreaError(f"give one --query-level per --query ({len(texts)}), got {len(levels)}")
+    out = []
+    for i, text in enumerate(texts):
+        level = levels[i] if levels is not None else None
+        if level is None:
+            level = "socio-function" if function_name(text) else "unknown"
+        if level not in LEVELS:
+            raise AreaError(f"query level {level!r} is not one of {', '.join(LEVELS)}")
+        out.append({"index": i, "text": text.strip(), "level": level})
+    return out
+
+
+def _check_settings(tile: int, overlap: int, batch_size: int, mode: str, gsd) -> None:
     if tile < MIN_TILE:
         raise AreaError(f"--tile must be at least {MIN_TILE} pixels, got {tile}")
     if not 0 <= overlap < tile:
@@ -117,205 +148,107 @@ def _check_settings(query: str, tile: int, overlap: int, batch_size: int, mode: 
         raise AreaError(f"--batch-size must be at least 1, got {batch_size}")
     if mode not in MODES:
         raise AreaError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if gsd is not None and not gsd >= 0:
+        raise AreaError(f"--gsd must be a resolution in metres (0: keep the input's), got {gsd}")
 
 
-class _RunDir:
-    """The files of one run: settings, per-tile masks and rows; append-only, crash-safe."""
+def _scale(sat: RasterSource, gsd: float | None) -> tuple[float | None, float, list[str]]:
+    """``(input gsd, model px per raster px, notes)`` for a raster and the model's ``gsd``."""
+    georef = sat.georef
+    if georef is None or georef.crs is None:
+        return None, 1.0, []
+    from socioseg.region.grid import Grid
 
-    def __init__(self, out_dir: Path, settings: dict[str, Any]):
-        self.root = out_dir
-        self.tiles_dir = out_dir / "tiles"
-        self.jsonl = out_dir / "tiles.jsonl"
-        self.tiles_dir.mkdir(parents=True, exist_ok=True)
-        settings_path = out_dir / "run.json"
-        if settings_path.exists():
-            previous = json.loads(settings_path.read_text())
-            changed = [k for k in settings if k != "inputs" and previous.get(k) != settings[k]]
-            if changed:
-                raise AreaError(
-                    f"{out_dir} holds a run with other settings ({', '.join(changed)}); "
-                    "use another --out directory or delete it"
-                )
-        settings_path.write_text(json.dumps(settings, indent=2) + "\n")
-        self.rows = self._load_rows()
-
-    def _load_rows(self) -> dict[str, dict]:
-        if not self.jsonl.exists():
-            return {}
-        text = self.jsonl.read_text()
-        if text and not text.endswith("\n"):
-            # A run killed mid-write leaves a partial last line: drop it, keep appending cleanly.
-            text = text[: text.rfind("\n") + 1]
-            self.jsonl.write_text(text)
-        rows = {}
-        for line in text.splitlines():
-            row = json.loads(line)
-            # A tile is finished once its row is written, and its mask saved if it had one.
-            if not row.get("mask_bbox") or self.mask_path(row["tile"]).exists():
-                rows[row["tile"]] = _slim(row)
-        return rows
-
-    def mask_path(self, tile_id: str) -> Path:
-        return self.tiles_dir / f"{tile_id}.npz"
-
-    def load_mask(self, tile_id: str) -> np.ndarray:
-        with np.load(self.mask_path(tile_id)) as data:
-            return data["mask"]
-
-    def save(self, row: dict, mask: np.ndarray | None) -> None:
-        if mask is not None:
-            tmp = self.tiles_dir / f"{row['tile']}.tmp.npz"
-            np.savez_compressed(tmp, mask=mask)
-            os.replace(tmp, self.mask_path(row["tile"]))
-        with self.jsonl.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        self.rows[row["tile"]] = _slim(row)
+    input_gsd = Grid(georef.crs, georef.transform, *sat.size).gsd()
+    if not gsd or abs(input_gsd / gsd - 1) < SAME_GSD:
+        return input_gsd, 1.0, []
+    scale = input_gsd / gsd
+    notes = []
+    if max(scale, 1 / scale) > FAR_GSD:
+        notes.append(
+            f"{sat.path} has {input_gsd:.3g} m/px, far from the model's {gsd:g} m/px: tiles are "
+            f"resampled by {scale:.3g}x"
+            + (" (upsampling invents no detail)" if scale > 1 else " (detail is lost)")
+        )
+    return input_gsd, scale, notes
 
 
-def _slim(row: dict) -> dict:
-    """The fields stitching needs; responses stay on disk so memory does not grow with them."""
-    return {k: row.get(k) for k in ("tile", "window", "status", "mask_bbox")}
+def _read(source: RasterSource, tile: Tile, scale: float) -> Image.Image:
+    image = source.read(*tile.window())
+    if scale == 1.0:
+        return image
+    size = (max(1, round(tile.width * scale)), max(1, round(tile.height * scale)))
+    return image.resize(size, Image.Resampling.BILINEAR)
 
 
-def _tile_row(tile: Tile, pred, seconds: float) -> dict:
-    ys, xs = np.nonzero(pred.mask)
+def _tile_row(tile: Tile, query: dict, pred, mask: np.ndarray, scale: float, seconds) -> dict:
+    ys, xs = np.nonzero(mask)
     bbox = None
     if len(xs):
         # In raster pixels, end-exclusive: lets stitching find touching tiles without their masks.
         bbox = [tile.x + int(xs.min()), tile.y + int(ys.min())]
         bbox += [tile.x + int(xs.max()) + 1, tile.y + int(ys.max()) + 1]
-    row = {"tile": tile.id, "window": tile.window(), "status": "done"}
+    final = pred.stage2 if pred.final_source == "stage2" else pred.stage1
+    objects = []  # final-stage boxes in raster pixels, with SAM's predicted IoU
+    for target, score in zip(final.targets_image, final.sam_scores, strict=False):
+        x1, y1, x2, y2 = (float(v) for v in target.box.as_list())
+        box = [tile.x + x1 / scale, tile.y + y1 / scale, tile.x + x2 / scale, tile.y + y2 / scale]
+        objects.append([*(round(v, 2) for v in box), float(score)])
+    row = {"tile": tile.id, "query_index": query["index"], "window": tile.window()}
+    row |= {"status": "done", "scale": scale, "objects": objects, "logprob": final.mean_logprob}
     return {**row, **prediction_to_json(pred, mask_bbox=bbox, seconds=round(seconds, 3))}
 
 
-def _run_tiles(reasoner, sat, map_, query, mode, todo, run, batch_size, progress) -> int:
+def _run_items(reasoner, sat, map_, mode, todo, run, batch_size, scale, progress) -> int:
+    """Run ``todo`` ``(query, tile)`` items in batches, saving each; returns how many ran."""
     from tqdm.auto import tqdm
 
     ran = 0
     with tqdm(total=len(todo), unit="tile", desc="segment-area", disable=not progress) as bar:
         for start in range(0, len(todo), batch_size):
             batch = []
-            for tile in todo[start : start + batch_size]:
+            for query, tile in todo[start : start + batch_size]:
                 if sat.is_nodata(*tile.window()):
-                    run.save({"tile": tile.id, "window": tile.window(), "status": "nodata"}, None)
+                    row = {"tile": tile.id, "query_index": query["index"]}
+                    run.save({**row, "window": tile.window(), "status": "nodata"}, None)
                     bar.update(1)
                 else:
-                    batch.append(tile)
+                    batch.append((query, tile))
             if not batch:
                 continue
-            items = [(sat.read(*t.window()), map_.read(*t.window()), query) for t in batch]
+            items = [(_read(sat, t, scale), _read(map_, t, scale), q["text"]) for q, t in batch]
             began = time.perf_counter()
             preds = reasoner.segment_batch(items, mode=mode)
-            per_tile = (time.perf_counter() - began) / len(batch)
+            per_item = (time.perf_counter() - began) / len(batch)
             if len(preds) != len(batch):
                 raise RuntimeError(f"segment_batch returned {len(preds)} results for {len(batch)}")
-            for tile, pred in zip(batch, preds, strict=True):
+            for (query, tile), pred, item in zip(batch, preds, items, strict=True):
                 mask = np.asarray(pred.mask, dtype=bool)
-                if mask.shape != (tile.height, tile.width):
+                if mask.shape != item[0].size[::-1]:
                     raise RuntimeError(f"tile {tile.id}: mask {mask.shape} != tile size")
-                row = _tile_row(tile, pred, per_tile)
-                run.save(row, mask if row["mask_pixels"] else None)
+                mask = _to_window(mask, tile)
+                row = _tile_row(tile, query, pred, mask, scale, per_item)
+                run.save(row, mask if mask.any() else None)
                 ran += 1
                 bar.update(1)
     return ran
 
 
-def _clusters(rows: Sequence[dict]) -> list[list[dict]]:
-    """Group non-empty tiles whose mask boxes overlap or touch (8-neighbourhood)."""
-    if not rows:
-        return []
-    boxes = np.array([r["mask_bbox"] for r in rows], dtype=np.int64)
-    parent = list(range(len(rows)))
+def _to_window(mask: np.ndarray, tile: Tile) -> np.ndarray:
+    """A model-size mask brought back to the tile's raster size (nearest neighbour)."""
+    if mask.shape == (tile.height, tile.width):
+        return mask
+    import cv2
 
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i in range(len(rows)):
-        b = boxes[i]
-        touch = (
-            (boxes[:, 0] <= b[2])
-            & (b[0] <= boxes[:, 2])
-            & (boxes[:, 1] <= b[3])
-            & (b[1] <= boxes[:, 3])
-        )
-        for j in np.nonzero(touch[i + 1 :])[0] + i + 1:
-            parent[find(int(j))] = find(i)
-    groups: dict[int, list[dict]] = {}
-    for i, row in enumerate(rows):
-        groups.setdefault(find(i), []).append(row)
-    return list(groups.values())
-
-
-def _clip(window: Sequence[int], box: Sequence[int]) -> tuple[tuple[slice, ...], ...]:
-    """Slices of ``box`` (x0, y0, x1, y1) and of a tile at ``window`` covering their overlap."""
-    tx, ty, tw, th = window
-    x0, y0, x1, y1 = box
-    cx0, cy0, cx1, cy1 = max(tx, x0), max(ty, y0), min(tx + tw, x1), min(ty + th, y1)
-    in_box = (slice(cy0 - y0, cy1 - y0), slice(cx0 - x0, cx1 - x0))
-    in_tile = (slice(cy0 - ty, cy1 - ty), slice(cx0 - tx, cx1 - tx))
-    return in_box, in_tile
-
-
-def _cluster_features(cluster, run, georef, query, min_area_px) -> list[dict]:
-    """Features of the entities a cluster of tiles found, labelled on the cluster's box only."""
-    boxes = np.array([r["mask_bbox"] for r in cluster])
-    box = (*boxes[:, :2].min(axis=0), *boxes[:, 2:].max(axis=0))
-    canvas = np.zeros((box[3] - box[1], box[2] - box[0]), dtype=bool)
-    masks = {row["tile"]: run.load_mask(row["tile"]) for row in cluster}
-    for row in cluster:
-        in_box, in_tile = _clip(row["window"], box)
-        canvas[in_box] |= masks[row["tile"]][in_tile]
-    labels, entities = label_entities(canvas, min_area_px)
-    sources: dict[int, set[str]] = {}
-    for row in cluster:
-        in_box, in_tile = _clip(row["window"], box)
-        for label in np.unique(labels[in_box][masks[row["tile"]][in_tile]]):
-            sources.setdefault(int(label), set()).add(row["tile"])
-    transform = None if georef is None else georef.transform
-    pixel_area = 1.0 if georef is None else abs(georef.transform.determinant)
-    return [
-        {
-            "type": "Feature",
-            "properties": {
-                "query": query,
-                "tiles": sorted(sources.get(e.label, ())),
-                "area": e.area_px * pixel_area,
-                "area_px": e.area_px,
-            },
-            "geometry": entity_geometry(e, transform, (int(box[0]), int(box[1]))),
-        }
-        for e in entities
-    ]
-
-
-def _mask_strips(
-    rows: Sequence[dict], run: _RunDir, size: tuple[int, int], counter: list[int]
-) -> Iterator[tuple[int, np.ndarray]]:
-    """Row strips of the stitched mask (union of tile masks); adds their pixels to counter[0]."""
-    width, height = size
-    cache: dict[str, np.ndarray] = {}
-    for top in range(0, height, STRIP_ROWS):
-        bottom = min(height, top + STRIP_ROWS)
-        strip = np.zeros((bottom - top, width), dtype=bool)
-        needed = [r for r in rows if r["mask_bbox"][1] < bottom and r["mask_bbox"][3] > top]
-        cache = {r["tile"]: cache.get(r["tile"]) for r in needed}
-        for row in needed:
-            if cache[row["tile"]] is None:
-                cache[row["tile"]] = run.load_mask(row["tile"])
-            in_strip, in_tile = _clip(row["window"], (0, top, width, bottom))
-            strip[in_strip] |= cache[row["tile"]][in_tile]
-        counter[0] += int(strip.sum())
-        yield top, strip
+    size = (tile.width, tile.height)
+    return cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
 
 
 def segment_area(
     reasoner,
     sat_path: str | Path,
-    map_path: str | Path,
-    query: str,
+    map_path,
+    query: str | Sequence[str],
     out_dir: str | Path,
     *,
     tile: int = DEFAULT_TILE,
@@ -323,81 +256,124 @@ def segment_area(
     batch_size: int = DEFAULT_BATCH_SIZE,
     mode: str = "two-stage",
     min_area_px: int = DEFAULT_MIN_AREA_PX,
+    gsd: float | None = None,
+    levels: Sequence[str] | None = None,
     progress: bool = True,
-) -> AreaSummary:
-    """Segment ``query`` over two aligned rasters and write mask, entities and per-tile logs.
+) -> AreaSummary | None:
+    """Segment queries over two aligned rasters and write masks, entities and per-tile logs.
 
     Args:
         reasoner: anything with ``segment_batch([(sat, map, query), ...], mode=...)`` returning
             :class:`socioseg.types.Prediction` objects (e.g. ``SocioReasoner``), or a
             zero-argument callable returning one, called only once the inputs have been
-            checked and tiles remain to run (so bad inputs fail before a model loads).
-        sat_path, map_path: rasters on one pixel grid (GeoTIFF or any GDAL raster with
-            rasterio installed; PNG/JPEG also without), 8-bit, 1, 3 or 4 bands.
-        query: the text query, used for every tile.
+            checked and items remain to run (so bad inputs fail before a model loads).
+        sat_path: a raster (GeoTIFF or any GDAL raster with rasterio installed; PNG/JPEG also
+            without), 8-bit, 1, 3 or 4 bands.
+        map_path: a raster on the same grid, or a :class:`~socioseg.region.mapping.MapSource`
+            to make ``out_dir/map.tif`` from.
+        query: one text query or several; every tile is segmented for each.
         out_dir: created if missing; a previous run there with the same settings is resumed.
-        tile, overlap: tile side and minimum overlap of neighbouring tiles, in pixels.
-        batch_size: tiles per ``segment_batch`` call (also what is held in memory).
+        tile, overlap: tile side and minimum overlap of neighbouring tiles, in model pixels.
+        batch_size: (query, tile) items per ``segment_batch`` call (also what is in memory).
         mode: one of :data:`socioseg.types.MODES`.
         min_area_px: entities smaller than this many pixels get no polygon (the mask keeps them).
-        progress: show a tqdm bar (tiles/s).
+        gsd: the model's metres per pixel that tiles are resampled to; ``None`` or 0 keeps
+            the input's (the CLI's default is SocioSeg's, 0.5).
+        levels: the query level of each query (default: ``socio-function`` for the 10 function
+            names, else ``unknown``).
+        progress: show a tqdm bar (items/s).
+
+    Returns:
+        The summary; ``None`` on torchrun ranks other than 0 (rank 0 writes the outputs).
 
     Raises:
         AreaError: missing or unreadable input, rasters on different grids, bad settings,
             or ``out_dir`` holding a run with other settings. Its message is one line.
     """
-    _check_settings(query, tile, overlap, batch_size, mode)
+    queries = _queries(query, levels)
+    _check_settings(tile, overlap, batch_size, mode, gsd)
     began = time.perf_counter()
     out = Path(out_dir)
-    with RasterSource(sat_path) as sat, RasterSource(map_path) as map_:
-        georef = check_same_grid(sat, map_)
-        settings = {
-            "query": query,
-            "mode": mode,
-            "size": list(sat.size),
-            "tile": tile,
-            "overlap": overlap,
-            "inputs": {"sat": str(sat_path), "map": str(map_path)},
-        }
-        run = _RunDir(out, settings)
-        tiles = tile_grid(sat.size, tile, overlap)
-        resumed = sum(t.id in run.rows for t in tiles)
-        todo = [t for t in tiles if t.id not in run.rows]
-        if todo and not hasattr(reasoner, "segment_batch"):
-            reasoner = reasoner()
-        ran = _run_tiles(reasoner, sat, map_, query, mode, todo, run, batch_size, progress)
-        size = sat.size
-    return _write_outputs(run, tiles, size, georef, query, min_area_px, ran, resumed, began)
+    with ranks() as (rank, world, share):
+        map_source = map_path.describe() if hasattr(map_path, "describe") else None
+        map_path = _ensure_map(sat_path, map_path, out, rank, share)
+        with RasterSource(sat_path) as sat, RasterSource(map_path) as map_:
+            georef = check_same_grid(sat, map_)
+            input_gsd, scale, notes = _scale(sat, gsd)
+            side, margin = max(1, round(tile / scale)), round(overlap / scale)
+            settings = {
+                "queries": [q["text"] for q in queries],
+                "levels": [q["level"] for q in queries],
+                "mode": mode,
+                "size": list(sat.size),
+                "tile": tile,
+                "overlap": overlap,
+                "scale": scale,
+                "map_source": map_source,
+                "inputs": {"sat": str(sat_path), "map": str(map_path)},
+            }
+            run = RunDir(out, settings, rank if world > 1 else None)
+            tiles = tile_grid(sat.size, side, margin)
+            items = [(q, t) for q in queries for t in tiles]
+            resumed = sum((q["index"], t.id) in run.rows for q, t in items)
+            todo = [(q, t) for q, t in items[rank::world] if (q["index"], t.id) not in run.rows]
+            if todo and not hasattr(reasoner, "segment_batch"):
+                reasoner = reasoner()
+            ran = _run_items(reasoner, sat, map_, mode, todo, run, batch_size, scale, progress)
+            size = sat.size
+        share()  # every rank has finished its items
+        if rank != 0:
+            return None
+        run.reload()
+        facts = {"ran": ran, "resumed": resumed, "gsd": input_gsd, "scale": scale}
+        return _write_outputs(run, tiles, size, georef, queries, min_area_px, facts, notes, began)
 
 
-def _write_outputs(
-    run, tiles, size, georef: Georef | None, query, min_area_px, ran, resumed, began
-):
-    rows = [run.rows[t.id] for t in tiles]
-    found = [r for r in rows if r.get("mask_bbox")]
-    counter = [0]
-    strips = _mask_strips(found, run, size, counter)
-    mask_path = write_mask_raster(run.root / "mask", size, georef, strips)
-    features = []
-    for cluster in _clusters(found):
-        features += _cluster_features(cluster, run, georef, query, min_area_px)
-    for i, feature in enumerate(features):
-        feature["properties"] = {"id": i, **feature["properties"]}
+def _ensure_map(sat_path, map_path, out: Path, rank: int, share) -> Path:
+    """``map_path`` itself, or the map a ``MapSource`` makes (rank 0 writes, others wait)."""
+    from socioseg.region.mapping import MapSource, make_map
+
+    if not isinstance(map_path, MapSource):
+        return Path(map_path)
+    target = out / "map.tif"
+    error = None
+    if rank == 0 and not target.exists():
+        from socioseg.region.grid import Grid
+
+        try:
+            make_map(Grid.of_raster(sat_path), map_path, target)
+        except AreaError as exc:  # every rank stops with it, none waits for a map
+            error = str(exc)
+    error = share(error)
+    if error is not None:
+        raise AreaError(error)
+    return target
+
+
+def _write_outputs(run, tiles, size, georef, queries, min_area_px, facts, notes, began):
+    strips, features, counter = stitch(run, tiles, size, georef, queries, min_area_px)
+    texts = [q["text"] for q in queries]
+    mask_path = write_mask_raster(run.root / "mask", size, georef, strips, texts)
     geojson_path = run.root / "entities.geojson"
     geojson_path.write_text(json.dumps(feature_collection(features, georef)) + "\n")
+    rows = [run.rows[(q["index"], t.id)] for q in queries for t in tiles]
     summary = AreaSummary(
         out_dir=str(run.root),
         mask_path=str(mask_path),
         geojson_path=str(geojson_path),
-        tiles_jsonl=str(run.jsonl),
-        tiles_total=len(tiles),
-        tiles_run=ran,
-        tiles_resumed=resumed,
+        tiles_jsonl=str(run.root / rows_file_name(None)),
+        tiles_total=len(rows),
+        tiles_run=facts["ran"],
+        tiles_resumed=facts["resumed"],
         tiles_nodata=sum(r["status"] == "nodata" for r in rows),
         entities=len(features),
         mask_pixels=counter[0],
         crs=None if georef is None else georef.crs_name(),
         seconds=round(time.perf_counter() - began, 3),
+        queries=texts,
+        gsd=None if facts["gsd"] is None else round(facts["gsd"], 4),
+        scale=facts["scale"],
+        notes=notes,
     )
     (run.root / "summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
     return summary

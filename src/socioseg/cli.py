@@ -27,6 +27,7 @@ from socioseg.data.synth import MIN_SIZE as SYNTH_MIN_SIZE
 from socioseg.geometry import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, check_same_aspect
 from socioseg.images import DEFAULT_MAX_IMAGE_PIXELS, PIXEL_LIMIT_ENV
 from socioseg.pipeline import DEFAULT_SAM, DEFAULT_VLM
+from socioseg.region.grid import SOCIOSEG_GSD
 from socioseg.tiny import RANDOM_MODEL_MAX_NEW_TOKENS
 from socioseg.types import MODES
 from socioseg.vlm import SamplingSettings
@@ -284,12 +285,25 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 @_command
 def _cmd_segment_area(args: argparse.Namespace) -> int:
+    import os
+
     from socioseg.area import segment_area
 
+    local_rank = os.environ.get("LOCAL_RANK")
+    if local_rank is not None and args.device is None:  # torchrun: one GPU per process
+        import torch
+
+        args.device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    levels = None
+    if args.query_level:
+        levels = [f"socio-{v}" for v in args.query_level]
+    source = _map_source(args)
+    if (source is None) == (args.map is None):
+        raise CommandError("give --map, or a map source (--osm, --tiles or --provider)")
     summary = segment_area(
         _reasoner_factory(args),
         args.sat,
-        args.map,
+        source or args.map,
         args.query,
         args.out,
         tile=args.tile,
@@ -297,14 +311,117 @@ def _cmd_segment_area(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         mode=args.mode,
         min_area_px=args.min_area_px,
-        progress=not args.no_progress,
+        gsd=args.gsd,
+        levels=levels,
+        progress=not args.no_progress and os.environ.get("RANK", "0") == "0",
     )
+    if summary is None:  # another torchrun rank: rank 0 reports
+        return 0
+    for note in summary.notes:
+        print(f"note: {note}", file=sys.stderr)
     print(
-        f"tiles: {summary.tiles_total} ({summary.tiles_run} run, {summary.tiles_resumed} "
-        f"resumed, {summary.tiles_nodata} empty); entities: {summary.entities}; "
-        f"{summary.seconds:.1f}s"
+        f"tiles x queries: {summary.tiles_total} ({summary.tiles_run} run, "
+        f"{summary.tiles_resumed} resumed, {summary.tiles_nodata} empty); "
+        f"entities: {summary.entities}; {summary.seconds:.1f}s"
     )
+    if summary.gsd is not None:
+        print(f"resolution: {summary.gsd:g} m/px, {summary.scale:.3g} model px per raster px")
     print(f"wrote {summary.mask_path}, {summary.geojson_path} and {summary.tiles_jsonl}")
+    if source is not None:
+        _print_map_credit(args.out / "map.tif")
+    return 0
+
+
+def _print_map_credit(map_path: Path) -> None:
+    import rasterio
+
+    with rasterio.open(map_path) as ds:
+        credit = ds.tags().get("ATTRIBUTION")
+    if credit:
+        print(f"map data: {credit}")
+
+
+def _add_map_source_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("map source (instead of a map raster)")
+    group.add_argument("--osm", type=Path, help="OpenStreetMap extract (.osm.pbf or .osm)")
+    group.add_argument("--tiles", help="XYZ tile URL template with {x}, {y}, {z}")
+    group.add_argument("--provider", help="an xyzservices tile provider, e.g. OpenStreetMap.Mapnik")
+    group.add_argument(
+        "--name-tag", default="name", help="OSM tag for labels: name, name:en, name:zh, ..."
+    )
+    group.add_argument("--font", type=Path, help="label font file, e.g. Noto Sans CJK for Chinese")
+    group.add_argument("--gcj02", action="store_true", help="tiles are in GCJ-02 (Amap, ...)")
+    group.add_argument(
+        "--tile-budget", type=int_in(1), default=400, help="most tiles one map may download"
+    )
+    group.add_argument("--tile-cache", type=Path, default=None, help="tile cache folder")
+    group.add_argument(
+        "--zoom", type=int_in(0, 24), default=None, help="tile zoom (default: by resolution)"
+    )
+
+
+def _map_source(args: argparse.Namespace):
+    """The map source the arguments name, or ``None`` when none is given."""
+    from socioseg.region.mapping import MapSource
+
+    if args.osm is None and args.tiles is None and args.provider is None:
+        return None
+    return MapSource(
+        osm=args.osm,
+        tiles=args.tiles,
+        provider=args.provider,
+        name_tag=args.name_tag,
+        font=args.font,
+        gcj02=args.gcj02,
+        tile_budget=args.tile_budget,
+        cache_dir=args.tile_cache,
+        zoom=args.zoom,
+    )
+
+
+@_command
+def _cmd_map(args: argparse.Namespace) -> int:
+    from socioseg.region.grid import Grid
+    from socioseg.region.mapping import check_out, make_map
+
+    source = _map_source(args)
+    if source is None:
+        raise CommandError("give a map source: --osm FILE, --tiles URL or --provider NAME")
+    check_out(args.map_out)
+    made = make_map(Grid.of_raster(args.like), source, args.map_out)
+    if made.zoom is not None:
+        print(f"tiles: {made.tiles} at zoom {made.zoom} ({made.downloaded} downloaded)")
+    print(f"wrote {made.path}")
+    if made.attribution:
+        print(f"map data: {made.attribution}")
+    return 0
+
+
+@_command
+def _cmd_make_dataset(args: argparse.Namespace) -> int:
+    from socioseg.region.dataset import DatasetSpec, make_dataset
+
+    levels = None
+    if args.levels:
+        levels = tuple(f"socio-{v.strip().removeprefix('socio-')}" for v in args.levels.split(","))
+    spec = DatasetSpec(
+        query_field=args.query_field,
+        class_field=args.class_field,
+        function_field=args.function_field,
+        levels=levels,
+        tile=args.tile,
+        block=args.block,
+        min_pixels=args.min_pixels,
+        seed=args.seed,
+    )
+    summary = make_dataset(args.sat, args.map, args.labels, args.out, spec)
+    print(f"{summary['samples']} samples from {summary['tiles']} tiles")
+    for split, by_level in summary["splits"].items():
+        counts = ", ".join(f"{level} {n}" for level, n in sorted(by_level.items())) or "none"
+        print(f"  {split}: {counts}")
+    print(f"wrote {args.out} (folder layout) with levels.json and index.jsonl")
+    for note in summary["notes"]:
+        print(f"note: {note}", file=sys.stderr)
     return 0
 
 
@@ -358,14 +475,37 @@ def _log_line(step: int, metrics: dict[str, float]) -> None:
 
 @_command
 def _cmd_train(args: argparse.Namespace) -> int:
+    from socioseg.rl.checkpoint import CheckpointError
     from socioseg.rl.config import load_config
-    from socioseg.rl.trainer import Trainer
 
     config = load_config(args.config, args.overrides)
-    trainer = Trainer(config, args.out, resume=args.resume)
+    if args.dry_run:
+        return _train_plan(config, args.world_size, args.image_side)
+    if args.out is None:
+        raise CommandError("train needs --out DIR (the run folder), or --dry-run")
+    from socioseg.rl.trainer import Trainer
+
+    try:
+        trainer = Trainer(config, args.out, resume=args.resume, overwrite=args.overwrite)
+    except CheckpointError as error:
+        raise CommandError(str(error)) from error
     if trainer.rank == 0:
+        for note in trainer.resume_notes:
+            print(f"resume: {note}")
+        if trainer.resume_from is not None:
+            print(f"resuming from {trainer.resume_from}")
+        print(f"weights: {trainer.precision.describe()}")
         print(f"training from step {trainer.step} to {config.steps}; logs: {args.out}/tensorboard")
     trainer.train(on_log=_log_line if trainer.rank == 0 else None)
+    return 0
+
+
+def _train_plan(config, world_size: int, image_side: int) -> int:
+    from socioseg.rl.memory import format_plan, plan
+
+    config.check_world(world_size)
+    for line in format_plan(plan(config, world_size, image_side), config, world_size):
+        print(line)
     return 0
 
 
@@ -416,19 +556,59 @@ def build_parser() -> argparse.ArgumentParser:
 
     area = sub.add_parser("segment-area", help="tile, segment and stitch large (geo)rasters")
     area.add_argument("--sat", required=True, type=Path, help="satellite raster (GeoTIFF/PNG)")
-    area.add_argument("--map", required=True, type=Path, help="map raster on the same grid")
-    area.add_argument("--query", required=True, help="what to segment")
+    area.add_argument("--map", type=Path, help="map raster on the same grid (or --osm, ...)")
+    area.add_argument(
+        "--query", required=True, action="append", help="what to segment; repeat for several"
+    )
+    area.add_argument(
+        "--query-level",
+        action="append",
+        choices=("name", "class", "function"),
+        help="level of each --query, in order (default: function names known, else unknown)",
+    )
     area.add_argument("--out", required=True, type=Path, help="output folder (rerun to resume)")
     area.add_argument("--tile", type=int_in(64, 8192), default=768, help="tile side in pixels")
     area.add_argument("--overlap", type=int_in(0, 4096), default=128, help="minimum overlap")
+    area.add_argument(
+        "--gsd",
+        type=float,
+        default=SOCIOSEG_GSD,
+        help="metres per pixel the model sees; tiles are resampled to it (0: keep the input's)",
+    )
     area.add_argument(
         "--batch-size", type=int_in(1, MAX_BATCH_SIZE), default=4, help="tiles per batch"
     )
     area.add_argument("--min-area-px", type=int_in(0), default=16, help="smallest polygon kept")
     area.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_map_source_args(area)
     _add_model_args(area)
     _add_inference_args(area)
     _add_image_limit(area)
+
+    map_ = sub.add_parser("map", help="a web map on a GeoTIFF's grid from OSM data or tiles")
+    map_.add_argument("--like", required=True, type=Path, help="raster whose grid the map takes")
+    map_.add_argument(
+        "--out", required=True, type=Path, dest="map_out", help="map GeoTIFF to write (.tif)"
+    )
+    _add_map_source_args(map_)
+
+    make = sub.add_parser("make-dataset", help="a SocioSeg folder dataset from rasters + labels")
+    make.add_argument("--sat", required=True, type=Path, help="satellite GeoTIFF")
+    make.add_argument("--map", required=True, type=Path, help="map GeoTIFF on the same grid")
+    make.add_argument("--labels", required=True, type=Path, help="GeoJSON/GeoPackage/Shapefile")
+    make.add_argument("--query-field", required=True, help="field naming each entity")
+    make.add_argument("--class-field", default=None, help="field with its socio-class")
+    make.add_argument("--function-field", default=None, help="field with its socio-function")
+    make.add_argument(
+        "--levels", default=None, help="levels to make, e.g. name,class (default: all given)"
+    )
+    make.add_argument("--out", required=True, type=Path, help="new dataset folder")
+    make.add_argument("--tile", type=int_in(64, 8192), default=768, help="tile side in pixels")
+    make.add_argument("--block", type=int_in(1), default=2, help="tiles per split block side")
+    make.add_argument(
+        "--min-pixels", type=int_in(1), default=64, help="least visible area of a query"
+    )
+    make.add_argument("--seed", type=int_in(0, SEED_MAX), default=0, help="seed of the split")
 
     demo = sub.add_parser("demo", help="a local web page to try the model (needs [demo])")
     demo.add_argument("--host", default="127.0.0.1", help="address to bind")
@@ -455,8 +635,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="GRPO training of both stages")
     train.add_argument("--config", type=Path, default=None, help="YAML config (see configs/)")
-    train.add_argument("--out", required=True, type=Path, help="run folder")
+    train.add_argument("--out", type=Path, default=None, help="run folder")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    train.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    train.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the per-GPU memory plan of the config and exit (loads no weights)",
+    )
+    train.add_argument(
+        "--world-size", type=int_in(1, 65536), default=1, help="GPUs (processes) for --dry-run"
+    )
+    train.add_argument(
+        "--image-side", type=int_in(28, 16384), default=768, help="tile side (px) for --dry-run"
+    )
     train.add_argument("overrides", nargs="*", help="section.field=value overrides")
 
     tiny = sub.add_parser("tiny-models", help="build random-weight models for offline tests")

@@ -232,10 +232,19 @@ def _stage(vlm, segmenter, out, name, prompt_ids, repeats, settings, reward, sou
         started = time.perf_counter()
         parsed = parse_answer(generation.text, job.frames.vlm_size)
         targets = job.frames.targets(parsed.targets, "vlm", "image")
-        mask_vlm = segmenter.segment(job.embedding, parsed.targets)
+        mask_vlm, scores = segmenter.segment_scored(job.embedding, parsed.targets)
         mask = job.frames.mask(mask_vlm, "vlm", "image")
         _add_time(out, job, f"{name}_sam", started)
-        result = StageResult(name, prompt.text, generation.text, parsed, targets, mask)
+        result = StageResult(
+            name,
+            prompt.text,
+            generation.text,
+            parsed,
+            targets,
+            mask,
+            scores,
+            generation.mean_logprob,
+        )
         source = None if sources is None else sources[k // repeats]
         score = None
         if reward is not None:

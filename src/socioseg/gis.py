@@ -76,6 +76,9 @@ class RasterSource:
             raise AreaError(f"{self.path}: reading this raster needs rasterio: {GIS_INSTALL_HINT}")
 
     def _open_rasterio(self, rasterio) -> None:
+        if self.path.suffix.lower() in PLAIN_IMAGE_SUFFIXES:
+            # GDAL returns garbage rows from a truncated PNG without an error; Pillow refuses it.
+            self._check_complete()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
             try:
@@ -104,13 +107,20 @@ class RasterSource:
         georeferenced = ds.crs is not None or not ds.transform.is_identity
         self.georef = Georef(ds.crs, ds.transform) if georeferenced else None
 
-    def _open_pillow(self) -> None:
+    def _check_complete(self) -> None:
+        """Decode the file once with the project's image reader (pixel cap, truncation)."""
+        self._read_whole(mode=None)
+
+    def _read_whole(self, mode: str | None) -> Image.Image:
+        from socioseg.images import ImageError, read_image
+
         try:
-            image = Image.open(self.path)
-            image.load()
-        except (OSError, Image.DecompressionBombError) as exc:
-            raise AreaError(f"{self.path}: not an image Pillow can read ({exc})") from exc
-        self._image = image.convert("RGB")
+            return read_image(self.path, str(self.path), mode=mode)
+        except ImageError as exc:
+            raise AreaError(str(exc)) from exc
+
+    def _open_pillow(self) -> None:
+        self._image = self._read_whole(mode="RGB")
         self.size = self._image.size
         self.georef = None
 
@@ -118,14 +128,21 @@ class RasterSource:
         """The RGB pixels of the window at column ``x``, row ``y`` (image frame of the tile)."""
         if self._image is not None:
             return self._image.crop((x, y, x + width, y + height))
+        from rasterio.errors import RasterioIOError
         from rasterio.windows import Window
 
         window = Window(x, y, width, height)
-        if self._dataset.count == 1:
-            grey = self._dataset.read(1, window=window)
-            rgb = self._palette[grey] if self._palette is not None else np.stack([grey] * 3, -1)
-        else:
-            rgb = self._dataset.read([1, 2, 3], window=window).transpose(1, 2, 0)
+        try:
+            if self._dataset.count == 1:
+                grey = self._dataset.read(1, window=window)
+                rgb = self._palette[grey] if self._palette is not None else np.stack([grey] * 3, -1)
+            else:
+                rgb = self._dataset.read([1, 2, 3], window=window).transpose(1, 2, 0)
+        except RasterioIOError as exc:  # e.g. a file cut short
+            raise AreaError(
+                f"{self.path}: pixels of window {x},{y} {width}x{height} cannot be read ({exc}); "
+                "is the file complete? (gdalinfo -checksum tells)"
+            ) from exc
         return Image.fromarray(np.ascontiguousarray(rgb), "RGB")
 
     def is_nodata(self, x: int, y: int, width: int, height: int) -> bool:
@@ -184,21 +201,27 @@ def write_mask_raster(
     size: tuple[int, int],
     georef: Georef | None,
     strips: Iterator[tuple[int, np.ndarray]],
+    descriptions: Sequence[str] = (),
 ) -> Path:
-    """Write a 0/255 uint8 mask from ``(row_offset, rows x width bool)`` strips.
+    """Write 0/255 uint8 masks from ``(row_offset, bands x rows x width bool)`` strips.
 
-    With ``georef`` the file is a deflate-compressed GeoTIFF ``path.with_suffix('.tif')`` on the
-    input grid, written strip by strip; otherwise a PNG ``path.with_suffix('.png')``.
+    With ``georef`` or several bands the file is a deflate-compressed GeoTIFF
+    ``path.with_suffix('.tif')`` (on the input grid when georeferenced), written strip by strip,
+    its bands described by ``descriptions``; one band without georeferencing is a PNG
+    ``path.with_suffix('.png')``.
     """
     width, height = size
-    if georef is None:
+    bands = max(1, len(descriptions))
+    if georef is None and bands == 1:
         full = np.zeros((height, width), dtype=np.uint8)
         for row, strip in strips:
-            full[row : row + strip.shape[0]] = strip.astype(np.uint8) * 255
+            full[row : row + strip.shape[1]] = strip[0].astype(np.uint8) * 255
         out = path.with_suffix(".png")
         Image.fromarray(full, "L").save(out)
         return out
     rasterio = _rasterio()
+    if rasterio is None:
+        raise AreaError(f"masks of several queries are written as GeoTIFF: {GIS_INSTALL_HINT}")
     from rasterio.windows import Window
 
     out = path.with_suffix(".tif")
@@ -206,19 +229,21 @@ def write_mask_raster(
         "driver": "GTiff",
         "width": width,
         "height": height,
-        "count": 1,
+        "count": bands,
         "dtype": "uint8",
-        "crs": georef.crs,
-        "transform": georef.transform,
         "compress": "deflate",
         "tiled": True,
         "blockxsize": 256,
         "blockysize": 256,
     }
+    if georef is not None:
+        profile.update(crs=georef.crs, transform=georef.transform)
     with rasterio.open(out, "w", **profile) as dst:
         for row, strip in strips:
-            window = Window(0, row, width, strip.shape[0])
-            dst.write(strip.astype(np.uint8) * 255, 1, window=window)
+            window = Window(0, row, width, strip.shape[1])
+            dst.write(strip.astype(np.uint8) * 255, window=window)
+        for band, text in enumerate(descriptions, start=1):
+            dst.set_band_description(band, text)
     return out
 
 

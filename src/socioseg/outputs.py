@@ -33,6 +33,8 @@ def stage_to_json(stage: StageResult | None) -> dict[str, Any] | None:
         "targets_image": targets_to_json(stage.targets_image),
         "problems": list(stage.parsed.problems),
         "mask_pixels": int(stage.mask.sum()),
+        "sam_scores": [round(float(s), 4) for s in stage.sam_scores],
+        "mean_logprob": None if stage.mean_logprob is None else round(float(stage.mean_logprob), 4),
     }
 
 

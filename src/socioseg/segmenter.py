@@ -276,15 +276,24 @@ class Segmenter:
         positive points in the pixels of the embedded image. Returns ``H x W`` bool at that
         image's size (``(W, H) = embedding.image_size``); all False when ``targets`` is empty.
         """
+        return self.segment_scored(embedding, targets)[0]
+
+    def segment_scored(
+        self, embedding: ImageEmbedding, targets: Sequence[Target]
+    ) -> tuple[np.ndarray, tuple[float, ...]]:
+        """:meth:`segment` plus SAM's predicted IoU of each target's kept mask (target order)."""
         width, height = embedding.image_size
         mask = np.zeros((height, width), dtype=bool)
+        scores = []
         for target in targets:
-            logits = self._best_logits(embedding, target)
+            logits, score = self._best_logits(embedding, target)
             mask |= (upsample_logits(logits[None], embedding.image_size)[0] > 0).cpu().numpy()
-        return mask
+            scores.append(score)
+        return mask, tuple(scores)
 
-    def _best_logits(self, embedding: ImageEmbedding, target: Target) -> torch.Tensor:
-        """``S/4 x S/4`` low-resolution logits of the best-IoU mask of one target."""
+    def _best_logits(self, embedding: ImageEmbedding, target: Target) -> tuple[torch.Tensor, float]:
+        """``S/4 x S/4`` low-resolution logits of the best-IoU mask of one target, and SAM's
+        predicted IoU of that mask."""
         import torch
 
         box = target.box
@@ -301,7 +310,8 @@ class Segmenter:
                 multimask_output=True,
             )
         # pred_masks: 1 x 1 x 3 x h x w; iou_scores: 1 x 1 x 3.
-        return output.pred_masks[0, 0, output.iou_scores[0, 0].argmax()]
+        best = output.iou_scores[0, 0].argmax()
+        return output.pred_masks[0, 0, best], float(output.iou_scores[0, 0, best])
 
     def _prompt_coords(self, xy: list[list[float]], image_size: tuple[int, int]) -> torch.Tensor:
         """``N x 2`` float32 on the model's device: pixels of ``image_size`` -> the S x S input.

@@ -83,7 +83,10 @@ class StageResult:
     """One VLM stage: its raw response, the parse, and the SAM mask made from it.
 
     ``mask``: H x W bool in the satellite image frame. ``targets_image`` are the parsed targets
-    mapped to the satellite image frame (what users and files see).
+    mapped to the satellite image frame (what users and files see). ``sam_scores``: SAM's
+    predicted IoU of each target's kept mask, in target order (empty when not measured).
+    ``mean_logprob``: mean log-probability per token of the response under the policy
+    (``None`` when not measured); both serve as confidences.
     """
 
     name: str
@@ -92,6 +95,8 @@ class StageResult:
     parsed: ParsedAnswer
     targets_image: tuple[Target, ...]
     mask: np.ndarray
+    sam_scores: tuple[float, ...] = ()
+    mean_logprob: float | None = None
 
 
 @dataclass(frozen=True)

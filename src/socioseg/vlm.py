@@ -56,10 +56,45 @@ class SamplingSettings:
 
 @dataclass(frozen=True)
 class Generation:
-    """One response: decoded text and its token ids (no padding, special tokens kept)."""
+    """One response: decoded text and its token ids (no padding, special tokens kept).
+
+    ``mean_logprob``: the mean over its tokens of log p(token) under the policy's own
+    distribution (before temperature, top-k and top-p), a confidence; ``None`` if not measured.
+    """
 
     text: str
     token_ids: tuple[int, ...]
+    mean_logprob: float | None = None
+
+
+def _chosen_logprobs_processor():
+    """A logits processor that records log p(chosen token) per generated token, B per step.
+
+    transformers applies custom processors before its sampling warpers, so these are the
+    model's probabilities. Step t's choice is only known at step t + 1 (as the last input id);
+    call ``finish(last_tokens)`` after generation for the final step. Holds one B x V tensor.
+    """
+    import torch
+    from transformers import LogitsProcessor
+
+    class ChosenLogprobs(LogitsProcessor):
+        def __init__(self):
+            self.previous = None
+            self.steps: list[torch.Tensor] = []
+
+        def __call__(self, input_ids, scores):
+            if self.previous is not None:
+                self.steps.append(self.previous.gather(1, input_ids[:, -1:]).squeeze(1))
+            self.previous = torch.log_softmax(scores.float(), dim=-1)
+            return scores
+
+        def finish(self, last_tokens) -> torch.Tensor:
+            """B x T log-probs of the T generated tokens."""
+            if self.previous is not None:
+                self.steps.append(self.previous.gather(1, last_tokens[:, None]).squeeze(1))
+            return torch.stack(self.steps, dim=1) if self.steps else None
+
+    return ChosenLogprobs()
 
 
 def pad_right(sequences, pad_id: int):
@@ -179,31 +214,42 @@ class VisionLanguageModel:
         the row (greedy tokens are identical). A batch stops when every row has ended (EOS).
         """
         import torch
+        from transformers import LogitsProcessorList
 
         config = self._generation_config(sampling)
+        recorder = _chosen_logprobs_processor()
+        processors = LogitsProcessorList([recorder])
         fork = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=fork), torch.inference_mode():
             if sampling.seed is not None:
                 torch.manual_seed(sampling.seed)
             if repeats == 1 and sampling.decoding == "eager":
-                output = self.model.generate(**inputs, generation_config=config)
+                output = self.model.generate(
+                    **inputs, generation_config=config, logits_processor=processors
+                )
             else:
-                output = self._generate_shared(inputs, config, repeats, sampling.decoding)
+                output = self._generate_shared(
+                    inputs, config, repeats, sampling.decoding, processors
+                )
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
+        logprobs = recorder.finish(new_tokens[:, -1]) if new_tokens.shape[1] else None
         eos = config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos])
         generations = []
-        for row in new_tokens.tolist():
+        for i, row in enumerate(new_tokens.tolist()):
             ids = []
             for token in row:
                 ids.append(token)
                 if token in eos_ids:
                     break
             text = self.processor.tokenizer.decode(ids, skip_special_tokens=True)
-            generations.append(Generation(text, tuple(ids)))
+            mean = None
+            if logprobs is not None and ids:
+                mean = float(logprobs[i, : len(ids)].mean())
+            generations.append(Generation(text, tuple(ids), mean))
         return generations
 
-    def _generate_shared(self, inputs, config, repeats: int, decoding: str):
+    def _generate_shared(self, inputs, config, repeats: int, decoding: str, processors=None):
         """Prefill every prompt token but the last once, repeat the cache, decode.
 
         ``generate`` then runs the last prompt token of each of the N x ``repeats`` rows and
@@ -250,6 +296,7 @@ class VisionLanguageModel:
             mm_token_type_ids=mm_types.repeat_interleave(repeats, 0),
             cache=cache,
             generation_config=config,
+            logits_processor=processors,
         )
 
     def response_logprobs(self, inputs, response_ids, response_mask, model=None, images=None):
@@ -288,6 +335,7 @@ class VisionLanguageModel:
                 dim=1,
             ),
             use_cache=False,
+            # The LM head runs on the response positions only: no prompt logits (B x P x V).
             logits_to_keep=response_ids.shape[1] + 1,
             **vision,
         )

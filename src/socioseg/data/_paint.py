@@ -64,8 +64,9 @@ class Label:
 
 
 @lru_cache(maxsize=8)
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    return ImageFont.load_default(size=size)
+def _font(size: int, path: str | None = None) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's bundled font (Latin script), or the TrueType/OpenType font at ``path``."""
+    return ImageFont.load_default(size=size) if path is None else ImageFont.truetype(path, size)
 
 
 def render_map(
@@ -79,17 +80,57 @@ def render_map(
     for region in regions:
         for part in region.parts:
             _map_part(draw, part, s)
+    paint_roads(draw, [RoadLine([road.p0, road.p1], road.width, road.major) for road in roads], s)
+    place_labels(draw, labels, (size, size), s)
+    return image
+
+
+@dataclass(frozen=True)
+class RoadLine:
+    """A road as a polyline in image pixels, ``width`` pixels wide; major roads are yellow."""
+
+    points: Poly
+    width: float
+    major: bool
+
+
+def paint_roads(draw: ImageDraw.ImageDraw, roads: list[RoadLine], s: float) -> None:
+    """Web-map roads: a casing 3 ``s`` wider under each fill, minor roads below major ones.
+
+    ``s``: the map's scale relative to a 768-px SocioSeg tile (line and text sizes grow with it).
+    """
     for major in (False, True):
         for road in roads:
             if road.major == major:
-                draw.line(
-                    [road.p0, road.p1], fill=ROAD_CASING[major], width=round(road.width + 3 * s)
-                )
+                width = round(road.width + 3 * s)
+                draw.line(road.points, fill=ROAD_CASING[major], width=width, joint="curve")
         for road in roads:
             if road.major == major:
-                draw.line([road.p0, road.p1], fill=ROAD_FILL[major], width=round(road.width))
-    _place_labels(draw, labels, size)
-    return image
+                width = round(road.width)
+                draw.line(road.points, fill=ROAD_FILL[major], width=width, joint="curve")
+
+
+def paint_area(
+    image: Image.Image,
+    exterior: Poly,
+    holes: list[Poly],
+    fill: tuple[int, int, int],
+    outline: tuple[int, int, int] | None = None,
+) -> None:
+    """Fill a polygon (image pixels) with holes left unpainted; ``outline`` traces its rings."""
+    draw = ImageDraw.Draw(image)
+    if not holes:
+        draw.polygon(exterior, fill=fill, outline=outline)
+        return
+    stencil = Image.new("L", image.size, 0)
+    pen = ImageDraw.Draw(stencil)
+    pen.polygon(exterior, fill=255)
+    for hole in holes:
+        pen.polygon(hole, fill=0)
+    image.paste(fill, mask=stencil)
+    if outline is not None:
+        for ring in (exterior, *holes):
+            draw.line([*ring, ring[0]], fill=outline, width=1)
 
 
 def _map_part(draw: ImageDraw.ImageDraw, part: Part, s: float) -> None:
@@ -103,12 +144,19 @@ def _map_part(draw: ImageDraw.ImageDraw, part: Part, s: float) -> None:
         draw.line(part.poly, fill=(160, 160, 168), width=max(1, round(2 * s)))
 
 
-def _place_labels(draw: ImageDraw.ImageDraw, labels: list[Label], size: int) -> None:
+def place_labels(
+    draw: ImageDraw.ImageDraw,
+    labels: list[Label],
+    size: tuple[int, int],
+    s: float,
+    font_path: str | None = None,
+) -> None:
     """Draw pins and names; names go right, left, below or above their pin, avoiding overlaps.
 
+    ``size``: the image's ``(width, height)``; ``s``: scale relative to a 768-px tile;
+    ``font_path``: a font file for scripts Pillow's bundled font lacks (e.g. Chinese).
     Entity labels are placed first; a minor label with no free spot is left out, as web maps do.
     """
-    s = size / 768
     labels = sorted(labels, key=lambda lb: not lb.major)
     pins = [_pin_box(lb, s) for lb in labels]
     taken: list[tuple[float, float, float, float]] = [
@@ -117,7 +165,7 @@ def _place_labels(draw: ImageDraw.ImageDraw, labels: list[Label], size: int) -> 
     for label, pin in zip(labels, pins, strict=True):
         x, y = label.at
         r = (pin[2] - pin[0]) / 2
-        font = _font(max(8, round((13 if label.major else 11) * s)))
+        font = _font(max(8, round((13 if label.major else 11) * s)), font_path)
         halo = max(1, round(2 * s))
         left, top, right, bottom = draw.textbbox(
             (0, 0), label.text, font=font, stroke_width=halo, anchor="lm"
@@ -168,8 +216,8 @@ def _pin_box(label: Label, s: float) -> tuple[float, float, float, float]:
     return (x - r, y - r, x + r, y + r)
 
 
-def _inside(box, size: int) -> bool:
-    return box[0] >= 1 and box[1] >= 1 and box[2] <= size - 1 and box[3] <= size - 1
+def _inside(box, size: tuple[int, int]) -> bool:
+    return box[0] >= 1 and box[1] >= 1 and box[2] <= size[0] - 1 and box[3] <= size[1] - 1
 
 
 def _overlap(a, b) -> bool:

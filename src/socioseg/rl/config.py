@@ -2,7 +2,15 @@
 
 Every field is documented once, here. ``load_config(path, overrides)`` reads a YAML file and
 applies ``section.field=value`` overrides (values parsed as YAML, so ``1e-6``, ``true`` and
-``null`` work). The resolved config is saved with every checkpoint.
+``null`` work). Each dataclass checks its own fields in ``__post_init__``; a bad value is a
+:class:`ConfigError` naming the field. The resolved config is saved with every checkpoint.
+
+Precision and memory (see :mod:`socioseg.rl.precision` and :mod:`socioseg.rl.memory`):
+``model.dtype`` is the COMPUTE dtype; ``optim.master_weights`` says where the trainable
+weights and AdamW states live. With ``float32`` (the default) a bfloat16 run computes under
+autocast while weights, gradients and AdamW states stay float32, so an update of 1e-6 is
+kept. There is no silent pure-bfloat16 path: pure bfloat16 weights are only trained with
+stochastic rounding (``bf16_stochastic_rounding``).
 """
 
 from __future__ import annotations
@@ -23,8 +31,24 @@ class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the field."""
 
 
+_DTYPES = ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
+
+
+class _Section:
+    """Base of every config dataclass: type-check its own fields, then its ``_checks``."""
+
+    def __post_init__(self) -> None:
+        _coerce(self)
+        for ok, message in self._checks():
+            if not ok:
+                raise ConfigError(message)
+
+    def _checks(self) -> list[tuple[bool, str]]:
+        return []
+
+
 @dataclass
-class LoraSettings:
+class LoraSettings(_Section):
     """LoRA adapters (peft). The reference policy is the base with adapters disabled."""
 
     rank: int = 64
@@ -42,20 +66,49 @@ class LoraSettings:
         ]
     )
 
+    def _checks(self) -> list[tuple[bool, str]]:
+        return [
+            (self.rank >= 1, f"rank must be >= 1, got {self.rank}"),
+            (self.alpha > 0, f"alpha must be > 0, got {self.alpha}"),
+            (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
+            (bool(self.target_modules), "target_modules must name at least one layer"),
+        ]
+
 
 @dataclass
-class ModelSettings:
+class ModelSettings(_Section):
     vlm: str = "Qwen/Qwen2.5-VL-3B-Instruct"  # policy to start from (Hub id or folder)
     sam: str = "facebook/sam2-hiera-large-hf"  # frozen segmenter
-    dtype: str | None = None  # None: bfloat16 on CUDA, float32 on CPU
+    # Compute dtype of both models (None: bfloat16 on CUDA, float32 on CPU). Trainable weights
+    # are stored as optim.master_weights says, whatever this is.
+    dtype: str | None = None
     lora: LoraSettings | None = None  # None: full-parameter training
+    # Recompute each decoder layer and vision block in the backward pass (both towers): saved
+    # activations shrink from every layer's intermediates to one residual stream per layer.
     gradient_checkpointing: bool = False
+    # Keep the frozen reference policy in CPU memory; it visits the GPU once per step to
+    # compute all reference log-probs before the update, so no reference copy sits on the
+    # GPU during backward (full-parameter training with optim.kl_beta > 0 only).
+    offload_reference: bool = False
     min_pixels: int = DEFAULT_MIN_PIXELS  # VLM frame bounds (smart_resize)
     max_pixels: int = DEFAULT_MAX_PIXELS
 
+    def _checks(self) -> list[tuple[bool, str]]:
+        return [
+            (
+                self.dtype is None or self.dtype.lower() in _DTYPES,
+                f"dtype {self.dtype!r} is not one of {', '.join(_DTYPES)} (or null)",
+            ),
+            (self.min_pixels >= 1, f"min_pixels must be >= 1, got {self.min_pixels}"),
+            (
+                self.max_pixels >= self.min_pixels,
+                f"max_pixels ({self.max_pixels}) must be >= min_pixels ({self.min_pixels})",
+            ),
+        ]
+
 
 @dataclass
-class DataSettings:
+class DataSettings(_Section):
     train: str = "vvangfaye/SocioSeg"  # folder, parquet files or Hub id
     train_split: str = "train"
     val: str | None = None  # None: no periodic validation
@@ -63,9 +116,17 @@ class DataSettings:
     val_limit: int | None = 64  # samples scored per validation
     levels: str | None = None  # id -> level mapping file (CSV or JSON)
 
+    def _checks(self) -> list[tuple[bool, str]]:
+        return [
+            (
+                self.val_limit is None or self.val_limit >= 1,
+                f"val_limit must be >= 1 or null, got {self.val_limit}",
+            )
+        ]
+
 
 @dataclass
-class RolloutSettings:
+class RolloutSettings(_Section):
     group_size: int = 8  # G: stage-1 samples per prompt
     strategy: Literal["released", "paper"] = "released"  # see socioseg.rl.rollout
     temperature: float = 0.99
@@ -79,9 +140,23 @@ class RolloutSettings:
     share_prefix: bool = True
     decoding: Literal["eager", "static", "compiled"] = "eager"  # compiled: torch.compile
 
+    def _checks(self) -> list[tuple[bool, str]]:
+        return [
+            (
+                self.group_size >= 2,
+                "group_size must be >= 2 (GRPO compares samples within a group)",
+            ),
+            (self.temperature > 0, "temperature must be > 0"),
+            (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
+            (self.top_k >= 0, "top_k must be >= 0 (0: no top-k filter)"),
+            (self.max_prompt_tokens >= 1, "max_prompt_tokens must be >= 1"),
+            (self.max_response_tokens >= 1, "max_response_tokens must be >= 1"),
+            (self.generation_batch_size >= 1, "generation_batch_size must be >= 1"),
+        ]
+
 
 @dataclass
-class OptimSettings:
+class OptimSettings(_Section):
     lr: float = 1e-6
     weight_decay: float = 0.01
     warmup_steps: int = 0
@@ -92,10 +167,32 @@ class OptimSettings:
     reward_clip: float = 10.0
     advantage_clip: float = 10.0
     micro_batch_size: int = 8  # response rows per forward/backward
+    # Where trainable weights and AdamW states live. float32: float32 master weights,
+    # gradients and AdamW states (16 bytes per trainable parameter), compute in model.dtype
+    # under autocast. bf16_stochastic_rounding: weights, gradients and AdamW states in
+    # bfloat16 (8 bytes per parameter), every update rounded stochastically so that updates
+    # smaller than bfloat16's spacing survive in expectation; needs model.dtype bfloat16.
+    master_weights: Literal["float32", "bf16_stochastic_rounding"] = "float32"
+    # Keep AdamW states in CPU memory and stream them through the device one parameter at a
+    # time during the optimizer step (saves their GPU memory; costs a host round trip a step).
+    offload_optimizer_states: bool = False
+
+    def _checks(self) -> list[tuple[bool, str]]:
+        return [
+            (self.lr > 0, "lr must be > 0"),
+            (self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (self.warmup_steps >= 0, "warmup_steps must be >= 0"),
+            (self.grad_clip > 0, "grad_clip must be > 0"),
+            (self.kl_beta >= 0, "kl_beta must be >= 0"),
+            (self.clip_eps > 0, "clip_eps must be > 0"),
+            (self.reward_clip > 0, "reward_clip must be > 0"),
+            (self.advantage_clip > 0, "advantage_clip must be > 0"),
+            (self.micro_batch_size >= 1, "micro_batch_size must be >= 1"),
+        ]
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(_Section):
     model: ModelSettings = field(default_factory=ModelSettings)
     data: DataSettings = field(default_factory=DataSettings)
     rollout: RolloutSettings = field(default_factory=RolloutSettings)
@@ -111,34 +208,44 @@ class TrainConfig:
     eval_every: int = 0  # steps between validations; 0: never
     log_every: int = 1
 
-    def __post_init__(self) -> None:
-        _coerce(self)
-        checks = [
-            (
-                self.rollout.group_size >= 2,
-                "rollout.group_size must be >= 2 (GRPO compares samples within a group)",
-            ),
+    def _checks(self) -> list[tuple[bool, str]]:
+        return [
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.steps >= 1, "steps must be >= 1"),
             (self.save_every >= 1, "save_every must be >= 1"),
-            (self.optim.micro_batch_size >= 1, "optim.micro_batch_size must be >= 1"),
-            (self.optim.lr > 0, "optim.lr must be > 0"),
-            (self.optim.clip_eps > 0, "optim.clip_eps must be > 0"),
-            (self.optim.kl_beta >= 0, "optim.kl_beta must be >= 0"),
-            (self.rollout.temperature > 0, "rollout.temperature must be > 0"),
-            (0 < self.rollout.top_p <= 1, "rollout.top_p must be in (0, 1]"),
-            (self.rollout.max_response_tokens >= 1, "rollout.max_response_tokens must be >= 1"),
-            (self.rollout.generation_batch_size >= 1, "rollout.generation_batch_size must be >= 1"),
-        ]
-        checks.append(
+            (self.eval_every >= 0, "eval_every must be >= 0 (0: never)"),
+            (self.log_every >= 1, "log_every must be >= 1"),
             (
                 self.distributed == "ddp" or self.model.lora is None,
                 "model.lora needs distributed: ddp (LoRA adapters are small enough to replicate)",
-            )
-        )
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+            ),
+            *self._precision_checks(),
+        ]
+
+    def _precision_checks(self) -> list[tuple[bool, str]]:
+        m, o = self.model, self.optim
+        dtype = (m.dtype or "").lower()
+        fsdp = self.distributed == "fsdp"
+        return [
+            (
+                dtype not in ("float16", "fp16"),
+                "model.dtype float16 cannot train without loss scaling: use bfloat16",
+            ),
+            (
+                o.master_weights == "float32" or dtype in ("bfloat16", "bf16"),
+                "optim.master_weights: bf16_stochastic_rounding needs model.dtype: bfloat16",
+            ),
+            (
+                not fsdp or (o.master_weights == "float32" and not o.offload_optimizer_states),
+                "distributed: fsdp shards the optimizer itself: use optim.master_weights: "
+                "float32 and optim.offload_optimizer_states: false",
+            ),
+            (
+                not m.offload_reference or (m.lora is None and not fsdp),
+                "model.offload_reference needs full-parameter training with distributed: ddp "
+                "(with LoRA the reference is the base model; fsdp shards it)",
+            ),
+        ]
 
     def check_world(self, world_size: int) -> None:
         """Divisibility that depends on the number of processes."""
@@ -162,10 +269,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Tr
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as error:
-            reason = " ".join(str(error).split()) or type(error).__name__
-            raise ConfigError(f"{path}: not valid YAML ({reason}); fix the file") from error
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"{path}: not valid YAML (not UTF-8 text: {error.reason})") from None
+        data = _parse_yaml(text, str(path)) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
     for item in overrides:
@@ -175,14 +282,26 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Tr
         node = data
         *parents, leaf = key.split(".")
         for name in parents:
-            node = node.setdefault(name, {})
+            if node.get(name) is None:  # a null section (lora: null) gets its defaults
+                node[name] = {}
+            node = node[name]
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {name} is not a section")
-        try:
-            node[leaf] = yaml.safe_load(raw)
-        except yaml.YAMLError as error:
-            raise ConfigError(f"override {item!r}: {raw!r} is not a YAML value") from error
+        node[leaf] = _parse_yaml(raw, f"override {item!r}")
     return _build(TrainConfig, data, "")
+
+
+def _parse_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load``; a syntax error is a ConfigError naming ``where`` and the line."""
+    try:
+        return yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(f"{where}: not valid YAML (nested too deeply); fix it") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML{line} ({problem}); fix it") from None
 
 
 def _build(cls, data: Any, prefix: str):
@@ -202,7 +321,10 @@ def _build(cls, data: Any, prefix: str):
         if nested is not None and value is not None:
             value = _build(nested, value, f"{prefix}{name}.")
         kwargs[name] = value
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as error:
+        raise ConfigError(f"{prefix}{error}") from None
 
 
 def _dataclass_in(hint) -> type | None:
@@ -210,15 +332,15 @@ def _dataclass_in(hint) -> type | None:
     return next((o for o in options if dataclasses.is_dataclass(o)), None)
 
 
-def _coerce(config, prefix: str = "") -> None:
-    """Check each field's type (ints accepted for floats); raise ConfigError naming it."""
+def _coerce(config) -> None:
+    """Check each field's type (ints accepted for floats); raise ConfigError naming it.
+
+    Nested sections are dataclasses that checked themselves when they were built.
+    """
     hints = typing.get_type_hints(type(config))
     for f in dataclasses.fields(config):
         value, hint = getattr(config, f.name), hints[f.name]
-        name = prefix + f.name
-        if dataclasses.is_dataclass(value):
-            _coerce(value, name + ".")
-            continue
+        name = f.name
         if isinstance(value, str) and _matches(0.5, hint) and not _matches(value, hint):
             value = _yaml_float(value)
         if not _matches(value, hint):

@@ -72,7 +72,8 @@ def shard(policy, mode: str, world: int, device: torch.device):
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [device.index] if device.type == "cuda" else None
-        return DistributedDataParallel(policy.model, device_ids=ids)
+        # Gradients as views into DDP's buckets: no second copy of the gradients.
+        return DistributedDataParallel(policy.model, device_ids=ids, gradient_as_bucket_view=True)
     return policy.model
 
 

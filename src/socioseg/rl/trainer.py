@@ -12,6 +12,12 @@ Each step, top to bottom:
    reference, averaged over every response token of the step on all processes, in
    micro-batches with gradient accumulation, grad-norm clipping, AdamW.
 
+Precision (:mod:`socioseg.rl.precision`): the trainable weights and AdamW states are float32
+master copies and a bfloat16 run computes under autocast, as Megatron does for the released
+run; pure bfloat16 weights are trained only with stochastic rounding. The reference policy's
+log-probs for the whole step are computed before the update, so with
+``model.offload_reference`` it visits the GPU only then.
+
 Deviations from the released code, all deliberate: rollouts come from ``transformers``'
 ``generate`` instead of vLLM; a step makes one optimizer update from its rollouts, so the
 rollout policy is the policy being updated and the "old" log-probs are the current ones
@@ -28,9 +34,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from socioseg.rl import checkpoint, parallel
+from socioseg.rl import checkpoint, parallel, precision
 from socioseg.rl.algorithms import clipped_policy_loss, group_advantages
 from socioseg.rl.config import TrainConfig
+from socioseg.rl.optim import build_optimizer
 from socioseg.rl.rollout import Rollouts, collect_rollouts, policy_logprobs
 from socioseg.vlm import VisionLanguageModel, pad_right
 
@@ -40,7 +47,16 @@ LogFn = Callable[[int, dict[str, float]], None]
 class Trainer:
     """Holds the models, optimizer and data of one training run; :meth:`train` runs it."""
 
-    def __init__(self, config: TrainConfig, out_dir: str | Path, resume: bool = False):
+    def __init__(
+        self,
+        config: TrainConfig,
+        out_dir: str | Path,
+        resume: bool = False,
+        overwrite: bool = False,
+    ):
+        """``resume``: continue from the newest usable checkpoint in ``out_dir`` (the ones
+        skipped, and why, are in ``resume_notes``); ``overwrite``: replace the run in
+        ``out_dir``. Without either, an ``out_dir`` holding a run is a CheckpointError."""
         from socioseg.data import load_socioseg
         from socioseg.segmenter import Segmenter
 
@@ -48,7 +64,13 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.rank, self.world, self.device = parallel.init_distributed()
         config.check_world(self.world)
-        self.resume_from = checkpoint.latest(self.out_dir) if resume else None
+        self.precision = precision.resolve(config, self.device)
+        if self.rank == 0:
+            checkpoint.prepare_run_dir(self.out_dir, resume, overwrite)
+        parallel.barrier()
+        self.resume_from, self.resume_notes = None, []
+        if resume:
+            self.resume_from, self.resume_notes = checkpoint.latest(self.out_dir)
         self.dataset = load_socioseg(
             config.data.train, config.data.train_split, levels=config.data.levels
         )
@@ -62,9 +84,7 @@ class Trainer:
         if self.reference is not None and config.distributed == "fsdp":
             parallel.shard(self.reference, "fsdp", self.world, self.device)
         self.params = [p for p in self.policy.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(
-            self.params, lr=config.optim.lr, weight_decay=config.optim.weight_decay
-        )
+        self.optimizer = build_optimizer(self.params, config.optim, self.precision)
         warmup = config.optim.warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0
@@ -85,18 +105,24 @@ class Trainer:
         source = m.vlm
         if self.resume_from is not None and m.lora is None:
             source = str(self.resume_from)
+        # Under LoRA the base is frozen (compute dtype; peft keeps adapters in float32).
+        dtype = self.precision.load_dtype(trainable=m.lora is None)
         policy = VisionLanguageModel.from_pretrained(
-            source, str(self.device), m.dtype, m.min_pixels, m.max_pixels
+            source, str(self.device), dtype, m.min_pixels, m.max_pixels
         )
+        precision.apply_autocast(policy.model, self.precision)
         reference = None
         if m.lora is not None:
             adapter = None if self.resume_from is None else self.resume_from / "adapter"
             policy.model = checkpoint.add_lora(policy.model, m.lora, adapter)
         elif self.config.optim.kl_beta > 0:
+            # Stored like the policy, so that the KL of an unchanged policy is exactly 0.
+            home = "cpu" if m.offload_reference else str(self.device)
             reference = VisionLanguageModel.from_pretrained(
-                m.vlm, str(self.device), m.dtype, m.min_pixels, m.max_pixels
+                m.vlm, home, dtype, m.min_pixels, m.max_pixels
             )
             reference.model.requires_grad_(False)
+            precision.apply_autocast(reference.model, self.precision)
         if m.gradient_checkpointing:
             # transformers >= 5.23 names it activation checkpointing
             enable = getattr(policy.model, "activation_checkpointing_enable", None)
@@ -144,16 +170,17 @@ class Trainer:
         started = time.perf_counter()
         samples = self.batch_samples(self.step)
         self.policy.model.eval()
-        rollouts = collect_rollouts(
-            self.policy,
-            self.segmenter,
-            samples,
-            self.config.rollout,
-            reward_variant=self.config.reward_variant,
-            min_pixels=self.config.model.min_pixels,
-            max_pixels=self.config.model.max_pixels,
-            seed=(self.config.seed * 100_003 + self.step) * 1_009 + self.rank,
-        )
+        with precision.shared_casts(self.precision):
+            rollouts = collect_rollouts(
+                self.policy,
+                self.segmenter,
+                samples,
+                self.config.rollout,
+                reward_variant=self.config.reward_variant,
+                min_pixels=self.config.model.min_pixels,
+                max_pixels=self.config.model.max_pixels,
+                seed=(self.config.seed * 100_003 + self.step) * 1_009 + self.rank,
+            )
         rolled = time.perf_counter()
         advantages = self._advantages(rollouts)
         update = self._update(rollouts, advantages)
@@ -196,14 +223,10 @@ class Trainer:
             for i in range(0, len(rows), o.micro_batch_size)
         ]
         totals = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "ratio": 0.0}
+        ref_logps = self._reference_pass(rollouts, chunks) if o.kl_beta > 0 else None
         for n, chunk in enumerate(chunks):
-            batch = [rows[i] for i in chunk]
-            ids, mask = pad_right(
-                [r.token_ids for r in batch], self.policy.processor.tokenizer.pad_token_id
-            )
-            ref_logp = (
-                self._reference_logprobs(rollouts, batch, ids, mask) if o.kl_beta > 0 else None
-            )
+            batch, ids, mask = self._micro_batch(rollouts, chunk)
+            ref_logp = None if ref_logps is None else ref_logps[n]
             last = n == len(chunks) - 1
             with parallel.gradient_sync(self.forward_model, enabled=last):
                 logp = policy_logprobs(self.policy, rollouts, batch, ids, mask, self.forward_model)
@@ -231,7 +254,31 @@ class Trainer:
             "train/grad_norm": parallel.as_float(grad_norm)
         }
 
+    def _micro_batch(self, rollouts: Rollouts, chunk: range):
+        """The responses ``chunk``, their B x T ids and mask (prompts stay encoded in
+        ``rollouts``; :func:`~socioseg.rl.rollout.policy_logprobs` reuses them)."""
+        batch = [rollouts.responses[i] for i in chunk]
+        ids, mask = pad_right(
+            [r.token_ids for r in batch], self.policy.processor.tokenizer.pad_token_id
+        )
+        return batch, ids, mask
+
     @torch.no_grad()
+    def _reference_pass(self, rollouts: Rollouts, chunks: list[range]) -> list[torch.Tensor]:
+        """Reference log-probs (B x T float32 per micro-batch) of the step, before the update."""
+        offload = self.reference is not None and self.config.model.offload_reference
+        if offload:
+            self.reference.model.to(self.device)
+        try:
+            with precision.shared_casts(self.precision):
+                return [
+                    self._reference_logprobs(rollouts, *self._micro_batch(rollouts, c))
+                    for c in chunks
+                ]
+        finally:
+            if offload:
+                self.reference.model.to("cpu")
+
     def _reference_logprobs(self, rollouts, batch, ids, mask) -> torch.Tensor:
         if self.reference is not None:
             return policy_logprobs(self.reference, rollouts, batch, ids, mask)
@@ -243,7 +290,8 @@ class Trainer:
             return
         from socioseg.rl.validation import validate
 
-        scores = validate(self, self.out_dir / f"validation-{self.step}")
+        with precision.shared_casts(self.precision):
+            scores = validate(self, self.out_dir / f"validation-{self.step}")
         for key, value in scores.items():
             self.writer.add_scalar(key, value, self.step)
 

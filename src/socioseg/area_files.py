@@ -1,0 +1,152 @@
+"""The run folder of ``segment-area`` and the processes sharing it.
+
+Files: settings, per-tile rows and masks; append-only, resumable.
+
+``run.json`` holds the settings (written atomically; a rerun must match them). Each finished
+(query, tile) appends one JSON row to ``tiles.jsonl`` (``tiles.rank<r>.jsonl`` for rank ``r``
+of a torchrun job, so processes never share a file) after its mask, if any, is saved under
+``tiles/q<query index>/<tile>.npz``. Rows of every such file count as finished, so a run may
+resume with another number of processes. A last line cut short by a kill is dropped; any other
+line that is not a row is an error naming the file and line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from socioseg.gis import AreaError
+
+ROWS_GLOB = "tiles*.jsonl"
+SETTINGS_FILE = "run.json"
+
+
+def rows_file_name(rank: int | None) -> str:
+    return "tiles.jsonl" if rank is None else f"tiles.rank{rank}.jsonl"
+
+
+class RunDir:
+    """One run's files; ``rows`` maps ``(query index, tile id)`` to a slim row."""
+
+    def __init__(self, out_dir: Path, settings: dict[str, Any], rank: int | None = None):
+        self.root = out_dir
+        self.tiles_dir = out_dir / "tiles"
+        self.jsonl = out_dir / rows_file_name(rank)
+        self.tiles_dir.mkdir(parents=True, exist_ok=True)
+        self._check_settings(settings)
+        self.reload()
+
+    def _check_settings(self, settings: dict[str, Any]) -> None:
+        path = self.root / SETTINGS_FILE
+        if path.exists():
+            try:
+                previous = json.loads(path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise AreaError(f"{path}: not JSON ({exc}); delete it to start over") from exc
+            if not isinstance(previous, dict):
+                raise AreaError(f"{path}: not a settings object; delete it to start over")
+            changed = [k for k in settings if k != "inputs" and previous.get(k) != settings[k]]
+            if changed:
+                raise AreaError(
+                    f"{self.root} holds a run with other settings ({', '.join(changed)}); "
+                    "use another --out directory or delete it"
+                )
+        tmp = path.with_name(f"{SETTINGS_FILE}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(settings, indent=2) + "\n")
+        os.replace(tmp, path)
+
+    def reload(self) -> None:
+        """Read the finished rows of every rows file (this process's own file is repaired)."""
+        self.rows: dict[tuple[int, str], dict] = {}
+        for path in sorted(self.root.glob(ROWS_GLOB)):
+            for number, line in enumerate(self._complete_lines(path), start=1):
+                row = _parse_row(path, number, line)
+                key = (row.get("query_index", 0), row["tile"])
+                if not row.get("mask_bbox") or self.mask_path(*key).exists():
+                    self.rows[key] = slim(row)
+
+    def _complete_lines(self, path: Path) -> list[str]:
+        text = path.read_text()
+        if text and not text.endswith("\n"):
+            # A run killed mid-write leaves a partial last line: drop it (from our own file on
+            # disk too, so appending continues cleanly; another rank's file is only read).
+            text = text[: text.rfind("\n") + 1]
+            if path == self.jsonl:
+                path.write_text(text)
+        return text.splitlines()
+
+    def mask_path(self, query_index: int, tile_id: str) -> Path:
+        return self.tiles_dir / f"q{query_index}" / f"{tile_id}.npz"
+
+    def load_mask(self, query_index: int, tile_id: str) -> np.ndarray:
+        with np.load(self.mask_path(query_index, tile_id)) as data:
+            return data["mask"]
+
+    def save(self, row: dict, mask: np.ndarray | None) -> None:
+        key = (row.get("query_index", 0), row["tile"])
+        if mask is not None:
+            path = self.mask_path(*key)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{row['tile']}.tmp.npz")
+            np.savez_compressed(tmp, mask=mask)
+            os.replace(tmp, path)
+        with self.jsonl.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        self.rows[key] = slim(row)
+
+
+def _parse_row(path: Path, number: int, line: str) -> dict:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise AreaError(
+            f"{path}:{number}: not a JSON row ({exc.msg}); delete that line (its tile runs "
+            "again) or the folder"
+        ) from exc
+    fields_ok = isinstance(row, dict) and isinstance(row.get("tile"), str)
+    if not fields_ok or not isinstance(row.get("window"), list) or "status" not in row:
+        raise AreaError(
+            f"{path}:{number}: a row needs tile, window and status; delete that line (its tile "
+            "runs again) or the folder"
+        )
+    return row
+
+
+def slim(row: dict) -> dict:
+    """The fields stitching needs; responses stay on disk so memory does not grow with them."""
+    keys = ("tile", "window", "status", "mask_bbox", "query_index", "objects", "logprob")
+    return {k: row.get(k) for k in keys}
+
+
+@contextmanager
+def ranks():
+    """``(rank, world, share)``: ``share(value)`` is a barrier that returns rank 0's ``value``
+    everywhere. Under torchrun it joins a gloo group for that only."""
+    from socioseg.evaluate import BARRIER_TIMEOUT, _torchrun_shard
+
+    shard = _torchrun_shard()
+    if shard is None:
+        yield 0, 1, lambda value=None: value
+        return
+    import torch.distributed as dist
+
+    created = not dist.is_initialized()
+    if created:
+        dist.init_process_group("gloo", timeout=BARRIER_TIMEOUT)
+    try:
+        group = None if created else dist.new_group(backend="gloo", timeout=BARRIER_TIMEOUT)
+
+        def share(value=None):
+            box = [value]
+            dist.broadcast_object_list(box, src=0, group=group)
+            return box[0]
+
+        yield shard[0], shard[1], share
+    finally:
+        if created:
+            dist.destroy_process_group()

@@ -1,0 +1,75 @@
+"""Labelled polygons (GeoJSON, GeoPackage, Shapefile, any OGR vector) in a raster's pixels.
+
+Read with pyogrio (GDAL's vector drivers, no geopandas), reprojected to the raster's CRS with
+pyproj, then mapped to pixel-corner coordinates of the raster (see :mod:`socioseg.gis`).
+Every feature must be a (multi)polygon with a non-empty value in each field asked for:
+anything else is an error naming the feature, never skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from socioseg.gis import AreaError
+from socioseg.region.grid import Grid
+
+
+@dataclass(frozen=True)
+class Labels:
+    """``geoms``: shapely (multi)polygons in raster pixel coordinates; ``fields[name]``: one
+    string per feature; ``fids``: the features' ids in the file (for messages)."""
+
+    geoms: np.ndarray
+    fields: dict[str, list[str]]
+    fids: list[int]
+
+
+def read_labels(path: str | Path, fields: list[str], grid: Grid) -> Labels:
+    """The features of the first layer of ``path`` with the string values of ``fields``."""
+    import pyogrio
+    import shapely
+
+    path = Path(path)
+    if not path.exists():
+        raise AreaError(f"{path}: no such file")
+    try:
+        meta, fids, wkb, values = pyogrio.raw.read(path, return_fids=True)
+    except pyogrio.errors.DataSourceError as exc:
+        raise AreaError(f"{path}: not a vector file GDAL can read ({exc})") from exc
+    names = list(meta["fields"])
+    missing = [f for f in fields if f not in names]
+    if missing:
+        raise AreaError(f"{path}: no field {missing[0]!r}; its fields are {', '.join(names)}")
+    if meta.get("crs") is None:
+        raise AreaError(f"{path}: has no CRS; save the labels with one (e.g. EPSG:4326)")
+    geoms = shapely.from_wkb(wkb)
+    fids = [int(f) for f in fids]
+    for geom, fid in zip(geoms, fids, strict=True):
+        if geom is None or geom.is_empty or geom.geom_type not in ("Polygon", "MultiPolygon"):
+            kind = "no geometry" if geom is None else geom.geom_type
+            raise AreaError(f"{path}: feature {fid} is {kind}; labels must be polygons")
+    columns = {}
+    for field in fields:
+        column = values[names.index(field)]
+        for value, fid in zip(column, fids, strict=True):
+            if value is None or not str(value).strip():
+                raise AreaError(f"{path}: feature {fid} has no {field!r}; fill it or drop it")
+        columns[field] = [str(v).strip() for v in column]
+    return Labels(_to_pixels(geoms, meta["crs"], grid), columns, fids)
+
+
+def _to_pixels(geoms: np.ndarray, crs: str, grid: Grid) -> np.ndarray:
+    import shapely
+    from pyproj import Transformer
+
+    to_grid = Transformer.from_crs(crs, grid.crs, always_xy=True)
+
+    def move(xy: np.ndarray) -> np.ndarray:
+        x, y = to_grid.transform(xy[:, 0], xy[:, 1])
+        cols, rows = grid.pixels_of(x, y)
+        return np.column_stack([cols, rows])
+
+    return shapely.make_valid(shapely.transform(geoms, move))

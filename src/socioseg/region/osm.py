@@ -1,0 +1,252 @@
+"""Render an OpenStreetMap extract as a web map on a raster's exact grid.
+
+OSM data is read with pyosmium (``.osm.pbf``, ``.osm`` XML and the other formats libosmium
+reads): areas (closed ways and multipolygon relations) are filled by land use, buildings
+drawn with outlines, highways as cased lines whose width follows their class, and named POIs
+(and named areas) get a pin coloured by their urban function and a label. Drawing goes
+through the synthetic generator's painter (:mod:`socioseg.data._paint`), so maps made here
+look like the training maps. Sizes are in metres on the ground and scaled so that, at
+:data:`~socioseg.region.grid.SOCIOSEG_GSD`, lines and text have SocioSeg's pixel sizes.
+
+Give an extract clipped to the raster (``osmium extract -b``): the whole file is read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from socioseg.data._catalog import FUNCTION_COLORS
+from socioseg.data._paint import (
+    BUILDING_OUTLINE,
+    MAP_BACKGROUND,
+    MAP_FILL,
+    MAP_PART,
+    Label,
+    RoadLine,
+    paint_area,
+    paint_roads,
+    place_labels,
+)
+from socioseg.gis import AreaError
+from socioseg.region.grid import SOCIOSEG_GSD, Grid
+
+# (tag, values, fill) in drawing order: the first match decides; later layers paint over earlier.
+AREA_FILLS: tuple[tuple[str, frozenset[str], tuple[int, int, int]], ...] = tuple(
+    (key, frozenset(values.split()), fill)
+    for key, values, fill in (
+        ("landuse", "residential", MAP_FILL["residential"]),
+        ("landuse", "commercial retail", MAP_FILL["mall"]),
+        ("landuse", "industrial railway", MAP_FILL["factory"]),
+        ("landuse", "grass meadow village_green recreation_ground forest", MAP_FILL["green"]),
+        ("natural", "wood scrub grassland heath", MAP_FILL["green"]),
+        ("leisure", "park garden", MAP_FILL["park"]),
+        ("amenity", "school university college kindergarten", MAP_FILL["campus"]),
+        ("amenity", "hospital clinic", MAP_FILL["hospital"]),
+        ("leisure", "stadium sports_centre", MAP_FILL["stadium"]),
+        ("leisure", "pitch track", MAP_PART["pitch"]),
+        ("amenity", "parking", MAP_PART["parking"]),
+        ("natural", "water", MAP_FILL["water"]),
+        ("landuse", "reservoir basin", MAP_FILL["water"]),
+        ("waterway", "riverbank dock", MAP_FILL["water"]),
+    )
+)
+# highway class -> (width in metres, major); link roads take their class's width.
+ROAD_CLASSES: dict[str, tuple[float, bool]] = {
+    "motorway": (16.0, True),
+    "trunk": (14.0, True),
+    "primary": (12.0, True),
+    "secondary": (10.0, True),
+    "tertiary": (8.0, False),
+    "unclassified": (6.0, False),
+    "residential": (6.0, False),
+    "living_street": (5.0, False),
+    "service": (4.0, False),
+    "pedestrian": (4.0, False),
+    "footway": (2.0, False),
+    "path": (2.0, False),
+    "cycleway": (2.0, False),
+}
+# (tag, values, urban function) deciding a POI's pin colour; the first match wins.
+POI_FUNCTIONS: tuple[tuple[str, frozenset[str] | None, str], ...] = tuple(
+    (key, None if values == "*" else frozenset(values.split()), function)
+    for key, values, function in (
+        ("amenity", "school university college kindergarten library", "Educational"),
+        ("amenity", "hospital clinic doctors dentist pharmacy", "Medical"),
+        ("amenity", "townhall police courthouse fire_station post_office", "Administrative"),
+        ("office", "government", "Administrative"),
+        ("office", "*", "Business office"),
+        ("leisure", "park garden playground nature_reserve", "Park and greenspace"),
+        ("leisure", "*", "Sport and cultural"),
+        ("amenity", "theatre cinema arts_centre", "Sport and cultural"),
+        ("tourism", "museum gallery", "Sport and cultural"),
+        ("railway", "station halt", "Transportation stations"),
+        ("amenity", "bus_station ferry_terminal", "Transportation stations"),
+        ("public_transport", "station", "Transportation stations"),
+        ("aeroway", "terminal aerodrome", "Transportation stations"),
+        ("landuse", "industrial", "Industrial"),
+        ("man_made", "works", "Industrial"),
+        ("landuse", "residential", "Residential"),
+        ("place", "neighbourhood quarter", "Residential"),
+        ("amenity", "*", "Commercial service"),
+        ("shop", "*", "Commercial service"),
+        ("tourism", "*", "Commercial service"),
+    )
+)
+
+
+@dataclass
+class OsmLayers:
+    """What the map draws, in WGS-84 lon/lat: rings are N x 2 float arrays."""
+
+    areas: list[tuple[tuple[int, int, int], np.ndarray, list[np.ndarray]]] = field(
+        default_factory=list
+    )
+    buildings: list[tuple[np.ndarray, list[np.ndarray]]] = field(default_factory=list)
+    roads: list[tuple[np.ndarray, float, bool]] = field(default_factory=list)
+    pois: list[tuple[float, float, str, str]] = field(default_factory=list)  # lon, lat, name, fn
+    bbox: tuple[float, float, float, float] | None = None  # keep only what meets it
+
+    def wants(self, lonlat: np.ndarray) -> bool:
+        """Whether a feature with these N x 2 coordinates meets ``bbox`` (bounded memory)."""
+        if self.bbox is None:
+            return True
+        (x0, y0), (x1, y1) = lonlat.min(axis=0), lonlat.max(axis=0)
+        return (
+            x0 <= self.bbox[2] and self.bbox[0] <= x1 and y0 <= self.bbox[3] and self.bbox[1] <= y1
+        )
+
+
+def _first_match(tags, table):
+    for key, values, value in table:
+        tag = tags.get(key)
+        if tag is not None and (values is None or tag in values):
+            return value
+    return None
+
+
+def _name(tags, name_tag: str) -> str | None:
+    return tags.get(name_tag) or tags.get("name")
+
+
+def read_osm(path: str | Path, name_tag: str = "name", bbox=None) -> OsmLayers:
+    """The areas, buildings, roads and named POIs of an OSM file (see the module docstring).
+
+    ``name_tag``: the tag labels are read from (``name``, ``name:en``, ``name:zh``, ...);
+    a feature without it falls back to ``name``. ``bbox``: ``(west, south, east, north)``
+    in degrees; features entirely outside it are not kept.
+    """
+    import osmium
+
+    path = Path(path)
+    if not path.is_file():
+        raise AreaError(f"{path}: no such file")
+    layers = OsmLayers(bbox=bbox)
+    try:
+        for obj in osmium.FileProcessor(str(path)).with_areas():
+            tags = dict(obj.tags)
+            if obj.is_node():
+                _add_poi(layers, tags, obj.location.lon, obj.location.lat, name_tag)
+            elif obj.is_way():
+                _add_road(layers, tags, obj)
+            elif obj.is_area():
+                _add_area(layers, tags, obj, name_tag)
+    except RuntimeError as exc:  # libosmium's parse errors
+        raise AreaError(f"{path}: not an OSM file pyosmium can read ({exc})") from exc
+    return layers
+
+
+def _add_poi(layers: OsmLayers, tags, lon: float, lat: float, name_tag: str) -> None:
+    name, function = _name(tags, name_tag), _first_match(tags, POI_FUNCTIONS)
+    if name and function and layers.wants(np.array([[lon, lat]])):
+        layers.pois.append((lon, lat, name, function))
+
+
+def _add_road(layers: OsmLayers, tags, way) -> None:
+    highway = tags.get("highway", "").removesuffix("_link")
+    if highway not in ROAD_CLASSES or tags.get("area") == "yes":
+        return
+    coords = np.array([(n.lon, n.lat) for n in way.nodes if n.location.valid()])
+    if len(coords) >= 2 and layers.wants(coords):
+        layers.roads.append((coords, *ROAD_CLASSES[highway]))
+
+
+def _add_area(layers: OsmLayers, tags, area, name_tag: str) -> None:
+    fill = _first_match(tags, AREA_FILLS)
+    building = "building" in tags and tags["building"] != "no"
+    if fill is None and not building:
+        return
+    rings = []
+    for outer in area.outer_rings():
+        exterior = np.array([(n.lon, n.lat) for n in outer])
+        if not layers.wants(exterior):
+            continue
+        holes = [np.array([(n.lon, n.lat) for n in inner]) for inner in area.inner_rings(outer)]
+        rings.append((exterior, holes))
+        if building:
+            layers.buildings.append((exterior, holes))
+        else:
+            layers.areas.append((fill, exterior, holes))
+    name, function = _name(tags, name_tag), _first_match(tags, POI_FUNCTIONS)
+    if name and function and rings:
+        from shapely.geometry import Polygon
+
+        exterior, holes = max(rings, key=lambda r: len(r[0]))
+        point = Polygon(exterior, holes).representative_point()
+        layers.pois.append((point.x, point.y, name, function))
+
+
+def render_osm(
+    path: str | Path, grid: Grid, name_tag: str = "name", font: str | Path | None = None
+) -> np.ndarray:
+    """The web map of an OSM file on ``grid``: H x W x 3 uint8 (image rows from the top).
+
+    ``font``: a TrueType/OpenType file for the labels (Pillow's bundled font is Latin-only;
+    Chinese names need e.g. Noto Sans CJK).
+    """
+    if font is not None:
+        _check_font(Path(font))
+    x, y = grid.pixel_centres(step=max(1, min(grid.width, grid.height) // 16))
+    lon, lat = grid.to_lonlat().transform(x.ravel(), y.ravel())
+    pad_lon, pad_lat = 0.1 * (lon.max() - lon.min()), 0.1 * (lat.max() - lat.min())
+    bbox = (lon.min() - pad_lon, lat.min() - pad_lat, lon.max() + pad_lon, lat.max() + pad_lat)
+    layers = read_osm(path, name_tag, bbox)
+    to_grid = grid.from_lonlat()
+    gsd = grid.gsd()
+    s = SOCIOSEG_GSD / gsd
+
+    def pixels(lonlat: np.ndarray) -> list[tuple[float, float]]:
+        x, y = to_grid.transform(lonlat[:, 0], lonlat[:, 1])
+        cols, rows = grid.pixels_of(x, y)
+        # PIL puts integer coordinates at pixel centres; ours are pixel corners.
+        return list(zip((cols - 0.5).tolist(), (rows - 0.5).tolist(), strict=True))
+
+    image = Image.new("RGB", (grid.width, grid.height), MAP_BACKGROUND)
+    for fill, exterior, holes in layers.areas:
+        paint_area(image, pixels(exterior), [pixels(h) for h in holes], fill)
+    for exterior, holes in layers.buildings:
+        paint_area(
+            image, pixels(exterior), [pixels(h) for h in holes], MAP_PART["building"],
+            BUILDING_OUTLINE,
+        )  # fmt: skip
+    draw = ImageDraw.Draw(image)
+    roads = [RoadLine(pixels(c), max(1.0, width / gsd), major) for c, width, major in layers.roads]
+    paint_roads(draw, roads, s)
+    labels = [
+        Label(pixels(np.array([[lon, lat]]))[0], name, FUNCTION_COLORS[function])
+        for lon, lat, name, function in layers.pois
+    ]
+    place_labels(draw, labels, (grid.width, grid.height), s, None if font is None else str(font))
+    return np.asarray(image)
+
+
+def _check_font(path: Path) -> None:
+    from PIL import ImageFont
+
+    try:
+        ImageFont.truetype(str(path), 12)
+    except OSError as exc:
+        raise AreaError(f"--font {path}: not a font file Pillow can open ({exc})") from exc

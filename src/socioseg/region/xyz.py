@@ -1,0 +1,255 @@
+"""XYZ web-map tiles (``{z}/{x}/{y}``, Web Mercator, 256 px) mosaicked onto a raster's grid.
+
+The zoom is the one whose Web Mercator resolution at the raster's centre is nearest (in log
+scale) to the raster's ground resolution. Tiles covering the raster are counted first and
+refused beyond ``budget`` (tile servers forbid bulk downloads; raise it only where the
+provider's terms allow). They are fetched over at most :data:`CONNECTIONS` connections with a
+User-Agent, kept in an on-disk cache (a rerun downloads nothing), mosaicked, and reprojected
+onto the grid with rasterio (bilinear). Providers that publish China in GCJ-02 (``gcj02``)
+need a shift that is no CRS GDAL knows: then every output pixel's centre goes to WGS-84
+lon/lat (pyproj), through the shift to the mosaic's pixel, and is sampled bilinearly there
+(OpenCV).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import math
+import os
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from socioseg.gis import AreaError
+from socioseg.region.gcj02 import wgs84_to_gcj02
+from socioseg.region.grid import Grid
+
+TILE_PX = 256
+EARTH_CIRCUMFERENCE = 40_075_016.686  # metres: the Web Mercator plane's width
+CONNECTIONS = 2
+DEFAULT_BUDGET = 400  # tiles (about 25 MB of PNG at zoom 18, 2.4 km x 2.4 km)
+MAX_TILE_BYTES = 4 * 1024 * 1024
+TIMEOUT_S = 30
+USER_AGENT = "socioseg/0.1 (+https://pypi.org/project/socioseg/; map tiles for one raster)"
+MAX_MOSAIC_PX = 32_000  # OpenCV's remap takes images up to 32767 pixels a side
+STRIP_ROWS = 1024
+
+
+@dataclass(frozen=True)
+class TileSource:
+    """Where tiles come from: a URL template with ``{x}``, ``{y}``, ``{z}``, and its credits."""
+
+    url: str
+    name: str
+    attribution: str
+    max_zoom: int = 19
+
+    def __post_init__(self) -> None:
+        if urllib.parse.urlsplit(self.url).scheme not in ("http", "https"):
+            raise AreaError(f"--tiles {self.url}: give an http(s) URL template")
+        missing = [k for k in ("{x}", "{y}", "{z}") if k not in self.url]
+        if missing:
+            raise AreaError(f"--tiles {self.url}: the template lacks {', '.join(missing)}")
+
+    @classmethod
+    def from_provider(cls, name: str) -> TileSource:
+        """A provider of xyzservices by name (e.g. ``OpenStreetMap.Mapnik``, ``Gaode.Normal``)."""
+        import xyzservices
+
+        try:
+            provider = xyzservices.providers.query_name(name)
+        except ValueError as exc:
+            raise AreaError(
+                f"--provider {name}: not an xyzservices provider; list them with "
+                "python -c 'import xyzservices; print(xyzservices.providers.flatten().keys())'"
+            ) from exc
+        if provider.requires_token():
+            raise AreaError(f"--provider {name}: needs an API key; pass --tiles URL with it")
+        attribution = provider.get("attribution") or provider.get("html_attribution", "")
+        attribution = html.unescape(re.sub(r"<[^>]*>", "", attribution))  # plain text
+        return cls(provider.build_url(), provider.name, attribution, provider.get("max_zoom", 19))
+
+    def tile_url(self, z: int, x: int, y: int) -> str:
+        """The URL of one tile (``{s}`` takes the first subdomain, ``{r}`` no retina suffix)."""
+        url = self.url
+        for key, value in (("{x}", x), ("{y}", y), ("{z}", z), ("{s}", "a"), ("{r}", "")):
+            url = url.replace(key, str(value))
+        return url
+
+
+def zoom_for(gsd: float, lat: float, max_zoom: int) -> int:
+    """The zoom whose Web Mercator ground resolution at ``lat`` is nearest ``gsd`` (metres)."""
+    level = math.log2(EARTH_CIRCUMFERENCE * math.cos(math.radians(lat)) / TILE_PX / gsd)
+    return int(min(max(round(level), 0), max_zoom))
+
+
+def world_pixels(lon, lat, zoom: int) -> tuple[np.ndarray, np.ndarray]:
+    """Web Mercator pixel coordinates (pixel corners, from the top-left of tile 0/0)."""
+    n = TILE_PX * 2.0**zoom
+    lat = np.radians(np.clip(np.asarray(lat, dtype=np.float64), -85.05112878, 85.05112878))
+    x = (np.asarray(lon, dtype=np.float64) + 180.0) / 360.0 * n
+    y = (1.0 - np.log(np.tan(lat) + 1.0 / np.cos(lat)) / math.pi) / 2.0 * n
+    return x, y
+
+
+class TileCache:
+    """One URL template's tiles on disk (``root/<template hash>/z/x/y``); fetches the missing."""
+
+    def __init__(self, source: TileSource, root: str | Path):
+        self.source = source
+        self.root = Path(root) / hashlib.sha256(source.url.encode()).hexdigest()[:16]
+        self.requests = 0
+
+    def path(self, z: int, x: int, y: int) -> Path:
+        return self.root / str(z) / str(x) / f"{y}.tile"
+
+    def get(self, z: int, x: int, y: int) -> np.ndarray:
+        """The tile as 256 x 256 x 3 uint8 RGB, from the cache or downloaded into it."""
+        path = self.path(z, x, y)
+        if not path.is_file():
+            data = self._download(z, x, y)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        try:
+            with Image.open(path) as image:
+                rgb = np.asarray(image.convert("RGB"))
+        except (UnidentifiedImageError, OSError) as exc:
+            path.unlink()
+            raise AreaError(f"tile {z}/{x}/{y} of {self.source.url} is not an image") from exc
+        if rgb.shape != (TILE_PX, TILE_PX, 3):
+            raise AreaError(f"tile {z}/{x}/{y} of {self.source.url} is not {TILE_PX} px square")
+        return rgb
+
+    def _download(self, z: int, x: int, y: int) -> bytes:
+        url = self.source.tile_url(z, x, y)
+        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+        self.requests += 1
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+                data = response.read(MAX_TILE_BYTES + 1)
+        except urllib.error.HTTPError as exc:
+            raise AreaError(f"GET {url}: HTTP {exc.code} {exc.reason}") from exc
+        except (urllib.error.URLError, OSError) as exc:
+            raise AreaError(f"GET {url}: {getattr(exc, 'reason', exc)}") from exc
+        if len(data) > MAX_TILE_BYTES:
+            raise AreaError(f"GET {url}: a tile over {MAX_TILE_BYTES} bytes; is this a tile URL?")
+        return data
+
+
+@dataclass(frozen=True)
+class TileMap:
+    """The result of :func:`tile_map`: the image on the grid and what it took."""
+
+    rgb: np.ndarray  # H x W x 3 uint8
+    zoom: int
+    tiles: int
+    downloaded: int
+
+
+def _lonlat(grid: Grid, x: np.ndarray, y: np.ndarray, gcj02: bool):
+    lon, lat = grid.to_lonlat().transform(x, y)
+    return wgs84_to_gcj02(lon, lat) if gcj02 else (lon, lat)
+
+
+def tile_map(
+    grid: Grid,
+    source: TileSource,
+    cache_dir: str | Path,
+    *,
+    budget: int = DEFAULT_BUDGET,
+    gcj02: bool = False,
+    zoom: int | None = None,
+) -> TileMap:
+    """Mosaic ``source``'s tiles onto ``grid`` (see the module docstring).
+
+    Raises :class:`AreaError` (one line) when more than ``budget`` tiles are needed, or a
+    download fails or returns something other than a 256-px image.
+    """
+    if zoom is None:
+        zoom = zoom_for(grid.gsd(), grid.centre_lonlat()[1], source.max_zoom)
+    x, y = grid.pixel_centres(step=max(1, min(grid.width, grid.height) // 64))
+    gx, gy = world_pixels(*_lonlat(grid, x.ravel(), y.ravel(), gcj02), zoom)
+    last = 2**zoom - 1
+    x0, x1 = (int(min(max(v // TILE_PX, 0), last)) for v in (gx.min() - 1, gx.max() + 1))
+    y0, y1 = (int(min(max(v // TILE_PX, 0), last)) for v in (gy.min() - 1, gy.max() + 1))
+    count = (x1 - x0 + 1) * (y1 - y0 + 1)
+    if count > budget:
+        raise AreaError(
+            f"the map needs {count} tiles at zoom {zoom}, over the budget of {budget}; raise "
+            "--tile-budget only where the provider's terms allow bulk downloads"
+        )
+    if max(x1 - x0 + 1, y1 - y0 + 1) * TILE_PX > MAX_MOSAIC_PX:
+        raise AreaError(f"the raster spans over {MAX_MOSAIC_PX} tile pixels: split it first")
+    cache = TileCache(source, cache_dir)
+    keys = [(tx, ty) for ty in range(y0, y1 + 1) for tx in range(x0, x1 + 1)]
+    with ThreadPoolExecutor(max_workers=CONNECTIONS) as pool:
+        tiles = list(pool.map(lambda k: cache.get(zoom, *k), keys))
+    mosaic = np.zeros(((y1 - y0 + 1) * TILE_PX, (x1 - x0 + 1) * TILE_PX, 3), dtype=np.uint8)
+    for (tx, ty), tile in zip(keys, tiles, strict=True):
+        top, left = (ty - y0) * TILE_PX, (tx - x0) * TILE_PX
+        mosaic[top : top + TILE_PX, left : left + TILE_PX] = tile
+    origin = (x0 * TILE_PX, y0 * TILE_PX)
+    warp = _warp_gcj02 if gcj02 else _warp
+    return TileMap(warp(mosaic, grid, zoom, origin), zoom, count, cache.requests)
+
+
+def _warp(mosaic: np.ndarray, grid: Grid, zoom: int, origin: tuple[int, int]) -> np.ndarray:
+    """``mosaic`` (Web Mercator, top-left at world pixel ``origin``) reprojected onto ``grid``
+    by GDAL (rasterio, bilinear): H x W x 3 uint8."""
+    from affine import Affine
+    from rasterio.warp import Resampling, reproject
+
+    metres = EARTH_CIRCUMFERENCE / (TILE_PX * 2**zoom)  # per world pixel
+    half = EARTH_CIRCUMFERENCE / 2
+    source_transform = Affine(
+        metres, 0, origin[0] * metres - half, 0, -metres, half - origin[1] * metres
+    )
+    out = np.zeros((3, grid.height, grid.width), dtype=np.uint8)
+    reproject(
+        np.ascontiguousarray(mosaic.transpose(2, 0, 1)),
+        out,
+        src_transform=source_transform,
+        src_crs="EPSG:3857",
+        dst_transform=grid.transform,
+        dst_crs=grid.crs,
+        resampling=Resampling.bilinear,
+    )
+    return out.transpose(1, 2, 0)
+
+
+def _warp_gcj02(mosaic: np.ndarray, grid: Grid, zoom: int, origin: tuple[int, int]):
+    """As :func:`_warp` for a mosaic in GCJ-02: each output pixel's centre goes to WGS-84,
+    through the GCJ-02 shift (no CRS GDAL knows) to the mosaic, and is sampled there."""
+    import cv2
+
+    out = np.zeros((grid.height, grid.width, 3), dtype=np.uint8)
+    t = grid.transform
+    cols = np.arange(grid.width) + 0.5
+    for top in range(0, grid.height, STRIP_ROWS):
+        rows = np.arange(top, min(grid.height, top + STRIP_ROWS)) + 0.5
+        c, r = np.meshgrid(cols, rows)
+        x, y = t.a * c + t.b * r + t.c, t.d * c + t.e * r + t.f
+        gx, gy = world_pixels(*_lonlat(grid, x, y, True), zoom)
+        # Mosaic pixel i has its centre at world coordinate origin + i + 0.5.
+        map_x = (gx - origin[0] - 0.5).astype(np.float32)
+        map_y = (gy - origin[1] - 0.5).astype(np.float32)
+        out[top : top + len(rows)] = cv2.remap(
+            mosaic, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
+    return out
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/socioseg/tiles`` (``~/.cache/socioseg/tiles``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "socioseg" / "tiles"

@@ -1,0 +1,363 @@
+"""Memory plan of a training config, per GPU, before any weight is loaded or any GPU rented.
+
+The model is built from its config on the meta device (no memory, no download) to count its
+parameters; everything else is arithmetic on the config, stated per component:
+
+- weights: trainable parameters in the master dtype (float32, or bfloat16 with stochastic
+  rounding), frozen ones (the LoRA base) in the compute dtype; divided over FSDP processes.
+- gradients: one per trainable parameter, in its storage dtype.
+- optimizer states: AdamW's two moments per trainable parameter (zero on the GPU when
+  ``optim.offload_optimizer_states``; then they are listed as host memory).
+- reference: a frozen copy of the policy (full-parameter training with ``kl_beta > 0``) in the
+  policy's storage dtype; with ``model.offload_reference`` it is host memory and is on the GPU
+  only during the reference pass, before the update, when there are no gradients.
+- autocast copies: during rollouts the compute-dtype copies of float32 weights are kept for
+  the whole phase (:func:`socioseg.rl.precision.shared_casts`).
+- activations per micro-batch: per token and decoder layer (text) or block (vision), the
+  tensors autograd keeps: ``4h`` float32 values (RMSNorm computes in float32), ``2h``
+  residual-dtype values (the residual sums) and ``12h + 4kv + 4i`` compute-dtype values
+  (projection inputs, q/k/v, rotary and attention outputs, the four MLP intermediates);
+  ``h`` hidden, ``i`` MLP width, ``kv`` the key/value width. With gradient checkpointing
+  only each layer's input is kept, plus one layer's full set while it is recomputed. The
+  residual stream is float32 under autocast. The image patches count once per row (float32
+  and their compute-dtype cast).
+- logits: response positions only (the LM head never runs on prompt positions), compute
+  dtype + a float32 copy + its float32 gradient per vocabulary entry.
+- rollout KV cache: ``generation_batch_size`` rows of prompt + max response tokens, keys and
+  values of every layer in the compute dtype, plus one layer's prefill working set.
+
+Two peaks follow: the rollout phase (weights, states, reference, autocast copies, KV cache)
+and the update phase (weights, gradients, states, reference, activations, logits). The
+sequence lengths are worst cases: every response at ``rollout.max_response_tokens``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from socioseg.rl.config import TrainConfig
+
+GIB = 1024**3
+# Qwen2.5-VL-3B-Instruct's architecture (its config.json), for plans without a download.
+QWEN25_VL_3B = {
+    "text_config": {
+        "hidden_size": 2048,
+        "intermediate_size": 11008,
+        "num_hidden_layers": 36,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 2,
+        "vocab_size": 151936,
+        "rope_parameters": {"rope_type": "default", "mrope_section": [16, 24, 24]},
+    },
+    "vision_config": {
+        "depth": 32,
+        "hidden_size": 1280,
+        "intermediate_size": 3420,
+        "num_heads": 16,
+        "out_hidden_size": 2048,
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "window_size": 112,
+        "fullatt_block_indexes": [7, 15, 23, 31],
+    },
+    "tie_word_embeddings": True,
+}
+KNOWN_CONFIGS = {
+    "Qwen/Qwen2.5-VL-3B-Instruct": QWEN25_VL_3B,
+    "vvangfaye/SocioReasoner-3B": QWEN25_VL_3B,
+}
+PROMPT_TEXT_TOKENS = 190  # chat template + stage-2 prompt text around the image tokens
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Bytes per GPU by component (``gpu``), in host memory (``host``), and the two peaks."""
+
+    gpu: dict[str, int]
+    host: dict[str, int]
+    rollout_peak: int
+    update_peak: int
+    parameters: int
+    trainable: int
+
+    @property
+    def peak(self) -> int:
+        return max(self.rollout_peak, self.update_peak)
+
+    def fits(self, gigabytes: float) -> bool:
+        """True when the larger peak fits a GPU sold as ``gigabytes`` GB (10^9 bytes)."""
+        return self.peak <= gigabytes * 1e9
+
+
+def model_config(name: str):
+    """The Qwen2.5-VL config of a local folder, a known Hub id, or the local Hub cache."""
+    from transformers import AutoConfig, Qwen2_5_VLConfig
+
+    if name in KNOWN_CONFIGS and not Path(name).is_dir():
+        return Qwen2_5_VLConfig(**KNOWN_CONFIGS[name])
+    try:
+        return AutoConfig.from_pretrained(name, local_files_only=True)
+    except (OSError, ValueError) as error:
+        from socioseg.rl.config import ConfigError
+
+        raise ConfigError(
+            f"model.vlm: cannot read the model config of {name!r} offline "
+            f"({str(error).splitlines()[0]}): pass a local checkpoint folder as model.vlm, "
+            f"or one of {', '.join(KNOWN_CONFIGS)}"
+        ) from None
+
+
+def count_parameters(config, lora=None) -> tuple[int, int]:
+    """``(all, trainable)`` parameters of the model ``config`` describes, built on meta.
+
+    Trainable: every parameter, or with ``lora`` (LoraSettings) the adapters ``r x (in +
+    out)`` of each matching linear layer of the language model.
+    """
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    with torch.device("meta"):
+        model = Qwen2_5_VLForConditionalGeneration._from_config(config)
+    total = sum(p.numel() for p in model.parameters())
+    if lora is None:
+        return total, total
+    names = re.compile(rf"^(?!.*visual).*\.({'|'.join(map(re.escape, lora.target_modules))})$")
+    adapters = sum(
+        lora.rank * (m.in_features + m.out_features)
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and names.match(name)
+    )
+    return total, adapters
+
+
+def prompt_shape(config: TrainConfig, image_side: int) -> tuple[int, int]:
+    """``(prompt tokens, vision patches)`` of one row: map + satellite of ``image_side`` px."""
+    from socioseg.geometry import smart_resize
+
+    m = config.model
+    h, w = smart_resize(image_side, image_side, min_pixels=m.min_pixels, max_pixels=m.max_pixels)
+    patches = h * w // (14 * 14)
+    return 2 * patches // 4 + PROMPT_TEXT_TOKENS, 2 * patches
+
+
+def _layer_bytes(hidden: int, inner: int, kv: int, residual: int, compute: int) -> int:
+    """Bytes autograd keeps per token for one decoder layer / vision block (see module doc)."""
+    return 16 * hidden + residual * 2 * hidden + compute * (12 * hidden + 4 * kv + 4 * inner)
+
+
+def _activations(config: TrainConfig, model_cfg, tokens: int, patches: int, dtypes) -> int:
+    """Bytes of one micro-batch's activations in the update (``tokens``/``patches`` per row)."""
+    residual, compute = dtypes
+    t, v = model_cfg.text_config, model_cfg.vision_config
+    kv = t.num_key_value_heads * (t.hidden_size // t.num_attention_heads)
+    rows = config.optim.micro_batch_size
+    text = rows * tokens * _layer_bytes(t.hidden_size, t.intermediate_size, kv, residual, compute)
+    vision = (
+        rows
+        * patches
+        * _layer_bytes(v.hidden_size, v.intermediate_size, v.hidden_size, residual, compute)
+    )
+    # the pixels: float32 patches (3 x 2 frames x 14 x 14 values) and their compute-dtype cast
+    patch_values = v.in_channels * v.temporal_patch_size * v.patch_size**2
+    pixels = rows * patches * patch_values * (4 + (compute if compute != 4 else 0))
+    if not config.model.gradient_checkpointing:
+        return pixels + text * t.num_hidden_layers + vision * v.depth
+    kept = (
+        rows
+        * residual
+        * (tokens * t.hidden_size * t.num_hidden_layers + patches * v.hidden_size * v.depth)
+    )
+    return pixels + kept + max(text, vision)
+
+
+def _state_bytes(config: TrainConfig, precision, total: int, trainable: int, world: int):
+    """Bytes of what lives through a step: ``(per GPU, in host memory)`` by component."""
+    import torch
+
+    master = 4 if precision.master == torch.float32 else 2
+    compute = 2 if precision.compute == torch.bfloat16 else 4
+    lora = config.model.lora is not None
+    shard = world if config.distributed == "fsdp" else 1
+    stored = 4 if lora else master  # LoRA adapters are float32 (peft)
+    weights = (total * compute + trainable * 4) if lora else total * master
+    states = trainable * 2 * stored // shard
+    reference = 0 if lora or config.optim.kl_beta == 0 else total * master // shard
+    offload_states = config.optim.offload_optimizer_states
+    offload_reference = config.model.offload_reference
+    gpu = {
+        "weights": weights // shard,
+        "gradients": trainable * stored // shard,
+        "optimizer states": 0 if offload_states else states,
+        "reference": 0 if offload_reference else reference,
+        "autocast copies (rollout)": 0 if lora or not precision.autocast else total * compute,
+    }
+    host = {
+        "optimizer states": states if offload_states else 0,
+        "reference": reference if offload_reference else 0,
+    }
+    return gpu, {k: v for k, v in host.items() if v}
+
+
+def _sequence_bytes(config: TrainConfig, model_cfg, precision, prompt: int, patches: int):
+    """Bytes that grow with rows and tokens: one micro-batch, one generation batch."""
+    import torch
+
+    compute = 2 if precision.compute == torch.bfloat16 else 4
+    residual = 4 if precision.autocast or compute == 4 else 2
+    response = config.rollout.max_response_tokens
+    t = model_cfg.text_config
+    kv_width = t.num_key_value_heads * (t.hidden_size // t.num_attention_heads)
+    rows = config.rollout.generation_batch_size
+    tokens = prompt + response
+    return {
+        "activations (update)": _activations(
+            config, model_cfg, tokens, patches, (residual, compute)
+        ),
+        "logits (update)": config.optim.micro_batch_size * response * t.vocab_size * (compute + 8),
+        "KV cache (rollout)": rows * tokens * 2 * t.num_hidden_layers * kv_width * compute,
+        "prefill (rollout)": rows
+        * prompt
+        * compute
+        * (4 * t.hidden_size + 3 * t.intermediate_size),
+    }
+
+
+def plan(
+    config: TrainConfig,
+    world_size: int = 1,
+    image_side: int = 768,
+    model_cfg=None,
+    device_type: str = "cuda",
+    prompt_tokens: int | None = None,
+) -> MemoryPlan:
+    """The memory plan of ``config`` on ``world_size`` GPUs (see the module doc).
+
+    ``model_cfg``: a transformers config (default: read from ``config.model.vlm``);
+    ``prompt_tokens``: override the prompt length computed from ``image_side``.
+    ``device_type`` decides the default compute dtype as training would (``cuda``: bfloat16).
+    """
+    import torch
+
+    from socioseg.rl.precision import resolve
+
+    model_cfg = model_cfg or model_config(config.model.vlm)
+    precision = resolve(config, torch.device(device_type))
+    total, trainable = count_parameters(model_cfg, config.model.lora)
+    prompt, patches = prompt_shape(config, image_side)
+    gpu, host = _state_bytes(config, precision, total, trainable, world_size)
+    gpu |= _sequence_bytes(config, model_cfg, precision, prompt_tokens or prompt, patches)
+    resident = gpu["weights"] + gpu["optimizer states"] + gpu["reference"]
+    rollout = resident + gpu["autocast copies (rollout)"] + gpu["KV cache (rollout)"]
+    rollout += gpu["prefill (rollout)"]
+    update = resident + gpu["gradients"] + gpu["activations (update)"] + gpu["logits (update)"]
+    # an offloaded reference visits the GPU for the reference pass, before the update
+    reference_pass = resident + host.get("reference", 0)
+    return MemoryPlan(
+        gpu=gpu,
+        host=host,
+        rollout_peak=rollout,
+        update_peak=max(update, reference_pass),
+        parameters=total,
+        trainable=trainable,
+    )
+
+
+def format_plan(p: MemoryPlan, config: TrainConfig, world_size: int) -> list[str]:
+    """Lines of text describing ``p`` (the CLI prints them)."""
+    lines = [
+        f"parameters: {p.parameters / 1e9:.3f} B, trainable: {p.trainable / 1e9:.3f} B; "
+        f"{world_size} process(es), distributed: {config.distributed}, micro-batch "
+        f"{config.optim.micro_batch_size} rows, generation batch "
+        f"{config.rollout.generation_batch_size} rows",
+        "per GPU:",
+    ]
+    lines += [f"  {name:<28}{value / GIB:8.2f} GiB" for name, value in p.gpu.items()]
+    lines += [f"  host: {name:<22}{value / GIB:8.2f} GiB" for name, value in p.host.items()]
+    lines.append(f"peak, rollout phase: {p.rollout_peak / GIB:8.2f} GiB")
+    lines.append(f"peak, update phase:  {p.update_peak / GIB:8.2f} GiB")
+    for gb in (80, 141):
+        verdict = "fits" if p.fits(gb) else "does NOT fit"
+        lines.append(f"{verdict} a {gb} GB GPU ({gb * 1e9 / GIB:.1f} GiB) per process")
+    return lines
+
+
+class TensorMeter:
+    """Counts the bytes of tensor storages alive at once, exactly, on any device.
+
+    Use as a context manager around the code to measure, after :meth:`track`-ing the tensors
+    that already exist (parameters, buffers, optimizer states). Every tensor an operator
+    returns inside is counted from its creation until its storage is freed (a weak reference
+    callback). Allocator caching and fragmentation are not included: this is what the plan
+    predicts, the memory the tensors themselves need.
+    """
+
+    def __init__(self):
+        self.now = 0
+        self.peak = 0
+        self._refs: dict[int, object] = {}
+        self._mode = None
+
+    def track(self, tensor) -> None:
+        import weakref
+
+        import torch
+
+        if not isinstance(tensor, torch.Tensor) or tensor.device.type == "meta":
+            return
+        storage = tensor.untyped_storage()
+        key = id(storage)
+        if key in self._refs:
+            return
+        size = storage.nbytes()
+
+        def freed(_, key=key, size=size):
+            self.now -= size
+            self._refs.pop(key, None)
+
+        self._refs[key] = weakref.ref(storage, freed)
+        self.now += size
+        self.peak = max(self.peak, self.now)
+
+    def __enter__(self) -> TensorMeter:
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_map_only
+
+        meter = self
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                tree_map_only(__import__("torch").Tensor, meter.track, out)
+                return out
+
+        self._mode = _Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._mode.__exit__(*exc)
+
+
+def measure_update(trainer, rollouts) -> tuple[int, int, int]:
+    """Run ``trainer``'s update on ``rollouts`` under a :class:`TensorMeter`.
+
+    Returns ``(peak bytes, prompt tokens, response tokens)``: the peak counts the resident
+    models' parameters and buffers plus everything the update creates (gradients, optimizer
+    states, activations, logits); the lengths are the padded ones of the whole batch, to
+    feed :func:`plan` for comparison.
+    """
+    advantages = trainer._advantages(rollouts)
+    inputs, ids, _ = trainer._micro_batch(rollouts, range(len(rollouts.responses)))
+    meter = TensorMeter()
+    models = [trainer.policy.model] + ([trainer.reference.model] if trainer.reference else [])
+    for model in models:
+        for tensor in [*model.parameters(), *model.buffers()]:
+            meter.track(tensor)
+    with meter:
+        trainer._update(rollouts, advantages)
+    return meter.peak, inputs["input_ids"].shape[1], ids.shape[1]
