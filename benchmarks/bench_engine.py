@@ -265,10 +265,19 @@ def measure(args, vlm, segmenter, kind, g, b, share, decoding) -> dict:
         phases = Phases(vlm, segmenter)
         run(vlm, segmenter, batch, g, share, decoding, args.tokens, phases)
         phases.close()
-    phases = Phases(vlm, segmenter)
-    timings = run(vlm, segmenter, batch, g, share, decoding, args.tokens, phases)
-    phases.close()
-    s = phases.seconds
+    best = None
+    for _ in range(args.repeats):  # keep the fastest run: the others met more interference
+        phases = Phases(vlm, segmenter)
+        timings = run(vlm, segmenter, batch, g, share, decoding, args.tokens, phases)
+        phases.close()
+        seconds = _phases(kind, timings, phases.seconds)
+        if best is None or seconds["total"] < best["total"]:
+            best = seconds
+    return best
+
+
+def _phases(kind: str, timings: dict[str, float], s: dict[str, float]) -> dict:
+    """Seconds per reported phase from the engine's timings and the hooks' seconds."""
     generate = sum(v for k, v in timings.items() if k.endswith("_generate"))
     in_generate = s["preprocess"] - timings.get("preprocess", 0.0)  # unshared: per-row encoding
     out = {
@@ -306,6 +315,7 @@ def main() -> None:
     parser.add_argument("--text-layers", type=int, default=2)
     parser.add_argument("--vision-depth", type=int, default=2)
     parser.add_argument("--warmup", action="store_true", help="an untimed run first")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per configuration (min)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     args = parser.parse_args()
