@@ -352,7 +352,9 @@ def measure_update(trainer, rollouts) -> tuple[int, int, int]:
     feed :func:`plan` for comparison.
     """
     advantages = trainer._advantages(rollouts)
-    inputs, ids, _ = trainer._micro_batch(rollouts, range(len(rollouts.responses)))
+    batch, ids, _ = trainer._micro_batch(rollouts, range(len(rollouts.responses)))
+    prompts = [rollouts.prompts[r.prompt] for r in batch]
+    inputs = trainer.policy.encode([p.text for p in prompts], [list(p.images) for p in prompts])
     meter = TensorMeter()
     models = [trainer.policy.model] + ([trainer.reference.model] if trainer.reference else [])
     for model in models:
