@@ -100,13 +100,15 @@ def min_pixels(vlm: VisionLanguageModel) -> int:
 class Phases:
     """Seconds per phase, from forward hooks on the vision tower and text model."""
 
-    def __init__(self, vlm: VisionLanguageModel, segmenter):
+    def __init__(self, vlm: VisionLanguageModel, segmenter, hooks: bool = True):
         self.seconds: dict[str, float] = defaultdict(float)
         self.prefix = ""  # "update_" while the update runs
         self.sync = vlm.device.type == "cuda"
         inner = vlm.model.model
         self.handles = []
-        for module, name in ((inner.visual, "vision"), (inner.language_model, "text")):
+        # Hooks inside a compiled forward would break its graph: compiled runs time stages only.
+        towers = ((inner.visual, "vision"), (inner.language_model, "text")) if hooks else ()
+        for module, name in towers:
             self.handles.append(
                 module.register_forward_pre_hook(self._start(name), with_kwargs=True)
             )
@@ -262,12 +264,12 @@ def measure(args, vlm, segmenter, kind, g, b, share, decoding) -> dict:
     run = {"step": grpo_step, "infer": inference, "stage1": stage1}[kind]
     batch = samples(b, args.size)
     if args.warmup or decoding == "compiled":
-        phases = Phases(vlm, segmenter)
+        phases = Phases(vlm, segmenter, hooks=decoding != "compiled")
         run(vlm, segmenter, batch, g, share, decoding, args.tokens, phases)
         phases.close()
     best = None
     for _ in range(args.repeats):  # keep the fastest run: the others met more interference
-        phases = Phases(vlm, segmenter)
+        phases = Phases(vlm, segmenter, hooks=decoding != "compiled")
         timings = run(vlm, segmenter, batch, g, share, decoding, args.tokens, phases)
         phases.close()
         seconds = _phases(kind, timings, phases.seconds)
