@@ -135,6 +135,11 @@ def test_synth_bounds(tmp_path, capsys, extra, message):
     assert not (tmp_path / "s").exists()
 
 
+def test_demo_options(capsys):
+    one_line(["demo", "--port", "70000"], capsys, "argument --port: must be an integer from 1 to")
+    one_line(["demo", "--max-file-size", "lots"], capsys, "--max-file-size: must look like 50mb")
+
+
 def test_invalid_yaml_names_the_file(tmp_path, capsys):
     (tmp_path / "bad.yaml").write_text("model: {vlm: [unclosed\n")
     one_line(

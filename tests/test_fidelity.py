@@ -197,3 +197,24 @@ def test_pipeline_masks_equal_the_released_sam_path(tiny_vlm, tiny_segmenter):
     np.testing.assert_array_equal(
         np.asarray(vlm_sat), np.asarray(sat.resize((756, 756), Image.Resampling.BICUBIC))
     )
+
+
+def test_odd_answers_reach_sam_and_files_stay_json(tiny_vlm, tiny_segmenter):
+    import json
+
+    from socioseg.outputs import prediction_to_json
+
+    odd = (
+        '<answer>[{"bbox_2d": [NaN, 1, 50, 50]}, {"bbox_2d": [1e400, 1, 50, 50]}, '
+        '{"bbox_2d": [150, 120, 20, 10], "points": [[300, 300]]}, {"bbox_2d": [true, 0, 9, 9]}]'
+        "</answer>"
+    )
+    vlm = ScriptedVLM(tiny_vlm, [[odd], [odd]])
+    config = InferenceConfig(min_pixels=56 * 56)
+    pred = SocioReasoner(vlm, tiny_segmenter, config).segment(
+        noise_image(200, 150), noise_image(200, 150), "Park"
+    )
+    assert len(pred.stage1.parsed.targets) == 4 and len(pred.stage2.parsed.targets) == 4
+    assert pred.final_source == "stage2" and pred.mask.shape == (150, 200)
+    row = json.loads(json.dumps(prediction_to_json(pred), allow_nan=False))
+    assert row["stage1"]["targets_image"][0]["bbox_2d"][0] is None

@@ -18,6 +18,7 @@ from socioseg.cli_support import (
     CommandError,
     Parser,
     check_args,
+    file_size,
     int_in,
     shard_spec,
     user_errors,
@@ -613,7 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="a local web page to try the model (needs [demo])")
     demo.add_argument("--host", default="127.0.0.1", help="address to bind")
     demo.add_argument("--port", type=int_in(1, 65535), default=7860, help="port to serve on")
-    demo.add_argument("--max-file-size", default="50mb", help="largest upload")
+    demo.add_argument("--max-file-size", type=file_size, default="50mb", help="largest upload")
     _add_model_args(demo)
     _add_inference_args(demo)
     _add_image_limit(demo)

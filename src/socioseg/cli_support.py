@@ -4,6 +4,7 @@ with defaults, the output-folder check and the errors that mean bad input (exit 
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable
 
 # Bounds of size arguments, checked while parsing (before anything loads). Upper bounds keep a
@@ -58,6 +59,13 @@ def int_in(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
+def file_size(text: str) -> str:
+    """An argparse type: a size like ``50mb`` (units b, kb, mb, gb, tb), as Gradio takes it."""
+    if re.fullmatch(r"\s*[1-9]\d*\s*(b|kb|mb|gb|tb)\s*", text, re.IGNORECASE) is None:
+        raise argparse.ArgumentTypeError(f"must look like 50mb (b, kb, mb, gb or tb), got {text!r}")
+    return text
+
+
 def shard_spec(text: str) -> str:
     from socioseg.evaluate import EvalError, parse_shard
 
@@ -100,6 +108,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
     return (
         CommandError,
+        PermissionError,
         AreaError,
         ConfigError,
         DataError,

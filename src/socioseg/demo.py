@@ -345,10 +345,6 @@ def build_demo(reasoner, *, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
     return page
 
 
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def run_demo(
     reasoner,
     *,
@@ -361,21 +357,41 @@ def run_demo(
     """Serve the page on ``host:port`` (127.0.0.1 unless told otherwise).
 
     ``reasoner`` as in :func:`build_demo`. With ``block=False`` it returns at once; stop the
-    server with ``page.close()``. Returns the ``gradio.Blocks`` page.
+    server with ``page.close()``. With ``block=True`` it serves until Ctrl-C or SIGTERM, then
+    closes the server (Gradio deletes its upload cache) and returns; the scratch folder goes
+    when the process exits. Returns the ``gradio.Blocks`` page.
     """
-    page = build_demo(reasoner, max_image_pixels=max_image_pixels)
-    page.queue(default_concurrency_limit=1)
-    if block and threading.current_thread() is threading.main_thread():
-        # SIGTERM stops the server like Ctrl-C: Gradio closes it (and deletes its upload
-        # cache), launch returns and the scratch folder goes at exit. By default SIGTERM
-        # would kill the process with both left behind.
-        signal.signal(signal.SIGTERM, _interrupt)
-    page.launch(
-        server_name=host,
-        server_port=port,
-        max_file_size=max_file_size,
-        prevent_thread_lock=not block,
-        footer_links=[],
-        quiet=not block,
-    )
+    stop = threading.Event()
+    handle_term = block and threading.current_thread() is threading.main_thread()
+    if handle_term:
+        # By default SIGTERM kills the process with the scratch folder and the cache left
+        # behind; here it only asks the loop below to stop, even mid-launch.
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    try:
+        page = build_demo(reasoner, max_image_pixels=max_image_pixels)
+        page.queue(default_concurrency_limit=1)
+        page.launch(
+            server_name=host,
+            server_port=port,
+            max_file_size=max_file_size,
+            prevent_thread_lock=True,
+            footer_links=[],
+            quiet=not block,
+        )
+        if block:
+            _serve_until_stopped(page, stop)
+    finally:
+        if handle_term:
+            signal.signal(signal.SIGTERM, previous)
     return page
+
+
+def _serve_until_stopped(page, stop: threading.Event) -> None:
+    """Wait for ``stop`` (SIGTERM) or Ctrl-C, then close the server."""
+    try:
+        while not stop.wait(0.2):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        page.close()

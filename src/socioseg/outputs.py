@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -12,18 +13,29 @@ from socioseg.types import Prediction, StageResult, Target
 
 
 def targets_to_json(targets: tuple[Target, ...]) -> list[dict[str, Any]]:
-    """Targets as ``[{"bbox_2d": [x1, y1, x2, y2], "points": [[x, y], ...]}, ...]``."""
+    """Targets as ``[{"bbox_2d": [x1, y1, x2, y2], "points": [[x, y], ...]}, ...]``.
+
+    Values are rounded to 2 decimals; a NaN or infinite value (the model may write one, and SAM2
+    gets it as given) becomes ``null`` so that files stay standard JSON.
+    """
     return [
         {
-            "bbox_2d": [round(v, 2) for v in t.box.as_list()],
-            "points": [[round(p.x, 2), round(p.y, 2)] for p in t.points],
+            "bbox_2d": [_finite(v, 2) for v in t.box.as_list()],
+            "points": [[_finite(p.x, 2), _finite(p.y, 2)] for p in t.points],
         }
         for t in targets
     ]
 
 
+def _finite(value: float, digits: int) -> float | None:
+    return round(value, digits) if math.isfinite(value) else None
+
+
 def stage_to_json(stage: StageResult | None) -> dict[str, Any] | None:
-    """A stage's raw response, answer, problems and its targets in satellite image pixels."""
+    """A stage's raw response, answer, problems and its targets in satellite image pixels.
+
+    A SAM2 score that is not finite (a target with a NaN coordinate) is written as ``null``.
+    """
     if stage is None:
         return None
     return {
@@ -33,7 +45,7 @@ def stage_to_json(stage: StageResult | None) -> dict[str, Any] | None:
         "targets_image": targets_to_json(stage.targets_image),
         "problems": list(stage.parsed.problems),
         "mask_pixels": int(stage.mask.sum()),
-        "sam_scores": [round(float(s), 4) for s in stage.sam_scores],
+        "sam_scores": [_finite(float(s), 4) for s in stage.sam_scores],
         "mean_logprob": None if stage.mean_logprob is None else round(float(stage.mean_logprob), 4),
     }
 

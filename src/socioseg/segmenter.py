@@ -292,8 +292,7 @@ class Segmenter:
         return mask, tuple(scores)
 
     def _best_logits(self, embedding: ImageEmbedding, target: Target) -> tuple[torch.Tensor, float]:
-        """``S/4 x S/4`` low-resolution logits of the best-IoU mask of one target, and SAM's
-        predicted IoU of that mask."""
+        """``S/4 x S/4`` low-resolution logits of one target's best-IoU mask, and that IoU."""
         import torch
 
         box = target.box
