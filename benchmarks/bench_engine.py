@@ -32,35 +32,15 @@ from PIL import Image
 
 from socioseg import engine
 from socioseg.data import load_example
+from socioseg.geometry import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from socioseg.processor import VLMProcessor
 from socioseg.rl.algorithms import clipped_policy_loss, group_advantages
 from socioseg.rl.config import RolloutSettings
+from socioseg.rl.memory import QWEN25_VL_3B
 from socioseg.rl.rollout import collect_rollouts, policy_logprobs
 from socioseg.segmenter import Segmenter, build_tiny_sam
 from socioseg.tiny import QWEN_SPECIAL_TOKENS, build_tiny_tokenizer
 from socioseg.vlm import SamplingSettings, VisionLanguageModel, pad_right
-
-TEXT_3B = {
-    "hidden_size": 2048,
-    "intermediate_size": 11008,
-    "num_attention_heads": 16,
-    "num_key_value_heads": 2,
-    "vocab_size": 151936,
-    "tie_word_embeddings": True,
-    "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
-}
-MAX_PIXELS = 1344 * 1344  # the released setup's bounds: 768 px -> 756 px
-MIN_PIXELS = 500 * 500
-VISION_3B = {
-    "hidden_size": 1280,
-    "intermediate_size": 3420,
-    "num_heads": 16,
-    "out_hidden_size": 2048,
-    "patch_size": 14,
-    "spatial_merge_size": 2,
-    "temporal_patch_size": 2,
-    "window_size": 112,
-}
 
 
 def cut_3b(text_layers, vision_depth, device, dtype, min_pixels) -> VisionLanguageModel:
@@ -71,15 +51,16 @@ def cut_3b(text_layers, vision_depth, device, dtype, min_pixels) -> VisionLangua
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
     config = Qwen2_5_VLConfig(
         text_config={
-            **TEXT_3B,
+            **QWEN25_VL_3B["text_config"],
             "num_hidden_layers": text_layers,
             "pad_token_id": ids["<|endoftext|>"],
         },
         vision_config={
-            **VISION_3B,
+            **QWEN25_VL_3B["vision_config"],
             "depth": vision_depth,
             "fullatt_block_indexes": [vision_depth - 1],
         },
+        tie_word_embeddings=QWEN25_VL_3B["tie_word_embeddings"],
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
@@ -89,7 +70,7 @@ def cut_3b(text_layers, vision_depth, device, dtype, min_pixels) -> VisionLangua
     model = Qwen2_5_VLForConditionalGeneration(config).to(device, getattr(torch, dtype)).eval()
     # No EOS: every response runs to the token limit, so configurations compare.
     model.generation_config = GenerationConfig(pad_token_id=ids["<|endoftext|>"])
-    processor = VLMProcessor.build(tokenizer, min_pixels=min_pixels, max_pixels=MAX_PIXELS)
+    processor = VLMProcessor.build(tokenizer, min_pixels=min_pixels, max_pixels=DEFAULT_MAX_PIXELS)
     return VisionLanguageModel(model, processor, name="cut-3b")
 
 
@@ -202,7 +183,7 @@ def grpo_step(vlm, segmenter, batch, g, share, decoding, tokens, phases):
             batch,
             settings,
             min_pixels=min_pixels(vlm),
-            max_pixels=MAX_PIXELS,
+            max_pixels=DEFAULT_MAX_PIXELS,
             seed=0,
         )
     rewards = torch.tensor([r.reward.total for r in rollouts.responses])
@@ -248,7 +229,7 @@ def inference(vlm, segmenter, batch, g, share, decoding, tokens, phases, mode="t
     )
     with phases.phase("rollout"):
         jobs = [
-            engine.prepare(segmenter, s.sat, s.map, s.query, min_pixels(vlm), MAX_PIXELS)
+            engine.prepare(segmenter, s.sat, s.map, s.query, min_pixels(vlm), DEFAULT_MAX_PIXELS)
             for s in batch
         ]
         out = engine.run(vlm, segmenter, jobs, settings)
@@ -321,7 +302,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     args = parser.parse_args()
-    frame_min = min(MIN_PIXELS, args.size**2)  # smaller samples keep their size
+    frame_min = min(DEFAULT_MIN_PIXELS, args.size**2)  # smaller samples keep their size
     vlm = cut_3b(args.text_layers, args.vision_depth, args.device, args.dtype, frame_min)
     segmenter = Segmenter.from_pretrained(build_tiny_sam(tempfile.mkdtemp()), device=args.device)
     base = {"text_layers": args.text_layers, "vision_depth": args.vision_depth}

@@ -51,7 +51,11 @@ QWEN25_VL_3B = {
         "num_attention_heads": 16,
         "num_key_value_heads": 2,
         "vocab_size": 151936,
-        "rope_parameters": {"rope_type": "default", "mrope_section": [16, 24, 24]},
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": 1e6,
+            "mrope_section": [16, 24, 24],
+        },
     },
     "vision_config": {
         "depth": 32,
