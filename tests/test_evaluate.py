@@ -135,11 +135,11 @@ class RuleVLM(VisionLanguageModel):
         super().__init__(base.model, base.processor, name="rules")
         self.texts: list[str] = []
 
-    def encode(self, user_texts, images):
+    def encode_prompts(self, user_texts, images):
         self.texts = list(user_texts)
-        return super().encode(user_texts, images)
+        return super().encode_prompts(user_texts, images)
 
-    def generate(self, inputs, sampling):
+    def generate(self, inputs, sampling, repeats=1):
         answers = []
         for text in self.texts:
             if "add some points" not in text:

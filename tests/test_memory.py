@@ -42,8 +42,11 @@ def test_plan_is_within_15_percent_of_the_measured_update_peak(
     tmp_path,
     overrides,
 ):
-    # one micro-batch of all 8 responses (2 prompts x G 2 x 2 stages), as the plan assumes
-    cfg = config(tiny_models, synth_dir, "optim.micro_batch_size=8", *overrides)
+    # one micro-batch of all 8 responses (2 prompts x G 2 x 2 stages), as the plan assumes;
+    # every row with its own prompt (a micro-batch of stage-2 rows, the plan's peak)
+    cfg = config(
+        tiny_models, synth_dir, "optim.micro_batch_size=8", "rollout.share_prefix=false", *overrides
+    )
     t = trainer(cfg, tmp_path)
     peak, prompt, response = measured_update_peak(t)
     planned_cfg = config(

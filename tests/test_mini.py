@@ -52,11 +52,8 @@ def test_folder_frame_and_token_limits_apply_without_flags(shipped, tiny_models)
     ModelDefaults(3136, 12544, {"stage1": 7, "stage2": 9}).write(shipped / "vlm")
     reasoner = SocioReasoner.from_pretrained(vlm="mini", sam="mini", device="cpu")
     config = reasoner.config
-    assert (config.min_pixels, config.max_pixels, config.sampling.max_new_tokens) == (
-        3136,
-        12544,
-        9,
-    )
+    assert (config.min_pixels, config.max_pixels) == (3136, 12544)
+    assert (config.sampling.max_new_tokens, config.stage2_max_new_tokens) == (7, 9)
     prediction = reasoner.segment(*_example(), "School", mode="stage1")
     assert prediction.vlm_size[::-1] == smart_resize(256, 256, min_pixels=3136, max_pixels=12544)
     # The CLI: the folder's values unless a flag says otherwise.
@@ -66,7 +63,13 @@ def test_folder_frame_and_token_limits_apply_without_flags(shipped, tiny_models)
         ["segment", "--example", "0", "--out", "o", "--max-pixels", "9000"]
     )
     config = cli_inference_config(args, reasoner.vlm.processor.defaults)
-    assert (config.min_pixels, config.max_pixels, config.sampling.max_new_tokens) == (3136, 9000, 9)
+    assert (config.min_pixels, config.max_pixels) == (3136, 9000)
+    assert (config.sampling.max_new_tokens, config.stage2_max_new_tokens) == (7, 9)
+    args = build_parser().parse_args(
+        ["segment", "--example", "0", "--out", "o", "--max-new-tokens", "5"]
+    )
+    config = cli_inference_config(args, reasoner.vlm.processor.defaults)
+    assert (config.sampling.max_new_tokens, config.stage2_max_new_tokens) == (5, None)
     args = build_parser().parse_args(["segment", "--example", "0", "--out", "o"])
     plain = cli_inference_config(args, ModelDefaults())
     assert (plain.min_pixels, plain.max_pixels) == (DEFAULT_MIN_PIXELS, DEFAULT_MAX_PIXELS)

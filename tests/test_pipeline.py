@@ -29,13 +29,13 @@ class ScriptedVLM(VisionLanguageModel):
         self.responses = list(responses)
         self.calls = []
 
-    def encode(self, user_texts, images):
+    def encode_prompts(self, user_texts, images):
         self.calls.append((list(user_texts), [list(group) for group in images]))
-        return super().encode(user_texts, images)
+        return super().encode_prompts(user_texts, images)
 
-    def generate(self, inputs, sampling):
+    def generate(self, inputs, sampling, repeats=1):
         texts = self.responses.pop(0)
-        assert len(texts) == inputs["input_ids"].shape[0]
+        assert len(texts) == inputs["input_ids"].shape[0] * repeats
         return [Generation(text, ()) for text in texts]
 
 

@@ -25,9 +25,10 @@ def scripted_generate(policy):
     tokenizer = policy.processor.tokenizer
     eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
 
-    def generate(inputs, sampling):
+    def generate(inputs, sampling, repeats=1):
         rng = np.random.default_rng(sampling.seed)
-        texts = [POOL[i] for i in rng.integers(0, len(POOL), inputs["input_ids"].shape[0])]
+        rows = inputs["input_ids"].shape[0] * repeats
+        texts = [POOL[i] for i in rng.integers(0, len(POOL), rows)]
         return [Generation(t, (*tokenizer(t).input_ids, eos)) for t in texts]
 
     policy.generate = generate

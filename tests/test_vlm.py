@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from socioseg import prompts
-from socioseg.vlm import VISION_TOKENS, SamplingSettings, VisionLanguageModel
+from socioseg.processor import VISION_TOKENS
+from socioseg.vlm import SamplingSettings, VisionLanguageModel
 from tests.conftest import noise_image
 
 SPEC_PROMPT = (
@@ -46,11 +47,13 @@ def test_vision_tokens_are_never_generated(tiny_models):
     inputs = vlm.encode(["x"], [[noise_image(56, 56)] * 2])
     logits = vlm.model(**inputs).logits[0, -1]
     assert logits.argmax().item() == pad_id  # unsuppressed, the model would emit it
+    vision_ids = set(vlm.processor.vision_token_ids)
+    assert len(vision_ids) == len(VISION_TOKENS)
     for greedy in (True, False):
-        out = vlm.generate(inputs, SamplingSettings(greedy=greedy, max_new_tokens=12))[0]
-        vision_ids = set(vlm.processor.vision_token_ids)
-        assert len(vision_ids) == len(VISION_TOKENS)
-        assert not vision_ids & set(out.token_ids)
+        for repeats in (1, 3):  # one prefill shared by 3 continuations suppresses them too
+            sampling = SamplingSettings(greedy=greedy, max_new_tokens=12)
+            for out in vlm.generate(inputs, sampling, repeats=repeats):
+                assert out.token_ids and not vision_ids & set(out.token_ids)
 
 
 def test_save_load_round_trip_gives_identical_greedy_output(tiny_vlm, tmp_path):
@@ -122,7 +125,7 @@ def test_loads_processor_files_in_the_released_checkpoint_format(tiny_models, tm
     import json
     import shutil
 
-    from socioseg.vlm import VLMProcessor
+    from socioseg.processor import VLMProcessor
 
     folder = tmp_path / "ckpt"
     shutil.copytree(tiny_models[0], folder)
@@ -155,7 +158,7 @@ def test_loads_processor_files_in_the_released_checkpoint_format(tiny_models, tm
 def test_checkpoint_without_chat_template_is_a_clear_error(tiny_models, tmp_path):
     import shutil
 
-    from socioseg.vlm import VLMProcessor
+    from socioseg.processor import VLMProcessor
 
     folder = tmp_path / "ckpt"
     shutil.copytree(tiny_models[0], folder)

@@ -60,6 +60,17 @@ def _add_inference_args(parser: argparse.ArgumentParser) -> None:
         f"{SamplingSettings.max_new_tokens}; "
         f"{RANDOM_MODEL_MAX_NEW_TOKENS} for random-weight test models)",
     )
+    parser.add_argument(
+        "--stage2-max-new-tokens",
+        type=int_in(1, MAX_NEW_TOKENS),
+        default=None,
+        help="stage-2 tokens per response (default: --max-new-tokens)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="decode with a static cache compiled by torch.compile (first batch compiles)",
+    )
     pixels = int_in(1, MAX_VLM_PIXELS)
     own = "the VLM folder's socioseg_inference.json, else"
     parser.add_argument(
@@ -118,7 +129,11 @@ def _inference_config(args: argparse.Namespace, defaults):
     config = InferenceConfig.for_model(
         defaults,
         mode=args.mode,
-        sampling=SamplingSettings(greedy=args.greedy, seed=args.seed),
+        sampling=SamplingSettings(
+            greedy=args.greedy,
+            seed=args.seed,
+            decoding="compiled" if args.compile else "eager",
+        ),
         stage2_fallback=args.stage2_fallback,
     )
     tokens = args.max_new_tokens or config.sampling.max_new_tokens
@@ -127,6 +142,8 @@ def _inference_config(args: argparse.Namespace, defaults):
         min_pixels=args.min_pixels or config.min_pixels,
         max_pixels=args.max_pixels or config.max_pixels,
         sampling=replace(config.sampling, max_new_tokens=tokens),
+        stage2_max_new_tokens=args.stage2_max_new_tokens
+        or (None if args.max_new_tokens else config.stage2_max_new_tokens),
     )
 
 

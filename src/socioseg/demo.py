@@ -12,6 +12,7 @@ one aspect ratio); a failed check is a message on the page.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import shutil
 import signal
@@ -389,9 +390,8 @@ def run_demo(
 def _serve_until_stopped(page, stop: threading.Event) -> None:
     """Wait for ``stop`` (SIGTERM) or Ctrl-C, then close the server."""
     try:
-        while not stop.wait(0.2):
-            pass
-    except KeyboardInterrupt:
-        pass
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is a normal way to stop
+            while not stop.wait(0.2):
+                continue
     finally:
         page.close()

@@ -8,8 +8,8 @@ without flags::
      "max_new_tokens": {"stage1": 160, "stage2": 224}}
 
 Every key is optional; explicit arguments (CLI flags, an ``InferenceConfig``) win over the
-file, the file over socioseg's global defaults. The sampler has one token limit for both
-stages, so the larger stage value is applied. The processor carries the file through
+file, the file over socioseg's global defaults. The stage-1 limit also serves single-stage
+answers. The processor carries the file through
 ``save_pretrained``, so every checkpoint trained from such a model keeps it. Only local
 folders are read (a Hub model is used with the global defaults).
 """
@@ -40,11 +40,6 @@ class ModelDefaults:
         return (
             self.min_pixels is not None or self.max_pixels is not None or bool(self.max_new_tokens)
         )
-
-    @property
-    def token_limit(self) -> int | None:
-        """The one limit the sampler takes: the larger stage value (None when unset)."""
-        return max(self.max_new_tokens.values()) if self.max_new_tokens else None
 
     @classmethod
     def read(cls, folder: str | Path) -> ModelDefaults:

@@ -1,9 +1,8 @@
-"""SocioReasoner inference: stage 1 -> SAM -> render -> stage 2 -> SAM (SPEC §3).
+"""SocioReasoner inference: the engine (:mod:`socioseg.engine`) at one response per sample.
 
-Per satellite image the SAM2 embedding is computed once and reused by every prompt of both
-stages. SAM2 works in the VLM frame, as in the released system: it embeds the same resized
-satellite image the VLM sees and takes the model's coordinates unchanged; each stage's mask is
-moved to the satellite image's own size by :class:`~socioseg.geometry.Frames` (OpenCV nearest).
+This module checks inputs, runs the engine without rewards and turns its rows into
+:class:`~socioseg.types.Prediction`; the method itself (stages, SAM, rendering) lives in the
+engine.
 """
 
 from __future__ import annotations
@@ -16,12 +15,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from socioseg import prompts
-from socioseg.answers import parse_answer
-from socioseg.geometry import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, Frames, check_same_aspect
+from socioseg import engine
+from socioseg.engine import EngineSettings
+from socioseg.geometry import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, check_same_aspect
 from socioseg.model_defaults import ModelDefaults
-from socioseg.render import feedback_images
-from socioseg.types import MODES, Prediction, StageResult
+from socioseg.types import MODES, Prediction
 from socioseg.vlm import DEFAULT_VLM, SamplingSettings, VisionLanguageModel
 
 DEFAULT_SAM = "facebook/sam2-hiera-large-hf"
@@ -42,6 +40,7 @@ class InferenceConfig:
     sampling: decoding settings; the default is the released evaluation's, seeded.
     stage2_fallback: when stage 2 yields no usable object, use the stage-1 mask instead of the
         released behaviour (an empty mask). ``Prediction.final_source`` says which happened.
+    stage2_max_new_tokens: the stage-2 token limit (None: ``sampling.max_new_tokens``).
     """
 
     mode: str = "two-stage"
@@ -49,13 +48,17 @@ class InferenceConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     stage2_fallback: bool = False
+    stage2_max_new_tokens: int | None = None
 
     @classmethod
     def for_model(cls, defaults: ModelDefaults, **kwargs) -> InferenceConfig:
-        """The defaults, with a model folder's own frame and token limit where it sets them."""
+        """The defaults, with a model folder's own frame and per-stage token limits where it
+        sets them (stage 1's limit also serves single-stage answers)."""
         sampling = kwargs.pop("sampling", SamplingSettings())
-        if defaults.token_limit is not None:
-            sampling = replace(sampling, max_new_tokens=defaults.token_limit)
+        limits = defaults.max_new_tokens
+        if "stage1" in limits:
+            sampling = replace(sampling, max_new_tokens=limits["stage1"])
+        kwargs.setdefault("stage2_max_new_tokens", limits.get("stage2"))
         return cls(
             min_pixels=defaults.min_pixels or DEFAULT_MIN_PIXELS,
             max_pixels=defaults.max_pixels or DEFAULT_MAX_PIXELS,
@@ -66,6 +69,10 @@ class InferenceConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.stage2_max_new_tokens is not None and self.stage2_max_new_tokens < 1:
+            raise ValueError(
+                f"stage2_max_new_tokens must be >= 1, got {self.stage2_max_new_tokens}"
+            )
         if not 0 < self.min_pixels <= self.max_pixels:
             raise ValueError(
                 f"need 0 < min_pixels <= max_pixels, got {self.min_pixels}, {self.max_pixels}"
@@ -81,32 +88,6 @@ def load_image(image: ImageInput, name: str) -> Image.Image:
         return read_image(image, name)
     except ImageError as error:
         raise InputError(str(error)) from error
-
-
-def vlm_images(
-    sat: Image.Image, map_: Image.Image, frames: Frames
-) -> tuple[Image.Image, Image.Image]:
-    """``(map, satellite)`` as RGB in the satellite's VLM frame.
-
-    Both images take the satellite's VLM frame size (Qwen's BICUBIC resample), so the
-    processor's own resize is the identity and both images share one coordinate frame.
-    """
-    size = frames.vlm_size
-    resample = Image.Resampling.BICUBIC
-    return map_.convert("RGB").resize(size, resample), sat.convert("RGB").resize(size, resample)
-
-
-@dataclass
-class _Job:
-    """One sample moving through the stages (internal)."""
-
-    query: str
-    sat: Image.Image
-    frames: Frames
-    vlm_map: Image.Image
-    vlm_sat: Image.Image
-    embedding: object
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 class SocioReasoner:
@@ -168,45 +149,34 @@ class SocioReasoner:
         ]
         if not jobs:
             return []
-        single = config.mode == "single-stage"
-        first_text = prompts.single_stage_text if single else prompts.stage1_text
-        stage1 = self._run_stage(
-            jobs,
-            [first_text(job.query) for job in jobs],
-            "stage1",
-            config,
-            images=[[job.vlm_map, job.vlm_sat] for job in jobs],
-            seed_offset=0,
-        )
-        if config.mode == "two-stage":
-            return self._refine(jobs, stage1, config)
-        source = "single-stage" if single else "stage1"
-        return [
-            self._prediction(job, config, s1, None, s1.mask, source)
-            for job, s1 in zip(jobs, stage1, strict=True)
-        ]
-
-    def _refine(self, jobs, stage1, config: InferenceConfig) -> list[Prediction]:
-        """Stage 2: draw the stage-1 results, ask for points per box, segment again."""
-        started = time.perf_counter()
-        feedback = [self._feedback(job, s1) for job, s1 in zip(jobs, stage1, strict=True)]
-        self._share_time(jobs, "render", started)
-        texts = [
-            prompts.stage2_text(job.query, s1.parsed.answer_text)
-            for job, s1 in zip(jobs, stage1, strict=True)
-        ]
-        stage2 = self._run_stage(jobs, texts, "stage2", config, images=feedback, seed_offset=1)
+        sampling = config.sampling
+        stage2 = sampling
+        if sampling.seed is not None:
+            stage2 = replace(stage2, seed=sampling.seed + 1)
+        if config.stage2_max_new_tokens is not None:
+            stage2 = replace(stage2, max_new_tokens=config.stage2_max_new_tokens)
+        settings = EngineSettings(mode=config.mode, stage1=sampling, stage2=stage2)
+        out = engine.run(self.vlm, self.segmenter, jobs, settings)
+        if config.mode != "two-stage":
+            source = "single-stage" if config.mode == "single-stage" else "stage1"
+            return [
+                self._prediction(job, config, s1.result, None, s1.result.mask, source)
+                for job, s1 in zip(jobs, out.stage1, strict=True)
+            ]
         predictions = []
-        for job, s1, s2, (fb_map, fb_sat) in zip(jobs, stage1, stage2, feedback, strict=True):
-            mask, source = s2.mask, "stage2"
-            if not s2.parsed.targets:  # released behaviour: empty; optionally the coarse mask
+        for job, s1, s2 in zip(jobs, out.stage1, out.stage2, strict=True):
+            mask, source = s2.result.mask, "stage2"
+            if not s2.result.parsed.targets:  # released: empty; optionally the coarse mask
                 fallback = config.stage2_fallback
-                mask = s1.mask if fallback else np.zeros_like(s1.mask)
+                mask = s1.result.mask if fallback else np.zeros_like(s1.result.mask)
                 source = "stage1-fallback" if fallback else "empty"
-            predictions.append(self._prediction(job, config, s1, s2, mask, source, fb_map, fb_sat))
+            fb_map, fb_sat = out.prompts[s2.prompt].images
+            predictions.append(
+                self._prediction(job, config, s1.result, s2.result, mask, source, fb_map, fb_sat)
+            )
         return predictions
 
-    def _prepare(self, sat, map_, query: str, config: InferenceConfig, index: int) -> _Job:
+    def _prepare(self, sat, map_, query: str, config: InferenceConfig, index: int) -> engine.Job:
         started = time.perf_counter()
         if not isinstance(query, str) or not query.strip():
             raise InputError(f"item {index}: the query is empty")
@@ -216,43 +186,17 @@ class SocioReasoner:
             check_same_aspect(sat_image.size, map_image.size, sat_name, map_name)
         except ValueError as error:
             raise InputError(str(error)) from error
-        frames = Frames.for_image(sat_image.size, config.min_pixels, config.max_pixels)
-        vlm_map, vlm_sat = vlm_images(sat_image, map_image, frames)
-        loaded = time.perf_counter()
-        embedding = self.segmenter.embed(vlm_sat)
-        timings = {"load": loaded - started, "sam_embed": time.perf_counter() - loaded}
-        return _Job(query.strip(), sat_image, frames, vlm_map, vlm_sat, embedding, timings)
-
-    def _run_stage(self, jobs, texts, name, config, images, seed_offset):
-        started = time.perf_counter()
-        sampling = config.sampling
-        if sampling.seed is not None:
-            sampling = replace(sampling, seed=sampling.seed + seed_offset)
-        generations = self.vlm.generate(self.vlm.encode(texts, images), sampling)
-        self._share_time(jobs, f"{name}_generate", started)
-        results = []
-        for job, text, generation in zip(jobs, texts, generations, strict=True):
-            started = time.perf_counter()
-            parsed = parse_answer(generation.text, job.frames.vlm_size)
-            targets = job.frames.targets(parsed.targets, "vlm", "image")
-            mask_vlm, scores = self.segmenter.segment_scored(job.embedding, parsed.targets)
-            mask = job.frames.mask(mask_vlm, "vlm", "image")
-            job.timings[f"{name}_sam"] = time.perf_counter() - started
-            logprob = generation.mean_logprob
-            stage = StageResult(name, text, generation.text, parsed, targets, mask, scores, logprob)
-            results.append(stage)
-        return results
-
-    @staticmethod
-    def _feedback(job: _Job, stage1: StageResult) -> tuple[Image.Image, Image.Image]:
-        boxes = [target.box for target in stage1.parsed.targets]
-        return feedback_images(job.vlm_map, job.vlm_sat, boxes, stage1.mask)
-
-    @staticmethod
-    def _share_time(jobs: list[_Job], key: str, started: float) -> None:
-        share = (time.perf_counter() - started) / len(jobs)
-        for job in jobs:
-            job.timings[key] = share
+        loaded = time.perf_counter() - started
+        job = engine.prepare(
+            self.segmenter,
+            sat_image,
+            map_image,
+            query.strip(),
+            config.min_pixels,
+            config.max_pixels,
+        )
+        job.timings["load"] = loaded
+        return job
 
     @staticmethod
     def _prediction(job, config, stage1, stage2, mask, source, fb_map=None, fb_sat=None):

@@ -138,7 +138,7 @@ def build_tiny_vlm(
     import torch
     from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    from socioseg.vlm import VLMProcessor
+    from socioseg.processor import VLMProcessor
 
     out_dir = Path(out_dir)
     tokenizer = tokenizer or build_tiny_tokenizer()

@@ -1,21 +1,17 @@
-"""The only module that touches the VLM (Qwen2.5-VL) API: load, prompt, generate, log-probs.
+"""The only module that touches the VLM (Qwen2.5-VL) API: load, generate, per-token log-probs.
 
-``VLMProcessor`` is an image-only replacement for transformers' ``Qwen2_5_VLProcessor`` (which
-cannot be built without torchvision, because it insists on a video processor). It uses the
-checkpoint's own tokenizer, chat template and ``preprocessor_config.json`` through the PIL image
-processor, so it behaves the same with and without torchvision.
+Inputs come from :mod:`socioseg.processor`. Generation can encode each distinct prompt once
+for many responses (one prefill, the cache repeated), decode with a static or compiled cache,
+and the log-probs of a micro-batch can run each distinct prompt once (shared prefix).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from socioseg.model_defaults import ModelDefaults
-from socioseg.prompts import chat_messages
+from socioseg.processor import EncodedPrompt, VLMProcessor
 from socioseg.runtime import resolve_device, resolve_dtype
 
 if TYPE_CHECKING:
@@ -24,16 +20,11 @@ if TYPE_CHECKING:
 
 DEFAULT_VLM = "vvangfaye/SocioReasoner-3B"
 
-IMAGE_TOKEN = "<|image_pad|>"
-# Tokens a policy must never emit: one sampled image pad breaks the next forward pass.
-VISION_TOKENS = (
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-)
-_CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
+# eager: transformers' dynamic cache; static: a preallocated cache (the shapes torch.compile
+# needs); compiled: the static cache with the decoding step compiled by torch.compile.
+DECODING = ("eager", "static", "compiled")
+CACHE_ROUNDING = 256  # static cache lengths are multiples of this
+ENCODE_CHUNK = 16  # prompts per image-processor call
 
 
 class ModelLoadError(OSError):
@@ -50,8 +41,11 @@ class SamplingSettings:
     top_k: int = 100
     max_new_tokens: int = 1024
     seed: int | None = 0
+    decoding: str = "eager"
 
     def __post_init__(self) -> None:
+        if self.decoding not in DECODING:
+            raise ValueError(f"unknown decoding {self.decoding!r}; choose one of {DECODING}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if not self.greedy and self.temperature <= 0:
@@ -119,136 +113,6 @@ def pad_right(sequences, pad_id: int):
     return ids, mask
 
 
-def _read_chat_template(name_or_path: str) -> str | None:
-    """The chat template stored beside the tokenizer (local folder or Hub repo), if any."""
-    folder = Path(name_or_path)
-    for filename in _CHAT_TEMPLATE_FILES:
-        if folder.is_dir():
-            path = folder / filename
-            if not path.is_file():
-                continue
-        else:
-            from huggingface_hub import hf_hub_download
-            from huggingface_hub.errors import EntryNotFoundError
-
-            try:
-                path = Path(hf_hub_download(name_or_path, filename))
-            except EntryNotFoundError:
-                continue
-        text = path.read_text(encoding="utf-8")
-        return json.loads(text)["chat_template"] if filename.endswith(".json") else text
-    return None
-
-
-class VLMProcessor:
-    """Tokenizer + Qwen2-VL image processor (PIL backend) + chat template, images only.
-
-    Call it with templated texts and, per text, its images (map, satellite); it returns the
-    model inputs ``input_ids``, ``attention_mask`` (left-padded), ``pixel_values``,
-    ``image_grid_thw`` and ``mm_token_type_ids`` (1 on image tokens, needed for 3D RoPE).
-    """
-
-    def __init__(self, tokenizer, image_processor, defaults: ModelDefaults | None = None):
-        self.tokenizer = tokenizer
-        self.image_processor = image_processor
-        # The checkpoint's own frame and decoding limits (socioseg.model_defaults).
-        self.defaults = defaults or ModelDefaults()
-        self.tokenizer.padding_side = "left"
-        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-        self.vision_token_ids = [tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS]
-
-    @classmethod
-    def build(cls, tokenizer, min_pixels: int, max_pixels: int) -> VLMProcessor:
-        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
-            Qwen2VLImageProcessorPil,
-        )
-
-        size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
-        return cls(tokenizer, Qwen2VLImageProcessorPil(size=size))
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        name_or_path: str,
-        min_pixels: int | None = None,
-        max_pixels: int | None = None,
-    ) -> VLMProcessor:
-        """Load tokenizer, chat template and image settings saved with a checkpoint.
-
-        The frame bounds are, in order: the arguments, the folder's
-        ``socioseg_inference.json``, its ``preprocessor_config.json``.
-        """
-        from transformers import AutoTokenizer
-        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
-            Qwen2VLImageProcessorPil,
-        )
-
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        if not tokenizer.chat_template:
-            tokenizer.chat_template = _read_chat_template(name_or_path)
-        if not tokenizer.chat_template:
-            raise ValueError(
-                f"{name_or_path} has no chat template (tokenizer_config.json, "
-                f"{' or '.join(_CHAT_TEMPLATE_FILES)}): it is not a Qwen2.5-VL instruct checkpoint"
-            )
-        image_processor = Qwen2VLImageProcessorPil.from_pretrained(name_or_path)
-        defaults = ModelDefaults.read(name_or_path)
-        min_pixels = min_pixels or defaults.min_pixels
-        max_pixels = max_pixels or defaults.max_pixels
-        if min_pixels is not None or max_pixels is not None:
-            size = dict(image_processor.size)
-            size["shortest_edge"] = min_pixels or size["shortest_edge"]
-            size["longest_edge"] = max_pixels or size["longest_edge"]
-            image_processor.size = type(image_processor.size)(**size)
-        return cls(tokenizer, image_processor, defaults)
-
-    def save_pretrained(self, out_dir: str | Path) -> None:
-        self.tokenizer.save_pretrained(out_dir)
-        self.image_processor.save_pretrained(out_dir)
-        self.defaults.write(out_dir)
-
-    def chat_text(self, user_text: str) -> str:
-        """The full prompt string of one stage: chat template with map + satellite + text."""
-        return self.tokenizer.apply_chat_template(
-            chat_messages(user_text), tokenize=False, add_generation_prompt=True
-        )
-
-    def __call__(self, texts: Sequence[str], images: Sequence[Sequence[Image.Image]]):
-        """Tokenize ``texts`` (already templated), each with its images, into model inputs."""
-        import torch
-        from transformers import BatchFeature
-
-        if len(texts) != len(images):
-            raise ValueError(f"{len(texts)} texts but {len(images)} image lists")
-        flat = [image for group in images for image in group]
-        vision = self.image_processor(images=flat, return_tensors="pt")
-        grid = vision["image_grid_thw"]
-        merge = self.image_processor.merge_size**2
-        expanded, index = [], 0
-        for text, group in zip(texts, images, strict=True):
-            pieces = text.split(IMAGE_TOKEN)
-            if len(pieces) - 1 != len(group):
-                raise ValueError(
-                    f"prompt has {len(pieces) - 1} image placeholders but {len(group)} images"
-                )
-            out = pieces[0]
-            for piece in pieces[1:]:
-                out += IMAGE_TOKEN * int(grid[index].prod() // merge) + piece
-                index += 1
-            expanded.append(out)
-        encoded = self.tokenizer(expanded, padding=True, return_tensors="pt")
-        mm_types = (encoded["input_ids"] == self.image_token_id).to(torch.int32)
-        return BatchFeature(
-            {
-                "input_ids": encoded["input_ids"],
-                "attention_mask": encoded["attention_mask"],
-                "pixel_values": vision["pixel_values"],
-                "image_grid_thw": grid,
-                "mm_token_type_ids": mm_types,
-            }
-        )
-
-
 class VisionLanguageModel:
     """A Qwen2.5-VL policy with its processor, on one device."""
 
@@ -293,8 +157,30 @@ class VisionLanguageModel:
 
     def encode(self, user_texts: Sequence[str], images: Sequence[Sequence[Image.Image]]):
         """Model inputs on the model's device for a batch of (user text, [map, satellite])."""
+        return self.collate(self.encode_prompts(user_texts, images))
+
+    def encode_prompts(
+        self, user_texts: Sequence[str], images: Sequence[Sequence[Image.Image]]
+    ) -> list[EncodedPrompt]:
+        """Each (user text, [map, satellite]) templated, tokenized and preprocessed once.
+
+        Pixel values are kept (on CPU) in the model's dtype, which the vision tower casts them
+        to anyway; prompts are processed a few at a time to bound peak memory.
+        """
+        import torch
+
         texts = [self.processor.chat_text(text) for text in user_texts]
-        return self.processor(texts, images).to(self.device)
+        dtype = self.model.dtype if self.model.dtype.is_floating_point else torch.float32
+        out = []
+        for start in range(0, len(texts), ENCODE_CHUNK):
+            end = start + ENCODE_CHUNK
+            for prompt in self.processor.split(self.processor(texts[start:end], images[start:end])):
+                out.append(replace(prompt, pixel_values=prompt.pixel_values.to(dtype)))
+        return out
+
+    def collate(self, prompts: Sequence[EncodedPrompt], pixels: bool = True):
+        """Encoded prompts as one left-padded batch on the model's device."""
+        return self.processor.collate(prompts, pixels).to(self.device)
 
     def _generation_config(self, sampling: SamplingSettings):
         from transformers import GenerationConfig
@@ -318,21 +204,32 @@ class VisionLanguageModel:
             )
         return GenerationConfig(**options)
 
-    def generate(self, inputs, sampling: SamplingSettings) -> list[Generation]:
-        """Sample one response per row of ``inputs`` (from :meth:`encode`)."""
+    def generate(self, inputs, sampling: SamplingSettings, repeats: int = 1) -> list[Generation]:
+        """Sample ``repeats`` responses per row of ``inputs`` (from :meth:`encode`).
+
+        Returns N x ``repeats`` generations, row-major (the responses of row 0 first). With
+        ``repeats > 1`` or a static/compiled decoding, each prompt's images go through the
+        vision tower and its tokens through the prefill once; the cache is then repeated for
+        the continuations, which are drawn from the same distribution as ``repeats`` copies of
+        the row (greedy tokens are identical). A batch stops when every row has ended (EOS).
+        """
         import torch
         from transformers import LogitsProcessorList
 
         config = self._generation_config(sampling)
         recorder = _chosen_logprobs_processor()
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+        processors = LogitsProcessorList([recorder])
+        fork = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=fork), torch.inference_mode():
             if sampling.seed is not None:
                 torch.manual_seed(sampling.seed)
-            with torch.inference_mode():
+            if repeats == 1 and sampling.decoding == "eager":
                 output = self.model.generate(
-                    **inputs,
-                    generation_config=config,
-                    logits_processor=LogitsProcessorList([recorder]),
+                    **inputs, generation_config=config, logits_processor=processors
+                )
+            else:
+                output = self._generate_shared(
+                    inputs, config, repeats, sampling.decoding, processors
                 )
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         logprobs = recorder.finish(new_tokens[:, -1]) if new_tokens.shape[1] else None
@@ -352,27 +249,86 @@ class VisionLanguageModel:
             generations.append(Generation(text, tuple(ids), mean))
         return generations
 
-    def response_logprobs(self, inputs, response_ids, response_mask, model=None):
+    def _generate_shared(self, inputs, config, repeats: int, decoding: str, processors=None):
+        """Prefill every prompt token but the last once, repeat the cache, decode.
+
+        ``generate`` then runs the last prompt token of each of the N x ``repeats`` rows and
+        decodes them; ``rope_deltas`` (Qwen2.5-VL's 3D-position offsets that the prefill
+        stores on the model) are repeated with the cache so decoding positions stay right.
+        """
+        from transformers import CompileConfig, DynamicCache, StaticCache
+
+        model = self.model
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        mm_types = inputs["mm_token_type_ids"]
+        out = model(
+            input_ids=ids[:, :-1],
+            attention_mask=mask[:, :-1],
+            pixel_values=inputs["pixel_values"],
+            image_grid_thw=inputs["image_grid_thw"],
+            mm_token_type_ids=mm_types[:, :-1],
+            cache=DynamicCache(config=model.config),
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache = out.cache
+        if decoding == "eager":
+            cache.batch_repeat_interleave(repeats)
+        else:
+            # Rounded up, so prompts of similar length reuse one compiled graph.
+            length = -(-(ids.shape[1] + config.max_new_tokens) // CACHE_ROUNDING) * CACHE_ROUNDING
+            static = StaticCache(config=model.config, max_cache_len=length)
+            for index, layer in enumerate(cache.layers):
+                static.update(
+                    layer.keys.repeat_interleave(repeats, 0),
+                    layer.values.repeat_interleave(repeats, 0),
+                    index,
+                )
+            cache = static
+            config.disable_compile = decoding != "compiled"
+            config.compile_config = CompileConfig(fullgraph=False, dynamic=False)
+            config.compile_config._compile_all_devices = True
+        holder = next(m for m in model.modules() if hasattr(m, "rope_deltas"))
+        holder.rope_deltas = holder.rope_deltas.repeat_interleave(repeats, 0)
+        return model.generate(
+            input_ids=ids.repeat_interleave(repeats, 0),
+            attention_mask=mask.repeat_interleave(repeats, 0),
+            mm_token_type_ids=mm_types.repeat_interleave(repeats, 0),
+            cache=cache,
+            generation_config=config,
+            logits_processor=processors,
+        )
+
+    def response_logprobs(self, inputs, response_ids, response_mask, model=None, images=None):
         """Per-token log-probabilities of given responses.
 
         Args:
             inputs: prompt batch from :meth:`encode` (B rows, left-padded to P tokens).
             response_ids: B x T long tensor, right-padded.
             response_mask: B x T tensor, 1 on real response tokens.
+            model: runs the forward instead of ``self.model`` (e.g. its DDP wrapper).
+            images: per-image vision-tower outputs for the rows' images, in row order, in
+                place of ``inputs["pixel_values"]`` (see :meth:`grouped_logprobs`).
 
         Returns:
             B x T float32 tensor of ``log p(response_ids[t] | prompt, response[:t])``
-            (values at padded positions are meaningless; mask them).
-            ``model`` runs the forward instead of ``self.model`` (e.g. its DDP wrapper).
+            (values at padded positions are meaningless; mask them). The LM head runs only
+            at the T positions that predict response tokens.
         """
         import torch
 
         response_ids = response_ids.to(self.device)
         response_mask = response_mask.to(self.device)
+        if images is None:
+            vision = {"pixel_values": inputs["pixel_values"]}
+        else:
+            from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+            image = BaseModelOutputWithPooling(pooler_output=images)
+            vision = {"mm_encoder_outputs": {"image": image}}
         outputs = (self.model if model is None else model)(
             input_ids=torch.cat([inputs["input_ids"], response_ids], dim=1),
             attention_mask=torch.cat([inputs["attention_mask"], response_mask.long()], dim=1),
-            pixel_values=inputs["pixel_values"],
             image_grid_thw=inputs["image_grid_thw"],
             mm_token_type_ids=torch.cat(
                 [inputs["mm_token_type_ids"], torch.zeros_like(response_ids, dtype=torch.int32)],
@@ -381,7 +337,101 @@ class VisionLanguageModel:
             use_cache=False,
             # The LM head runs on the response positions only: no prompt logits (B x P x V).
             logits_to_keep=response_ids.shape[1] + 1,
+            **vision,
         )
         logits = outputs.logits[:, :-1].float()
         chosen = logits.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
         return chosen - torch.logsumexp(logits, dim=-1)
+
+    def grouped_logprobs(
+        self,
+        prompts: Sequence[EncodedPrompt],
+        rows: Sequence[int],
+        response_ids,
+        response_mask,
+        model=None,
+        share: bool = True,
+        prefix: bool | None = None,
+    ):
+        """:meth:`response_logprobs` of responses to already encoded prompts.
+
+        Args:
+            prompts: the distinct prompts of a micro-batch.
+            rows: R indices into ``prompts``, one per response row.
+            response_ids, response_mask: R x T, as in :meth:`response_logprobs`.
+            share: compute what rows of one prompt share once. With ``prefix`` (the default
+                unless activation checkpointing is on, which cannot keep a cache) the prompt's
+                tokens and images run once and every row attends to that prompt's keys and
+                values (gradients flow back into the prompt once, summed over its rows);
+                without, only the vision tower runs once per prompt. False: every row runs
+                its whole prompt (the reference path).
+
+        Returns:
+            R x T float32 log-probs, equal (up to float rounding) on every path.
+        """
+        rows = list(rows)
+        if prefix is None:
+            prefix = not _is_checkpointing(self.model)
+        if share and prefix:
+            return self._prefix_logprobs(prompts, rows, response_ids, response_mask, model)
+        inputs = self.collate([prompts[r] for r in rows], pixels=not share)
+        if not share:
+            return self.response_logprobs(inputs, response_ids, response_mask, model)
+        distinct = list(dict.fromkeys(rows))
+        once = self.collate([prompts[i] for i in distinct])
+        features = self.model.get_image_features(
+            once["pixel_values"], once["image_grid_thw"]
+        ).pooler_output
+        first, start = {}, 0
+        for i in distinct:
+            first[i] = start
+            start += len(prompts[i].image_grid_thw)
+        images = [
+            features[first[r] + k] for r in rows for k in range(len(prompts[r].image_grid_thw))
+        ]
+        return self.response_logprobs(inputs, response_ids, response_mask, model, images)
+
+    def _prefix_logprobs(self, prompts, rows, response_ids, response_mask, model=None):
+        """Shared-prefix forward ("Prefix Grouper"): each distinct prompt once, with a cache
+        whose rows are then gathered for the responses; autograd carries the gradient of every
+        response back through the gather into its prompt's single forward."""
+        import torch
+        from transformers import DynamicCache
+
+        model = self.model if model is None else model
+        distinct = list(dict.fromkeys(rows))
+        index = torch.tensor([distinct.index(r) for r in rows], device=self.device)
+        once = self.collate([prompts[i] for i in distinct])
+        out = model(
+            **once, cache=DynamicCache(config=self.model.config), use_cache=True, logits_to_keep=1
+        )
+        cache = out.cache
+        cache.batch_select_indices(index)
+        holder = next(m for m in self.model.modules() if hasattr(m, "rope_deltas"))
+        deltas = holder.rope_deltas[index]
+        response_ids = response_ids.to(self.device)
+        mask = torch.cat([once["attention_mask"][index], response_mask.to(self.device).long()], 1)
+        # Decoding positions, as ``generate`` makes them: real tokens so far + the 3D offset.
+        positions = (mask.cumsum(-1) - 1)[:, -response_ids.shape[1] :] + deltas
+        logits = model(
+            input_ids=response_ids,
+            attention_mask=mask,
+            position_ids=positions[None].expand(3, -1, -1),
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=response_ids.shape[1],
+        ).logits
+        logits = torch.cat([out.logits[index], logits[:, :-1]], dim=1).float()
+        chosen = logits.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
+        return chosen - torch.logsumexp(logits, dim=-1)
+
+
+def _is_checkpointing(model) -> bool:
+    """Whether activation (gradient) checkpointing is on; transformers >= 5.23 renamed it."""
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):
+        try:
+            value = getattr(model, name)
+        except AttributeError:
+            continue
+        return bool(value)
+    return False

@@ -111,7 +111,9 @@ def _safe_load(file: Path, device=None, mmap: bool = False):
     import pickle
 
     try:
-        return torch.load(file, map_location=device, weights_only=True, mmap=mmap)
+        return torch.load(
+            file, map_location=device, weights_only=True, mmap=mmap
+        )  # tensors and plain containers only
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
         reason = str(error).splitlines()[0][:200]
         raise CheckpointError(f"{file.name} cannot be loaded safely ({reason})") from None

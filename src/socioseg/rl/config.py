@@ -139,6 +139,10 @@ class RolloutSettings(_Section):
     max_prompt_tokens: int = 4096
     max_response_tokens: int = 2048
     generation_batch_size: int = 64  # rows per generate() call
+    # encode, preprocess and prefill each distinct prompt once for its G responses, and run
+    # the vision tower once per distinct prompt in the update; false: the reference path
+    share_prefix: bool = True
+    decoding: Literal["eager", "static", "compiled"] = "eager"  # compiled: torch.compile
 
     def _checks(self) -> list[tuple[bool, str]]:
         return [

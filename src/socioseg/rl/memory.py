@@ -51,7 +51,11 @@ QWEN25_VL_3B = {
         "num_attention_heads": 16,
         "num_key_value_heads": 2,
         "vocab_size": 151936,
-        "rope_parameters": {"rope_type": "default", "mrope_section": [16, 24, 24]},
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": 1e6,
+            "mrope_section": [16, 24, 24],
+        },
     },
     "vision_config": {
         "depth": 32,
@@ -352,7 +356,9 @@ def measure_update(trainer, rollouts) -> tuple[int, int, int]:
     feed :func:`plan` for comparison.
     """
     advantages = trainer._advantages(rollouts)
-    inputs, ids, _ = trainer._micro_batch(rollouts, range(len(rollouts.responses)))
+    batch, ids, _ = trainer._micro_batch(rollouts, range(len(rollouts.responses)))
+    prompts = [rollouts.prompts[r.prompt] for r in batch]
+    inputs = trainer.policy.encode([p.text for p in prompts], [list(p.images) for p in prompts])
     meter = TensorMeter()
     models = [trainer.policy.model] + ([trainer.reference.model] if trainer.reference else [])
     for model in models:

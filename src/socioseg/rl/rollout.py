@@ -1,4 +1,4 @@
-"""Two-stage GRPO rollouts: G stage-1 samples per prompt, SAM, render, stage-2 samples, rewards.
+"""Two-stage GRPO rollouts: the engine (:mod:`socioseg.engine`) at G responses with rewards.
 
 Strategies (``RolloutSettings.strategy``):
 
@@ -7,32 +7,28 @@ Strategies (``RolloutSettings.strategy``):
 - ``paper`` (the paper's Algorithm 1): only the best stage-1 sample (highest stage-1 reward)
   is rendered, and G stage-2 samples are drawn from it.
 
-Each satellite image is embedded by SAM2 once; all 2G SAM calls of its group reuse it. SAM2
-works in the VLM frame and answers are read as in serving (:func:`socioseg.answers.parse_answer`),
-so what is trained is what is served.
+Each satellite image is embedded by SAM2 once; all 2G SAM calls of its group reuse it. With
+``rollout.share_prefix`` each distinct prompt is preprocessed, encoded and prefilled once for
+its group, and the update reuses those encodings.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
 
-from socioseg import prompts
-from socioseg.answers import answer_text, clean_response, parse_answer
-from socioseg.geometry import Frames
+from socioseg import engine
+from socioseg.answers import answer_text, clean_response
+from socioseg.engine import PromptTooLongError, StagePrompt
 from socioseg.metrics import mask_iou
-from socioseg.pipeline import vlm_images
-from socioseg.render import feedback_images
 from socioseg.rl.config import RolloutSettings
 from socioseg.rl.rewards import RewardParts, gt_boxes_from_mask, stage1_rewards, stage2_rewards
 from socioseg.vlm import SamplingSettings, VisionLanguageModel
 
-
-class PromptTooLongError(ValueError):
-    """A prompt (mostly image tokens) exceeds ``rollout.max_prompt_tokens``."""
+__all__ = ["Prompt", "PromptTooLongError", "Response", "Rollouts", "collect_rollouts"]
 
 
 @dataclass(frozen=True)
@@ -65,24 +61,16 @@ class Response:
 @dataclass(frozen=True)
 class Rollouts:
     """All responses of one step: ``responses`` hold stage-1 rows, then stage-2 rows, each in
-    contiguous groups of G; ``prompts`` are indexed by ``Response.prompt``."""
+    contiguous groups of G; ``prompts`` (distinct, with their encodings when shared) are
+    indexed by ``Response.prompt``; ``timings``: seconds per phase of the rollout."""
 
-    prompts: list[Prompt]
+    prompts: list[StagePrompt]
     responses: list[Response]
     group_size: int
+    timings: dict[str, float]
 
     def stage(self, name: str) -> list[Response]:
         return [r for r in self.responses if r.stage == name]
-
-
-@dataclass
-class _Item:
-    frames: Frames
-    gt: np.ndarray
-    gt_boxes_vlm: list[list[float]]
-    embedding: object
-    images: tuple[Image.Image, Image.Image]  # (map, satellite) in the VLM frame
-    query: str
 
 
 def collect_rollouts(
@@ -98,125 +86,79 @@ def collect_rollouts(
 ) -> Rollouts:
     """Sample, segment and score both stages for ``samples`` (objects with ``query``, ``sat``,
     ``map`` and a ``mask`` H x W bool GT at the satellite's size)."""
-    items = [_prepare(segmenter, sample, min_pixels, max_pixels) for sample in samples]
-    all_prompts = [Prompt(prompts.stage1_text(it.query), it.images) for it in items]
-    responses, coarse = _stage1(
-        policy, segmenter, items, all_prompts, settings, reward_variant, seed
+    jobs = [
+        engine.prepare(segmenter, s.sat, s.map, s.query, min_pixels, max_pixels) for s in samples
+    ]
+    gts = [np.asarray(s.mask, dtype=bool) for s in samples]
+    gt_boxes = [_gt_boxes_vlm(job, gt) for job, gt in zip(jobs, gts, strict=True)]
+
+    def reward(stage, index, text, mask, stage1_text):
+        if stage == "stage1":
+            return stage1_rewards(text, gt_boxes[index], reward_variant)
+        stage1_answer = answer_text(clean_response(stage1_text))
+        return stage2_rewards(text, stage1_answer, mask, gts[index], reward_variant)
+
+    sampling = SamplingSettings(
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        top_k=settings.top_k,
+        max_new_tokens=settings.max_response_tokens,
+        seed=seed,
+        decoding=settings.decoding,
     )
-    responses += _stage2(
-        policy, segmenter, items, all_prompts, responses, coarse, settings, reward_variant, seed + 1
+    out = engine.run(
+        policy,
+        segmenter,
+        jobs,
+        engine.EngineSettings(
+            group_size=settings.group_size,
+            strategy=settings.strategy,
+            stage1=sampling,
+            stage2=replace(sampling, seed=seed + 1),
+            share_prefix=settings.share_prefix,
+            rows_per_call=settings.generation_batch_size,
+            max_prompt_tokens=settings.max_prompt_tokens,
+        ),
+        reward,
     )
-    return Rollouts(all_prompts, responses, settings.group_size)
-
-
-def _stage1(policy, segmenter, items, all_prompts, settings, variant, seed):
-    """G stage-1 responses per item, their coarse masks and rewards (groups = items)."""
     g = settings.group_size
-    rows = [i for i in range(len(items)) for _ in range(g)]
-    responses, coarse = [], []
-    generations = _generate(policy, all_prompts, rows, settings, seed)
-    for k, (index, generation) in enumerate(zip(rows, generations, strict=True)):
-        item = items[index]
-        parsed = parse_answer(generation.text, item.frames.vlm_size)
-        mask = _segment(segmenter, item, parsed)
-        coarse.append((parsed, mask))
-        reward = stage1_rewards(generation.text, item.gt_boxes_vlm, variant)
-        iou = mask_iou(mask, item.gt)
-        responses.append(_response("stage1", k // g, index, generation, reward, iou, settings))
-    return responses, coarse
-
-
-def _stage2(policy, segmenter, items, all_prompts, stage1, coarse, settings, variant, seed):
-    """Stage-2 responses: one per stage-1 response (released) or G from the best (paper)."""
-    g = settings.group_size
-    sources = []  # the stage-1 response each stage-2 row continues
-    for b in range(len(items)):
-        picks = list(range(b * g, (b + 1) * g))
-        if settings.strategy == "paper":
-            picks = [max(picks, key=lambda k: stage1[k].reward.total)] * g
-        sources += picks
-    prompt_of = {}
-    for k in dict.fromkeys(sources):  # render each distinct stage-1 response once
-        prompt_of[k] = len(all_prompts)
-        all_prompts.append(_stage2_prompt(items[stage1[k].prompt], *coarse[k]))
-    rows = [prompt_of[k] for k in sources]
     responses = []
-    generations = _generate(policy, all_prompts, rows, settings, seed)
-    for j, (k, index, generation) in enumerate(zip(sources, rows, generations, strict=True)):
-        item = items[stage1[k].prompt]
-        final = _segment(segmenter, item, parse_answer(generation.text, item.frames.vlm_size))
-        stage1_answer = answer_text(clean_response(stage1[k].text))
-        reward = stage2_rewards(generation.text, stage1_answer, final, item.gt, variant)
-        group = len(items) + j // g
-        responses.append(
-            _response(
-                "stage2", group, index, generation, reward, mask_iou(final, item.gt), settings
+    for offset, rows in ((0, out.stage1), (len(jobs), out.stage2)):
+        for k, row in enumerate(rows):
+            truncated = len(row.generation.token_ids) >= settings.max_response_tokens
+            responses.append(
+                Response(
+                    row.stage,
+                    offset + k // g,
+                    row.prompt,
+                    row.generation.token_ids,
+                    row.generation.text,
+                    row.reward,
+                    float(mask_iou(row.result.mask, gts[row.job])),
+                    truncated,
+                )
             )
-        )
-    return responses
+    return Rollouts(out.prompts, responses, g, out.timings)
 
 
-def _prepare(segmenter, sample, min_pixels: int, max_pixels: int) -> _Item:
-    frames = Frames.for_image(sample.sat.size, min_pixels, max_pixels)
-    gt = np.asarray(sample.mask, dtype=bool)
-    boxes = gt_boxes_from_mask(gt)
-    boxes_vlm = frames.points_array(np.asarray(boxes, dtype=float).reshape(-1, 4), "image", "vlm")
-    images = vlm_images(sample.sat, sample.map, frames)
-    return _Item(
-        frames=frames,
-        gt=gt,
-        gt_boxes_vlm=boxes_vlm.tolist(),
-        embedding=segmenter.embed(images[1]),  # the satellite image in the VLM frame
-        images=images,
-        query=sample.query,
-    )
+def _gt_boxes_vlm(job: engine.Job, gt: np.ndarray) -> list[list[float]]:
+    """The GT mask's boxes (SPEC §4) in the VLM frame."""
+    boxes = np.asarray(gt_boxes_from_mask(gt), dtype=float).reshape(-1, 4)
+    return job.frames.points_array(boxes, "image", "vlm").tolist()
 
 
-def _segment(segmenter, item: _Item, parsed) -> np.ndarray:
-    """SAM2's mask of a parsed answer (VLM frame) at the satellite's size, as in serving."""
-    return item.frames.mask(segmenter.segment(item.embedding, parsed.targets), "vlm", "image")
+def policy_logprobs(policy: VisionLanguageModel, rollouts: Rollouts, batch, ids, mask, model=None):
+    """Log-probs (R x T float32) of a micro-batch of responses under ``policy``.
 
-
-def _stage2_prompt(item: _Item, parsed, mask) -> Prompt:
-    boxes = [t.box for t in parsed.targets]
-    images = feedback_images(*item.images, boxes, mask)
-    return Prompt(prompts.stage2_text(item.query, parsed.answer_text), images)
-
-
-def _generate(policy, all_prompts, rows, settings: RolloutSettings, seed: int):
-    """Generate one response per entry of ``rows`` (indices into ``all_prompts``), in chunks."""
-    out = []
-    chunk = settings.generation_batch_size
-    for start in range(0, len(rows), chunk):
-        batch = [all_prompts[i] for i in rows[start : start + chunk]]
-        inputs = policy.encode([p.text for p in batch], [list(p.images) for p in batch])
-        check_prompt_length(inputs, settings.max_prompt_tokens)
-        sampling = SamplingSettings(
-            temperature=settings.temperature,
-            top_p=settings.top_p,
-            top_k=settings.top_k,
-            max_new_tokens=settings.max_response_tokens,
-            seed=seed * 1_000_003 + start,
-        )
-        out.extend(policy.generate(inputs, sampling))
-    return out
-
-
-def check_prompt_length(inputs, max_prompt_tokens: int) -> None:
-    """Raise :class:`PromptTooLongError` when a prompt row exceeds the budget."""
-    lengths = inputs["attention_mask"].sum(dim=1)
-    longest = int(lengths.max())
-    if longest > max_prompt_tokens:
-        image_tokens = int(inputs["mm_token_type_ids"].sum(dim=1).max())
-        raise PromptTooLongError(
-            f"a prompt has {longest} tokens ({image_tokens} of them image tokens), over "
-            f"rollout.max_prompt_tokens = {max_prompt_tokens}: lower model.max_pixels or raise "
-            "the budget"
-        )
-
-
-def _response(stage, group, prompt, generation, reward, iou, settings) -> Response:
-    truncated = len(generation.token_ids) >= settings.max_response_tokens
-    return Response(
-        stage, group, prompt, generation.token_ids, generation.text, reward, float(iou), truncated
-    )
+    Shared rollouts reuse their encoded prompts: no second preprocessing, the vision tower
+    once per distinct prompt of the micro-batch, the LM head only at response positions. The
+    reference path (``share_prefix=False``) encodes every row again, as G independent copies.
+    """
+    prompts = [rollouts.prompts[r.prompt] for r in batch]
+    if prompts[0].encoded is None:
+        inputs = policy.encode([p.text for p in prompts], [list(p.images) for p in prompts])
+        return policy.response_logprobs(inputs, ids, mask, model)
+    distinct = list(dict.fromkeys(r.prompt for r in batch))
+    rows = [distinct.index(r.prompt) for r in batch]
+    encoded = [rollouts.prompts[i].encoded for i in distinct]
+    return policy.grouped_logprobs(encoded, rows, ids, mask, model)

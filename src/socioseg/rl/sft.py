@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from socioseg import prompts
+from socioseg.engine import vlm_images
 from socioseg.geometry import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, Frames
-from socioseg.pipeline import vlm_images
 from socioseg.render import feedback_images
 from socioseg.rl import model_out
 from socioseg.rl.config import ConfigSection

@@ -38,7 +38,7 @@ from socioseg.rl import checkpoint, parallel, precision
 from socioseg.rl.algorithms import clipped_policy_loss, group_advantages
 from socioseg.rl.config import TrainConfig
 from socioseg.rl.optim import build_optimizer
-from socioseg.rl.rollout import Rollouts, collect_rollouts
+from socioseg.rl.rollout import Rollouts, collect_rollouts, policy_logprobs
 from socioseg.vlm import VisionLanguageModel, pad_right
 
 LogFn = Callable[[int, dict[str, float]], None]
@@ -225,11 +225,11 @@ class Trainer:
         totals = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "ratio": 0.0}
         ref_logps = self._reference_pass(rollouts, chunks) if o.kl_beta > 0 else None
         for n, chunk in enumerate(chunks):
-            inputs, ids, mask = self._micro_batch(rollouts, chunk)
+            batch, ids, mask = self._micro_batch(rollouts, chunk)
             ref_logp = None if ref_logps is None else ref_logps[n]
             last = n == len(chunks) - 1
             with parallel.gradient_sync(self.forward_model, enabled=last):
-                logp = self.policy.response_logprobs(inputs, ids, mask, model=self.forward_model)
+                logp = policy_logprobs(self.policy, rollouts, batch, ids, mask, self.forward_model)
                 loss, stats = clipped_policy_loss(
                     logp,
                     logp.detach(),
@@ -255,16 +255,13 @@ class Trainer:
         }
 
     def _micro_batch(self, rollouts: Rollouts, chunk: range):
-        """Model inputs, B x T response ids and mask of the responses ``chunk``."""
+        """The responses ``chunk``, their B x T ids and mask (prompts stay encoded in
+        ``rollouts``; :func:`~socioseg.rl.rollout.policy_logprobs` reuses them)."""
         batch = [rollouts.responses[i] for i in chunk]
-        inputs = self.policy.encode(
-            [rollouts.prompts[r.prompt].text for r in batch],
-            [list(rollouts.prompts[r.prompt].images) for r in batch],
-        )
         ids, mask = pad_right(
             [r.token_ids for r in batch], self.policy.processor.tokenizer.pad_token_id
         )
-        return inputs, ids, mask
+        return batch, ids, mask
 
     @torch.no_grad()
     def _reference_pass(self, rollouts: Rollouts, chunks: list[range]) -> list[torch.Tensor]:
@@ -274,16 +271,19 @@ class Trainer:
             self.reference.model.to(self.device)
         try:
             with precision.shared_casts(self.precision):
-                return [self._reference_logprobs(*self._micro_batch(rollouts, c)) for c in chunks]
+                return [
+                    self._reference_logprobs(rollouts, *self._micro_batch(rollouts, c))
+                    for c in chunks
+                ]
         finally:
             if offload:
                 self.reference.model.to("cpu")
 
-    def _reference_logprobs(self, inputs, ids, mask) -> torch.Tensor:
+    def _reference_logprobs(self, rollouts, batch, ids, mask) -> torch.Tensor:
         if self.reference is not None:
-            return self.reference.response_logprobs(inputs, ids, mask)
+            return policy_logprobs(self.reference, rollouts, batch, ids, mask)
         with self.policy.model.disable_adapter():
-            return self.policy.response_logprobs(inputs, ids, mask)
+            return policy_logprobs(self.policy, rollouts, batch, ids, mask)
 
     def _validate(self) -> None:
         if self.rank != 0 or self.config.data.val is None:
