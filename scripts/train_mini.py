@@ -95,6 +95,9 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="step:field=value, e.g. sft:steps=50")
     args = parser.parse_args()
     out, seed = args.out, str(args.seed)
+    import torch
+
+    torch.set_num_threads(1)  # the warm-up here, SAM2 in its own process: one core each
     if args.fresh:
         shutil.rmtree(out, ignore_errors=True)
     extra = {"sam": [], "sft": [], "grpo": []}
