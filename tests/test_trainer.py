@@ -176,6 +176,7 @@ def _worker(rank, cfg, out, results):
     ]
     flat = torch.cat([p.detach().flatten() for p in full])
     torch.save({"metrics": metrics, "params": flat}, f"{results}/rank{rank}.pt")
+    torch.distributed.barrier()  # neither rank tears gloo down while the other still talks
     torch.distributed.destroy_process_group()
 
 
