@@ -73,52 +73,16 @@ def build_mini_vlm(out_dir: str | Path, seed: int = 0) -> Path:
 
 def build_mini_sam(out_dir: str | Path, seed: int = 0) -> Path:
     """The untrained mini SAM2 (Hiera widths 32-256, 256 x 256 input) in ``out_dir``."""
-    import json
+    from socioseg.segmenter import save_random_sam
 
-    import torch
-    from transformers import Sam2Config, Sam2Model
-
-    from socioseg.segmenter import PREPROCESSOR_FILE, Preprocessing
-
-    side = MINI_SAM_SIZE
-    backbone = {
-        "model_type": "sam2_hiera_det_model",
-        "hidden_size": 32,
-        "image_size": [side, side],
-        "blocks_per_stage": [1, 2, 4, 1],
-        "embed_dim_per_stage": [32, 64, 128, 256],
-        "num_attention_heads_per_stage": [1, 2, 4, 8],
-        "window_size_per_stage": [8, 4, 8, 4],
-        # A global block may not open a q-pool stage: the third block of stage 3.
-        "global_attention_blocks": [5],
-        "window_positional_embedding_background_size": [4, 4],
-    }
-    config = Sam2Config(
-        vision_config={
-            "backbone_config": backbone,
-            "backbone_channel_list": [256, 128, 64, 32],
-            "backbone_feature_sizes": [[side // 4] * 2, [side // 8] * 2, [side // 16] * 2],
-            "fpn_hidden_size": 64,
-        },
-        prompt_encoder_config={
-            "hidden_size": 64,
-            "image_size": side,
-            "patch_size": 16,
-            "mask_input_channels": 16,
-        },
-        mask_decoder_config={
-            "hidden_size": 64,
-            "mlp_dim": 256,
-            "num_attention_heads": 4,
-            "iou_head_hidden_dim": 64,
-        },
+    return save_random_sam(
+        out_dir,
+        MINI_SAM_SIZE,
+        seed,
+        dims=(32, 64, 128, 256),
+        blocks=(1, 2, 4, 1),
+        heads=(1, 2, 4, 8),
+        windows=(8, 4, 8, 4),
+        global_block=5,  # the third block of stage 3: a global block may not open a q-pool stage
+        decoder=(64, 256, 4),
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Sam2Model(config).eval()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    text = json.dumps(Preprocessing(size=side).to_dict(), indent=2)
-    (out / PREPROCESSOR_FILE).write_text(text + "\n")
-    return out

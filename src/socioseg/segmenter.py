@@ -380,56 +380,89 @@ def build_tiny_sam(out_dir: str | Path, image_size: int = 256, seed: int = 0) ->
     input size, so ``Segmenter.from_pretrained(out_dir)`` reads it back. Same ``seed``, same
     weights. Returns ``Path(out_dir)``.
     """
+    if image_size % 64:
+        raise ValueError(f"image_size must be a multiple of 64 (four 2x stages), got {image_size}")
+    # transformers' init (std 0.02) leaves a model this small with ~1e-5 mask logits that
+    # hardly depend on the prompt; fan-in scaling gives O(1) logits that do, so tests can
+    # tell a wrong box or point from a right one.
+    return save_random_sam(
+        out_dir,
+        image_size,
+        seed,
+        dims=(16, 32, 64, 128),
+        blocks=(1, 1, 2, 1),
+        heads=(1, 1, 2, 2),
+        windows=(8, 4, 4, 2),
+        global_block=3,  # the second block of stage 3: a global block may not open a q-pool stage
+        decoder=(32, 64, 2),
+        fan_in_init=True,
+    )
+
+
+def save_random_sam(
+    out_dir: str | Path,
+    side: int,
+    seed: int,
+    *,
+    dims: tuple[int, int, int, int],
+    blocks: tuple[int, int, int, int],
+    heads: tuple[int, int, int, int],
+    windows: tuple[int, int, int, int],
+    global_block: int,
+    decoder: tuple[int, int, int],
+    fan_in_init: bool = False,
+) -> Path:
+    """Save a random-weight SAM2 with a 4-stage Hiera backbone, loadable by ``Segmenter``.
+
+    dims / blocks / heads / windows: per Hiera stage; global_block: index of the one global
+    attention block; decoder: (width of the FPN, prompt encoder and mask decoder, decoder MLP
+    width, decoder heads). ``side``: the square input size. Same ``seed``, same weights.
+    """
     import torch
     from transformers import Sam2Config, Sam2Model
 
-    if image_size % 64:
-        raise ValueError(f"image_size must be a multiple of 64 (four 2x stages), got {image_size}")
-    side = image_size
+    width, mlp_dim, decoder_heads = decoder
     backbone = {
         "model_type": "sam2_hiera_det_model",
-        "hidden_size": 16,
+        "hidden_size": dims[0],
         "image_size": [side, side],
-        "blocks_per_stage": [1, 1, 2, 1],
-        "embed_dim_per_stage": [16, 32, 64, 128],
-        "num_attention_heads_per_stage": [1, 1, 2, 2],
-        "window_size_per_stage": [8, 4, 4, 2],
-        # Block 3 is the second block of stage 3: a global block may not open a q-pool stage.
-        "global_attention_blocks": [3],
+        "blocks_per_stage": list(blocks),
+        "embed_dim_per_stage": list(dims),
+        "num_attention_heads_per_stage": list(heads),
+        "window_size_per_stage": list(windows),
+        "global_attention_blocks": [global_block],
         "window_positional_embedding_background_size": [4, 4],
     }
     config = Sam2Config(
         vision_config={
             "backbone_config": backbone,
-            "backbone_channel_list": [128, 64, 32, 16],
+            "backbone_channel_list": list(reversed(dims)),
             "backbone_feature_sizes": [[side // 4] * 2, [side // 8] * 2, [side // 16] * 2],
-            "fpn_hidden_size": 32,
+            "fpn_hidden_size": width,
         },
         prompt_encoder_config={
-            "hidden_size": 32,
+            "hidden_size": width,
             "image_size": side,
             "patch_size": 16,
-            "mask_input_channels": 8,
+            "mask_input_channels": width // 4,
         },
         mask_decoder_config={
-            "hidden_size": 32,
-            "mlp_dim": 64,
-            "num_attention_heads": 2,
-            "iou_head_hidden_dim": 32,
+            "hidden_size": width,
+            "mlp_dim": mlp_dim,
+            "num_attention_heads": decoder_heads,
+            "iou_head_hidden_dim": width,
         },
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Sam2Model(config).eval()
-        # transformers' init (std 0.02) leaves a model this small with ~1e-5 mask logits that
-        # hardly depend on the prompt; fan-in scaling gives O(1) logits that do, so tests can
-        # tell a wrong box or point from a right one.
-        with torch.no_grad():
-            for name, param in model.named_parameters():
-                if param.dim() >= 2:
-                    param.normal_(0.0, param[0].numel() ** -0.5)
-                elif name.endswith("bias"):
-                    param.normal_(0.0, 0.1)
+        if fan_in_init:
+            with torch.no_grad():
+                for name, param in model.named_parameters():
+                    if param.dim() >= 2:
+                        param.normal_(0.0, param[0].numel() ** -0.5)
+                    elif name.endswith("bias"):
+                        param.normal_(0.0, 0.1)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
