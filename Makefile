@@ -36,10 +36,10 @@ smoke: tiny-models smoke-data
 	rm -rf runs/tiny
 	$(BIN)/socioseg train --config configs/tiny_cpu.yaml --out runs/tiny
 
-# The main job on a bundled example, offline, with tiny random-weight models.
+# The main job on a bundled example, offline, with socioseg-mini (shipped in the package).
 # For real results: $(BIN)/socioseg segment --example 0 --out DIR (downloads the checkpoints).
-demo: install $(TINY)/vlm/config.json
-	$(BIN)/socioseg segment --example 0 --vlm $(TINY)/vlm --sam $(TINY)/sam --out $(OUT)
+demo: install
+	$(BIN)/socioseg segment --example 2 --vlm mini --sam mini --greedy --out $(OUT)
 
 # socioseg-mini from scratch (docs/mini.md): synthetic cities, SAM2, warm-up, GRPO, export to
 # src/socioseg/assets/mini, held-out eval in runs/mini/results.md. Deterministic for SEED.

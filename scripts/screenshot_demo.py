@@ -2,10 +2,10 @@
 
 Serves ``socioseg demo`` on 127.0.0.1, drives it in headless Chromium (Playwright with the
 system's ``chromium``), picks an example, presses Segment and saves a full-page screenshot.
-Without ``--vlm``/``--sam`` it uses tiny random-weight models: the page is real, the answers
-are noise. tests/test_demo.py drives the page with the same functions.
+Without ``--vlm``/``--sam`` it uses the packaged socioseg-mini (offline); ``--tiny`` uses the
+random-weight test models instead. tests/test_demo.py drives the page with the same functions.
 
-    python scripts/screenshot_demo.py --out docs/demo.png
+    python scripts/screenshot_demo.py --example 2 --greedy --out docs/demo.png
     python scripts/screenshot_demo.py --vlm vvangfaye/SocioReasoner-3B --device cuda
 """
 
@@ -16,6 +16,7 @@ import shutil
 import socket
 import tempfile
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 CHROMIUM_ARGS = [
@@ -99,8 +100,11 @@ def tiny_reasoner(model_dir: Path):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("docs/demo.png"))
-    parser.add_argument("--vlm", help="VLM hub id or folder (default: tiny random weights)")
-    parser.add_argument("--sam", help="SAM2 hub id or folder (with --vlm; default: SAM2-large)")
+    parser.add_argument("--vlm", default="mini", help="VLM hub id or folder (default: mini)")
+    parser.add_argument("--sam", help="SAM2 hub id or folder (default: mini with --vlm mini, "
+                        "else SAM2-large)")  # fmt: skip
+    parser.add_argument("--tiny", action="store_true", help="the random-weight test models")
+    parser.add_argument("--greedy", action="store_true", help="greedy decoding")
     parser.add_argument("--device", default=None)
     parser.add_argument("--example", type=int, default=0, help="index of the bundled example")
     parser.add_argument("--width", type=int, default=1400)
@@ -111,13 +115,16 @@ def main() -> None:
     from socioseg.demo import example_choices, run_demo
 
     with tempfile.TemporaryDirectory() as tmp:
-        if args.vlm:
+        if args.tiny:
+            reasoner = tiny_reasoner(Path(tmp))
+        else:
             from socioseg.pipeline import DEFAULT_SAM, SocioReasoner
 
-            sam = args.sam or DEFAULT_SAM
+            sam = args.sam or ("mini" if args.vlm == "mini" else DEFAULT_SAM)
             reasoner = SocioReasoner.from_pretrained(args.vlm, sam, args.device)
-        else:
-            reasoner = tiny_reasoner(Path(tmp))
+            if args.greedy:
+                sampling = replace(reasoner.config.sampling, greedy=True)
+                reasoner.config = replace(reasoner.config, sampling=sampling)
         port = free_port()
         page = run_demo(reasoner, port=port, block=False)
         try:

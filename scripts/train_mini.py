@@ -12,11 +12,12 @@ Steps (each skipped when its output is already there, so an interrupted run cont
    are independent, one core each;
 5. ``socioseg train`` (configs/mini_grpo.yaml): GRPO on both stages, in ``--grpo-procs``
    processes (``torchrun``, gloo: the batch is split over the cores);
-6. the last GRPO checkpoint and the SAM folder are exported to ``--ship`` (by default the
-   package's ``socioseg/assets/mini``), weights only;
+6. the policy to ship is chosen on the validation split of the training cities (150 samples,
+   two-stage, greedy): the warm-up or its last GRPO checkpoint, whichever has the higher final
+   gIoU; it and the SAM folder are exported to ``--ship`` (by default the package's
+   ``socioseg/assets/mini``), weights only;
 7. ``socioseg eval`` on the held-out test split: two-stage, stage 1 only and single-stage for
-   the shipped policy, and two-stage for the warm-up alone; the tables go to
-   ``<out>/results.md``.
+   both policies (warm-up, warm-up + GRPO); the tables go to ``<out>/results.md``.
 
 Every step takes the seed, so a run is deterministic for a seed on a given machine.
 See docs/mini.md for the time budget.
@@ -41,6 +42,7 @@ from socioseg.sources import MINI_DIR
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 TEST_SEED_OFFSET = 1000
+SELECT_SAMPLES = 150  # validation samples that choose the shipped policy
 # Checkpoint files that are training state, not the model.
 _NOT_SHIPPED = (
     "optimizer.pt",
@@ -48,6 +50,8 @@ _NOT_SHIPPED = (
     "complete.json",
     "config.yaml",
     "training.json",
+    "metrics.csv",
+    "validation.csv",
 )
 
 
@@ -86,7 +90,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/mini"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--train-samples", type=int, default=2000)
+    parser.add_argument("--train-samples", type=int, default=3000)
     parser.add_argument("--test-samples", type=int, default=400, help="30%% become the test split")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--grpo-procs", type=int, default=2, help="GRPO processes (cores)")
@@ -136,28 +140,44 @@ def main() -> None:
                        f"data.val={data}", f"seed={seed}", *extra["grpo"]])  # fmt: skip
     wait(grpo_job, "socioseg train")
     last = max(grpo.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    export(last, args.ship / "vlm")
+    # Which policy ships: the warm-up or warm-up + GRPO, whichever scores the higher final gIoU
+    # on the validation split of the training cities (never the test cities of the tables).
+    policies = {"warmup": sft, "grpo": last}
+    validation = {}
+    for name, vlm in policies.items():
+        folder = out / "select" / name
+        run("eval", "--data", str(data), "--split", "val", "--limit", str(SELECT_SAMPLES),
+            "--out", str(folder), "--vlm", str(vlm), "--sam", str(sam), "--greedy")  # fmt: skip
+        metrics = json.loads((folder / "metrics.json").read_text())
+        validation[name] = metrics["metrics"]["final"]["all"]["gIoU"]
+    chosen = max(validation, key=lambda name: validation[name])  # a tie keeps the warm-up
+    print(f"validation gIoU: {validation}; shipping the {chosen} policy", flush=True)
+    export(policies[chosen], args.ship / "vlm")
     export(sam, args.ship / "sam")
     results = []
-    variants = [
-        ("two-stage", str(args.ship / "vlm")),
-        ("stage1", str(args.ship / "vlm")),
-        ("single-stage", str(args.ship / "vlm")),
-        ("two-stage", str(sft)),
-    ]
-    for mode, vlm in variants:
-        name = f"{'warmup-' if vlm == str(sft) else ''}{mode}"
-        run("eval", "--data", str(test), "--split", "test", "--out", str(out / "eval" / name),
-            "--vlm", vlm, "--sam", str(args.ship / "sam"), "--mode", mode, "--greedy")  # fmt: skip
-        metrics = json.loads((out / "eval" / name / "metrics.json").read_text())
-        results.append((name, metrics))
-    write_results(out / "results.md", results, time.perf_counter() - started)
+    for name, vlm in policies.items():
+        for mode in ("two-stage", "stage1", "single-stage"):
+            folder = out / "eval" / f"{name}-{mode}"
+            run("eval", "--data", str(test), "--split", "test", "--out", str(folder),
+                "--vlm", str(vlm), "--sam", str(args.ship / "sam"), "--mode", mode,
+                "--greedy")  # fmt: skip
+            metrics = json.loads((folder / "metrics.json").read_text())
+            results.append((f"{name}-{mode}", metrics))
+    write_results(out / "results.md", results, validation, chosen)
+    print(f"done in {(time.perf_counter() - started) / 60:.0f} min", flush=True)
 
 
-def write_results(path: Path, results: list[tuple[str, dict]], seconds: float) -> None:
+def write_results(
+    path: Path, results: list[tuple[str, dict]], validation: dict[str, float], chosen: str
+) -> None:
     from socioseg.report import results_table
 
-    parts = [f"# socioseg-mini on held-out synthetic cities ({seconds / 60:.0f} min in all)\n"]
+    parts = [
+        "# socioseg-mini on held-out synthetic cities\n",
+        f"Shipped policy: {chosen} (validation final gIoU "
+        + ", ".join(f"{k} {100 * v:.1f}" for k, v in validation.items())
+        + ").\n",
+    ]
     for name, metrics in results:
         parts += [f"## {name}\n", results_table(metrics), ""]
     path.write_text("\n".join(parts) + "\n")

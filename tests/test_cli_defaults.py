@@ -41,3 +41,20 @@ def test_result_dir(monkeypatch, tmp_path):
     assert result_dir(tmp_path) == tmp_path  # rank 0 merges into the run folder
     monkeypatch.setenv("RANK", "3")
     assert result_dir(tmp_path) == tmp_path / "shard-3-of-4"
+
+
+def test_demo_runs_socioseg_mini_offline_and_a_real_vlm_brings_the_real_sam(monkeypatch):
+    import socioseg.cli
+    import socioseg.demo
+
+    chosen = []
+    monkeypatch.setattr(socioseg.cli, "reasoner_factory", lambda a: chosen.append((a.vlm, a.sam)))
+    monkeypatch.setattr(socioseg.demo, "run_demo", lambda *a, **k: None)
+    assert main(["demo"]) == 0
+    assert main(["demo", "--vlm", "vvangfaye/SocioReasoner-3B"]) == 0
+    assert main(["demo", "--vlm", "mini", "--sam", "my/sam"]) == 0
+    assert chosen == [
+        ("mini", "mini"),
+        ("vvangfaye/SocioReasoner-3B", "facebook/sam2-hiera-large-hf"),
+        ("mini", "my/sam"),
+    ]

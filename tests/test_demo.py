@@ -68,7 +68,9 @@ def test_check_inputs_gives_readable_messages(tmp_path):
 def test_present_renders_stages_and_writes_downloads(tmp_path):
     pred = _prediction()
     result = present(pred, Image.new("RGB", (64, 48)), tmp_path)
-    assert result.final.size == (64, 48) and result.stage2_image.size == (64, 48)
+    # the picture at the satellite's size, above the legend strip
+    assert result.final.width == 64 and result.final.height > 48
+    assert result.stage2_image.size == result.final.size
     assert result.feedback_map is pred.feedback_map
     assert "<think>t</think>" in result.stage1_text and "dropped a box" in result.stage1_text
     assert "from the stage-2 boxes and points" in result.status
@@ -176,3 +178,20 @@ def test_page_segments_an_example_in_chromium(served_demo, tmp_path):
         _upload(page, "sat", _save(tmp_path / "big.png", (1200, 1200)))
         page.get_by_text("the limit is 1 megapixels").wait_for()
         assert "Traceback" not in page.content()
+
+
+def test_the_page_says_which_kind_of_model_answered(tiny_models):
+    from types import SimpleNamespace
+
+    from socioseg.demo import MINI_NOTE, RANDOM_WEIGHTS_NOTE, model_note
+    from socioseg.sources import MINI_DIR
+    from socioseg.vlm import VisionLanguageModel
+
+    def reasoner(path):
+        return SimpleNamespace(vlm=SimpleNamespace(model=SimpleNamespace(config=SimpleNamespace(
+            _name_or_path=str(path)))))  # fmt: skip
+
+    assert model_note(reasoner(MINI_DIR / "vlm")) == MINI_NOTE
+    assert model_note(reasoner("vvangfaye/SocioReasoner-3B")) == ""
+    tiny = VisionLanguageModel.from_pretrained(str(tiny_models[0]), device="cpu")
+    assert model_note(SimpleNamespace(vlm=tiny)) == RANDOM_WEIGHTS_NOTE

@@ -10,8 +10,8 @@ import shutil
 import pytest
 
 from socioseg import sources
-from socioseg.cli import _inference_config as cli_inference_config
 from socioseg.cli import build_parser, main
+from socioseg.cli_models import inference_config as cli_inference_config
 from socioseg.data.synth import write_dataset
 from socioseg.geometry import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, smart_resize
 from socioseg.model_defaults import DEFAULTS_FILE, ModelDefaults
@@ -101,6 +101,9 @@ def test_sft_command_writes_a_policy_that_records_its_frame(tiny_models, tmp_pat
     policy = VisionLanguageModel.from_pretrained(str(out), device="cpu")
     assert policy.processor.defaults == ModelDefaults(3136, 12544, {})
     assert json.loads((out / "training.json").read_text())["config"]["steps"] == 2
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert rows[0] == "step,nll,elapsed_s" and [r.split(",")[0] for r in rows[1:]] == ["1", "2"]
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     assert main(args) == 2 and "--overwrite" in capsys.readouterr().err
 
 

@@ -90,3 +90,18 @@ def test_overlay_draws_mask_boxes_and_points():
     assert out[15, 15].any() and not out[5, 5].any()
     assert tuple(out[55, 60]) != (0, 0, 0)
     assert tuple(out[40, 65]) != (0, 0, 0)
+
+
+def test_overlay_legend_is_a_strip_below_the_unchanged_picture():
+    image = Image.new("RGB", (240, 200), (10, 60, 10))
+    mask = np.zeros((200, 240), bool)
+    mask[50:90, 50:120] = True
+    targets = [Target(Box(40, 40, 130, 100), (Point(80, 70),))]
+    plain = np.asarray(render_overlay(image, mask, targets))
+    with_legend = np.asarray(render_overlay(image, mask, targets, legend=True))
+    assert with_legend.shape[1] == 240 and with_legend.shape[0] > 200
+    assert np.array_equal(with_legend[:200], plain)
+    strip = with_legend[200:].reshape(-1, 3)
+    colours = {tuple(c) for c in strip}
+    # The three marks appear in the strip in their overlay colours.
+    assert (0, 255, 170) in colours and (255, 215, 0) in colours and (255, 40, 40) in colours

@@ -99,6 +99,8 @@ def test_train_sam_command_writes_a_loadable_segmenter_and_guards_its_folder(tmp
     args += ["steps=2", "batch_size=2", "log_every=1"]
     assert main(args) == 0
     assert "sam step 2: loss" in capsys.readouterr().out
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("step,loss,") and len(rows) == 3
     trained = Segmenter.from_pretrained(str(out), device="cpu")
     assert trained.input_size == 128
     before = Segmenter.from_pretrained(str(sam), device="cpu").model.state_dict()

@@ -32,3 +32,42 @@ def test_supervised_loss_is_finite_and_has_gradients(tiny_vlm):
     grads = [p.grad for p in tiny_vlm.model.parameters() if p.grad is not None]
     assert grads and any(torch.any(g != 0) for g in grads)
     tiny_vlm.model.zero_grad(set_to_none=True)
+
+
+def test_noisy_stage2_examples_copy_the_reread_boxes_and_point_into_the_entity():
+    import json
+    import re
+
+    import numpy as np
+
+    from socioseg.rl.sft import noisy_boxes
+
+    sample = generate_sample(7, size=256)
+    frames = Frames.for_image(sample.sat.size, 3136, 65536)
+    gt_vlm = teacher_boxes(sample.mask, frames)
+    rng = np.random.default_rng(3)
+    first, second, single = teacher_examples(sample, 3136, 65536, rng, 0.2, single_stage=True)
+    assert json.loads(re.search("<answer>(.*)</answer>", first[1]).group(1)) == [
+        {"bbox_2d": b} for b in gt_vlm
+    ]
+    prompt, answer = second
+    reread = json.loads(re.search(r"are: (\[.*?\])\.Please", prompt.text).group(1))
+    objects = json.loads(re.search("<answer>(.*)</answer>", answer).group(1))
+    boxes = [o["bbox_2d"] for o in reread]
+    assert boxes != gt_vlm and [o["bbox_2d"] for o in objects] == boxes
+    # Each coordinate moved by at most 20% of its GT box's side (plus rounding).
+    for (a, b, c, d), (x1, y1, x2, y2) in zip(boxes, gt_vlm, strict=True):
+        w, h = x2 - x1, y2 - y1
+        assert max(abs(a - x1), abs(c - x2)) <= 0.2 * w + 1
+        assert max(abs(b - y1), abs(d - y2)) <= 0.2 * h + 1
+    # The stage-2 answer is what the reward wants: boxes copied, points strictly inside, on
+    # the entity.
+    reward = stage2_rewards(answer, json.dumps(reread), sample.mask, sample.mask)
+    assert reward.format == 2.0
+    scale = sample.sat.width / frames.vlm_size[0]
+    for obj in objects:
+        for x, y in obj["points"]:
+            assert sample.mask[int(y * scale), int(x * scale)]
+    assert "points" in single[1] and "with bboxs and some points" in single[0].text
+    for x1, y1, x2, y2 in noisy_boxes(rng, [[0, 0, 5, 5], [240, 240, 252, 252]], 0.9, (252, 252)):
+        assert x1 >= 0 and x2 <= 252 and x2 - x1 >= 4 and y2 - y1 >= 4

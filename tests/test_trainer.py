@@ -82,6 +82,9 @@ def test_one_step_changes_parameters_and_logs_finite_numbers(tiny_models, synth_
     changed = [k for k, v in t.policy.model.named_parameters() if not torch.equal(before[k], v)]
     assert changed
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    header, row = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert row.split(",")[0] == "1" and "stage1/iou" in header.split(",")
+    assert "stage2/reward_total" in header.split(",")
     ckpt = tmp_path / "checkpoint-1"
     assert (ckpt / "model.safetensors").is_file() and (ckpt / "config.yaml").is_file()
 

@@ -128,6 +128,23 @@ RANDOM_WEIGHTS_NOTE = (
 )
 
 
+MINI_NOTE = (
+    "ℹ️ **socioseg-mini** (`--vlm mini`): a 4M-parameter model trained on synthetic cities "
+    "(docs/mini.md in the repository); it has never seen a real place. Start the page with "
+    "`--vlm vvangfaye/SocioReasoner-3B --sam facebook/sam2-hiera-large-hf` for real results.  \n"
+)
+
+
+def model_note(reasoner) -> str:
+    """What the page says above each result about the loaded models ("" for real ones)."""
+    from socioseg.sources import is_packaged_mini
+
+    if has_random_weights(reasoner):
+        return RANDOM_WEIGHTS_NOTE
+    model = getattr(getattr(reasoner, "vlm", None), "model", None)
+    return MINI_NOTE if is_packaged_mini(model) else ""
+
+
 def result_summary(pred: Prediction) -> str:
     """Markdown line(s) describing where the final mask came from and how long it took."""
     note = FINAL_SOURCE_NOTES.get(pred.final_source, pred.final_source)
@@ -190,13 +207,15 @@ def present(pred: Prediction, sat: Image.Image, out_dir: Path) -> DemoResult:
     s1, s2 = pred.stage1, pred.stage2
     return DemoResult(
         status=result_summary(pred),
-        final=render_overlay(sat, pred.mask),
+        final=render_overlay(sat, pred.mask, (s2 or s1).targets_image, legend=True),
         stage1_text=stage_text(s1),
-        stage1_image=render_overlay(sat, s1.mask, s1.targets_image),
+        stage1_image=render_overlay(sat, s1.mask, s1.targets_image, legend=True),
         feedback_map=pred.feedback_map,
         feedback_sat=pred.feedback_sat,
         stage2_text=stage_text(s2),
-        stage2_image=None if s2 is None else render_overlay(sat, s2.mask, s2.targets_image),
+        stage2_image=None
+        if s2 is None
+        else render_overlay(sat, s2.mask, s2.targets_image, legend=True),
         files=(str(written["mask"]), str(geojson), str(written["result"])),
     )
 
@@ -229,8 +248,9 @@ class _Session:
         pred = reasoner.segment(sat, map_, query, mode=mode)
         progress(0.9, desc="Rendering results")
         result = present(pred, sat, self.scratch / uuid.uuid4().hex)
-        if has_random_weights(reasoner):
-            result = replace(result, status=RANDOM_WEIGHTS_NOTE + result.status)
+        note = model_note(reasoner)
+        if note:
+            result = replace(result, status=note + result.status)
         return result.as_outputs()
 
     def preview(self, path, name) -> tuple[Image.Image | None, str]:

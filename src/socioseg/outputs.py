@@ -82,7 +82,7 @@ def write_prediction(
         "mask": (mask_image(prediction.mask), out / "mask.png"),
         "stage1_mask": (mask_image(prediction.stage1.mask), out / "stage1_mask.png"),
         "overlay": (
-            render_overlay(sat, prediction.mask, final_stage.targets_image),
+            render_overlay(sat, prediction.mask, final_stage.targets_image, legend=True),
             out / "overlay.png",
         ),
     }

@@ -83,11 +83,12 @@ def feedback_images(
 
 
 def render_overlay(
-    image: Image.Image, mask: np.ndarray, targets: Sequence[Target] = ()
+    image: Image.Image, mask: np.ndarray, targets: Sequence[Target] = (), legend: bool = False
 ) -> Image.Image:
     """A picture for people: ``mask`` tinted over ``image``, then boxes and points on top.
 
     ``targets`` are in ``image``'s pixels; ``mask`` is resized nearest-neighbour to the image.
+    With ``legend`` a strip below the image names the three marks (the image keeps its pixels).
     """
     rgba = _composite_mask(image.convert("RGBA"), mask, OVERLAY_MASK_RGBA)
     draw = ImageDraw.Draw(rgba)
@@ -107,7 +108,35 @@ def render_overlay(
                 fill=OVERLAY_POINT_COLOR,
                 outline=(255, 255, 255),
             )
-    return rgba.convert("RGB")
+    out = rgba.convert("RGB")
+    return _with_legend(out, radius, width) if legend else out
+
+
+def _with_legend(image: Image.Image, radius: int, width: int) -> Image.Image:
+    """``image`` above a dark strip: a mask swatch, a box outline and a point, each named."""
+    from PIL import ImageFont
+
+    height = max(18, round(image.width / 24))
+    font = ImageFont.load_default(size=max(10, round(height * 0.6)))
+    canvas = Image.new("RGB", (image.width, image.height + height), (32, 32, 32))
+    canvas.paste(image, (0, 0))
+    draw = ImageDraw.Draw(canvas, "RGBA")
+    top, side = image.height + height // 4, height // 2
+    x = height // 3
+    for name in ("mask", "box", "point"):
+        box = [x, top, x + side, top + side]
+        if name == "mask":
+            draw.rectangle(box, fill=OVERLAY_MASK_RGBA[:3])
+        elif name == "box":
+            draw.rectangle(box, outline=OVERLAY_BOX_COLOR, width=max(1, width // 2 + 1))
+        else:
+            r = min(radius, side // 2)
+            cx, cy = x + side // 2, top + side // 2
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=OVERLAY_POINT_COLOR)
+        x += side + height // 4
+        draw.text((x, top + side / 2), name, fill=(235, 235, 235), font=font, anchor="lm")
+        x += round(draw.textlength(name, font=font)) + height
+    return canvas
 
 
 def mask_image(mask: np.ndarray) -> Image.Image:

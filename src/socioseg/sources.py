@@ -106,6 +106,12 @@ def check_models(vlm: str | os.PathLike, sam: str | os.PathLike) -> tuple[str, s
     return model_source(vlm, QWEN_VL_TYPES, VLM_WHAT), model_source(sam, SAM_TYPES, SAM_WHAT)
 
 
+def is_packaged_mini(model) -> bool:
+    """True when ``model`` (a transformers model) was loaded from the shipped socioseg-mini."""
+    source = getattr(getattr(model, "config", None), "_name_or_path", "") or ""
+    return bool(source) and Path(source).resolve() == (MINI_DIR / "vlm").resolve()
+
+
 def _packaged_mini(model_types: tuple[str, ...], what: str) -> str:
     """The shipped socioseg-mini folder for ``model_types``; one line when it is not there."""
     folder = MINI_DIR / ("vlm" if model_types == QWEN_VL_TYPES else "sam")

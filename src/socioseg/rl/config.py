@@ -47,8 +47,35 @@ class _Section:
         return []
 
 
-# The base of the supervised commands' configs (socioseg.rl.sft, socioseg.rl.sam_train).
-ConfigSection = _Section
+@dataclass
+class SupervisedConfig(_Section):
+    """What ``socioseg sft`` and ``socioseg train-sam`` share: data, the optimiser, logging.
+
+    Each step draws ``batch_size`` training samples (seeded); AdamW with a linear warm-up over
+    ``warmup_steps``, then cosine decay to 10% of ``lr``; gradients clipped at ``grad_clip``.
+    """
+
+    data: str = "data/mini/train"  # SocioSeg dataset (folder, parquet or Hub id)
+    split: str = "train"
+    steps: int = 500
+    batch_size: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 20
+    grad_clip: float = 1.0
+    seed: int = 0
+    device: str | None = None  # None: CUDA when available, else CPU
+    log_every: int = 10
+
+    def _checks(self) -> list[tuple[bool, str]]:
+        return [
+            (self.steps >= 1, "steps must be >= 1"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.lr > 0, "lr must be > 0"),
+            (self.warmup_steps >= 0, "warmup_steps must be >= 0"),
+            (self.grad_clip > 0, "grad_clip must be > 0"),
+            (self.log_every >= 1, "log_every must be >= 1"),
+        ]
 
 
 @dataclass

@@ -14,6 +14,7 @@ one parameter at a time, which allows two things:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -121,3 +122,15 @@ def build_optimizer(params: list, settings: OptimSettings, precision: Precision)
             state_device="cpu" if settings.offload_optimizer_states else None,
         )
     return torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+
+
+def warmup_cosine(warmup_steps: int, steps: int, floor: float = 0.1) -> Callable[[int], float]:
+    """LR factor per step: linear warm-up over ``warmup_steps``, then cosine to ``floor``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        done = min(1.0, (step - warmup_steps) / max(1, steps - warmup_steps))
+        return floor + (1 - floor) / 2 * (1 + math.cos(math.pi * done))
+
+    return factor

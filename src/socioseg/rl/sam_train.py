@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,8 +38,10 @@ import torch
 import torch.nn.functional as F
 
 from socioseg.rl import model_out
-from socioseg.rl.config import ConfigSection
+from socioseg.rl.config import SupervisedConfig
+from socioseg.rl.optim import warmup_cosine
 from socioseg.rl.rewards import GT_MIN_CONTOUR_AREA
+from socioseg.rl.runlog import RunLog
 from socioseg.segmenter import (
     PREPROCESSOR_FILE,
     Segmenter,
@@ -56,18 +57,14 @@ _MAX_DRAWS = 1000
 
 
 @dataclass
-class SamTrainConfig(ConfigSection):
-    """``socioseg train-sam``: every field, documented once."""
+class SamTrainConfig(SupervisedConfig):
+    """``socioseg train-sam``: the shared fields (:class:`SupervisedConfig`) and SAM's own."""
 
     sam: str = "mini-models/sam"  # SAM2 folder to start from (transformers format)
-    data: str = "data/mini/train"  # SocioSeg dataset (folder, parquet or Hub id)
-    split: str = "train"
     steps: int = 1000
     batch_size: int = 8  # images per step, one entity each
     lr: float = 3e-4
-    weight_decay: float = 0.01
-    warmup_steps: int = 50  # linear warm-up, then cosine decay to 10% of lr
-    grad_clip: float = 1.0
+    warmup_steps: int = 50
     point_prob: float = 0.5  # share of steps whose prompts also hold points
     max_points: int = 3
     box_noise: float = 0.1  # corner jitter, fraction of the box side
@@ -78,21 +75,13 @@ class SamTrainConfig(ConfigSection):
     focal_weight: float = 20.0
     dice_weight: float = 1.0
     iou_weight: float = 1.0
-    seed: int = 0
-    device: str | None = None  # None: CUDA when available, else CPU
-    log_every: int = 10
 
     def _checks(self) -> list[tuple[bool, str]]:
         return [
-            (self.steps >= 1, "steps must be >= 1"),
-            (self.batch_size >= 1, "batch_size must be >= 1"),
-            (self.lr > 0, "lr must be > 0"),
-            (self.warmup_steps >= 0, "warmup_steps must be >= 0"),
-            (self.grad_clip > 0, "grad_clip must be > 0"),
+            *super()._checks(),
             (0 <= self.point_prob <= 1, "point_prob must be in [0, 1]"),
             (self.max_points >= 1, "max_points must be >= 1"),
             (0 <= self.box_noise < 1, "box_noise must be in [0, 1)"),
-            (self.log_every >= 1, "log_every must be >= 1"),
         ]
 
 
@@ -201,16 +190,6 @@ def sam_loss(
     return loss, stats
 
 
-def _schedule(config: SamTrainConfig) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        span = max(1, config.steps - config.warmup_steps)
-        return 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, (step - config.warmup_steps) / span)))
-
-    return factor
-
-
 def train_sam(
     config: SamTrainConfig,
     out: str | Path,
@@ -224,6 +203,7 @@ def train_sam(
     from socioseg.data import load_socioseg
 
     tmp = model_out.prepare(out, overwrite)
+    log = RunLog(tmp)  # metrics.csv + tensorboard/ in the model folder
     segmenter = Segmenter.from_pretrained(config.sam, device=config.device, dtype="float32")
     dataset = load_socioseg(config.data, config.split)
     if len(dataset) == 0:
@@ -234,7 +214,9 @@ def train_sam(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(config.warmup_steps, config.steps)
+    )
     started, stats = time.perf_counter(), {}
     for step in range(1, config.steps + 1):
         samples = [_draw(dataset, rng) for _ in range(config.batch_size)]
@@ -251,8 +233,11 @@ def train_sam(
         optimizer.step()
         scheduler.step()
         stats = {"loss": float(loss.detach()), **stats, "elapsed_s": time.perf_counter() - started}
-        if on_log is not None and (step % config.log_every == 0 or step == config.steps):
-            on_log(step, stats)
+        if step % config.log_every == 0 or step == config.steps:
+            log.log(step, stats, csv_only=("elapsed_s",))
+            if on_log is not None:
+                on_log(step, stats)
+    log.close()
     model.eval().save_pretrained(tmp)
     (tmp / PREPROCESSOR_FILE).write_text(json.dumps(prep.to_dict(), indent=2) + "\n")
     record = {"command": "train-sam", "config": dataclasses.asdict(config), "last": stats}

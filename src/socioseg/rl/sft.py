@@ -28,46 +28,41 @@ from socioseg.engine import vlm_images
 from socioseg.geometry import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, Frames
 from socioseg.render import feedback_images
 from socioseg.rl import model_out
-from socioseg.rl.config import ConfigSection
+from socioseg.rl.config import SupervisedConfig
+from socioseg.rl.optim import warmup_cosine
 from socioseg.rl.rewards import gt_boxes_from_mask
 from socioseg.rl.rollout import Prompt
+from socioseg.rl.runlog import RunLog
 from socioseg.vlm import pad_right
 
 POINTS_PER_BOX = 2
 
 
 @dataclass
-class SftConfig(ConfigSection):
-    """``socioseg sft``: every field, documented once."""
+class SftConfig(SupervisedConfig):
+    """``socioseg sft``: the shared fields (:class:`SupervisedConfig`) and the warm-up's own."""
 
     vlm: str = "mini-models/vlm"  # policy to start from (folder or Hub id)
-    data: str = "data/mini/train"  # SocioSeg dataset (folder, parquet or Hub id)
-    split: str = "train"
     levels: str | None = None  # id -> level mapping file (CSV or JSON)
     # VLM frame bounds; None: the model folder's socioseg_inference.json, else socioseg's.
     min_pixels: int | None = None
     max_pixels: int | None = None
-    steps: int = 500
     batch_size: int = 4  # samples per step; each gives a stage-1 and a stage-2 example
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 20  # linear warm-up, then constant
-    grad_clip: float = 1.0
-    seed: int = 0
-    device: str | None = None  # None: CUDA when available, else CPU
-    log_every: int = 10
+    # Stage-2 examples re-read boxes as a stage-1 answer would give them: each coordinate
+    # moved by up to this fraction of the box's side (0: the GT boxes themselves).
+    stage2_box_noise: float = 0.0
+    # Share of samples that also give a single-stage example (boxes and points in one answer,
+    # the paper's "w/o reflection" prompt), so that one policy answers all three prompts.
+    single_stage_share: float = 0.0
 
     def _checks(self) -> list[tuple[bool, str]]:
         low, high = self.min_pixels, self.max_pixels
         return [
-            (self.steps >= 1, "steps must be >= 1"),
-            (self.batch_size >= 1, "batch_size must be >= 1"),
-            (self.lr > 0, "lr must be > 0"),
-            (self.warmup_steps >= 0, "warmup_steps must be >= 0"),
-            (self.grad_clip > 0, "grad_clip must be > 0"),
+            *super()._checks(),
+            (0 <= self.stage2_box_noise < 1, "stage2_box_noise must be in [0, 1)"),
+            (0 <= self.single_stage_share <= 1, "single_stage_share must be in [0, 1]"),
             (low is None or low >= 1, "min_pixels must be >= 1 or null"),
             (high is None or high >= (low or 1), "max_pixels must be >= min_pixels or null"),
-            (self.log_every >= 1, "log_every must be >= 1"),
         ]
 
 
@@ -110,32 +105,88 @@ def teacher_points(
     return vlm.astype(int).tolist()
 
 
-def teacher_examples(sample, min_pixels: int, max_pixels: int) -> list[tuple[Prompt, str]]:
-    """(prompt, answer) pairs for both stages of one sample (objects with sat, map, mask)."""
+def noisy_boxes(
+    rng: np.random.Generator, boxes: list[list[int]], noise: float, size: tuple[int, int]
+) -> list[list[int]]:
+    """``boxes`` (VLM frame) with each coordinate moved by up to ``noise`` of the box's side.
+
+    Clipped to the ``size`` = (width, height) frame; a box keeps at least 4 px per side, so
+    that points can lie strictly inside it.
+    """
+    width, height = size
+    out = []
+    for x1, y1, x2, y2 in boxes:
+        w, h = x2 - x1, y2 - y1
+        shift = rng.uniform(-noise, noise, 4) * np.array([w, h, w, h])
+        a, b, c, d = np.rint(np.array([x1, y1, x2, y2]) + shift).astype(int).tolist()
+        a, b = min(max(a, 0), width - 4), min(max(b, 0), height - 4)
+        out.append([a, b, min(max(c, a + 4), width), min(max(d, b + 4), height)])
+    return out
+
+
+def teacher_examples(
+    sample,
+    min_pixels: int,
+    max_pixels: int,
+    rng: np.random.Generator | None = None,
+    box_noise: float = 0.0,
+    single_stage: bool = False,
+) -> list[tuple[Prompt, str]]:
+    """(prompt, answer) pairs for both stages of one sample (objects with sat, map, mask).
+
+    Stage 1's answer is the GT boxes. Stage 2 re-reads them, or with ``rng`` and ``box_noise``
+    a noisy copy of them (:func:`noisy_boxes`, standing for an imperfect stage 1): its prompt
+    draws those boxes with the GT pixels inside them as the coarse mask, and its answer copies
+    the boxes and adds points deep inside the GT within each. With ``single_stage`` a third
+    example asks the single-stage prompt, answered with the GT boxes and their points.
+    """
     frames = Frames.for_image(sample.sat.size, min_pixels, max_pixels)
     mask = np.asarray(sample.mask, dtype=bool)
     images = vlm_images(sample.sat, sample.map, frames)
     boxes = teacher_boxes(mask, frames)
-    image_boxes = gt_boxes_from_mask(mask)
     stage1_answer = json.dumps([{"bbox_2d": b} for b in boxes])
+    reread, image_boxes, coarse = boxes, np.asarray(gt_boxes_from_mask(mask), float), mask
+    if rng is not None and box_noise > 0:
+        reread = noisy_boxes(rng, boxes, box_noise, images[0].size)
+        image_boxes = frames.points_array(np.asarray(reread, float).reshape(-1, 4), "vlm", "image")
+        inside = np.zeros_like(mask)
+        for x1, y1, x2, y2 in np.rint(image_boxes).astype(int).clip(0):
+            inside[y1:y2, x1:x2] = True
+        coarse = mask & inside
     stage2_answer = json.dumps(
         [
             {"bbox_2d": b, "points": teacher_points(mask, ib, b, frames)}
-            for b, ib in zip(boxes, image_boxes, strict=True)
+            for b, ib in zip(reread, image_boxes.tolist(), strict=True)
         ]
     )
+    reread_answer = json.dumps([{"bbox_2d": b} for b in reread])
     think = f"<think>The map labels {sample.query}; its outline is visible on the image.</think>"
-    feedback = feedback_images(*images, boxes, mask)
-    return [
+    feedback = feedback_images(*images, reread, coarse)
+    examples = [
         (
             Prompt(prompts.stage1_text(sample.query), images),
             f"{think}<answer>{stage1_answer}</answer>",
         ),
         (
-            Prompt(prompts.stage2_text(sample.query, stage1_answer), feedback),
+            Prompt(prompts.stage2_text(sample.query, reread_answer), feedback),
             f"{think}<answer>{stage2_answer}</answer>",
         ),
     ]
+    if single_stage:
+        gt_image_boxes = gt_boxes_from_mask(mask)
+        answer = json.dumps(
+            [
+                {"bbox_2d": b, "points": teacher_points(mask, ib, b, frames)}
+                for b, ib in zip(boxes, gt_image_boxes, strict=True)
+            ]
+        )
+        examples.append(
+            (
+                Prompt(prompts.single_stage_text(sample.query), images),
+                f"{think}<answer>{answer}</answer>",
+            )
+        )
+    return examples
 
 
 def supervised_loss(policy, examples: list[tuple[Prompt, str]]) -> torch.Tensor:
@@ -161,6 +212,7 @@ def train_sft(
     from socioseg.vlm import VisionLanguageModel
 
     tmp = model_out.prepare(out, overwrite)
+    log = RunLog(tmp)  # metrics.csv + tensorboard/ in the model folder
     policy = VisionLanguageModel.from_pretrained(
         config.vlm, config.device, "float32", config.min_pixels, config.max_pixels
     )
@@ -175,15 +227,25 @@ def train_sft(
     torch.manual_seed(config.seed)
     params = [p for p in policy.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    warmup = config.warmup_steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0
+        optimizer, warmup_cosine(config.warmup_steps, config.steps)
     )
     policy.model.train()
     started, stats = time.perf_counter(), {}
     for step in range(1, config.steps + 1):
         batch = [dataset[int(i)] for i in rng.integers(0, len(dataset), config.batch_size)]
-        examples = [ex for sample in batch for ex in teacher_examples(sample, low, high)]
+        examples = [
+            ex
+            for sample in batch
+            for ex in teacher_examples(
+                sample,
+                low,
+                high,
+                rng,
+                config.stage2_box_noise,
+                bool(rng.random() < config.single_stage_share),
+            )
+        ]
         loss = supervised_loss(policy, examples)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -191,8 +253,11 @@ def train_sft(
         optimizer.step()
         scheduler.step()
         stats = {"nll": float(loss.detach()), "elapsed_s": time.perf_counter() - started}
-        if on_log is not None and (step % config.log_every == 0 or step == config.steps):
-            on_log(step, stats)
+        if step % config.log_every == 0 or step == config.steps:
+            log.log(step, stats, csv_only=("elapsed_s",))
+            if on_log is not None:
+                on_log(step, stats)
+    log.close()
     policy.model.eval().save_pretrained(tmp)
     policy.processor.save_pretrained(tmp)
     record = {"command": "sft", "config": dataclasses.asdict(config), "last": stats}

@@ -39,6 +39,7 @@ from socioseg.rl.algorithms import clipped_policy_loss, group_advantages
 from socioseg.rl.config import TrainConfig
 from socioseg.rl.optim import build_optimizer
 from socioseg.rl.rollout import Rollouts, collect_rollouts, policy_logprobs
+from socioseg.rl.runlog import RunLog
 from socioseg.vlm import VisionLanguageModel, pad_right
 
 LogFn = Callable[[int, dict[str, float]], None]
@@ -92,13 +93,13 @@ class Trainer:
         self.step = 0
         if self.resume_from is not None:
             self.step = checkpoint.load_training_state(self.resume_from, self, self.rank)
-        self.writer = None
+        self.log = self.val_log = None
         if self.rank == 0:
-            from torch.utils.tensorboard import SummaryWriter
-
             self.out_dir.mkdir(parents=True, exist_ok=True)
             config.save(self.out_dir / "config.yaml")
-            self.writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+            # metrics.csv and validation.csv beside the TensorBoard events
+            self.log = RunLog(self.out_dir, self.step)
+            self.val_log = RunLog(self.out_dir, self.step, "validation")
 
     def _load_policy(self) -> tuple[VisionLanguageModel, VisionLanguageModel | None]:
         m = self.config.model
@@ -152,8 +153,7 @@ class Trainer:
             metrics = self.train_step()
             self.step += 1
             if self.rank == 0 and (self.step % self.config.log_every == 0):
-                for key, value in metrics.items():
-                    self.writer.add_scalar(key, value, self.step)
+                self.log.log(self.step, metrics)
                 if on_log is not None:
                     on_log(self.step, metrics)
             last = self.step == self.config.steps
@@ -161,8 +161,9 @@ class Trainer:
                 checkpoint.save(self, self.out_dir / f"checkpoint-{self.step}")
             if self.config.eval_every and (self.step % self.config.eval_every == 0 or last):
                 self._validate()
-        if self.writer is not None:
-            self.writer.flush()
+        if self.rank == 0:
+            self.log.close()
+            self.val_log.close()
         return metrics
 
     def train_step(self) -> dict[str, float]:
@@ -292,8 +293,7 @@ class Trainer:
 
         with precision.shared_casts(self.precision):
             scores = validate(self, self.out_dir / f"validation-{self.step}")
-        for key, value in scores.items():
-            self.writer.add_scalar(key, value, self.step)
+        self.val_log.log(self.step, scores)
 
 
 def _rollout_metrics(rollouts: Rollouts) -> dict[str, float]:
