@@ -53,32 +53,32 @@ def _supervised_log(what: str) -> Callable[[int, dict[str, float]], None]:
     return log
 
 
-def _cmd_sft(args: argparse.Namespace) -> int:
+def _run_supervised(args: argparse.Namespace, config_cls, train, tag: str, wrote: str) -> int:
+    """``sft`` and ``train-sam``: load the config, train into ``--out``, say what was written."""
     from socioseg.rl.checkpoint import CheckpointError
     from socioseg.rl.config import load_config
-    from socioseg.rl.sft import SftConfig, train_sft
 
-    config = load_config(args.config, args.overrides, cls=SftConfig)
+    config = load_config(args.config, args.overrides, cls=config_cls)
     try:
-        out = train_sft(config, args.out, args.overwrite, on_log=_supervised_log("sft"))
+        out = train(config, args.out, args.overwrite, on_log=_supervised_log(tag))
     except CheckpointError as error:
         raise CommandError(str(error)) from error
-    print(f"wrote the warmed-up policy to {out} (pass it as --vlm or model.vlm)")
+    print(wrote.format(out=out))
     return 0
+
+
+def _cmd_sft(args: argparse.Namespace) -> int:
+    from socioseg.rl.sft import SftConfig, train_sft
+
+    wrote = "wrote the warmed-up policy to {out} (pass it as --vlm or model.vlm)"
+    return _run_supervised(args, SftConfig, train_sft, "sft", wrote)
 
 
 def _cmd_train_sam(args: argparse.Namespace) -> int:
-    from socioseg.rl.checkpoint import CheckpointError
-    from socioseg.rl.config import load_config
     from socioseg.rl.sam_train import SamTrainConfig, train_sam
 
-    config = load_config(args.config, args.overrides, cls=SamTrainConfig)
-    try:
-        out = train_sam(config, args.out, args.overwrite, on_log=_supervised_log("sam"))
-    except CheckpointError as error:
-        raise CommandError(str(error)) from error
-    print(f"wrote SAM2 to {out} (pass it as --sam or model.sam)")
-    return 0
+    wrote = "wrote SAM2 to {out} (pass it as --sam or model.sam)"
+    return _run_supervised(args, SamTrainConfig, train_sam, "sam", wrote)
 
 
 def _train_plan(config, world_size: int, image_side: int) -> int:

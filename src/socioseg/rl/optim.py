@@ -134,3 +134,27 @@ def warmup_cosine(warmup_steps: int, steps: int, floor: float = 0.1) -> Callable
         return floor + (1 - floor) / 2 * (1 + math.cos(math.pi * done))
 
     return factor
+
+
+class SupervisedUpdates:
+    """The optimisation of ``socioseg sft`` and ``train-sam``, as a ``SupervisedConfig`` sets it:
+    AdamW (``lr``, ``weight_decay``), :func:`warmup_cosine` over ``warmup_steps`` / ``steps``,
+    gradients clipped at ``grad_clip``."""
+
+    def __init__(self, params, config) -> None:
+        self.params = list(params)
+        self.grad_clip = config.grad_clip
+        self.optimizer = torch.optim.AdamW(
+            self.params, lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(config.warmup_steps, config.steps)
+        )
+
+    def step(self, loss: torch.Tensor) -> None:
+        """One update from ``loss``: backward, clip, AdamW step, schedule step."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from socioseg.rl import model_out
 from socioseg.rl.config import SupervisedConfig
-from socioseg.rl.optim import warmup_cosine
+from socioseg.rl.optim import SupervisedUpdates
 from socioseg.rl.rewards import GT_MIN_CONTOUR_AREA
 from socioseg.rl.runlog import RunLog
 from socioseg.segmenter import (
@@ -211,12 +211,7 @@ def train_sam(
     model, side, prep = segmenter.model.train(), segmenter.input_size, segmenter.preprocessing
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(config.warmup_steps, config.steps)
-    )
+    updates = SupervisedUpdates(model.parameters(), config)
     started, stats = time.perf_counter(), {}
     for step in range(1, config.steps + 1):
         samples = [_draw(dataset, rng) for _ in range(config.batch_size)]
@@ -227,11 +222,7 @@ def train_sam(
         target = batch.pop("target")
         output = model(**batch, multimask_output=True)
         loss, stats = sam_loss(output.pred_masks[:, 0], output.iou_scores[:, 0], target, config)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        scheduler.step()
+        updates.step(loss)
         stats = {"loss": float(loss.detach()), **stats, "elapsed_s": time.perf_counter() - started}
         if step % config.log_every == 0 or step == config.steps:
             log.log(step, stats, csv_only=("elapsed_s",))

@@ -29,7 +29,7 @@ from socioseg.geometry import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, Frames
 from socioseg.render import feedback_images
 from socioseg.rl import model_out
 from socioseg.rl.config import SupervisedConfig
-from socioseg.rl.optim import warmup_cosine
+from socioseg.rl.optim import SupervisedUpdates
 from socioseg.rl.rewards import gt_boxes_from_mask
 from socioseg.rl.rollout import Prompt
 from socioseg.rl.runlog import RunLog
@@ -225,11 +225,7 @@ def train_sft(
         raise ValueError(f"{config.data} [{config.split}] has no samples")
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
-    params = [p for p in policy.model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(config.warmup_steps, config.steps)
-    )
+    updates = SupervisedUpdates((p for p in policy.model.parameters() if p.requires_grad), config)
     policy.model.train()
     started, stats = time.perf_counter(), {}
     for step in range(1, config.steps + 1):
@@ -247,11 +243,7 @@ def train_sft(
             )
         ]
         loss = supervised_loss(policy, examples)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-        optimizer.step()
-        scheduler.step()
+        updates.step(loss)
         stats = {"nll": float(loss.detach()), "elapsed_s": time.perf_counter() - started}
         if step % config.log_every == 0 or step == config.steps:
             log.log(step, stats, csv_only=("elapsed_s",))
