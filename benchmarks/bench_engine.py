@@ -39,7 +39,7 @@ from socioseg.rl.config import RolloutSettings
 from socioseg.rl.memory import QWEN25_VL_3B
 from socioseg.rl.rollout import collect_rollouts, policy_logprobs
 from socioseg.segmenter import Segmenter, build_tiny_sam
-from socioseg.tiny import QWEN_SPECIAL_TOKENS, build_tiny_tokenizer
+from socioseg.tiny import QWEN_SPECIAL_TOKENS, build_tiny_tokenizer, vision_token_fields
 from socioseg.vlm import SamplingSettings, VisionLanguageModel, pad_right
 
 
@@ -61,10 +61,7 @@ def cut_3b(text_layers, vision_depth, device, dtype, min_pixels) -> VisionLangua
             "fullatt_block_indexes": [vision_depth - 1],
         },
         tie_word_embeddings=QWEN25_VL_3B["tie_word_embeddings"],
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
+        **vision_token_fields(ids),
     )
     torch.manual_seed(0)
     model = Qwen2_5_VLForConditionalGeneration(config).to(device, getattr(torch, dtype)).eval()

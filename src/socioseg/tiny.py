@@ -71,6 +71,16 @@ TINY_IMAGE_MIN_PIXELS = 56 * 56
 TINY_IMAGE_MAX_PIXELS = 1344 * 1344
 
 
+def vision_token_fields(ids: dict[str, int]) -> dict[str, int]:
+    """The Qwen2.5-VL config fields naming the vision special tokens, from a token -> id map."""
+    return {
+        "image_token_id": ids["<|image_pad|>"],
+        "video_token_id": ids["<|video_pad|>"],
+        "vision_start_token_id": ids["<|vision_start|>"],
+        "vision_end_token_id": ids["<|vision_end|>"],
+    }
+
+
 def has_random_weights(reasoner) -> bool:
     """True when ``reasoner``'s VLM was built by :func:`build_tiny_vlm` (meaningless output)."""
     model = getattr(getattr(reasoner, "vlm", None), "model", None)
@@ -175,10 +185,7 @@ def build_tiny_vlm(
             "out_hidden_size": text_hidden,
             "fullatt_block_indexes": [vision_depth - 1],
         },
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
+        **vision_token_fields(ids),
     )
     # Saved in config.json: lets every command say that these weights are random.
     if random_weights_flag:
