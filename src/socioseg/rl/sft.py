@@ -68,8 +68,19 @@ class SftConfig(SupervisedConfig):
 
 def teacher_boxes(mask: np.ndarray, frames: Frames) -> list[list[int]]:
     """GT boxes of ``mask`` (image frame) as integer XYXY in the VLM frame."""
-    boxes = np.asarray(gt_boxes_from_mask(mask), dtype=float).reshape(-1, 4)
-    return np.rint(frames.points_array(boxes, "image", "vlm")).astype(int).tolist()
+    return _vlm_boxes(_image_boxes(mask), frames)
+
+
+def _image_boxes(mask: np.ndarray) -> np.ndarray:
+    return np.asarray(gt_boxes_from_mask(mask), dtype=float).reshape(-1, 4)
+
+
+def _vlm_boxes(image_boxes: np.ndarray, frames: Frames) -> list[list[int]]:
+    return np.rint(frames.points_array(image_boxes, "image", "vlm")).astype(int).tolist()
+
+
+def _boxes_json(boxes: list[list[int]]) -> str:
+    return json.dumps([{"bbox_2d": b} for b in boxes])
 
 
 def teacher_points(
@@ -143,43 +154,42 @@ def teacher_examples(
     frames = Frames.for_image(sample.sat.size, min_pixels, max_pixels)
     mask = np.asarray(sample.mask, dtype=bool)
     images = vlm_images(sample.sat, sample.map, frames)
-    boxes = teacher_boxes(mask, frames)
-    stage1_answer = json.dumps([{"bbox_2d": b} for b in boxes])
-    reread, image_boxes, coarse = boxes, np.asarray(gt_boxes_from_mask(mask), float), mask
+    gt_image = _image_boxes(mask)
+    boxes = _vlm_boxes(gt_image, frames)
+    reread, reread_image, coarse = boxes, gt_image, mask
     if rng is not None and box_noise > 0:
         reread = noisy_boxes(rng, boxes, box_noise, images[0].size)
-        image_boxes = frames.points_array(np.asarray(reread, float).reshape(-1, 4), "vlm", "image")
+        reread_image = frames.points_array(np.asarray(reread, float).reshape(-1, 4), "vlm", "image")
         inside = np.zeros_like(mask)
-        for x1, y1, x2, y2 in np.rint(image_boxes).astype(int).clip(0):
+        for x1, y1, x2, y2 in np.rint(reread_image).astype(int).clip(0):
             inside[y1:y2, x1:x2] = True
         coarse = mask & inside
-    stage2_answer = json.dumps(
-        [
-            {"bbox_2d": b, "points": teacher_points(mask, ib, b, frames)}
-            for b, ib in zip(reread, image_boxes.tolist(), strict=True)
-        ]
-    )
-    reread_answer = json.dumps([{"bbox_2d": b} for b in reread])
+
+    def with_points(vlm_boxes: list[list[int]], image_boxes: np.ndarray) -> str:
+        return json.dumps(
+            [
+                {"bbox_2d": b, "points": teacher_points(mask, ib, b, frames)}
+                for b, ib in zip(vlm_boxes, image_boxes.tolist(), strict=True)
+            ]
+        )
+
+    stage2_answer = with_points(reread, reread_image)
     think = f"<think>The map labels {sample.query}; its outline is visible on the image.</think>"
-    feedback = feedback_images(*images, reread, coarse)
     examples = [
         (
             Prompt(prompts.stage1_text(sample.query), images),
-            f"{think}<answer>{stage1_answer}</answer>",
+            f"{think}<answer>{_boxes_json(boxes)}</answer>",
         ),
         (
-            Prompt(prompts.stage2_text(sample.query, reread_answer), feedback),
+            Prompt(
+                prompts.stage2_text(sample.query, _boxes_json(reread)),
+                feedback_images(*images, reread, coarse),
+            ),
             f"{think}<answer>{stage2_answer}</answer>",
         ),
     ]
-    if single_stage:
-        gt_image_boxes = gt_boxes_from_mask(mask)
-        answer = json.dumps(
-            [
-                {"bbox_2d": b, "points": teacher_points(mask, ib, b, frames)}
-                for b, ib in zip(boxes, gt_image_boxes, strict=True)
-            ]
-        )
+    if single_stage:  # the GT boxes with their points: stage 2's answer unless boxes moved
+        answer = stage2_answer if reread is boxes else with_points(boxes, gt_image)
         examples.append(
             (
                 Prompt(prompts.single_stage_text(sample.query), images),
