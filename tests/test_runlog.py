@@ -31,8 +31,8 @@ def test_rows_follow_steps_and_a_resume_drops_rows_after_its_checkpoint(tmp_path
 
 
 def test_a_metric_missing_from_the_first_row_is_an_error_not_dropped(tmp_path):
-    log = RunLog(tmp_path, name="validation")
-    log.log(1, {"giou": 0.5})
+    log = RunLog(tmp_path)
+    log.log(1, {"giou": 0.5}, table="validation")
     with pytest.raises(ValueError):
-        log.log(2, {"giou": 0.5, "ciou": 0.4})
+        log.log(2, {"giou": 0.5, "ciou": 0.4}, table="validation")
     log.close()

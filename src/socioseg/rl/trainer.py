@@ -93,13 +93,12 @@ class Trainer:
         self.step = 0
         if self.resume_from is not None:
             self.step = checkpoint.load_training_state(self.resume_from, self, self.rank)
-        self.log = self.val_log = None
+        self.log = None
         if self.rank == 0:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             config.save(self.out_dir / "config.yaml")
             # metrics.csv and validation.csv beside the TensorBoard events
             self.log = RunLog(self.out_dir, self.step)
-            self.val_log = RunLog(self.out_dir, self.step, "validation")
 
     def _load_policy(self) -> tuple[VisionLanguageModel, VisionLanguageModel | None]:
         m = self.config.model
@@ -161,9 +160,8 @@ class Trainer:
                 checkpoint.save(self, self.out_dir / f"checkpoint-{self.step}")
             if self.config.eval_every and (self.step % self.config.eval_every == 0 or last):
                 self._validate()
-        if self.rank == 0:
-            self.log.close()
-            self.val_log.close()
+        if self.log is not None:
+            self.log.flush()
         return metrics
 
     def train_step(self) -> dict[str, float]:
@@ -293,7 +291,7 @@ class Trainer:
 
         with precision.shared_casts(self.precision):
             scores = validate(self, self.out_dir / f"validation-{self.step}")
-        self.val_log.log(self.step, scores)
+        self.log.log(self.step, scores, table="validation")
 
 
 def _rollout_metrics(rollouts: Rollouts) -> dict[str, float]:
