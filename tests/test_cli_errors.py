@@ -211,7 +211,7 @@ def help_text(command: str, capsys) -> str:
 
 def test_help_shows_defaults(capsys):
     synth = help_text("synth", capsys)
-    assert "number of samples (default: 200)" in synth and "tile side (px) (default: 768)" in synth
+    assert "number of tiles (default: 200)" in synth and "tile side (px) (default: 768)" in synth
     evaluate = help_text("eval", capsys)
     assert "train, val or test (default: test)" in evaluate
     assert "(default: vvangfaye/SocioReasoner-3B)" in evaluate

@@ -11,7 +11,16 @@ import pytest
 
 from socioseg.data import FUNCTION_NAMES, examples, generate_sample, load_example, load_socioseg
 from socioseg.data._catalog import KINDS
-from socioseg.data.synth import MULTI_SHARE, _generate, _plan, split_counts, write_dataset
+from socioseg.data._city import clip_to_tile, polygon_area
+from socioseg.data.synth import (
+    MULTI_SHARE,
+    _generate,
+    _layout,
+    _plan,
+    _tile,
+    split_counts,
+    write_dataset,
+)
 
 SIZE = 128
 CLASSES = {k.socio_class for k in KINDS}
@@ -76,6 +85,60 @@ def test_masks_hold_one_component_per_target_and_name_queries_are_names():
             assert sample.query not in CLASSES and sample.query not in FUNCTION_NAMES
 
 
+def _most_visible_entity_is_a_target(placement: str) -> tuple[float, float]:
+    """Over 300 tiles: how often the entity with the largest share inside the tile is a
+    target, and how often chance (targets / entities) would make it one."""
+    hits, chance = 0.0, 0.0
+    for index in range(300):
+        rng = np.random.default_rng([21, index])
+        plan = _plan(rng)
+        _, regions, _ = _layout(rng, plan, 256, placement)
+        ents = sorted((r for r in regions if r.entity is not None), key=lambda r: r.entity)
+        visible = [clip_to_tile(r.poly, 256) for r in ents]
+        if placement == "random":  # every entity mostly on the tile
+            assert all(
+                v and polygon_area(v) > 0.3 * polygon_area(r.poly)
+                for v, r in zip(visible, ents, strict=True)
+            )
+        shares = [
+            polygon_area(v) / polygon_area(r.poly) for v, r in zip(visible, ents, strict=True)
+        ]
+        best = [k for k, share in enumerate(shares) if share > max(shares) - 1e-9]
+        hits += sum(k < plan.n_targets for k in best) / len(best)  # ties shared out
+        chance += plan.n_targets / len(ents)
+    return hits, chance
+
+
+def test_random_placement_gives_position_no_say_in_which_entity_is_the_target():
+    hits, chance = _most_visible_entity_is_a_target("random")
+    assert abs(hits - chance) < 20, (hits, chance)
+    hits, chance = _most_visible_entity_is_a_target("prominent")  # the prior "prominent" leaves
+    assert hits > 2 * chance, (hits, chance)
+    with pytest.raises(ValueError, match="placement must be one of"):
+        generate_sample(0, 0, SIZE, placement="central")
+
+
+def test_tiles_ask_several_questions_one_entity_each():
+    for index in range(6):
+        tile = _tile(np.random.default_rng([11, index]), index, SIZE, 5, "prominent")
+        (first, n_targets), *others = tile
+        alone = _generate(np.random.default_rng([11, index]), index, SIZE)[0]
+        assert first.id == alone.id == f"synth-{index:05d}" and first.query == alone.query
+        assert np.array_equal(first.mask, alone.mask)  # more questions change nothing drawn
+        assert np.array_equal(np.asarray(first.sat), np.asarray(alone.sat))
+        queries = [first.query] + [s.query for s, _ in others]
+        assert len(set(queries)) == len(queries)
+        seen = first.mask.copy()
+        for k, (sample, n) in enumerate(others, start=1):
+            assert sample.id == f"synth-{index:05d}-{k}" and n == 1
+            assert sample.level == "socio-name" and sample.sat is first.sat
+            count, _ = cv2.connectedComponents(sample.mask.astype(np.uint8), connectivity=8)
+            assert count - 1 == 1
+            if k <= len(others) - (n_targets - (first.level == "socio-name")):
+                assert not (sample.mask & seen).any()  # a distractor: outside the answer
+            seen |= sample.mask
+
+
 def test_split_counts():
     assert split_counts(10) == [6, 1, 3]
     assert split_counts(7) == [4, 1, 2] and sum(split_counts(7)) == 7
@@ -124,11 +187,27 @@ def test_write_dataset_parquet_is_byte_identical_and_loadable(tmp_path):
     assert np.array_equal(np.asarray(ds[0].sat), np.asarray(direct.sat))
 
 
+def test_write_dataset_with_queries_keeps_tiles_in_one_split(tmp_path):
+    summary = write_dataset(
+        tmp_path / "q", n=4, seed=4, size=SIZE, split_ratios=(2, 1, 1), queries=3
+    )
+    assert summary["splits"] == {"train": 2, "val": 1, "test": 1}
+    assert summary["samples"] == {"train": 6, "val": 3, "test": 3}  # every tile has 3+ entities
+    train = load_socioseg(tmp_path / "q", "train")
+    assert train.ids == [f"synth-0000{i}{k}" for i in (0, 1) for k in ("", "-1", "-2")]
+    test = load_socioseg(tmp_path / "q", "test")
+    assert {i.split("-")[1] for i in test.ids} == {"00003"}
+    levels = json.loads((tmp_path / "q" / "levels.json").read_text())
+    assert levels["synth-00003-2"]["level"] == "socio-name"
+
+
 def test_write_dataset_rejects_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="fmt"):
         write_dataset(tmp_path, n=1, fmt="zip")
     with pytest.raises(ValueError, match="workers"):
         write_dataset(tmp_path, n=1, workers=0)
+    with pytest.raises(ValueError, match="queries must be 1 to 5"):
+        write_dataset(tmp_path, n=1, queries=6)
 
 
 def test_shipped_examples_cover_the_three_levels():
@@ -145,3 +224,18 @@ def test_shipped_examples_cover_the_three_levels():
         load_example("no-such-example")
     with pytest.raises(IndexError):
         load_example(3)
+
+
+def test_synth_command_asks_several_questions_on_randomly_placed_tiles(tmp_path, capsys):
+    from socioseg.cli import main
+
+    argv = ["synth", str(tmp_path / "d"), "--n", "3", "--size", "128", "--queries", "2"]
+    assert main([*argv, "--placement", "random"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 3 synthetic tiles" in out and "samples: train 4, val 0, test 2" in out
+    direct = generate_sample(0, 2, 128, placement="random")
+    sample = load_socioseg(tmp_path / "d", "test")[0]
+    assert sample.id == "synth-00002" and np.array_equal(sample.mask, direct.mask)
+    with pytest.raises(SystemExit) as exit_info:  # at most 5 entities on a tile
+        main([*argv, "--queries", "6"])
+    assert exit_info.value.code == 2 and "from 1 to 5, got '6'" in capsys.readouterr().err

@@ -3,6 +3,11 @@
 For tests, tutorials and training smoke runs; no real place is depicted. Each tile has a
 jittered street grid; 3 to 5 of its blocks (or half-blocks) hold named entities of several
 socio-classes (School, Hospital, Park, Stadium, ...), each with one of the 10 socio-functions.
+Where they go is the ``placement``: "prominent" (the default, what socioseg-mini was trained
+and scored on) gives the targets the most visible blocks, so a model can score by finding the
+most prominent entity block without reading the query; "random" draws every entity's block
+among those at least half inside the tile, targets and distractors alike, so only the query,
+the map and the satellite image tell them apart.
 The map shows roads, land-use fills, building footprints and a labelled pin per entity; the
 satellite image shows the same geometry as textured roofs, vegetation, water, fields and roads.
 
@@ -31,13 +36,21 @@ import numpy as np
 from PIL import Image
 
 from socioseg.data._catalog import FUNCTION_COLORS, KINDS, MINOR_POIS, PLACES, Kind
-from socioseg.data._city import Frame, Region, centroid, clip_to_tile, road_grid
+from socioseg.data._city import (
+    Frame,
+    Region,
+    centroid,
+    clip_to_tile,
+    polygon_area,
+    road_grid,
+)
 from socioseg.data._landuse import BIG_STYLES, STYLES
 from socioseg.data._paint import Label, render_map, render_mask, render_satellite
 from socioseg.data.dataset import Sample
 from socioseg.data.levels import FUNCTION_NAMES
 
 MULTI_SHARE = 0.11
+VISIBLE_SHARE = 0.5  # an entity's block is at least this much inside the tile
 LEVEL_WEIGHTS = {"socio-name": 0.4, "socio-class": 0.3, "socio-function": 0.3}
 SPLITS = ("train", "val", "test")
 PNG_COMPRESS_LEVEL = 1  # fast to write; the examples shipped with the package use optimize
@@ -45,6 +58,8 @@ PNG_COMPRESS_LEVEL = 1  # fast to write; the examples shipped with the package u
 # image and minutes of drawing, with nothing more to learn from it.
 MIN_SIZE = 128
 MAX_SIZE = 4096
+PLACEMENTS = ("prominent", "random")
+MAX_QUERIES = 5  # a tile holds at most 5 entities: its query and name queries about the others
 
 
 _BY_FUNCTION = {f: [k for k in KINDS if k.function == f] for f in FUNCTION_NAMES}
@@ -101,19 +116,31 @@ def _names(rng: np.random.Generator, kinds: list[Kind]) -> list[str]:
     return names
 
 
-def _layout(rng: np.random.Generator, plan: _Plan, size: int):
+def _blocks_in_order(
+    rng: np.random.Generator, plan: _Plan, blocks: list, placement: str
+) -> list[int]:
+    """Every block index: the entities' blocks in plan order (targets first), as ``placement``
+    says, then the others, most visible first (give or take a little noise)."""
+    order = sorted(range(len(blocks)), key=lambda k: -blocks[k].visible + rng.uniform(0, 0.1))
+    if placement == "random":
+        pool = [k for k in order if blocks[k].visible > VISIBLE_SHARE]
+        pool = pool if len(pool) >= len(plan.kinds) else order[: len(plan.kinds)]
+        hosts = [pool[int(k)] for k in rng.permutation(len(pool))[: len(plan.kinds)]]
+    else:  # targets on the most visible blocks, distractors on any reasonably visible one
+        hosts, others = order[: plan.n_targets], order[plan.n_targets :]
+        needed = len(plan.kinds) - plan.n_targets
+        pool = [k for k in others if blocks[k].visible > 0.3]
+        pool = pool if len(pool) >= needed else others
+        hosts += [pool[int(k)] for k in rng.permutation(len(pool))[:needed]]
+    return hosts + [k for k in order if k not in hosts]
+
+
+def _layout(rng: np.random.Generator, plan: _Plan, size: int, placement: str = "prominent"):
     """Streets, regions (entities first, in plan order) and the map labels."""
     s = size / 768
     roads, blocks = road_grid(rng, size)
-    # Targets get the most visible blocks (a query about a place mostly off the tile would be
-    # unfair); distractors go anywhere reasonably visible.
-    order = sorted(range(len(blocks)), key=lambda k: -blocks[k].visible + rng.uniform(0, 0.1))
-    hosts, others = order[: plan.n_targets], order[plan.n_targets :]
-    needed = len(plan.kinds) - plan.n_targets
-    pool = [k for k in others if blocks[k].visible > 0.3]
-    pool = pool if len(pool) >= needed else others
-    hosts += [pool[int(k)] for k in rng.permutation(len(pool))[:needed]]
-    order = hosts + [k for k in order if k not in hosts]
+    order = _blocks_in_order(rng, plan, blocks, placement)
+    hosts = order[: len(plan.kinds)]
     regions: list[Region] = []
     rest: list[tuple[list, str]] = []
     for entity, (kind, block) in enumerate(zip(plan.kinds, hosts, strict=True)):
@@ -125,6 +152,10 @@ def _layout(rng: np.random.Generator, plan: _Plan, size: int):
             axis = 0 if frame.w >= frame.h else 1
             parts = frame.split(axis, rng.uniform(0.45, 0.65), 8 * s)
             keep = int(rng.integers(2))
+            if placement == "random" and _visible(parts[1 - keep], size) > 2 * _visible(
+                parts[keep], size
+            ):
+                keep = 1 - keep  # the entity is the half on the tile
             poly, spare = parts[keep], parts[1 - keep]
         regions.append(_region(rng, poly, kind.style, s, entity))
         if spare is not None:
@@ -144,6 +175,12 @@ def _layout(rng: np.random.Generator, plan: _Plan, size: int):
                 )
             )
     return roads, regions, labels
+
+
+def _visible(poly: list, size: int) -> float:
+    """The area of ``poly`` inside the tile, in square pixels."""
+    clipped = clip_to_tile(poly, size)
+    return polygon_area(clipped) if clipped else 0.0
 
 
 def _region(
@@ -167,36 +204,68 @@ def _anchor(poly: list, size: int, rng: np.random.Generator | None = None) -> tu
     return (min(max(x, margin), size - margin), min(max(y, margin), size - margin))
 
 
-def _generate(rng: np.random.Generator, index: int, size: int) -> tuple[Sample, int]:
-    if not MIN_SIZE <= size <= MAX_SIZE:
-        raise ValueError(f"size must be {MIN_SIZE} to {MAX_SIZE} pixels, got {size}")
+def _generate(
+    rng: np.random.Generator, index: int, size: int, placement: str = "prominent"
+) -> tuple[Sample, int]:
+    """Sample ``index`` (its tile's planned query) and its number of targets."""
+    return _tile(rng, index, size, 1, placement)[0]
+
+
+def _tile(
+    rng: np.random.Generator, index: int, size: int, queries: int, placement: str
+) -> list[tuple[Sample, int]]:
+    """The samples of tile ``index``: its planned query, then up to ``queries - 1`` name queries
+    about its other entities (distractors first), each ``(sample, number of targets)``."""
+    _check(size, placement)
     plan = _plan(rng)
     names = _names(rng, plan.kinds)
-    roads, regions, minor = _layout(rng, plan, size)
-    entities = [r for r in regions if r.entity is not None]
+    roads, regions, minor = _layout(rng, plan, size, placement)
+    entities = sorted((r for r in regions if r.entity is not None), key=lambda r: r.entity)
     labels = [
         Label(
             _anchor(r.poly, size), names[r.entity], FUNCTION_COLORS[plan.kinds[r.entity].function]
         )
         for r in entities
     ]
-    query = plan.query or names[0]
     sat = render_satellite(rng, size, regions, roads)
     map_image = render_map(size, regions, roads, minor + labels)
-    mask = render_mask(size, [r.poly for r in entities if r.entity < plan.n_targets])
-    sample = Sample(f"synth-{index:05d}", query, sat, map_image, mask, plan.level, plan.socio_class)
-    return sample, plan.n_targets
+    tile_id = f"synth-{index:05d}"
+    mask = render_mask(size, [r.poly for r in entities[: plan.n_targets]])
+    query = plan.query or names[0]
+    out = [
+        (Sample(tile_id, query, sat, map_image, mask, plan.level, plan.socio_class), plan.n_targets)
+    ]
+    named = 1 if plan.level == "socio-name" else 0  # entity 0 already asked for by name
+    others = [*range(plan.n_targets, len(entities)), *range(named, plan.n_targets)]
+    for k, e in enumerate(others[: queries - 1], start=1):
+        mask = render_mask(size, [entities[e].poly])
+        kind = plan.kinds[e]
+        sample = Sample(
+            f"{tile_id}-{k}", names[e], sat, map_image, mask, "socio-name", kind.socio_class
+        )
+        out.append((sample, 1))
+    return out
 
 
-def generate_sample(seed: int | np.random.Generator, index: int = 0, size: int = 768) -> Sample:
+def _check(size: int, placement: str) -> None:
+    if not MIN_SIZE <= size <= MAX_SIZE:
+        raise ValueError(f"size must be {MIN_SIZE} to {MAX_SIZE} pixels, got {size}")
+    if placement not in PLACEMENTS:
+        raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
+
+
+def generate_sample(
+    seed: int | np.random.Generator, index: int = 0, size: int = 768, placement: str = "prominent"
+) -> Sample:
     """One synthetic sample (``size x size`` RGB map and satellite images, bool mask).
 
     With an int ``seed`` the sample depends on ``(seed, index)`` only; with a
     ``numpy.random.Generator`` it draws from that generator (``index`` then only names it).
     The id is ``"synth-<index:05d>"``; ``level`` and ``socio_class`` are filled in.
+    ``placement``: where entities go (module docstring).
     """
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng([seed, index])
-    return _generate(rng, index, size)[0]
+    return _generate(rng, index, size, placement)[0]
 
 
 def split_counts(n: int, ratios: tuple[float, ...] = (6, 1, 3)) -> list[int]:
@@ -260,9 +329,17 @@ class Encoded:
         return cls(sample.id, sample.query, sample.level, sample.socio_class, n_targets, png)
 
 
-def _encode(job: tuple[int, int, int]) -> Encoded:
-    seed, index, size = job
-    return Encoded.from_sample(*_generate(np.random.default_rng([seed, index]), index, size))
+def _encode(job: tuple[int, int, int, int, str]) -> list[Encoded]:
+    seed, index, size, queries, placement = job
+    rng = np.random.default_rng([seed, index])
+    (first, n_targets), *others = _tile(rng, index, size, queries, placement)
+    out = [Encoded.from_sample(first, n_targets)]
+    for sample, n_targets in others:  # the same two images: encoded once
+        png = {**out[0].png, "mask": png_bytes(mask_image(sample.mask))}
+        out.append(
+            Encoded(sample.id, sample.query, sample.level, sample.socio_class, n_targets, png)
+        )
+    return out
 
 
 def write_dataset(
@@ -273,16 +350,22 @@ def write_dataset(
     split_ratios: tuple[float, float, float] = (6, 1, 3),
     size: int = 768,
     workers: int = 1,
+    queries: int = 1,
+    placement: str = "prominent",
 ) -> dict:
-    """Write ``n`` synthetic samples as train/val/test in the folder or the parquet layout.
+    """Write ``n`` synthetic tiles as train/val/test in the folder or the parquet layout.
 
     Folder: ``<out>/<split>/<id>/{map.png, sat.png, mask.png, question.json}``. Parquet:
     ``<out>/data/<split>-00000-of-00001.parquet`` with the Hugging Face columns (Image features,
     PNG bytes). Both also write ``<out>/levels.json`` (``{id: {"level", "class"}}``), usable as
     ``load_socioseg(..., levels=<out>/levels.json)``. Existing split folders/files are replaced.
-    Samples ``0 .. n-1`` go to train, val, test in that order (counts from
-    :func:`split_counts`). ``workers > 1`` generates in that many processes; the bytes written
-    do not depend on it. Returns a summary: counts per split, per level, multi-instance.
+    Tiles ``0 .. n-1`` go to train, val, test in that order (counts from :func:`split_counts`),
+    so no tile is in two splits. Each tile gives one sample (id ``synth-<index:05d>``), or with
+    ``queries > 1`` up to that many: its planned query, then name queries about its other
+    entities (ids ``synth-<index:05d>-<k>``), as SocioSeg asks several questions of one image.
+    ``placement``: where entities go (module docstring). ``workers > 1`` generates in that many
+    processes; the bytes written do not depend on it. Returns a summary: tiles and samples per
+    split, samples per level, multi-instance.
     """
     if fmt not in ("folder", "parquet"):
         raise ValueError(f"fmt must be 'folder' or 'parquet', got {fmt!r}")
@@ -290,8 +373,9 @@ def write_dataset(
         raise ValueError(f"workers must be >= 1, got {workers}")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    if not MIN_SIZE <= size <= MAX_SIZE:
-        raise ValueError(f"size must be {MIN_SIZE} to {MAX_SIZE} pixels, got {size}")
+    if not 1 <= queries <= MAX_QUERIES:
+        raise ValueError(f"queries must be 1 to {MAX_QUERIES}, got {queries}")
+    _check(size, placement)
     from socioseg.data._writers import FolderWriter, ParquetWriter
 
     out = Path(out)
@@ -299,11 +383,12 @@ def write_dataset(
     counts = split_counts(n, tuple(split_ratios))
     levels: dict[str, dict[str, str | None]] = {}
     multi = 0
+    samples = Counter()
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
     try:
         start = 0
         for split, count in zip(SPLITS, counts, strict=True):
-            jobs = [(seed, index, size) for index in range(start, start + count)]
+            jobs = [(seed, i, size, queries, placement) for i in range(start, start + count)]
             start += count
             encoded = pool.map(_encode, jobs, chunksize=4) if pool else map(_encode, jobs)
             if fmt == "folder":
@@ -311,10 +396,12 @@ def write_dataset(
             else:
                 writer = ParquetWriter(out / "data" / f"{split}-00000-of-00001.parquet")
             with writer:
-                for item in encoded:
-                    writer.add(item)
-                    levels[item.id] = {"level": item.level, "class": item.socio_class}
-                    multi += item.n_targets > 1
+                for tile in encoded:
+                    for item in tile:
+                        writer.add(item)
+                        levels[item.id] = {"level": item.level, "class": item.socio_class}
+                        multi += item.n_targets > 1
+                        samples[split] += 1
     finally:
         if pool is not None:
             pool.shutdown()
@@ -325,7 +412,10 @@ def write_dataset(
         "n": n,
         "seed": seed,
         "size": size,
+        "queries": queries,
+        "placement": placement,
         "splits": dict(zip(SPLITS, counts, strict=True)),
+        "samples": {split: samples[split] for split in SPLITS},
         "levels": dict(Counter(v["level"] for v in levels.values())),
         "multi_instance": multi,
     }
