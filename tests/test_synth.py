@@ -9,7 +9,14 @@ import cv2
 import numpy as np
 import pytest
 
-from socioseg.data import FUNCTION_NAMES, examples, generate_sample, load_example, load_socioseg
+from socioseg.data import (
+    FUNCTION_NAMES,
+    examples,
+    generate_sample,
+    generate_tile,
+    load_example,
+    load_socioseg,
+)
 from socioseg.data._catalog import KINDS
 from socioseg.data._city import clip_to_tile, polygon_area
 from socioseg.data.synth import (
@@ -121,6 +128,7 @@ def test_random_placement_gives_position_no_say_in_which_entity_is_the_target():
 def test_tiles_ask_several_questions_one_entity_each():
     for index in range(6):
         tile = _tile(np.random.default_rng([11, index]), index, SIZE, 5, "prominent")
+        assert [s.id for s in generate_tile(11, index, SIZE, 5)] == [s.id for s, _ in tile]
         (first, n_targets), *others = tile
         alone = _generate(np.random.default_rng([11, index]), index, SIZE)[0]
         assert first.id == alone.id == f"synth-{index:05d}" and first.query == alone.query
@@ -129,6 +137,7 @@ def test_tiles_ask_several_questions_one_entity_each():
         queries = [first.query] + [s.query for s, _ in others]
         assert len(set(queries)) == len(queries)
         seen = first.mask.copy()
+        assert 2 <= len(others) <= 4
         for k, (sample, n) in enumerate(others, start=1):
             assert sample.id == f"synth-{index:05d}-{k}" and n == 1
             assert sample.level == "socio-name" and sample.sat is first.sat
@@ -208,6 +217,8 @@ def test_write_dataset_rejects_bad_arguments(tmp_path):
         write_dataset(tmp_path, n=1, workers=0)
     with pytest.raises(ValueError, match="queries must be 1 to 5"):
         write_dataset(tmp_path, n=1, queries=6)
+    with pytest.raises(ValueError, match="queries must be 1 to 5"):
+        generate_tile(0, 0, SIZE, queries=0)
 
 
 def test_shipped_examples_cover_the_three_levels():

@@ -3,7 +3,7 @@
 from socioseg.data.dataset import DataError, Sample, SocioSegDataset, load_socioseg
 from socioseg.data.examples import examples, load_example
 from socioseg.data.levels import FUNCTION_NAMES, LevelMap, resolve_level
-from socioseg.data.synth import generate_sample, write_dataset
+from socioseg.data.synth import generate_sample, generate_tile, write_dataset
 
 __all__ = [
     "FUNCTION_NAMES",
@@ -13,6 +13,7 @@ __all__ = [
     "SocioSegDataset",
     "examples",
     "generate_sample",
+    "generate_tile",
     "load_example",
     "load_socioseg",
     "resolve_level",

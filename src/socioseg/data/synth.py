@@ -216,7 +216,7 @@ def _tile(
 ) -> list[tuple[Sample, int]]:
     """The samples of tile ``index``: its planned query, then up to ``queries - 1`` name queries
     about its other entities (distractors first), each ``(sample, number of targets)``."""
-    _check(size, placement)
+    _check(size, placement, queries)
     plan = _plan(rng)
     names = _names(rng, plan.kinds)
     roads, regions, minor = _layout(rng, plan, size, placement)
@@ -247,9 +247,11 @@ def _tile(
     return out
 
 
-def _check(size: int, placement: str) -> None:
+def _check(size: int, placement: str, queries: int = 1) -> None:
     if not MIN_SIZE <= size <= MAX_SIZE:
         raise ValueError(f"size must be {MIN_SIZE} to {MAX_SIZE} pixels, got {size}")
+    if not 1 <= queries <= MAX_QUERIES:
+        raise ValueError(f"queries must be 1 to {MAX_QUERIES}, got {queries}")
     if placement not in PLACEMENTS:
         raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
 
@@ -266,6 +268,16 @@ def generate_sample(
     """
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng([seed, index])
     return _generate(rng, index, size, placement)[0]
+
+
+def generate_tile(
+    seed: int, index: int = 0, size: int = 768, queries: int = 1, placement: str = "prominent"
+) -> list[Sample]:
+    """The samples of tile ``index`` of ``seed``, as :func:`write_dataset` writes them: its own
+    query, then up to ``queries - 1`` name queries about its other entities (one entity each;
+    ids ``synth-<index:05d>-<k>``); all share the tile's two images."""
+    rng = np.random.default_rng([seed, index])
+    return [sample for sample, _ in _tile(rng, index, size, queries, placement)]
 
 
 def split_counts(n: int, ratios: tuple[float, ...] = (6, 1, 3)) -> list[int]:
@@ -373,9 +385,7 @@ def write_dataset(
         raise ValueError(f"workers must be >= 1, got {workers}")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    if not 1 <= queries <= MAX_QUERIES:
-        raise ValueError(f"queries must be 1 to {MAX_QUERIES}, got {queries}")
-    _check(size, placement)
+    _check(size, placement, queries)
     from socioseg.data._writers import FolderWriter, ParquetWriter
 
     out = Path(out)
