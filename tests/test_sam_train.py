@@ -115,3 +115,20 @@ def test_train_sam_command_writes_a_loadable_segmenter_and_guards_its_folder(tmp
     assert main([*args[:2], str(foreign), *args[3:], "--overwrite"]) == 2
     assert "did not write" in capsys.readouterr().err
     assert (foreign / "notes.txt").read_text() == "keep"
+
+
+def test_embedding_weight_adds_the_embedding_penalty_to_the_same_forward(tmp_path, capsys):
+    write_dataset(tmp_path / "data", n=6, seed=0, size=128)
+    sam = build_tiny_sam(tmp_path / "sam0", 128)
+    rows = {}
+    for weight in (0.0, 1.0):
+        out = tmp_path / f"sam-{weight}"
+        args = ["train-sam", "--out", str(out), f"sam={sam}", f"data={tmp_path / 'data'}"]
+        assert main([*args, "steps=1", "batch_size=2", f"embedding_weight={weight}"]) == 0
+        header, row = (out / "metrics.csv").read_text().splitlines()
+        rows[weight] = dict(zip(header.split(","), map(float, row.split(",")), strict=True))
+    assert rows[0.0]["embedding_std"] == rows[1.0]["embedding_std"] > 0  # same step, same input
+    assert rows[1.0]["loss"] > rows[0.0]["loss"]
+    assert rows[1.0]["focal"] == rows[0.0]["focal"]
+    assert main([*args, "embedding_weight=-1"]) == 2
+    assert "embedding_weight must be >= 0" in capsys.readouterr().err
