@@ -205,3 +205,42 @@ def test_preprocessing_must_match_the_prompt_encoder(tmp_path):
     # Without a preprocessor file the size comes from the model config.
     (folder / PREPROCESSOR_FILE).unlink()
     assert Segmenter.from_pretrained(folder).preprocessing == Preprocessing(size=SIDE)
+
+
+def _prompt_change(folder) -> float:
+    """Mean change of the untrained mask logits between two boxes, over their spread."""
+    seg = Segmenter.from_pretrained(folder)
+    embedding = seg.embed(_image(SIDE, SIDE))
+    first, second = (
+        seg._best_logits(embedding, Target(Box(*box)))[0]
+        for box in ((8, 8, 72, 72), (150, 150, 240, 240))
+    )
+    return float((first - second).abs().mean() / first.std())
+
+
+@pytest.mark.parametrize("init", ["transformers", "pytorch"])
+def test_random_sam2_shares_one_positional_encoding_and_pytorch_init_hears_prompts(init, tmp_path):
+    """The released SAM2 encodes image positions and prompt coordinates with one matrix; a
+    from-scratch build gets that too (unless told not to), and with PyTorch's initialisation
+    (the released training code's) its untrained masks move with the prompt."""
+    from socioseg.segmenter import save_random_sam
+
+    sizes = {"dims": (16, 32, 64, 128), "blocks": (1, 1, 2, 1), "heads": (1, 1, 2, 2)}
+    folder = save_random_sam(
+        tmp_path / init, SIDE, 0, **sizes, windows=(8, 4, 4, 2), global_block=3,
+        decoder=(32, 64, 2), init=init,
+    )  # fmt: skip
+    model = Segmenter.from_pretrained(folder).model
+    image_pe = model.shared_image_embedding.positional_embedding
+    assert torch.equal(image_pe, model.prompt_encoder.shared_embedding.positional_embedding)
+    if init == "pytorch":
+        assert _prompt_change(folder) > 0.05
+    untied = save_random_sam(
+        tmp_path / "untied", SIDE, 0, **sizes, windows=(8, 4, 4, 2), global_block=3,
+        decoder=(32, 64, 2), tie_encodings=False,
+    )  # fmt: skip
+    model = Segmenter.from_pretrained(untied).model
+    assert not torch.equal(
+        model.shared_image_embedding.positional_embedding,
+        model.prompt_encoder.shared_embedding.positional_embedding,
+    )

@@ -28,7 +28,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -395,8 +395,24 @@ def build_tiny_sam(out_dir: str | Path, image_size: int = 256, seed: int = 0) ->
         windows=(8, 4, 4, 2),
         global_block=3,  # the second block of stage 3: a global block may not open a q-pool stage
         decoder=(32, 64, 2),
-        fan_in_init=True,
+        init="fan_in",
     )
+
+
+def tie_positional_encodings(model) -> None:
+    """Give the image and the prompts one positional encoding, as the released SAM2 has.
+
+    SAM2 encodes image positions and prompt coordinates with one random Fourier matrix (its
+    prompt encoder's ``pe_layer``), so a box corner's embedding matches the image positions it
+    names. transformers' ``Sam2Model`` holds two copies (``shared_image_embedding`` and
+    ``prompt_encoder.shared_embedding``), equal in converted checkpoints but drawn apart by a
+    random initialisation; this copies the prompt encoder's into the image's. Neither trains.
+    """
+    import torch
+
+    with torch.no_grad():
+        image = model.shared_image_embedding.positional_embedding
+        image.copy_(model.prompt_encoder.shared_embedding.positional_embedding)
 
 
 def save_random_sam(
@@ -410,13 +426,20 @@ def save_random_sam(
     windows: tuple[int, int, int, int],
     global_block: int,
     decoder: tuple[int, int, int],
-    fan_in_init: bool = False,
+    init: Literal["transformers", "pytorch", "fan_in"] = "transformers",
+    tie_encodings: bool = True,
 ) -> Path:
     """Save a random-weight SAM2 with a 4-stage Hiera backbone, loadable by ``Segmenter``.
 
     dims / blocks / heads / windows: per Hiera stage; global_block: index of the one global
     attention block; decoder: (width of the FPN, prompt encoder and mask decoder, decoder MLP
     width, decoder heads). ``side``: the square input size. Same ``seed``, same weights.
+    ``init``: "transformers" keeps ``Sam2Model``'s own (std 0.02, meant to be overwritten by
+    loaded weights: a small model's mask logits come out nearly constant); "pytorch" gives
+    every layer PyTorch's default, as the released SAM2 training code builds its model (what
+    training from scratch needs); "fan_in" draws matrices with std ``fan_in ** -0.5`` and
+    biases with std 0.1 (O(1) logits untrained, for tests). ``tie_encodings``: one positional
+    encoding for image and prompts (:func:`tie_positional_encodings`), as released.
     """
     import torch
     from transformers import Sam2Config, Sam2Model
@@ -456,13 +479,19 @@ def save_random_sam(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Sam2Model(config).eval()
-        if fan_in_init:
+        if init == "pytorch":
+            for module in model.modules():
+                if module is not model and hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+        elif init == "fan_in":
             with torch.no_grad():
                 for name, param in model.named_parameters():
                     if param.dim() >= 2:
                         param.normal_(0.0, param[0].numel() ** -0.5)
                     elif name.endswith("bias"):
                         param.normal_(0.0, 0.1)
+        if tie_encodings:
+            tie_positional_encodings(model)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
