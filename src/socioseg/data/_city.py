@@ -260,6 +260,11 @@ def centroid(poly: Poly) -> Point:
     return (sum(xs) / len(xs), sum(ys) / len(ys))
 
 
+def visible_area(poly: Poly, size: int) -> float:
+    """The area of ``poly`` inside the tile ``[0, size]^2``, in square pixels."""
+    return polygon_area(clip_to_tile(poly, size))
+
+
 def _visible_share(poly: Poly, size: int) -> float:
     area = polygon_area(poly)
-    return polygon_area(clip_to_tile(poly, size)) / area if area > 0 else 0.0
+    return visible_area(poly, size) / area if area > 0 else 0.0

@@ -36,14 +36,7 @@ import numpy as np
 from PIL import Image
 
 from socioseg.data._catalog import FUNCTION_COLORS, KINDS, MINOR_POIS, PLACES, Kind
-from socioseg.data._city import (
-    Frame,
-    Region,
-    centroid,
-    clip_to_tile,
-    polygon_area,
-    road_grid,
-)
+from socioseg.data._city import Frame, Region, centroid, clip_to_tile, road_grid, visible_area
 from socioseg.data._landuse import BIG_STYLES, STYLES
 from socioseg.data._paint import Label, render_map, render_mask, render_satellite
 from socioseg.data.dataset import Sample
@@ -152,10 +145,9 @@ def _layout(rng: np.random.Generator, plan: _Plan, size: int, placement: str = "
             axis = 0 if frame.w >= frame.h else 1
             parts = frame.split(axis, rng.uniform(0.45, 0.65), 8 * s)
             keep = int(rng.integers(2))
-            if placement == "random" and _visible(parts[1 - keep], size) > 2 * _visible(
-                parts[keep], size
-            ):
-                keep = 1 - keep  # the entity is the half on the tile
+            if placement == "random":  # the entity is the half on the tile
+                on_tile = [visible_area(part, size) for part in parts]
+                keep = 1 - keep if on_tile[1 - keep] > 2 * on_tile[keep] else keep
             poly, spare = parts[keep], parts[1 - keep]
         regions.append(_region(rng, poly, kind.style, s, entity))
         if spare is not None:
@@ -175,12 +167,6 @@ def _layout(rng: np.random.Generator, plan: _Plan, size: int, placement: str = "
                 )
             )
     return roads, regions, labels
-
-
-def _visible(poly: list, size: int) -> float:
-    """The area of ``poly`` inside the tile, in square pixels."""
-    clipped = clip_to_tile(poly, size)
-    return polygon_area(clipped) if clipped else 0.0
 
 
 def _region(
@@ -220,7 +206,7 @@ def _tile(
     plan = _plan(rng)
     names = _names(rng, plan.kinds)
     roads, regions, minor = _layout(rng, plan, size, placement)
-    entities = sorted((r for r in regions if r.entity is not None), key=lambda r: r.entity)
+    entities = [r for r in regions if r.entity is not None]  # in plan order: targets first
     labels = [
         Label(
             _anchor(r.poly, size), names[r.entity], FUNCTION_COLORS[plan.kinds[r.entity].function]
@@ -239,10 +225,8 @@ def _tile(
     others = [*range(plan.n_targets, len(entities)), *range(named, plan.n_targets)]
     for k, e in enumerate(others[: queries - 1], start=1):
         mask = render_mask(size, [entities[e].poly])
-        kind = plan.kinds[e]
-        sample = Sample(
-            f"{tile_id}-{k}", names[e], sat, map_image, mask, "socio-name", kind.socio_class
-        )
+        socio_class = plan.kinds[e].socio_class
+        sample = Sample(f"{tile_id}-{k}", names[e], sat, map_image, mask, "socio-name", socio_class)
         out.append((sample, 1))
     return out
 
