@@ -18,18 +18,10 @@ import numpy as np
 
 from socioseg.data import generate_tile
 from socioseg.data.synth import MAX_QUERIES
+from socioseg.metrics import mask_iou
+from socioseg.rl.rewards import gt_boxes_from_mask
 from socioseg.segmenter import Segmenter
 from socioseg.types import Box, Target
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
-
-
-def gt_box(mask: np.ndarray) -> Target:
-    ys, xs = np.nonzero(mask)
-    return Target(Box(float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)))
 
 
 def main() -> None:
@@ -45,17 +37,22 @@ def main() -> None:
         tile = generate_tile(args.seed, index, args.size, MAX_QUERIES, placement="random")
         # One entity each: the name queries, and the tile's own query when it is one.
         named = tile if tile[0].level == "socio-name" else tile[1:]
-        masks = [np.asarray(s.mask, bool) for s in named]
-        masks = [m for m in masks if m.sum() > 10]
+        masks, boxes = [], []
+        for sample in named:  # the GT box as the rewards make it: one for one entity
+            mask = np.asarray(sample.mask, bool)
+            found = gt_boxes_from_mask(mask)
+            if len(found) == 1:
+                masks.append(mask)
+                boxes.append(Target(Box(*map(float, found[0]))))
         if len(masks) < 2:
             continue
         embedding = segmenter.embed(tile[0].sat)
         for k, mask in enumerate(masks):
-            right = segmenter.segment(embedding, [gt_box(mask)])
-            wrong = segmenter.segment(embedding, [gt_box(masks[(k + 1) % len(masks)])])
-            own.append(iou(right, mask))
-            other.append(iou(wrong, mask))
-            same.append(iou(right, wrong))
+            right = segmenter.segment(embedding, [boxes[k]])
+            wrong = segmenter.segment(embedding, [boxes[(k + 1) % len(boxes)]])
+            own.append(mask_iou(right, mask, empty=1.0))
+            other.append(mask_iou(wrong, mask, empty=1.0))
+            same.append(mask_iou(right, wrong, empty=1.0))
     print(f"{args.sam}: {len(own)} entities on {args.tiles} tiles (seed {args.seed})")
     print("| own box: IoU with the entity | another's box: IoU with the entity | own vs another |")
     print("|---|---|---|")

@@ -225,20 +225,17 @@ def test_random_sam2_shares_one_positional_encoding_and_pytorch_init_hears_promp
     (the released training code's) its untrained masks move with the prompt."""
     from socioseg.segmenter import save_random_sam
 
-    sizes = {"dims": (16, 32, 64, 128), "blocks": (1, 1, 2, 1), "heads": (1, 1, 2, 2)}
-    folder = save_random_sam(
-        tmp_path / init, SIDE, 0, **sizes, windows=(8, 4, 4, 2), global_block=3,
-        decoder=(32, 64, 2), init=init,
-    )  # fmt: skip
+    sizes = {
+        "dims": (16, 32, 64, 128), "blocks": (1, 1, 2, 1), "heads": (1, 1, 2, 2),
+        "windows": (8, 4, 4, 2), "global_block": 3, "decoder": (32, 64, 2),
+    }  # fmt: skip
+    folder = save_random_sam(tmp_path / init, SIDE, 0, **sizes, init=init)
     model = Segmenter.from_pretrained(folder).model
     image_pe = model.shared_image_embedding.positional_embedding
     assert torch.equal(image_pe, model.prompt_encoder.shared_embedding.positional_embedding)
     if init == "pytorch":
         assert _prompt_change(folder) > 0.05
-    untied = save_random_sam(
-        tmp_path / "untied", SIDE, 0, **sizes, windows=(8, 4, 4, 2), global_block=3,
-        decoder=(32, 64, 2), tie_encodings=False,
-    )  # fmt: skip
+    untied = save_random_sam(tmp_path / "untied", SIDE, 0, **sizes, tie_encodings=False)
     model = Segmenter.from_pretrained(untied).model
     assert not torch.equal(
         model.shared_image_embedding.positional_embedding,
