@@ -1,0 +1,91 @@
+"""Does a policy read the image? Its stage-1 boxes on tiles whose entities sit at random.
+
+On synthetic tiles with ``--placement random`` (where an entity lies says nothing about
+whether a query means it), every question of a tile (its own query, then the names of its
+other entities) is answered by stage 1 of the policy, greedy. Each box is filled in as a mask
+and compared with the entity the question asks about and with the tile's other entities:
+
+- distinct answers: how many different box sets the policy gave (one box for every tile
+  means it does not look at the image);
+- target IoU: the boxes against the asked-for entities' mask (the policy localises and picks);
+- best entity IoU: each box against the entity on the tile it covers best, asked for or not
+  (the policy finds entities even where it picks the wrong one);
+- the share of boxes above 0.5 for both.
+
+    python scripts/policy_boxes.py --vlm mini --tiles 20
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+import cv2
+import numpy as np
+
+from socioseg.data import generate_tile
+from socioseg.data.synth import MAX_QUERIES
+from socioseg.metrics import mask_iou
+from socioseg.pipeline import SocioReasoner
+
+
+def box_mask(box, shape: tuple[int, int]) -> np.ndarray:
+    """The image-frame box ``(x0, y0, x1, y1)`` filled in, on pixel centres."""
+    ys, xs = np.mgrid[: shape[0], : shape[1]] + 0.5
+    x0, y0, x1, y1 = box
+    return (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
+
+
+def tile_scores(reasoner: SocioReasoner, tile: list) -> tuple[list, list[float], list[float]]:
+    """Stage-1 boxes (image frame) of each question of ``tile``, the IoU of each answer's
+    boxes with its entity, and of each box with the entity on the tile it covers best."""
+    # The tile's own query may ask for several entities (its mask's pieces); the others
+    # ask for one entity each.
+    count, pieces = cv2.connectedComponents(np.asarray(tile[0].mask, np.uint8))
+    entities = [pieces == k for k in range(1, count)]
+    entities += [np.asarray(s.mask, bool) for s in tile[1:]]
+    predictions = reasoner.segment_batch([(s.sat, s.map, s.query) for s in tile], mode="stage1")
+    answers, target, best = [], [], []
+    for sample, prediction in zip(tile, predictions, strict=True):
+        boxes = [t.box.as_list() for t in prediction.stage1.targets_image]
+        answers.append(tuple(tuple(round(v) for v in box) for box in boxes))
+        shape = np.asarray(sample.mask).shape
+        union = np.zeros(shape, bool)
+        for box in boxes:
+            filled = box_mask(box, shape)
+            union |= filled
+            best.append(max(mask_iou(filled, entity) for entity in entities))
+        target.append(mask_iou(union, np.asarray(sample.mask, bool)))
+    return answers, target, best
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vlm", default="mini", help="policy folder, Hub id or 'mini'")
+    parser.add_argument("--sam", default="mini", help="SAM2 (loaded, not used for the boxes)")
+    parser.add_argument("--tiles", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=1000, help="synthetic seed (held out: 1000)")
+    parser.add_argument("--size", type=int, default=256)
+    args = parser.parse_args(argv)
+    reasoner = SocioReasoner.from_pretrained(vlm=args.vlm, sam=args.sam, device="cpu")
+    sampling = replace(reasoner.config.sampling, greedy=True)
+    reasoner.config = replace(reasoner.config, sampling=sampling)
+    answers, target, best = [], [], []
+    for index in range(args.tiles):
+        tile = generate_tile(args.seed, index, args.size, MAX_QUERIES, placement="random")
+        for into, values in zip((answers, target, best), tile_scores(reasoner, tile), strict=True):
+            into.extend(values)
+    target, best = np.array(target), np.array(best)
+    boxes = sum(len(answer) for answer in answers) / len(answers)
+    best_text = f"{best.mean():.3f} ({(best > 0.5).mean():.0%})" if len(best) else "no boxes"
+    print(f"{args.vlm}: {len(target)} questions on {args.tiles} tiles (seed {args.seed})")
+    print("| distinct answers | boxes per answer | target IoU (> 0.5) | best entity IoU (> 0.5) |")
+    print("|---|---|---|---|")
+    print(
+        f"| {len(set(answers))} of {len(answers)} | {boxes:.2f} "
+        f"| {target.mean():.3f} ({(target > 0.5).mean():.0%}) | {best_text} |"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""scripts/policy_boxes.py: stage-1 boxes scored against the asked-for entity and the best one."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from socioseg.data.synth import MAX_QUERIES, generate_tile
+from socioseg.types import Box, Target
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "policy_boxes.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("policy_boxes", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _Answers:
+    """A stand-in policy: ``box_for(sample)`` is its one stage-1 box for each question."""
+
+    def __init__(self, box_for):
+        self.box_for = box_for
+
+    def segment_batch(self, questions, mode):
+        assert mode == "stage1"
+        return [
+            SimpleNamespace(stage1=SimpleNamespace(targets_image=self.box_for(q)))
+            for q in questions
+        ]
+
+
+def _gt_box(mask: np.ndarray) -> Box:
+    ys, xs = np.nonzero(mask)
+    return Box(xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+
+
+def test_a_box_fills_the_pixels_whose_centres_it_holds():
+    filled = _script().box_mask([1, 2, 3, 3.4], (5, 5))
+    expected = np.zeros((5, 5), bool)
+    expected[2:3, 1:3] = True  # rows 2 (centre 2.5 < 3.4), columns 1 and 2
+    assert np.array_equal(filled, expected)
+
+
+def test_boxes_of_the_asked_for_entity_score_high_and_one_box_for_all_does_not():
+    script = _script()
+    tile = generate_tile(3, 0, 128, MAX_QUERIES, placement="random")
+    masks = {s.query: np.asarray(s.mask, bool) for s in tile}
+
+    answers, target, best = script.tile_scores(
+        _Answers(lambda q: [Target(_gt_box(masks[q[2]]))]), tile
+    )
+    assert len(set(answers)) == len(tile) > 1
+    assert min(target) > 0.6 and best == target  # near-rectangles; the best is the target
+
+    corner = Box(0, 0, 8, 8)
+    answers, target, best = script.tile_scores(_Answers(lambda q: [Target(corner)]), tile)
+    assert answers == [((0, 0, 8, 8),)] * len(tile)
+    for got, sample in zip(target, tile, strict=True):
+        inside = np.asarray(sample.mask, bool)[:8, :8].sum()
+        union = 64 + np.asarray(sample.mask, bool).sum() - inside
+        assert got == inside / union
