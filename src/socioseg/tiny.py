@@ -133,6 +133,7 @@ def build_tiny_vlm(
     *,
     head_dim: int = 16,
     vision_heads: int = 2,
+    rope_theta: float = 1_000_000.0,
     tokenizer=None,
     min_pixels: int = TINY_IMAGE_MIN_PIXELS,
     max_pixels: int = TINY_IMAGE_MAX_PIXELS,
@@ -141,6 +142,7 @@ def build_tiny_vlm(
     """Save a random small Qwen2.5-VL with tokenizer and image processor to ``out_dir``.
 
     The defaults give about 0.24M parameters; the sizes can grow for learning experiments.
+    ``rope_theta``: the language model's RoPE base (Qwen2.5-VL's 1e6 by default).
     ``tokenizer``: a Qwen2 tokenizer with Qwen's special tokens (default: the tiny one).
     ``random_weights_flag``: mark the config as random weights (off for a model to be trained,
     such as socioseg-mini, whose trained checkpoints inherit the config).
@@ -166,7 +168,7 @@ def build_tiny_vlm(
             "max_position_embeddings": 8192,
             "rope_parameters": {
                 "rope_type": "default",
-                "rope_theta": 1_000_000.0,
+                "rope_theta": rope_theta,
                 "mrope_section": mrope,
             },
             "bos_token_id": ids["<|endoftext|>"],

@@ -135,6 +135,11 @@ def noisy_boxes(
     return out
 
 
+def teacher_think(query: str) -> str:
+    """The reasoning a teacher answer opens with (the same for both stages)."""
+    return f"<think>The map labels {query}; its outline is visible on the image.</think>"
+
+
 def teacher_examples(
     sample,
     min_pixels: int,
@@ -174,7 +179,7 @@ def teacher_examples(
         )
 
     stage2_answer = with_points(reread, reread_image)
-    think = f"<think>The map labels {sample.query}; its outline is visible on the image.</think>"
+    think = teacher_think(sample.query)
     examples = [
         (
             Prompt(prompts.stage1_text(sample.query), images),

@@ -1,0 +1,50 @@
+"""scripts/position_probe.py: coloured squares whose boxes the policy is taught to read off."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+
+from socioseg import prompts
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "position_probe.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("position_probe", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_answer_is_the_asked_for_square_in_the_vlm_frame():
+    probe = _script()
+    for seed in range(5):
+        prompt, answer, box = probe.squares_sample(np.random.default_rng(seed), 3, 112, filler=2)
+        x1, y1, x2, y2 = box
+        query = re.search(r"find '(.*)' with bboxs", prompt.text).group(1)
+        colour = query.split()[0]
+        assert prompt.text == prompts.stage1_text(query)
+        image = np.asarray(prompt.images[0])
+        inside = np.all(image == probe.COLORS[colour], axis=-1)
+        # the asked-for colour fills the box and nothing else: its squares never overlap
+        assert inside[y1:y2, x1:x2].all() and inside.sum() == (x2 - x1) * (y2 - y1)
+        painted = np.any(image != probe.GREY, axis=-1).sum()
+        assert painted > inside.sum()  # two more squares of other colours
+        boxes = json.loads(answer.split("<answer>")[1].removesuffix("</answer>"))
+        assert boxes == [{"bbox_2d": [round(v * 112 / 252) for v in box]}]
+        assert answer.startswith(f"<think>The map labels {query};")
+
+
+def test_a_short_run_reports_the_nll_with_own_and_other_images():
+    rows = _script().main(
+        ["--steps", "2", "--every", "1", "--held-out", "3", "--batch-size", "1", "--frame", "56"]
+    )
+    assert [row["step"] for row in rows] == [1, 2]
+    for row in rows:
+        assert all(math.isfinite(row[key]) and row[key] > 0 for key in ("nll", "own", "other"))
