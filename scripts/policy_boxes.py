@@ -10,7 +10,10 @@ and compared with the entity the question asks about and with the tile's other e
 - target IoU: the boxes against the asked-for entities' mask (the policy localises and picks);
 - best entity IoU: each box against the entity on the tile it covers best, asked for or not
   (the policy finds entities even where it picks the wrong one);
-- the share of boxes above 0.5 for both.
+- the share of boxes above 0.5 for both;
+- answer NLL, own vs other images: the token NLL of each question's stage-1 teacher answer
+  (the warm-up's) with the tile's own map and satellite image and with another tile's; equal
+  values mean the policy answers from the text alone.
 
     python scripts/policy_boxes.py --vlm mini --tiles 20
 """
@@ -27,6 +30,8 @@ from socioseg.data import generate_tile
 from socioseg.data.synth import MAX_QUERIES
 from socioseg.metrics import mask_iou
 from socioseg.pipeline import SocioReasoner
+from socioseg.rl.rollout import Prompt
+from socioseg.rl.sft import answer_nll, teacher_examples
 
 
 def box_mask(box, shape: tuple[int, int]) -> np.ndarray:
@@ -59,6 +64,20 @@ def tile_scores(reasoner: SocioReasoner, tile: list) -> tuple[list, list[float],
     return answers, target, best
 
 
+def image_reliance(reasoner: SocioReasoner, tiles: list[list]) -> tuple[float, float]:
+    """Stage-1 teacher answer NLL of every question of ``tiles`` with its tile's images and
+    with the next tile's (the last tile's questions get the first tile's images)."""
+    low, high = reasoner.config.min_pixels, reasoner.config.max_pixels
+    own, other = [], []
+    for index, tile in enumerate(tiles):
+        images = teacher_examples(tiles[(index + 1) % len(tiles)][0], low, high)[0][0].images
+        for sample in tile:
+            prompt, answer = teacher_examples(sample, low, high)[0]
+            own.append((prompt, answer))
+            other.append((Prompt(prompt.text, images), answer))
+    return answer_nll(reasoner.vlm, own), answer_nll(reasoner.vlm, other)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vlm", default="mini", help="policy folder, Hub id or 'mini'")
@@ -70,20 +89,26 @@ def main(argv: list[str] | None = None) -> None:
     reasoner = SocioReasoner.from_pretrained(vlm=args.vlm, sam=args.sam, device="cpu")
     sampling = replace(reasoner.config.sampling, greedy=True)
     reasoner.config = replace(reasoner.config, sampling=sampling)
-    answers, target, best = [], [], []
+    answers, target, best, tiles = [], [], [], []
     for index in range(args.tiles):
         tile = generate_tile(args.seed, index, args.size, MAX_QUERIES, placement="random")
+        tiles.append(tile)
         for into, values in zip((answers, target, best), tile_scores(reasoner, tile), strict=True):
             into.extend(values)
+    own, other = image_reliance(reasoner, tiles)
     target, best = np.array(target), np.array(best)
     boxes = sum(len(answer) for answer in answers) / len(answers)
     best_text = f"{best.mean():.3f} ({(best > 0.5).mean():.0%})" if len(best) else "no boxes"
     print(f"{args.vlm}: {len(target)} questions on {args.tiles} tiles (seed {args.seed})")
-    print("| distinct answers | boxes per answer | target IoU (> 0.5) | best entity IoU (> 0.5) |")
-    print("|---|---|---|---|")
+    print(
+        "| distinct answers | boxes per answer | target IoU (> 0.5) | best entity IoU (> 0.5) "
+        "| answer NLL, own vs other images |"
+    )
+    print("|---|---|---|---|---|")
     print(
         f"| {len(set(answers))} of {len(answers)} | {boxes:.2f} "
-        f"| {target.mean():.3f} ({(target > 0.5).mean():.0%}) | {best_text} |"
+        f"| {target.mean():.3f} ({(target > 0.5).mean():.0%}) | {best_text} "
+        f"| {own:.4f} vs {other:.4f} |"
     )
 
 

@@ -30,7 +30,7 @@ from PIL import Image
 from socioseg import prompts
 from socioseg.data._catalog import PLACES
 from socioseg.rl.rollout import Prompt
-from socioseg.rl.sft import teacher_think
+from socioseg.rl.sft import answer_nll, teacher_think
 
 TILE = 252  # the squares are drawn on 252 px images, then resized to the frame
 COLORS = {
@@ -95,28 +95,15 @@ def build_policy(out: Path, frame: int, rope_theta: float, seed: int):
 
 def image_gap(policy, held_out: list[tuple[Prompt, str, list[int]]]) -> tuple[float, float]:
     """Answer NLL on ``held_out`` with its own images and with another question's images."""
-    import torch
-
     shift = len(held_out) // 2 + 1
-    other = [
-        (Prompt(p.text, held_out[(i + shift) % len(held_out)][0].images), a)
-        for i, (p, a, _) in enumerate(held_out)
-    ]
     own = [(p, a) for p, a, _ in held_out]
+    other = [
+        (Prompt(p.text, own[(i + shift) % len(own)][0].images), a) for i, (p, a) in enumerate(own)
+    ]
     policy.model.eval()
-    with torch.no_grad():
-        nll_own, nll_other = _mean_nll(policy, own), _mean_nll(policy, other)
+    nll_own, nll_other = answer_nll(policy, own), answer_nll(policy, other)
     policy.model.train()
     return nll_own, nll_other
-
-
-def _mean_nll(policy, pairs: list[tuple[Prompt, str]], chunk: int = 16) -> float:
-    from socioseg.rl.sft import supervised_loss
-
-    losses = [
-        supervised_loss(policy, pairs[i : i + chunk]).item() for i in range(0, len(pairs), chunk)
-    ]
-    return float(np.mean(losses))
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, float]]:

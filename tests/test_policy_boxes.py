@@ -7,6 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from socioseg.data.synth import MAX_QUERIES, generate_tile
 from socioseg.types import Box, Target
@@ -65,3 +66,25 @@ def test_boxes_of_the_asked_for_entity_score_high_and_one_box_for_all_does_not()
         inside = np.asarray(sample.mask, bool)[:8, :8].sum()
         union = 64 + np.asarray(sample.mask, bool).sum() - inside
         assert got == inside / union
+
+
+def test_answer_nll_changes_with_the_images_only_when_they_differ(tiny_vlm):
+    """The image check scores the same answers twice: with each question's own images and with
+    another tile's. Questions that share one tile's images score alike; a policy whose output
+    depends on its images (any random one) scores two different tiles differently."""
+    from dataclasses import replace
+
+    from socioseg.pipeline import InferenceConfig
+
+    script = _script()
+    reasoner = SimpleNamespace(
+        vlm=tiny_vlm, config=InferenceConfig(min_pixels=56 * 56, max_pixels=56 * 56)
+    )
+    first, second = (generate_tile(3, i, 128, 2, placement="random") for i in (0, 1))
+    same_images = [
+        [replace(s, sat=first[0].sat, map=first[0].map) for s in t] for t in (first, second)
+    ]
+    own, other = script.image_reliance(reasoner, same_images)
+    assert own == pytest.approx(other, rel=1e-6)
+    own, other = script.image_reliance(reasoner, [first, second])
+    assert abs(own - other) > 1e-4

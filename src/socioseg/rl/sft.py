@@ -206,14 +206,31 @@ def teacher_examples(
 
 def supervised_loss(policy, examples: list[tuple[Prompt, str]]) -> torch.Tensor:
     """Token-mean negative log-likelihood of the answers (each followed by ``<|im_end|>``)."""
+    logp, mask = _answer_logprobs(policy, examples)
+    return -(logp * mask).sum() / mask.sum()
+
+
+def answer_nll(policy, examples: list[tuple[Prompt, str]], chunk: int = 16) -> float:
+    """:func:`supervised_loss` over all of ``examples`` without gradients, ``chunk`` at a time
+    (the token mean over every answer, not a mean of chunk means)."""
+    total, tokens = 0.0, 0.0
+    with torch.no_grad():
+        for start in range(0, len(examples), chunk):
+            logp, mask = _answer_logprobs(policy, examples[start : start + chunk])
+            total -= float((logp * mask).sum())
+            tokens += float(mask.sum())
+    return total / tokens
+
+
+def _answer_logprobs(policy, examples: list[tuple[Prompt, str]]):
+    """Per-token log-probabilities of each answer and ``<|im_end|>`` after it, with their mask."""
     tokenizer = policy.processor.tokenizer
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     inputs = policy.encode([p.text for p, _ in examples], [list(p.images) for p, _ in examples])
     sequences = [[*tokenizer(answer).input_ids, end] for _, answer in examples]
     ids, mask = pad_right(sequences, tokenizer.pad_token_id)
     logp = policy.response_logprobs(inputs, ids, mask)
-    mask = mask.to(logp.device, logp.dtype)
-    return -(logp * mask).sum() / mask.sum()
+    return logp, mask.to(logp.device, logp.dtype)
 
 
 def train_sft(
