@@ -48,3 +48,11 @@ def test_a_short_run_reports_the_nll_with_own_and_other_images():
     assert [row["step"] for row in rows] == [1, 2]
     for row in rows:
         assert all(math.isfinite(row[key]) and row[key] > 0 for key in ("nll", "own", "other"))
+
+
+def test_the_probed_policy_has_the_asked_for_rope_base_and_frame(tmp_path):
+    policy = _script().build_policy(tmp_path / "vlm", 56, 10.0, seed=0)
+    assert policy.model.config.text_config.rope_parameters["rope_theta"] == 10.0
+    image = np.zeros((252, 252, 3), np.uint8)
+    inputs = policy.encode(["x"], [[image, image]])
+    assert inputs["image_grid_thw"].tolist() == [[1, 4, 4]] * 2  # 56 px: 4 x 4 patches of 14
