@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -20,8 +19,7 @@ from socioseg.demo import (
     result_summary,
 )
 from socioseg.types import Box, ParsedAnswer, Point, Prediction, StageResult, Target
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "screenshot_demo.py"
+from tests.scripts import load_script
 
 
 def _save(path: Path, size=(64, 48)) -> str:
@@ -112,19 +110,12 @@ def test_session_loads_a_factory_once_and_reports_bad_input(tmp_path):
     assert loads == [1]
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("screenshot_demo", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def served_demo(tiny_models):
     """The page on 127.0.0.1 with the tiny models; yields ``(url, script module)``."""
     pytest.importorskip("gradio", reason="the demo needs socioseg[demo]")
     pytest.importorskip("playwright", reason="the browser test needs playwright (pip)")
-    script = _load_script()
+    script = load_script("screenshot_demo")
     if script.find_chromium() is None:
         pytest.skip("no chromium on PATH (apt-get install chromium)")
     from socioseg.demo import run_demo

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,15 +9,7 @@ import pytest
 
 from socioseg.data.synth import MAX_QUERIES, generate_tile
 from socioseg.types import Box, Target
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "policy_boxes.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("policy_boxes", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.scripts import load_script
 
 
 class _Answers:
@@ -42,14 +32,14 @@ def _gt_box(mask: np.ndarray) -> Box:
 
 
 def test_a_box_fills_the_pixels_whose_centres_it_holds():
-    filled = _script().box_mask([1, 2, 3, 3.4], (5, 5))
+    filled = load_script("policy_boxes").box_mask([1, 2, 3, 3.4], (5, 5))
     expected = np.zeros((5, 5), bool)
     expected[2:3, 1:3] = True  # rows 2 (centre 2.5 < 3.4), columns 1 and 2
     assert np.array_equal(filled, expected)
 
 
 def test_boxes_of_the_asked_for_entity_score_high_and_one_box_for_all_does_not():
-    script = _script()
+    script = load_script("policy_boxes")
     tile = generate_tile(3, 0, 128, MAX_QUERIES, placement="random")
     masks = {s.query: np.asarray(s.mask, bool) for s in tile}
 
@@ -76,7 +66,7 @@ def test_answer_nll_changes_with_the_images_only_when_they_differ(tiny_vlm):
 
     from socioseg.pipeline import InferenceConfig
 
-    script = _script()
+    script = load_script("policy_boxes")
     reasoner = SimpleNamespace(
         vlm=tiny_vlm, config=InferenceConfig(min_pixels=56 * 56, max_pixels=56 * 56)
     )

@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import re
-from pathlib import Path
 
 import numpy as np
 
 from socioseg import prompts
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "position_probe.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("position_probe", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.scripts import load_script
 
 
 def test_the_answer_is_the_asked_for_square_in_the_vlm_frame():
-    probe = _script()
+    probe = load_script("position_probe")
     for seed in range(5):
         prompt, answer, box = probe.squares_sample(np.random.default_rng(seed), 3, 112, filler=2)
         x1, y1, x2, y2 = box
@@ -42,7 +32,7 @@ def test_the_answer_is_the_asked_for_square_in_the_vlm_frame():
 
 
 def test_a_short_run_reports_the_nll_with_own_and_other_images():
-    rows = _script().main(
+    rows = load_script("position_probe").main(
         ["--steps", "2", "--every", "1", "--held-out", "3", "--batch-size", "1", "--frame", "56"]
     )
     assert [row["step"] for row in rows] == [1, 2]
@@ -51,7 +41,7 @@ def test_a_short_run_reports_the_nll_with_own_and_other_images():
 
 
 def test_the_probed_policy_has_the_asked_for_rope_base_and_frame(tmp_path):
-    policy = _script().build_policy(tmp_path / "vlm", 56, 10.0, seed=0)
+    policy = load_script("position_probe").build_policy(tmp_path / "vlm", 56, 10.0, seed=0)
     assert policy.model.config.text_config.rope_parameters["rope_theta"] == 10.0
     image = np.zeros((252, 252, 3), np.uint8)
     inputs = policy.encode(["x"], [[image, image]])
