@@ -68,13 +68,13 @@ def image_reliance(reasoner: SocioReasoner, tiles: list[list]) -> tuple[float, f
     """Stage-1 teacher answer NLL of every question of ``tiles`` with its tile's images and
     with the next tile's (the last tile's questions get the first tile's images)."""
     low, high = reasoner.config.min_pixels, reasoner.config.max_pixels
-    own, other = [], []
-    for index, tile in enumerate(tiles):
-        images = teacher_examples(tiles[(index + 1) % len(tiles)][0], low, high)[0][0].images
-        for sample in tile:
-            prompt, answer = teacher_examples(sample, low, high)[0]
-            own.append((prompt, answer))
-            other.append((Prompt(prompt.text, images), answer))
+    stage1 = [[teacher_examples(sample, low, high)[0] for sample in tile] for tile in tiles]
+    own = [example for examples in stage1 for example in examples]
+    other = [
+        (Prompt(prompt.text, stage1[(index + 1) % len(tiles)][0][0].images), answer)
+        for index, examples in enumerate(stage1)
+        for prompt, answer in examples
+    ]
     return answer_nll(reasoner.vlm, own), answer_nll(reasoner.vlm, other)
 
 

@@ -30,7 +30,7 @@ from PIL import Image
 from socioseg import prompts
 from socioseg.data._catalog import PLACES
 from socioseg.rl.rollout import Prompt
-from socioseg.rl.sft import answer_nll, teacher_think
+from socioseg.rl.sft import answer_nll, supervised_loss, teacher_think
 
 TILE = 252  # the squares are drawn on 252 px images, then resized to the frame
 COLORS = {
@@ -111,7 +111,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
 
     from socioseg.rl.config import SupervisedConfig
     from socioseg.rl.optim import SupervisedUpdates
-    from socioseg.rl.sft import supervised_loss
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--squares", type=int, default=1, choices=range(1, len(COLORS) + 1))
