@@ -33,14 +33,19 @@ from PIL import Image
 from socioseg import engine
 from socioseg.data import load_example
 from socioseg.geometry import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
-from socioseg.processor import VLMProcessor
-from socioseg.rl.algorithms import clipped_policy_loss, group_advantages
-from socioseg.rl.config import RolloutSettings
-from socioseg.rl.memory import QWEN25_VL_3B
-from socioseg.rl.rollout import collect_rollouts, policy_logprobs
-from socioseg.segmenter import Segmenter, build_tiny_sam
-from socioseg.tiny import QWEN_SPECIAL_TOKENS, build_tiny_tokenizer, vision_token_fields
-from socioseg.vlm import SamplingSettings, VisionLanguageModel, pad_right
+from socioseg.models.builders import (
+    QWEN_SPECIAL_TOKENS,
+    build_tiny_sam,
+    build_tiny_tokenizer,
+    vision_token_fields,
+)
+from socioseg.models.processor import VLMProcessor
+from socioseg.models.segmenter import Segmenter
+from socioseg.models.vlm import SamplingSettings, VisionLanguageModel, pad_right
+from socioseg.train.algorithms import clipped_policy_loss, group_advantages
+from socioseg.train.config import RolloutSettings
+from socioseg.train.memory_plan import QWEN25_VL_3B
+from socioseg.train.rollout import collect_rollouts, policy_logprobs
 
 
 def cut_3b(text_layers, vision_depth, device, dtype, min_pixels) -> VisionLanguageModel:

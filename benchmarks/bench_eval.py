@@ -1,6 +1,6 @@
 """Overhead of an evaluation run around the model, on SocioSeg-sized synthetic samples.
 
-Writes a synthetic split (768 x 768 by default), then times :func:`socioseg.evaluate.evaluate`
+Writes a synthetic split (768 x 768 by default), then times :func:`socioseg.eval.run.evaluate`
 with an oracle reasoner that answers instantly (stage 1 = the GT shifted, final = the GT), so
 what is measured is everything but the model: decoding a sample, scoring both masks at the GT
 resolution, one fsync'd jsonl row, contact-sheet tiles and the summary. Also times a rerun
@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from socioseg.data import load_socioseg, write_dataset
-from socioseg.evaluate import evaluate, merge
-from socioseg.pipeline import InferenceConfig
+from socioseg.data import load_socioseg
+from socioseg.data.synth import write_dataset
+from socioseg.eval.run import evaluate, merge
+from socioseg.socioreasoner import InferenceConfig
 from socioseg.types import ParsedAnswer, Prediction, StageResult
 
 

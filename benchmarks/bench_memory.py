@@ -5,7 +5,7 @@
 1. The 3B plans (released config on one GPU and on 8 with FSDP; the 1-GPU config), built
    from Qwen2.5-VL-3B's architecture on the meta device.
 2. One GRPO update of the tiny test model (8 responses in one micro-batch) in each precision
-   mode: peak tensor bytes counted by ``socioseg.rl.memory.TensorMeter`` beside the plan.
+   mode: peak tensor bytes counted by ``socioseg.train.memory_plan.TensorMeter`` beside the plan.
 3. One AdamW step at lr 1e-6 on the same gradients: the fraction of weights that change when
    they are stored in float32, in bfloat16 (rounded to nearest: what keeping the weights in
    bfloat16 without a master copy does), and in bfloat16 with stochastic rounding.
@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from socioseg.rl.config import load_config
-from socioseg.rl.memory import format_plan, measure_update, plan
-from socioseg.rl.optim import AdamW
-from socioseg.rl.rollout import collect_rollouts
-from socioseg.rl.trainer import Trainer
-from socioseg.vlm import Generation
+from socioseg.models.vlm import Generation
+from socioseg.train.config import load_config
+from socioseg.train.grpo import Trainer
+from socioseg.train.memory_plan import format_plan, measure_update, plan
+from socioseg.train.optim import AdamW
+from socioseg.train.rollout import collect_rollouts
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 MODES = {
@@ -131,7 +131,7 @@ def fraction_changed(models) -> None:
 
 def main() -> None:
     from socioseg.data.synth import write_dataset
-    from socioseg.tiny import build_tiny_models
+    from socioseg.models.builders import build_tiny_models
 
     torch.set_num_threads(1)
     for title, file, world, extra in (

@@ -17,9 +17,9 @@ import time
 import torch
 
 from socioseg.data import load_example
-from socioseg.pipeline import InferenceConfig, SocioReasoner
-from socioseg.tiny import build_tiny_models
-from socioseg.vlm import SamplingSettings
+from socioseg.models.builders import build_tiny_models
+from socioseg.models.vlm import SamplingSettings
+from socioseg.socioreasoner import InferenceConfig, SocioReasoner
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Time SAM2 through socioseg.segmenter: one image encoding, then prompts on its embedding.
+"""Time SAM2 through socioseg.models.segmenter: one image encoding, then prompts on its embedding.
 
     python benchmarks/bench_segmenter.py                 # tiny random model, built in a temp dir
     python benchmarks/bench_segmenter.py --sam facebook/sam2-hiera-large-hf --device cuda
@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from socioseg.segmenter import Segmenter, build_tiny_sam, preprocess
+from socioseg.models.builders import build_tiny_sam
+from socioseg.models.segmenter import Segmenter, preprocess
 from socioseg.types import Box, Point, Target
 
 

@@ -4,7 +4,7 @@ Runs on CPU in well under an hour:
 
 1. a synthetic SocioSeg-like dataset (256 x 256 tiles);
 2. a ~1M-parameter random Qwen2.5-VL, briefly supervised on the answer format
-   (socioseg.rl.sft) so that rollouts can earn reward at all;
+   (socioseg.train.sft) so that rollouts can earn reward at all;
 3. GRPO with the project's trainer (released rewards and rollout strategy).
 
 SAM2 at random weights ignores its prompts, so here a box-filling segmenter stands in for it:
@@ -27,12 +27,11 @@ import torch
 from socioseg.data import load_socioseg
 from socioseg.data.synth import write_dataset
 from socioseg.geometry import Frames
-from socioseg.rl.config import load_config
-from socioseg.rl.sft import supervised_loss, teacher_examples
-from socioseg.rl.trainer import Trainer
-from socioseg.segmenter import build_tiny_sam
-from socioseg.tiny import build_tiny_vlm
-from socioseg.vlm import VisionLanguageModel
+from socioseg.models.builders import build_tiny_sam, build_tiny_vlm
+from socioseg.models.vlm import VisionLanguageModel
+from socioseg.train.config import load_config
+from socioseg.train.grpo import Trainer
+from socioseg.train.sft import supervised_loss, teacher_examples
 
 MIN_PIXELS, MAX_PIXELS = 3136, 256 * 256
 

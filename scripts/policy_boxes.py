@@ -26,12 +26,11 @@ from dataclasses import replace
 import cv2
 import numpy as np
 
-from socioseg.data import generate_tile
-from socioseg.data.synth import MAX_QUERIES
+from socioseg.data.synth import MAX_QUERIES, generate_tile
+from socioseg.engine import Prompt
 from socioseg.metrics import mask_iou
-from socioseg.pipeline import SocioReasoner
-from socioseg.rl.rollout import Prompt
-from socioseg.rl.sft import answer_nll, teacher_examples
+from socioseg.socioreasoner import SocioReasoner
+from socioseg.train.sft import answer_nll, teacher_examples
 
 
 def box_mask(box, shape: tuple[int, int]) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Can a policy architecture learn to read a position off its images? A probe on squares.
 
-Trains an untrained socioseg-mini policy (``socioseg.mini`` sizes and tokenizer; the RoPE base
-and the VLM frame can be changed) with the warm-up's loss on the plainest localisation task:
+Trains an untrained socioseg-mini policy (``socioseg.models.builders`` sizes and tokenizer;
+the RoPE base and the VLM frame can be changed) with the warm-up's loss on the plainest
+localisation task:
 ``--squares`` squares of distinct colours on grey (the map; the satellite image is the same
 with noise), the stage-1 prompt asks for one colour, the answer is that square's box in the
 VLM frame, after the warm-up's teacher reasoning. Every ``--every`` steps it prints the answer
@@ -28,9 +29,9 @@ import numpy as np
 from PIL import Image
 
 from socioseg import prompts
-from socioseg.data._catalog import PLACES
-from socioseg.rl.rollout import Prompt
-from socioseg.rl.sft import answer_nll, supervised_loss, teacher_think
+from socioseg.data.synth.catalog import PLACES
+from socioseg.engine import Prompt
+from socioseg.train.sft import answer_nll, supervised_loss, teacher_think
 
 TILE = 252  # the squares are drawn on 252 px images, then resized to the frame
 COLORS = {
@@ -76,9 +77,8 @@ def _overlap(a: list[int], b: list[int]) -> bool:
 
 def build_policy(out: Path, frame: int, rope_theta: float, seed: int):
     """An untrained mini-sized policy seeing a ``frame`` x ``frame`` VLM frame."""
-    from socioseg.mini import MINI_VLM, build_mini_tokenizer
-    from socioseg.tiny import build_tiny_vlm
-    from socioseg.vlm import VisionLanguageModel
+    from socioseg.models.builders import MINI_VLM, build_mini_tokenizer, build_tiny_vlm
+    from socioseg.models.vlm import VisionLanguageModel
 
     path = build_tiny_vlm(
         out,
@@ -109,8 +109,8 @@ def image_gap(policy, held_out: list[tuple[Prompt, str, list[int]]]) -> tuple[fl
 def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     import torch
 
-    from socioseg.rl.config import SupervisedConfig
-    from socioseg.rl.optim import SupervisedUpdates
+    from socioseg.train.config import AdamWSettings, SupervisedConfig
+    from socioseg.train.optim import SupervisedUpdates
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--squares", type=int, default=1, choices=range(1, len(COLORS) + 1))
@@ -129,7 +129,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     torch.manual_seed(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         policy = build_policy(Path(tmp) / "vlm", args.frame, args.rope_theta, args.seed)
-    config = SupervisedConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr)
+    config = SupervisedConfig(
+        steps=args.steps, batch_size=args.batch_size, optim=AdamWSettings(lr=args.lr)
+    )
     updates = SupervisedUpdates(policy.model.parameters(), config)
     rng = np.random.default_rng(args.seed)
     draw = (args.squares, args.frame, args.filler)

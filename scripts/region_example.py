@@ -25,8 +25,8 @@ import numpy as np
 import shapely
 from PIL import Image
 
-from socioseg.data._paint import render_satellite
-from socioseg.data.synth import _layout, _names, _plan
+from socioseg.data.synth.generate import _layout, _names, _plan
+from socioseg.data.synth.paint import render_satellite
 
 TILE, GRID, GSD = 768, 2, 0.5
 CRS = "EPSG:32650"

@@ -1,7 +1,7 @@
 """Does a SAM2 read its prompts? Its masks for each entity's own box against another's.
 
 On synthetic tiles whose entities sit on random blocks (``--placement random``), every
-entity of a tile is prompted twice through :class:`socioseg.segmenter.Segmenter`: with its
+entity of a tile is prompted twice through :class:`socioseg.models.segmenter.Segmenter`: with its
 own GT box, and with the GT box of another entity on the same tile. A SAM2 that reads boxes
 gives a high IoU with the entity in the first case and a low one in the second; one that
 segments from an image prior gives about the same mask for both (the last column is the IoU
@@ -16,11 +16,10 @@ import argparse
 
 import numpy as np
 
-from socioseg.data import generate_tile
-from socioseg.data.synth import MAX_QUERIES
+from socioseg.data.synth import MAX_QUERIES, generate_tile
 from socioseg.metrics import mask_iou
-from socioseg.rl.rewards import gt_boxes_from_mask
-from socioseg.segmenter import Segmenter
+from socioseg.models.segmenter import Segmenter
+from socioseg.train.rewards import gt_boxes_from_mask
 from socioseg.types import Box, Target
 
 

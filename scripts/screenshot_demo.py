@@ -86,9 +86,9 @@ def segment_example(page, url: str, example_label: str) -> None:
 
 def tiny_reasoner(model_dir: Path):
     """A SocioReasoner over freshly built tiny models, set up to answer fast on CPU."""
-    from socioseg.pipeline import InferenceConfig, SocioReasoner
-    from socioseg.tiny import build_tiny_models
-    from socioseg.vlm import SamplingSettings
+    from socioseg.models.builders import build_tiny_models
+    from socioseg.models.vlm import SamplingSettings
+    from socioseg.socioreasoner import InferenceConfig, SocioReasoner
 
     vlm_dir, sam_dir = build_tiny_models(model_dir)
     config = InferenceConfig(
@@ -118,7 +118,7 @@ def main() -> None:
         if args.tiny:
             reasoner = tiny_reasoner(Path(tmp))
         else:
-            from socioseg.pipeline import DEFAULT_SAM, SocioReasoner
+            from socioseg.socioreasoner import DEFAULT_SAM, SocioReasoner
 
             sam = args.sam or ("mini" if args.vlm == "mini" else DEFAULT_SAM)
             reasoner = SocioReasoner.from_pretrained(args.vlm, sam, args.device)

@@ -5,7 +5,8 @@ Steps (each skipped when its output is already there, so an interrupted run cont
 
 1. ``socioseg synth``: training cities (seed S) and held-out test cities (seed S + 1000,
    never used for training), 256 px tiles;
-2. the untrained models (:mod:`socioseg.mini`): a ~4M-parameter Qwen2.5-VL and a ~2M SAM2;
+2. the untrained models (:mod:`socioseg.models.builders`): a ~4M-parameter Qwen2.5-VL and a
+   ~2M SAM2;
 3. ``socioseg train-sam`` (configs/mini_sam.yaml), in a second process (log in
    ``<out>/sam.log``) while
 4. ``socioseg sft`` (configs/mini_sft.yaml), the warm-up on teacher answers, runs here: the two
@@ -37,8 +38,8 @@ import time
 from pathlib import Path
 
 from socioseg.cli import main as socioseg
-from socioseg.mini import build_mini_sam, build_mini_vlm
-from socioseg.sources import MINI_DIR
+from socioseg.models.builders import build_mini_sam, build_mini_vlm
+from socioseg.models.sources import MINI_DIR
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 TEST_SEED_OFFSET = 1000
@@ -170,7 +171,7 @@ def main() -> None:
 def write_results(
     path: Path, results: list[tuple[str, dict]], validation: dict[str, float], chosen: str
 ) -> None:
-    from socioseg.report import results_table
+    from socioseg.eval.report import results_table
 
     parts = [
         "# socioseg-mini on held-out synthetic cities\n",

@@ -10,21 +10,21 @@ from PIL import Image
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     """``(vlm_dir, sam_dir)`` of tiny models saved with save_pretrained."""
-    from socioseg.tiny import build_tiny_models
+    from socioseg.models.builders import build_tiny_models
 
     return build_tiny_models(tmp_path_factory.mktemp("tiny-models"))
 
 
 @pytest.fixture(scope="session")
 def tiny_vlm(tiny_models):
-    from socioseg.vlm import VisionLanguageModel
+    from socioseg.models.vlm import VisionLanguageModel
 
     return VisionLanguageModel.from_pretrained(str(tiny_models[0]), device="cpu")
 
 
 @pytest.fixture(scope="session")
 def tiny_segmenter(tiny_models):
-    from socioseg.segmenter import Segmenter
+    from socioseg.models.segmenter import Segmenter
 
     return Segmenter.from_pretrained(str(tiny_models[1]), device="cpu")
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from socioseg.rl.algorithms import clipped_policy_loss, group_advantages, k3_kl
+from socioseg.train.algorithms import clipped_policy_loss, group_advantages, k3_kl
 
 
 def test_group_advantages_normalise_each_group_separately():

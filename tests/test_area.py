@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from socioseg import gis
-from socioseg.area import AreaError, segment_area, tile_grid
+from socioseg.region import raster as gis
+from socioseg.region.area import AreaError, segment_area, tile_grid
 from socioseg.types import ParsedAnswer, Prediction, StageResult
 
 rasterio = pytest.importorskip("rasterio", reason="segment-area GIS tests need socioseg[gis]")
@@ -226,8 +226,8 @@ def test_input_errors_are_one_line(scene, tmp_path):
 
 @pytest.mark.slow
 def test_tiny_models_end_to_end(tiny_models, tmp_path):
-    from socioseg.pipeline import InferenceConfig, SocioReasoner
-    from socioseg.vlm import SamplingSettings
+    from socioseg.models.vlm import SamplingSettings
+    from socioseg.socioreasoner import InferenceConfig, SocioReasoner
 
     small = InferenceConfig(
         min_pixels=56 * 56, max_pixels=224 * 224, sampling=SamplingSettings(max_new_tokens=48)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from socioseg.area import AreaError, segment_area
+from socioseg.region.area import AreaError, segment_area
 from socioseg.types import Box, ParsedAnswer, Prediction, StageResult, Target
 from tests.distributed import run_processes
 
@@ -216,7 +216,7 @@ def test_map_made_from_osm_on_the_fly(tmp_path, capsys):
 def test_truncated_png_is_refused(tmp_path, monkeypatch, reader):
     from PIL import Image
 
-    from socioseg import gis
+    from socioseg.region import raster as gis
 
     if reader == "pillow":
         monkeypatch.setattr(gis, "_rasterio", lambda: None)

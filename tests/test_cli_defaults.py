@@ -7,8 +7,8 @@ import json
 
 from socioseg.cli import main
 from socioseg.data.synth import write_dataset
-from socioseg.evaluate import result_dir
-from socioseg.tiny import RANDOM_MODEL_MAX_NEW_TOKENS
+from socioseg.eval.run import result_dir
+from socioseg.models.builders import RANDOM_MODEL_MAX_NEW_TOKENS
 
 
 def test_eval_shard_on_random_models(tiny_models, tmp_path, capsys):
@@ -44,11 +44,13 @@ def test_result_dir(monkeypatch, tmp_path):
 
 
 def test_demo_runs_socioseg_mini_offline_and_a_real_vlm_brings_the_real_sam(monkeypatch):
-    import socioseg.cli
+    import socioseg.cli.inference
     import socioseg.demo
 
     chosen = []
-    monkeypatch.setattr(socioseg.cli, "reasoner_factory", lambda a: chosen.append((a.vlm, a.sam)))
+    monkeypatch.setattr(
+        socioseg.cli.inference, "reasoner_factory", lambda a: chosen.append((a.vlm, a.sam))
+    )
     monkeypatch.setattr(socioseg.demo, "run_demo", lambda *a, **k: None)
     assert main(["demo"]) == 0
     assert main(["demo", "--vlm", "vvangfaye/SocioReasoner-3B"]) == 0

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from socioseg.models.vlm import SamplingSettings
 from socioseg.types import Box, Point, Target
-from socioseg.vlm import SamplingSettings
 from tests.conftest import noise_image
 
 

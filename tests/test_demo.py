@@ -119,8 +119,8 @@ def served_demo(tiny_models):
     if script.find_chromium() is None:
         pytest.skip("no chromium on PATH (apt-get install chromium)")
     from socioseg.demo import run_demo
-    from socioseg.pipeline import InferenceConfig, SocioReasoner
-    from socioseg.vlm import SamplingSettings
+    from socioseg.models.vlm import SamplingSettings
+    from socioseg.socioreasoner import InferenceConfig, SocioReasoner
 
     config = InferenceConfig(
         min_pixels=56 * 56, max_pixels=224 * 224, sampling=SamplingSettings(max_new_tokens=48)
@@ -175,8 +175,8 @@ def test_the_page_says_which_kind_of_model_answered(tiny_models):
     from types import SimpleNamespace
 
     from socioseg.demo import MINI_NOTE, RANDOM_WEIGHTS_NOTE, model_note
-    from socioseg.sources import MINI_DIR
-    from socioseg.vlm import VisionLanguageModel
+    from socioseg.models.sources import MINI_DIR
+    from socioseg.models.vlm import VisionLanguageModel
 
     def reasoner(path):
         return SimpleNamespace(vlm=SimpleNamespace(model=SimpleNamespace(config=SimpleNamespace(

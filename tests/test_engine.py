@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from socioseg import engine
-from socioseg.vlm import SamplingSettings
+from socioseg.models.vlm import SamplingSettings
 from tests.conftest import noise_image
 
 G = 3
@@ -198,7 +198,7 @@ def test_grouped_logprobs_and_gradients_equal_the_unshared_computation(tiny_vlm)
 
 
 def test_a_batch_stops_when_every_row_has_ended(tiny_models):
-    from socioseg.vlm import VisionLanguageModel
+    from socioseg.models.vlm import VisionLanguageModel
 
     vlm = VisionLanguageModel.from_pretrained(str(tiny_models[0]), device="cpu")
     eos = vlm.processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -210,7 +210,7 @@ def test_a_batch_stops_when_every_row_has_ended(tiny_models):
     steps = []
     hook = vlm.model.model.language_model.register_forward_hook(lambda *a: steps.append(1))
     try:
-        out = vlm.generate(inputs, SamplingSettings(greedy=True, max_new_tokens=50), repeats=G)
+        out = vlm.generate(inputs, SamplingSettings(greedy=True, max_new_tokens=50), group_size=G)
     finally:
         hook.remove()
         counter.close()

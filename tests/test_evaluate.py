@@ -17,12 +17,13 @@ from PIL import Image
 
 from socioseg.data import DataError, load_socioseg
 from socioseg.data.synth import write_dataset
-from socioseg.evalfiles import read_rows
-from socioseg.evaluate import EvalError, evaluate, merge, parse_shard, score_predictions
-from socioseg.pipeline import InferenceConfig, InputError, SocioReasoner
-from socioseg.report import TILE_WIDTH, results_table, summarize
+from socioseg.eval.files import EvalError, parse_shard, read_rows
+from socioseg.eval.report import TILE_WIDTH, results_table, summarize
+from socioseg.eval.run import evaluate, merge
+from socioseg.eval.score import score_predictions
+from socioseg.models.vlm import Generation, VisionLanguageModel
+from socioseg.socioreasoner import InferenceConfig, InputError, SocioReasoner
 from socioseg.types import ParsedAnswer, Prediction, StageResult
-from socioseg.vlm import Generation, VisionLanguageModel
 
 REPO = Path(__file__).resolve().parents[1]
 N_SAMPLES = 6
@@ -139,7 +140,7 @@ class RuleVLM(VisionLanguageModel):
         self.texts = list(user_texts)
         return super().encode_prompts(user_texts, images)
 
-    def generate(self, inputs, sampling, repeats=1):
+    def generate(self, inputs, sampling, group_size=1):
         answers = []
         for text in self.texts:
             if "add some points" not in text:
@@ -294,7 +295,7 @@ def _free_port() -> int:
 TORCHRUN_WORKER = """
 import sys
 from socioseg.data import load_socioseg
-from socioseg.evaluate import evaluate
+from socioseg.eval.run import evaluate
 from tests.test_evaluate import FakeReasoner
 
 root, out = sys.argv[1], sys.argv[2]

@@ -21,8 +21,8 @@ cv2 = pytest.importorskip("cv2")
 from PIL import Image  # noqa: E402
 
 import socioseg  # noqa: E402
-from socioseg.pipeline import InferenceConfig, SocioReasoner  # noqa: E402
-from socioseg.segmenter import Preprocessing, preprocess  # noqa: E402
+from socioseg.models.segmenter import Preprocessing, preprocess  # noqa: E402
+from socioseg.socioreasoner import InferenceConfig, SocioReasoner  # noqa: E402
 from socioseg.types import Box, Point, Target  # noqa: E402
 from tests.conftest import noise_image  # noqa: E402
 from tests.test_pipeline import ScriptedVLM  # noqa: E402
@@ -77,7 +77,7 @@ import sys
 import numpy as np
 import torch
 from PIL import Image
-from socioseg.segmenter import Preprocessing, preprocess
+from socioseg.models.segmenter import Preprocessing, preprocess
 rng = np.random.default_rng(1)
 out = [torch.backends.cpu.get_cpu_capability().encode()]
 for w, h in ((756, 756), (1100, 700)):

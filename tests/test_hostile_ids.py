@@ -19,7 +19,7 @@ from PIL import Image
 from socioseg.cli import main
 from socioseg.data import DataError, load_socioseg
 from socioseg.data.synth import write_dataset
-from socioseg.evalfiles import EvalError, id_file
+from socioseg.eval.files import EvalError, id_file
 from tests.test_cli_errors import message_lines
 
 HOSTILE = {

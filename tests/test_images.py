@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from socioseg.images import PIXEL_LIMIT_ENV, ImageError, read_image
-from socioseg.pipeline import InputError, load_image
+from socioseg.socioreasoner import InputError, load_image
 from tests.conftest import noise_image
 
 

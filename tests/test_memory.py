@@ -6,9 +6,15 @@ import pytest
 import torch
 
 from socioseg.cli import main
-from socioseg.rl.config import load_config
-from socioseg.rl.memory import TensorMeter, count_parameters, measure_update, model_config, plan
-from socioseg.rl.rollout import collect_rollouts
+from socioseg.train.config import load_config
+from socioseg.train.memory_plan import (
+    TensorMeter,
+    count_parameters,
+    measure_update,
+    model_config,
+    plan,
+)
+from socioseg.train.rollout import collect_rollouts
 from tests.test_trainer import config, synth_dir, trainer  # noqa: F401  (synth_dir: fixture)
 
 CONFIGS = Path(__file__).parent.parent / "configs"
@@ -97,7 +103,7 @@ def test_plan_counts_weights_gradients_and_states_by_hand(tiny_models, synth_dir
 def test_lora_trainable_count_equals_peft(tiny_models, synth_dir):  # noqa: F811
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from socioseg.rl.checkpoint import add_lora
+    from socioseg.train.checkpoint import add_lora
 
     cfg = config(tiny_models, synth_dir, "model.lora={rank: 4}")
     model = add_lora(

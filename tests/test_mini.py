@@ -9,15 +9,15 @@ import shutil
 
 import pytest
 
-from socioseg import sources
 from socioseg.cli import build_parser, main
-from socioseg.cli_models import inference_config as cli_inference_config
+from socioseg.cli.model_options import inference_config as cli_inference_config
 from socioseg.data.synth import write_dataset
 from socioseg.geometry import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, smart_resize
-from socioseg.model_defaults import DEFAULTS_FILE, ModelDefaults
-from socioseg.pipeline import SocioReasoner
-from socioseg.sources import QWEN_VL_TYPES, SAM_TYPES, SourceNotFoundError, model_source
-from socioseg.vlm import VisionLanguageModel
+from socioseg.models import sources
+from socioseg.models.defaults import DEFAULTS_FILE, ModelDefaults
+from socioseg.models.sources import QWEN_VL_TYPES, SAM_TYPES, SourceNotFoundError, model_source
+from socioseg.models.vlm import VisionLanguageModel
+from socioseg.socioreasoner import SocioReasoner
 
 
 @pytest.fixture
@@ -110,9 +110,9 @@ def test_sft_command_writes_a_policy_that_records_its_frame(tiny_models, tmp_pat
 def test_the_mini_configs_load():
     from pathlib import Path
 
-    from socioseg.rl.config import TrainConfig, load_config
-    from socioseg.rl.sam_train import SamTrainConfig
-    from socioseg.rl.sft import SftConfig
+    from socioseg.train.config import TrainConfig, load_config
+    from socioseg.train.sam import SamTrainConfig
+    from socioseg.train.sft import SftConfig
 
     configs = Path(__file__).resolve().parents[1] / "configs"
     assert load_config(configs / "mini_sam.yaml", cls=SamTrainConfig).multimask_loss == "all"

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from socioseg.data.synth import generate_sample
-from socioseg.segmenter import Segmenter
-from socioseg.sources import MINI_DIR
+from socioseg.models.segmenter import Segmenter
+from socioseg.models.sources import MINI_DIR
 from socioseg.types import Box, Target
 
 SEED = 4242  # make mini trains on seed 0 and reports on seed 1000
@@ -46,7 +46,7 @@ def samples():
 
 @pytest.fixture(scope="module")
 def predictions(samples):
-    from socioseg.pipeline import SocioReasoner
+    from socioseg.socioreasoner import SocioReasoner
 
     reasoner = SocioReasoner.from_pretrained(vlm="mini", sam="mini", device="cpu")
     sampling = replace(reasoner.config.sampling, greedy=True)

@@ -5,9 +5,9 @@ import pytest
 from PIL import Image
 
 from socioseg import prompts
-from socioseg.pipeline import InferenceConfig, InputError, SocioReasoner
+from socioseg.models.vlm import Generation, SamplingSettings, VisionLanguageModel
 from socioseg.render import render_feedback
-from socioseg.vlm import Generation, SamplingSettings, VisionLanguageModel
+from socioseg.socioreasoner import InferenceConfig, InputError, SocioReasoner
 from tests.conftest import noise_image
 
 # 200x150 satellite with min_pixels 56*56 -> VLM frame 196 x 140.
@@ -33,9 +33,9 @@ class ScriptedVLM(VisionLanguageModel):
         self.calls.append((list(user_texts), [list(group) for group in images]))
         return super().encode_prompts(user_texts, images)
 
-    def generate(self, inputs, sampling, repeats=1):
+    def generate(self, inputs, sampling, group_size=1):
         texts = self.responses.pop(0)
-        assert len(texts) == inputs["input_ids"].shape[0] * repeats
+        assert len(texts) == inputs["input_ids"].shape[0] * group_size
         return [Generation(text, ()) for text in texts]
 
 

@@ -64,7 +64,7 @@ def test_answer_nll_changes_with_the_images_only_when_they_differ(tiny_vlm):
     depends on its images (any random one) scores two different tiles differently."""
     from dataclasses import replace
 
-    from socioseg.pipeline import InferenceConfig
+    from socioseg.socioreasoner import InferenceConfig
 
     script = load_script("policy_boxes")
     reasoner = SimpleNamespace(

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from socioseg.rl.optim import AdamW, stochastic_round_
+from socioseg.train.optim import AdamW, stochastic_round_
 from tests.test_trainer import config, synth_dir, trainer  # noqa: F401  (synth_dir: fixture)
 
 

@@ -11,7 +11,7 @@ import shlex
 from pathlib import Path
 
 from socioseg.cli import build_parser
-from socioseg.rl.config import load_config
+from socioseg.train.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from socioseg.cli import main
-from socioseg.data._catalog import FUNCTION_COLORS
-from socioseg.data._paint import MAP_FILL, ROAD_FILL
+from socioseg.data.synth.catalog import FUNCTION_COLORS
+from socioseg.data.synth.paint import MAP_FILL, ROAD_FILL
 from socioseg.region.gcj02 import gcj02_to_wgs84, wgs84_to_gcj02
 
 rasterio = pytest.importorskip("rasterio", reason="map tests need socioseg[gis]")
@@ -112,11 +112,11 @@ def test_shared_painter_still_draws_the_shipped_synthetic_maps():
     from PIL import Image
 
     from socioseg.data.examples import examples
-    from socioseg.data.synth import _generate
+    from socioseg.data.synth import sample_with_targets
 
     for folder in examples():  # written before the painter was shared; seed 2026
         index = int(folder.name.split("-")[1])
-        sample, _ = _generate(np.random.default_rng([2026, index]), index, 768)
+        sample, _ = sample_with_targets(np.random.default_rng([2026, index]), index, 768)
         shipped = np.asarray(Image.open(folder / "map.png").convert("RGB"))
         assert np.array_equal(shipped, np.asarray(sample.map)), folder.name
 
@@ -303,7 +303,7 @@ def test_gcj02_matches_published_points_and_round_trips():
 
 
 def test_providers_resolve_offline_with_plain_attribution():
-    from socioseg.gis import AreaError
+    from socioseg.region.raster import AreaError
     from socioseg.region.xyz import TileSource
 
     gaode = TileSource.from_provider("Gaode.Normal")  # SocioSeg's map style; GCJ-02

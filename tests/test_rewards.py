@@ -13,7 +13,7 @@ from dataclasses import astuple
 import numpy as np
 import pytest
 
-from socioseg.rl.rewards import (
+from socioseg.train.rewards import (
     MAX_BOXES,
     VARIANTS,
     RewardParts,

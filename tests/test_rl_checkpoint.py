@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from socioseg.cli import main
-from socioseg.rl import checkpoint
+from socioseg.train import checkpoint
 from tests.test_trainer import config, synth_dir, trainer  # noqa: F401  (synth_dir: fixture)
 
 

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from socioseg.rl.config import ConfigError, load_config
+from socioseg.train.config import ConfigError, load_config
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 
@@ -117,3 +117,28 @@ def test_invalid_yaml_names_the_file_and_line(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "run"), "model.lora.rank=-1"]) == 2
     assert "model.lora.rank must be >= 1" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # nothing was written
+
+
+@pytest.mark.parametrize("config_name", ["mini_sft.yaml", "mini_sam.yaml", "mini_grpo.yaml"])
+def test_every_training_command_reads_one_optim_section(config_name):
+    from socioseg.train.config import AdamWSettings
+    from socioseg.train.sam import SamTrainConfig
+    from socioseg.train.sft import SftConfig
+
+    cls = {"mini_sft.yaml": SftConfig, "mini_sam.yaml": SamTrainConfig}.get(config_name)
+    config = load_config(Path("configs") / config_name, ["optim.lr=2e-4"], cls=cls)
+    assert isinstance(config.optim, AdamWSettings)
+    assert config.optim.lr == 2e-4
+    assert {"lr", "weight_decay", "warmup_steps", "grad_clip"} <= set(vars(config.optim))
+
+
+@pytest.mark.parametrize("key", ["lr", "warmup_steps", "weight_decay", "grad_clip"])
+def test_an_old_flat_optimiser_key_names_its_new_place(tmp_path, key):
+    from socioseg.train.sft import SftConfig
+
+    path = tmp_path / "sft.yaml"
+    path.write_text(f"steps: 3\n{key}: 1\n")
+    with pytest.raises(ConfigError, match=rf"^{key} is now optim\.{key}: move it under an optim"):
+        load_config(path, cls=SftConfig)
+    with pytest.raises(ConfigError, match=rf"{key} is now optim\.{key}"):
+        load_config(None, [f"{key}=1"], cls=SftConfig)

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from socioseg.data import load_example
-from socioseg.rl.config import RolloutSettings
-from socioseg.rl.rollout import collect_rollouts, policy_logprobs
-from socioseg.vlm import VisionLanguageModel, pad_right
+from socioseg.models.vlm import VisionLanguageModel, pad_right
+from socioseg.train.config import RolloutSettings
+from socioseg.train.rollout import collect_rollouts, policy_logprobs
 from tests.test_trainer import scripted_generate
 
 

@@ -4,7 +4,7 @@ import csv
 
 import pytest
 
-from socioseg.rl.runlog import RunLog
+from socioseg.train.runlog import RunLog
 
 
 def _rows(path):

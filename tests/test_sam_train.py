@@ -8,9 +8,10 @@ import torch
 
 from socioseg.cli import main
 from socioseg.data.synth import generate_sample, write_dataset
-from socioseg.rl.rewards import gt_boxes_from_mask
-from socioseg.rl.sam_train import SamTrainConfig, entities, make_batch, sam_loss, sample_target
-from socioseg.segmenter import Preprocessing, Segmenter, build_tiny_sam
+from socioseg.models.builders import build_tiny_sam
+from socioseg.models.segmenter import Preprocessing, Segmenter
+from socioseg.train.rewards import gt_boxes_from_mask
+from socioseg.train.sam import SamTrainConfig, entities, make_batch, sam_loss, sample_target
 
 
 def _two_blobs() -> np.ndarray:

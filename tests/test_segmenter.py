@@ -12,11 +12,11 @@ pytest.importorskip("transformers")
 
 from PIL import Image  # noqa: E402
 
-from socioseg.segmenter import (  # noqa: E402
+from socioseg.models.builders import build_tiny_sam  # noqa: E402
+from socioseg.models.segmenter import (  # noqa: E402
     PREPROCESSOR_FILE,
     Preprocessing,
     Segmenter,
-    build_tiny_sam,
     preprocess,
     upsample_logits,
 )
@@ -223,7 +223,7 @@ def test_random_sam2_shares_one_positional_encoding_and_pytorch_init_hears_promp
     """The released SAM2 encodes image positions and prompt coordinates with one matrix; a
     from-scratch build gets that too (unless told not to), and with PyTorch's initialisation
     (the released training code's) its untrained masks move with the prompt."""
-    from socioseg.segmenter import save_random_sam
+    from socioseg.models.builders import save_random_sam
 
     sizes = {
         "dims": (16, 32, 64, 128), "blocks": (1, 1, 2, 1), "heads": (1, 1, 2, 2),

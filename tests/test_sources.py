@@ -7,15 +7,8 @@ import json
 import pytest
 from huggingface_hub import constants
 
-from socioseg.sources import (
-    QWEN_VL_TYPES,
-    SAM_TYPES,
-    SourceNotFoundError,
-    WrongSourceError,
-    dataset_is_on_hub,
-    looks_local,
-    model_source,
-)
+from socioseg.hub import SourceNotFoundError, WrongSourceError, dataset_is_on_hub, looks_local
+from socioseg.models.sources import QWEN_VL_TYPES, SAM_TYPES, model_source
 
 
 def test_what_looks_local(tmp_path, monkeypatch):

@@ -12,19 +12,18 @@ import pytest
 from socioseg.data import (
     FUNCTION_NAMES,
     examples,
-    generate_sample,
-    generate_tile,
     load_example,
     load_socioseg,
 )
-from socioseg.data._catalog import KINDS
-from socioseg.data._city import clip_to_tile, polygon_area
-from socioseg.data.synth import (
+from socioseg.data.synth import generate_sample, generate_tile
+from socioseg.data.synth.catalog import KINDS
+from socioseg.data.synth.city import clip_to_tile, polygon_area
+from socioseg.data.synth.generate import (
     MULTI_SHARE,
-    _generate,
     _layout,
     _plan,
     _tile,
+    sample_with_targets,
     split_counts,
     write_dataset,
 )
@@ -85,7 +84,7 @@ def test_plans_keep_queries_unambiguous_and_about_eleven_percent_multi():
 
 def test_masks_hold_one_component_per_target_and_name_queries_are_names():
     for index in range(8):
-        sample, n_targets = _generate(np.random.default_rng([11, index]), index, SIZE)
+        sample, n_targets = sample_with_targets(np.random.default_rng([11, index]), index, SIZE)
         count, _ = cv2.connectedComponents(sample.mask.astype(np.uint8), connectivity=8)
         assert count - 1 == n_targets, sample.id
         if sample.level == "socio-name":
@@ -124,7 +123,7 @@ def test_tiles_ask_several_questions_one_entity_each():
         tile = _tile(np.random.default_rng([11, index]), index, SIZE, 5, "prominent")
         assert [s.id for s in generate_tile(11, index, SIZE, 5)] == [s.id for s, _ in tile]
         (first, n_targets), *others = tile
-        alone = _generate(np.random.default_rng([11, index]), index, SIZE)[0]
+        alone = sample_with_targets(np.random.default_rng([11, index]), index, SIZE)[0]
         assert first.id == alone.id == f"synth-{index:05d}" and first.query == alone.query
         assert np.array_equal(first.mask, alone.mask)  # more questions change nothing drawn
         assert np.array_equal(np.asarray(first.sat), np.asarray(alone.sat))

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from socioseg.rl.config import load_config
-from socioseg.rl.rollout import PromptTooLongError, collect_rollouts
-from socioseg.rl.trainer import Trainer
-from socioseg.vlm import Generation
+from socioseg.models.vlm import Generation
+from socioseg.train.config import load_config
+from socioseg.train.grpo import Trainer
+from socioseg.train.rollout import PromptTooLongError, collect_rollouts
 from tests.distributed import run_processes
 
 POOL = (
@@ -25,9 +25,9 @@ def scripted_generate(policy):
     tokenizer = policy.processor.tokenizer
     eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
 
-    def generate(inputs, sampling, repeats=1):
+    def generate(inputs, sampling, group_size=1):
         rng = np.random.default_rng(sampling.seed)
-        rows = inputs["input_ids"].shape[0] * repeats
+        rows = inputs["input_ids"].shape[0] * group_size
         texts = [POOL[i] for i in rng.integers(0, len(POOL), rows)]
         return [Generation(t, (*tokenizer(t).input_ids, eos)) for t in texts]
 
@@ -90,7 +90,7 @@ def test_one_step_changes_parameters_and_logs_finite_numbers(tiny_models, synth_
 
 
 def test_checkpoint_loads_as_a_segmenter_policy(tiny_models, synth_dir, tmp_path):
-    from socioseg.pipeline import InferenceConfig, SocioReasoner
+    from socioseg.socioreasoner import InferenceConfig, SocioReasoner
 
     trainer(config(tiny_models, synth_dir, "steps=1", "optim.kl_beta=0"), tmp_path).train()
     model = SocioReasoner.from_pretrained(
@@ -109,7 +109,7 @@ def test_kill_and_resume_gives_the_same_next_loss(tiny_models, synth_dir, tmp_pa
     first = trainer(config(tiny_models, synth_dir, "steps=2", "save_every=1"), tmp_path / "b")
     first.train_step()
     first.step = 1
-    from socioseg.rl import checkpoint
+    from socioseg.train import checkpoint
 
     checkpoint.save(first, tmp_path / "b" / "checkpoint-1")
     del first  # "killed" after step 1

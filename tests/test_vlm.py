@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from socioseg import prompts
-from socioseg.processor import VISION_TOKENS
-from socioseg.vlm import SamplingSettings, VisionLanguageModel
+from socioseg.models.processor import VISION_TOKENS
+from socioseg.models.vlm import SamplingSettings, VisionLanguageModel
 from tests.conftest import noise_image
 
 SPEC_PROMPT = (
@@ -50,9 +50,9 @@ def test_vision_tokens_are_never_generated(tiny_models):
     vision_ids = set(vlm.processor.vision_token_ids)
     assert len(vision_ids) == len(VISION_TOKENS)
     for greedy in (True, False):
-        for repeats in (1, 3):  # one prefill shared by 3 continuations suppresses them too
+        for group_size in (1, 3):  # one prefill shared by 3 continuations suppresses them too
             sampling = SamplingSettings(greedy=greedy, max_new_tokens=12)
-            for out in vlm.generate(inputs, sampling, repeats=repeats):
+            for out in vlm.generate(inputs, sampling, group_size=group_size):
                 assert out.token_ids and not vision_ids & set(out.token_ids)
 
 
@@ -125,7 +125,7 @@ def test_loads_processor_files_in_the_released_checkpoint_format(tiny_models, tm
     import json
     import shutil
 
-    from socioseg.processor import VLMProcessor
+    from socioseg.models.processor import VLMProcessor
 
     folder = tmp_path / "ckpt"
     shutil.copytree(tiny_models[0], folder)
@@ -158,7 +158,7 @@ def test_loads_processor_files_in_the_released_checkpoint_format(tiny_models, tm
 def test_checkpoint_without_chat_template_is_a_clear_error(tiny_models, tmp_path):
     import shutil
 
-    from socioseg.processor import VLMProcessor
+    from socioseg.models.processor import VLMProcessor
 
     folder = tmp_path / "ckpt"
     shutil.copytree(tiny_models[0], folder)

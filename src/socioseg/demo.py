@@ -27,7 +27,7 @@ from typing import Any
 from PIL import Image
 
 from socioseg.geometry import check_same_aspect
-from socioseg.tiny import has_random_weights
+from socioseg.models.builders import has_random_weights
 from socioseg.types import MODES, Prediction
 
 DEMO_INSTALL_HINT = "pip install 'socioseg[demo]'"
@@ -137,7 +137,7 @@ MINI_NOTE = (
 
 def model_note(reasoner) -> str:
     """What the page says above each result about the loaded models ("" for real ones)."""
-    from socioseg.sources import is_packaged_mini
+    from socioseg.models.sources import is_packaged_mini
 
     if has_random_weights(reasoner):
         return RANDOM_WEIGHTS_NOTE
@@ -197,8 +197,8 @@ def present(pred: Prediction, sat: Image.Image, out_dir: Path) -> DemoResult:
     Downloads: ``mask.png`` (0/255), ``entities.geojson`` (polygons in satellite pixel
     coordinates) and ``result.json`` (responses, parsed targets, timings).
     """
-    from socioseg.gis import mask_geojson
     from socioseg.outputs import write_prediction
+    from socioseg.region.raster import mask_geojson
     from socioseg.render import render_overlay
 
     written = write_prediction(pred, sat, out_dir)
@@ -264,8 +264,8 @@ class _Session:
 
 def example_choices() -> list[tuple[list[str], str]]:
     """The bundled examples as ``([sat_path, map_path, query], label)``; label ``level: query``."""
-    from socioseg.data import examples, load_example
     from socioseg.data.dataset import FOLDER_FILES
+    from socioseg.data.examples import examples, load_example
 
     choices = []
     for folder in examples():

@@ -1,7 +1,7 @@
 """The method, once: stage 1 -> SAM -> render -> stage 2 -> SAM for N prompts x G responses.
 
-Serving (:class:`socioseg.pipeline.SocioReasoner`) is this engine at G = 1 without rewards;
-GRPO rollouts (:func:`socioseg.rl.rollout.collect_rollouts`) are the engine at G with a reward
+Serving (:class:`socioseg.socioreasoner.SocioReasoner`) is this engine at G = 1 without rewards;
+GRPO rollouts (:func:`socioseg.train.rollout.collect_rollouts`) are the engine at G with a reward
 callable. The engine imports neither of them.
 
 What a group shares is computed once for it:
@@ -10,7 +10,7 @@ What a group shares is computed once for it:
   SAM2 works in the VLM frame, as in the released system: it embeds the same resized
   satellite image the VLM sees and takes the model's coordinates unchanged; each mask moves
   to the satellite image's own size through :class:`~socioseg.geometry.Frames`;
-- each distinct prompt is templated, tokenized and preprocessed once (:class:`StagePrompt`
+- each distinct prompt is templated, tokenized and preprocessed once (:class:`Prompt`
   keeps the result, so the update needs no second preprocessing), and with ``share_prefix``
   its vision tower and prefill run once, the cache serving its G continuations;
 - stage 2: ``released`` renders every stage-1 response and samples ONE stage-2 response from
@@ -33,10 +33,10 @@ from PIL import Image
 from socioseg import prompts
 from socioseg.answers import parse_answer
 from socioseg.geometry import Frames
-from socioseg.processor import EncodedPrompt
+from socioseg.models.processor import EncodedPrompt
+from socioseg.models.vlm import Generation, SamplingSettings, VisionLanguageModel
 from socioseg.render import feedback_images
 from socioseg.types import MODES, StageResult
-from socioseg.vlm import Generation, SamplingSettings, VisionLanguageModel
 
 STRATEGIES = ("released", "paper")
 
@@ -121,14 +121,18 @@ class EngineSettings:
 
 
 @dataclass(frozen=True)
-class StagePrompt:
-    """One distinct prompt: user text, its (map, satellite) VLM-frame images, and its
-    encoding (None on the reference path, which encodes per row)."""
+class Prompt:
+    """One chat prompt: user text and its two images (map, satellite) in the VLM frame.
 
-    job: int
+    In an engine run, ``job`` is the sample it asks about and ``encoded`` its tokenized,
+    preprocessed form when the run shares prefixes (None on the reference path, which encodes
+    every row on its own). Supervised training builds prompts with the text and images only.
+    """
+
     text: str
     images: tuple[Image.Image, Image.Image]
-    encoded: EncodedPrompt | None
+    job: int = 0
+    encoded: EncodedPrompt | None = None
 
 
 @dataclass(frozen=True)
@@ -148,11 +152,13 @@ class Sampled:
 @dataclass
 class Run:
     """Everything one engine call produced. ``stage1`` and ``stage2`` hold N x G rows each,
-    sample-major (``stage2`` is empty unless the mode is two-stage); ``timings`` are the
-    call's seconds per phase."""
+    sample-major (``stage2`` is empty unless the mode is two-stage); ``shared``: the prompts
+    carry their encodings (``settings.share_prefix``); ``timings`` are the call's seconds per
+    phase."""
 
     jobs: list[Job]
-    prompts: list[StagePrompt]
+    shared: bool
+    prompts: list[Prompt]
     stage1: list[Sampled]
     stage2: list[Sampled]
     timings: dict[str, float]
@@ -168,12 +174,12 @@ def run(
     """Run the method for every job with ``settings.group_size`` responses per stage."""
     if settings.strategy == "paper" and settings.mode == "two-stage" and reward is None:
         raise ValueError("the paper strategy picks the best stage-1 response: it needs rewards")
-    out = Run(list(jobs), [], [], [], {})
+    out = Run(list(jobs), settings.share_prefix, [], [], [], {})
     first_text = (
         prompts.single_stage_text if settings.mode == "single-stage" else prompts.stage1_text
     )
     entries = [(i, first_text(j.query), (j.vlm_map, j.vlm_sat)) for i, j in enumerate(jobs)]
-    firsts = _add_prompts(vlm, out, entries, settings.share_prefix)
+    firsts = _add_prompts(vlm, out, entries)
     g = settings.group_size
     out.stage1 = _stage(vlm, segmenter, out, "stage1", firsts, g, settings, reward)
     if settings.mode == "two-stage":
@@ -200,31 +206,35 @@ def _stage2(vlm, segmenter, out: Run, settings: EngineSettings, reward) -> list[
         text = prompts.stage2_text(job.query, s1.result.parsed.answer_text)
         entries.append((s1.job, text, images))
     _share_time(out, "render", started)
-    rendered = _add_prompts(vlm, out, entries, settings.share_prefix)
-    repeats = g if settings.strategy == "paper" else 1
-    return _stage(vlm, segmenter, out, "stage2", rendered, repeats, settings, reward, sources)
+    rendered = _add_prompts(vlm, out, entries)
+    # released: each rendered prompt continues one stage-1 row (the group is the stage-1
+    # group); paper: the group's G responses share the one rendered prompt.
+    per_prompt = g if settings.strategy == "paper" else 1
+    return _stage(vlm, segmenter, out, "stage2", rendered, per_prompt, settings, reward, sources)
 
 
-def _add_prompts(vlm, out: Run, entries, share: bool) -> list[int]:
-    """Append ``(job, text, images)`` prompts, encoded once each; returns their indices."""
+def _add_prompts(vlm, out: Run, entries) -> list[int]:
+    """Append ``(job, text, images)`` prompts, encoded once each when the run shares
+    prefixes; returns their indices."""
     started = time.perf_counter()
     encoded = [None] * len(entries)
-    if share and entries:
+    if out.shared and entries:
         encoded = vlm.encode_prompts([t for _, t, _ in entries], [list(i) for _, _, i in entries])
     first = len(out.prompts)
     for (job, text, images), enc in zip(entries, encoded, strict=True):
-        out.prompts.append(StagePrompt(job, text, tuple(images), enc))
+        out.prompts.append(Prompt(text, tuple(images), job, enc))
     _share_time(out, "preprocess", started)
     return list(range(first, len(out.prompts)))
 
 
-def _stage(vlm, segmenter, out, name, prompt_ids, repeats, settings, reward, sources=None):
-    """``repeats`` responses per prompt, their SAM masks and (optionally) rewards."""
+def _stage(vlm, segmenter, out, name, prompt_ids, per_prompt, settings, reward, sources=None):
+    """``per_prompt`` responses per prompt, their SAM masks and (optionally) rewards."""
     sampling = settings.stage1 if name == "stage1" else settings.stage2
     started = time.perf_counter()
-    generations = _generate(vlm, [out.prompts[i] for i in prompt_ids], repeats, sampling, settings)
+    chosen = [out.prompts[i] for i in prompt_ids]
+    generations = _generate(vlm, chosen, per_prompt, sampling, settings)
     _share_time(out, f"{name}_generate", started)
-    rows = [i for i in prompt_ids for _ in range(repeats)]
+    rows = [i for i in prompt_ids for _ in range(per_prompt)]
     results = []
     for k, (index, generation) in enumerate(zip(rows, generations, strict=True)):
         prompt = out.prompts[index]
@@ -245,7 +255,7 @@ def _stage(vlm, segmenter, out, name, prompt_ids, repeats, settings, reward, sou
             scores,
             generation.mean_logprob,
         )
-        source = None if sources is None else sources[k // repeats]
+        source = None if sources is None else sources[k // per_prompt]
         score = None
         if reward is not None:
             started = time.perf_counter()
@@ -256,11 +266,11 @@ def _stage(vlm, segmenter, out, name, prompt_ids, repeats, settings, reward, sou
     return results
 
 
-def _generate(vlm, stage_prompts, repeats, sampling, settings) -> list[Generation]:
-    """``repeats`` generations per prompt, prompt-major, in calls of at most
+def _generate(vlm, stage_prompts, per_prompt, sampling, settings) -> list[Generation]:
+    """``per_prompt`` generations per prompt, prompt-major, in calls of at most
     ``rows_per_call`` rows (at least one prompt's group per call)."""
-    per_call = settings.rows_per_call or len(stage_prompts) * repeats
-    step = max(1, per_call // repeats)
+    per_call = settings.rows_per_call or len(stage_prompts) * per_prompt
+    step = max(1, per_call // per_prompt)
     out = []
     for start in range(0, len(stage_prompts), step):
         chunk = stage_prompts[start : start + step]
@@ -270,9 +280,9 @@ def _generate(vlm, stage_prompts, repeats, sampling, settings) -> list[Generatio
         if settings.share_prefix:
             inputs = vlm.collate([p.encoded for p in chunk])
             _check_length(inputs, settings.max_prompt_tokens)
-            out.extend(vlm.generate(inputs, call, repeats))
+            out.extend(vlm.generate(inputs, call, per_prompt))
         else:
-            copies = [p for p in chunk for _ in range(repeats)]
+            copies = [p for p in chunk for _ in range(per_prompt)]
             inputs = vlm.encode([p.text for p in copies], [list(p.images) for p in copies])
             _check_length(inputs, settings.max_prompt_tokens)
             out.extend(vlm.generate(inputs, call))

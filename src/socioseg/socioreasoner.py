@@ -18,17 +18,13 @@ from PIL import Image
 from socioseg import engine
 from socioseg.engine import EngineSettings
 from socioseg.geometry import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, check_same_aspect
-from socioseg.model_defaults import ModelDefaults
-from socioseg.types import MODES, Prediction
-from socioseg.vlm import DEFAULT_VLM, SamplingSettings, VisionLanguageModel
+from socioseg.models.defaults import ModelDefaults
+from socioseg.models.vlm import DEFAULT_VLM, SamplingSettings, VisionLanguageModel
+from socioseg.types import MODES, InputError, Prediction
 
 DEFAULT_SAM = "facebook/sam2-hiera-large-hf"
 
 ImageInput = Image.Image | str | Path
-
-
-class InputError(ValueError):
-    """An input image or query that cannot be used; the message names it and says why."""
 
 
 @dataclass(frozen=True)
@@ -109,11 +105,11 @@ class SocioReasoner:
     ) -> SocioReasoner:
         """Load both models by Hub id or local folder (see ``socioseg tiny-models`` offline).
 
-        ``vlm="mini"`` / ``sam="mini"``: socioseg-mini (:mod:`socioseg.sources`). Without a
+        ``vlm="mini"`` / ``sam="mini"``: socioseg-mini (:mod:`socioseg.models.sources`). Without a
         ``config``, the VLM folder's own frame and decoding limits apply
-        (:mod:`socioseg.model_defaults`), else the global defaults.
+        (:mod:`socioseg.models.defaults`), else the global defaults.
         """
-        from socioseg.segmenter import Segmenter
+        from socioseg.models.segmenter import Segmenter
 
         frame = (config.min_pixels, config.max_pixels) if config else (None, None)
         policy = VisionLanguageModel.from_pretrained(vlm, device, dtype, *frame)

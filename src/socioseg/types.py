@@ -126,3 +126,7 @@ class Prediction:
     @property
     def stage1_mask(self) -> np.ndarray:
         return self.stage1.mask
+
+
+class InputError(ValueError):
+    """An input image or query that cannot be used; the message names it and says why."""

@@ -1,5 +1,5 @@
 """The command line's plumbing: argument types with bounds, one-line usage errors, ``--help``
-with defaults, the output-folder check and the errors that mean bad input (exit 2)."""
+with defaults, and the output-folder check."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def file_size(text: str) -> str:
 
 
 def shard_spec(text: str) -> str:
-    from socioseg.evaluate import EvalError, parse_shard
+    from socioseg.eval.files import EvalError, parse_shard
 
     try:
         parse_shard(text)
@@ -92,31 +92,3 @@ def check_args(args: argparse.Namespace) -> None:
                 what = "is a file" if path == out else f"is inside {path}, which is a file"
                 raise CommandError(f"{flag} {out} {what}; pass a folder path")
             return
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors that mean bad input (a file, a field, a model, a dataset), not a bug."""
-    from socioseg.area import AreaError
-    from socioseg.data import DataError
-    from socioseg.data.levels import LevelFileError
-    from socioseg.demo import DemoDependencyError
-    from socioseg.evaluate import EvalError
-    from socioseg.images import ImageError
-    from socioseg.pipeline import InputError
-    from socioseg.rl.config import ConfigError
-    from socioseg.sources import SourceError
-
-    return (
-        CommandError,
-        PermissionError,
-        AreaError,
-        ConfigError,
-        DataError,
-        DemoDependencyError,
-        EvalError,
-        FileNotFoundError,
-        ImageError,
-        InputError,
-        LevelFileError,
-        SourceError,
-    )

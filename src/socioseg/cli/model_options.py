@@ -9,13 +9,13 @@ import argparse
 import sys
 from dataclasses import replace
 
-from socioseg.cli_support import MAX_NEW_TOKENS, MAX_VLM_PIXELS, SEED_MAX, CommandError, int_in
+from socioseg.cli.common import MAX_NEW_TOKENS, MAX_VLM_PIXELS, SEED_MAX, CommandError, int_in
 from socioseg.geometry import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from socioseg.images import DEFAULT_MAX_IMAGE_PIXELS, PIXEL_LIMIT_ENV
-from socioseg.pipeline import DEFAULT_SAM, DEFAULT_VLM
-from socioseg.tiny import RANDOM_MODEL_MAX_NEW_TOKENS
+from socioseg.models.builders import RANDOM_MODEL_MAX_NEW_TOKENS
+from socioseg.models.vlm import SamplingSettings
+from socioseg.socioreasoner import DEFAULT_SAM, DEFAULT_VLM
 from socioseg.types import MODES
-from socioseg.vlm import SamplingSettings
 
 
 def add_model_args(
@@ -87,7 +87,7 @@ def add_image_limit(parser: argparse.ArgumentParser) -> None:
 
 def inference_config(args: argparse.Namespace, defaults):
     """Flags first, then the VLM folder's own ``defaults`` (``ModelDefaults``), then ours."""
-    from socioseg.pipeline import InferenceConfig
+    from socioseg.socioreasoner import InferenceConfig
 
     config = InferenceConfig.for_model(
         defaults,
@@ -111,11 +111,11 @@ def inference_config(args: argparse.Namespace, defaults):
 
 
 def load_reasoner(args: argparse.Namespace):
-    from socioseg.sources import check_models
+    from socioseg.models.sources import check_models
 
     # both, before torch and transformers even import
     vlm_source, _ = check_models(args.vlm, args.sam)
-    from socioseg.model_defaults import ModelDefaults
+    from socioseg.models.defaults import ModelDefaults
 
     try:
         defaults = ModelDefaults.read(vlm_source)
@@ -124,8 +124,8 @@ def load_reasoner(args: argparse.Namespace):
         raise CommandError(str(error)) from error
     from transformers.utils import logging as transformers_logging
 
-    from socioseg.pipeline import SocioReasoner
-    from socioseg.tiny import has_random_weights
+    from socioseg.models.builders import has_random_weights
+    from socioseg.socioreasoner import SocioReasoner
 
     transformers_logging.disable_progress_bar()  # one bar per load says nothing here
     try:

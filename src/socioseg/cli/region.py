@@ -6,20 +6,20 @@ import argparse
 import sys
 from pathlib import Path
 
-from socioseg.cli_models import (
+from socioseg.cli.common import MAX_BATCH_SIZE, SEED_MAX, CommandError, int_in
+from socioseg.cli.model_options import (
     add_image_limit,
     add_inference_args,
     add_model_args,
     reasoner_factory,
 )
-from socioseg.cli_support import MAX_BATCH_SIZE, SEED_MAX, CommandError, int_in
 from socioseg.region.grid import SOCIOSEG_GSD
 
 
 def _cmd_segment_area(args: argparse.Namespace) -> int:
     import os
 
-    from socioseg.area import segment_area
+    from socioseg.region.area import segment_area
 
     local_rank = os.environ.get("LOCAL_RANK")
     if local_rank is not None and args.device is None:  # torchrun: one GPU per process

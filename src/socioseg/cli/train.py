@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from socioseg.cli_support import CommandError, int_in
+from socioseg.cli.common import CommandError, int_in
 
 
 def _log_line(step: int, metrics: dict[str, float]) -> None:
@@ -20,15 +20,15 @@ def _log_line(step: int, metrics: dict[str, float]) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from socioseg.rl.checkpoint import CheckpointError
-    from socioseg.rl.config import load_config
+    from socioseg.train.checkpoint import CheckpointError
+    from socioseg.train.config import load_config
 
     config = load_config(args.config, args.overrides)
     if args.dry_run:
         return _train_plan(config, args.world_size, args.image_side)
     if args.out is None:
         raise CommandError("train needs --out DIR (the run folder), or --dry-run")
-    from socioseg.rl.trainer import Trainer
+    from socioseg.train.grpo import Trainer
 
     try:
         trainer = Trainer(config, args.out, resume=args.resume, overwrite=args.overwrite)
@@ -55,8 +55,8 @@ def _supervised_log(what: str) -> Callable[[int, dict[str, float]], None]:
 
 def _run_supervised(args: argparse.Namespace, config_cls, train, tag: str, wrote: str) -> int:
     """``sft`` and ``train-sam``: load the config, train into ``--out``, say what was written."""
-    from socioseg.rl.checkpoint import CheckpointError
-    from socioseg.rl.config import load_config
+    from socioseg.train.checkpoint import CheckpointError
+    from socioseg.train.config import load_config
 
     config = load_config(args.config, args.overrides, cls=config_cls)
     try:
@@ -68,21 +68,21 @@ def _run_supervised(args: argparse.Namespace, config_cls, train, tag: str, wrote
 
 
 def _cmd_sft(args: argparse.Namespace) -> int:
-    from socioseg.rl.sft import SftConfig, train_sft
+    from socioseg.train.sft import SftConfig, train_sft
 
     wrote = "wrote the warmed-up policy to {out} (pass it as --vlm or model.vlm)"
     return _run_supervised(args, SftConfig, train_sft, "sft", wrote)
 
 
 def _cmd_train_sam(args: argparse.Namespace) -> int:
-    from socioseg.rl.sam_train import SamTrainConfig, train_sam
+    from socioseg.train.sam import SamTrainConfig, train_sam
 
     wrote = "wrote SAM2 to {out} (pass it as --sam or model.sam)"
     return _run_supervised(args, SamTrainConfig, train_sam, "sam", wrote)
 
 
 def _train_plan(config, world_size: int, image_side: int) -> int:
-    from socioseg.rl.memory import format_plan, plan
+    from socioseg.train.memory_plan import format_plan, plan
 
     config.check_world(world_size)
     for line in format_plan(plan(config, world_size, image_side), config, world_size):

@@ -25,7 +25,8 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from socioseg.data._sources import (
+from socioseg.data.levels import LevelMap, resolve_level
+from socioseg.data.sources import (
     FOLDER_FILES,
     HF_COLUMNS,
     QUESTION_FILE,
@@ -36,7 +37,6 @@ from socioseg.data._sources import (
     open_source,
     read_question,
 )
-from socioseg.data.levels import LevelMap, resolve_level
 from socioseg.geometry import same_aspect
 from socioseg.images import SIXTEEN_BIT_MODES
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from importlib import resources
-from os import PathLike
 from pathlib import Path
 
 from socioseg.data.dataset import QUESTION_FILE, Sample, load_sample_dir
@@ -42,31 +40,3 @@ def load_example(name_or_index: str | int = 0) -> Sample:
     levels_path = _root() / LEVELS_FILE
     levels = LevelMap.from_file(levels_path) if levels_path.is_file() else None
     return load_sample_dir(folder, levels)
-
-
-def write_examples(out: str | PathLike[str], seed: int = 2026, size: int = 768) -> list[Path]:
-    """Regenerate the shipped examples: the first single-target sample of each level."""
-    import numpy as np
-
-    from socioseg.data._writers import write_folder_sample
-    from socioseg.data.synth import Encoded, _generate
-
-    out = Path(out)
-    wanted = ["socio-name", "socio-class", "socio-function"]
-    chosen: dict[str, Sample] = {}
-    index = 0
-    while len(chosen) < len(wanted):
-        sample, n_targets = _generate(np.random.default_rng([seed, index]), index, size)
-        if n_targets == 1 and sample.level not in chosen:
-            chosen[sample.level] = sample
-        index += 1
-    folders = []
-    levels = {}
-    for level in wanted:
-        sample = chosen[level]
-        folder = out / sample.id
-        write_folder_sample(Encoded.from_sample(sample, 1, optimize=True), folder)
-        levels[sample.id] = {"level": sample.level, "class": sample.socio_class}
-        folders.append(folder)
-    (out / LEVELS_FILE).write_text(json.dumps(levels, indent=1) + "\n")
-    return folders

@@ -180,7 +180,7 @@ def open_source(
         return _open_dir(path, split, cache_dir)
     if path.is_file():
         return _open_files([path], split, cache_dir)
-    from socioseg.sources import dataset_is_on_hub
+    from socioseg.hub import dataset_is_on_hub
 
     dataset_is_on_hub(str(source))  # a missing local path is never sent to the Hub
     return _open_hub(str(source), split, cache_dir)

@@ -1,16 +1,72 @@
-"""Write encoded samples in the folder layout or as Hugging Face-style parquet."""
+"""Samples as bytes: PNG encoding, and writers for the folder layout and Hugging Face parquet.
+
+Used by the synthetic generator (:mod:`socioseg.data.synth`) and by region datasets
+(:mod:`socioseg.region.dataset`); it imports neither.
+"""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from socioseg.data._sources import FOLDER_FILES, HF_COLUMNS, QUESTION_FILE
+import cv2
+import numpy as np
+from PIL import Image
 
-if TYPE_CHECKING:
-    from socioseg.data.synth import Encoded
+from socioseg.data.dataset import Sample
+from socioseg.data.sources import FOLDER_FILES, HF_COLUMNS, QUESTION_FILE
+
+PNG_COMPRESS_LEVEL = 1  # fast to write; the examples shipped with the package use optimize
+
+
+def png_bytes(image: Image.Image, optimize: bool = False) -> bytes:
+    """PNG-encode ``image``: fast by default, smallest with ``optimize`` (deterministic both ways).
+
+    The fast path uses OpenCV with the Paeth filter and RLE deflate: about twice as fast as
+    PIL's default for noisy satellite-like images, at a similar size.
+    """
+    if optimize:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", optimize=True)
+        return buffer.getvalue()
+    pixels = np.asarray(image)
+    if pixels.ndim == 3:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
+    params = [
+        cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESS_LEVEL,
+        cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
+        cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_PAETH,
+    ]  # fmt: skip
+    ok, encoded = cv2.imencode(".png", pixels, params)
+    if not ok:
+        raise RuntimeError(f"PNG encoding failed for a {image.mode} image of size {image.size}")
+    return encoded.tobytes()
+
+
+def mask_image(mask: np.ndarray) -> Image.Image:
+    """A bool mask as an 8-bit PNG-ready image (0 / 255)."""
+    return Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One sample ready to write: its metadata and its three images as PNG bytes."""
+
+    id: str
+    query: str
+    level: str
+    socio_class: str | None
+    n_targets: int
+    png: dict[str, bytes]  # "map", "sat", "mask"
+
+    @classmethod
+    def from_sample(cls, sample: Sample, n_targets: int, optimize: bool = False) -> Encoded:
+        images = {"map": sample.map, "sat": sample.sat, "mask": mask_image(sample.mask)}
+        png = {key: png_bytes(image, optimize) for key, image in images.items()}
+        return cls(sample.id, sample.query, sample.level, sample.socio_class, n_targets, png)
 
 
 def write_folder_sample(item: Encoded, folder: Path) -> None:

@@ -12,16 +12,20 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from socioseg.data import Sample
-from socioseg.data._sources import id_problem
+from socioseg.data.dataset import Sample
+from socioseg.data.sources import id_problem
 from socioseg.metrics import SampleScore
+from socioseg.publish import write_text_atomic
+from socioseg.torchrun import rank_and_world
 
+SHARD_DIR = re.compile(r"shard-(\d+)-of-(\d+)")
 ROWS_FILE = "predictions.jsonl"
 RUN_FILE = "run.json"
 
@@ -197,13 +201,6 @@ def _line(row: Mapping[str, Any]) -> str:
     return json.dumps(row, ensure_ascii=False) + "\n"
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Replace ``path``: a reader sees the old file or the new one, never half of one."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
 def scored_row(index: int, sample: Sample, scores: Mapping[str, SampleScore]) -> dict[str, Any]:
     """The row fields of a scored sample (scores at the GT resolution, one per stage)."""
     return {
@@ -222,3 +219,40 @@ def scored_row(index: int, sample: Sample, scores: Mapping[str, SampleScore]) ->
 def skipped_row(index: int, sample_id: str, reason: str) -> dict[str, Any]:
     """The row of a sample that could not be evaluated: listed, never scored."""
     return {"index": index, "id": sample_id, "status": "skipped", "reason": reason}
+
+
+def parse_shard(spec: str | Sequence[int]) -> tuple[int, int]:
+    """``"i/n"`` or ``(i, n)`` -> ``(i, n)``, checking ``0 <= i < n``."""
+    try:
+        i, n = (int(v) for v in (spec.split("/") if isinstance(spec, str) else spec))
+    except (TypeError, ValueError) as error:
+        raise EvalError(f"shard must look like 'i/n' (e.g. 0/4), got {spec!r}") from error
+    if not 0 <= i < n:
+        raise EvalError(f"shard {i}/{n}: need 0 <= i < n")
+    return i, n
+
+
+def result_dir(out_dir: str | Path, shard: str | Sequence[int] | None = None) -> Path:
+    """The folder whose metrics.json ``evaluate(..., out_dir, shard=shard)`` writes last.
+
+    ``out_dir/shard-<i>-of-<n>`` for a shard (given, or a torchrun rank other than 0, whose
+    rank 0 merges into ``out_dir``), else ``out_dir``.
+    """
+    explicit = shard is not None
+    shard = parse_shard(shard) if explicit else rank_and_world()
+    if shard is None or shard[1] == 1 or (not explicit and shard[0] == 0):
+        return Path(out_dir)
+    return shard_dir(Path(out_dir), shard)
+
+
+def shard_dir(out_dir: Path, shard: tuple[int, int] | None) -> Path:
+    return out_dir if shard is None else out_dir / f"shard-{shard[0]}-of-{shard[1]}"
+
+
+def n_selected(dataset, limit: int | None) -> int:
+    """How many samples of ``dataset`` a run with ``limit`` selects (its first ones)."""
+    if limit is None:
+        return len(dataset)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValueError(f"limit must be a non-negative int or None, got {limit!r}")
+    return min(limit, len(dataset))

@@ -1,6 +1,6 @@
 """Evaluation summaries: metrics recomputed from per-sample rows, ``report.md`` and a contact sheet.
 
-Everything here reads the rows of a ``predictions.jsonl`` (see :mod:`socioseg.evaluate`) and
+Everything here reads the rows of a ``predictions.jsonl`` (see :mod:`socioseg.eval.run`) and
 never a model or a mask, so a resumed run, a merged set of shards and a single pass give the
 same numbers. A row's ``score`` holds one :class:`~socioseg.metrics.SampleScore` dict per stage
 (``"stage1"``, ``"final"``); rows with ``status`` other than ``"ok"`` are listed, never scored.
@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from socioseg.evalfiles import write_text_atomic
+from socioseg.geometry import resize_mask_nearest
 from socioseg.metrics import SampleScore, SegmentationScores
+from socioseg.publish import write_text_atomic
 from socioseg.render import render_overlay
 
 # Columns of the results table, in the paper's order; "unknown" shows only when present.
@@ -28,6 +29,8 @@ LEVEL_COLUMNS = ("socio-name", "socio-class", "socio-function", "unknown")
 STAGE_LABELS = {"stage1": "stage 1", "final": "final"}
 METRIC_NAMES = ("cIoU", "gIoU", "F1")
 CONTACT_SHEET = "contact_sheet.png"
+TILES_DIR = "contact"
+CONTACT_SAMPLES = 6
 TILE_WIDTH = 160  # pixels per panel of a contact-sheet row
 _LABEL_HEIGHT = 16
 _GAP = 4
@@ -320,3 +323,25 @@ def write_summary(
 def tile_path(tiles_dir: str | Path, index: int) -> Path:
     """Where the contact-sheet tile of dataset sample ``index`` lives."""
     return Path(tiles_dir) / f"{index:07d}.png"
+
+
+def save_contact_tile(out_dir, index, sample, masks, scores) -> None:
+    """The contact-sheet tile of sample ``index`` (its GT and ``masks``) under ``out_dir``."""
+    ious = ", ".join(f"{STAGE_LABELS.get(k, k)} = {s.iou:.2f}" for k, s in scores.items())
+    label = f"#{index} {sample.id} [{sample.level}] {sample.query} | IoU: {ious}"
+    tile = contact_tile(sample.sat, sample.map, {"ground truth": sample.mask, **masks}, label)
+    path = tile_path(out_dir / TILES_DIR, index)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tile.save(path)
+
+
+def contact_indices(n: int, count: int) -> list[int]:
+    """``count`` evenly spaced indices of ``n`` samples: the rows of the contact sheet."""
+    if n == 0 or count <= 0:
+        return []
+    return sorted({round(x) for x in np.linspace(0, n - 1, min(count, n))})
+
+
+def at_gt(mask: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """``mask`` at the GT's resolution (OpenCV nearest), as the metrics compare them."""
+    return resize_mask_nearest(mask, (gt.shape[1], gt.shape[0]))

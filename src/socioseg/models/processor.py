@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from socioseg.model_defaults import ModelDefaults
+from socioseg.models.defaults import ModelDefaults
 from socioseg.prompts import chat_messages
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ class VLMProcessor:
     def __init__(self, tokenizer, image_processor, defaults: ModelDefaults | None = None):
         self.tokenizer = tokenizer
         self.image_processor = image_processor
-        # The checkpoint's own frame and decoding limits (socioseg.model_defaults).
+        # The checkpoint's own frame and decoding limits (socioseg.models.defaults).
         self.defaults = defaults or ModelDefaults()
         self.tokenizer.padding_side = "left"
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)

@@ -28,11 +28,11 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from socioseg.runtime import resolve_device, resolve_dtype
+from socioseg.models.device import resolve_device, resolve_dtype
 from socioseg.types import Target
 
 if TYPE_CHECKING:
@@ -234,7 +234,8 @@ class Segmenter:
         except OSError as error:
             raise OSError(
                 f"could not load SAM2 from {source!r} ({error}); pass a folder written by "
-                f"Sam2Model.save_pretrained or socioseg.segmenter.build_tiny_sam, or a Hub id "
+                f"Sam2Model.save_pretrained or socioseg.models.builders.build_tiny_sam, or a Hub "
+                f"id "
                 f"of a transformers-format SAM2 checkpoint such as {DEFAULT_SAM!r}"
             ) from error
         preprocessing = _read_preprocessing(source, _prompt_image_size(model.config))
@@ -350,8 +351,9 @@ def _prompt_image_size(config) -> int:
 
 
 def _check_source(name_or_path: str | Path) -> str:
-    """Fail early on sources that cannot hold SAM2 (:func:`socioseg.sources.model_source`)."""
-    from socioseg.sources import SAM_TYPES, SAM_WHAT, model_source
+    """Fail early on sources that cannot hold SAM2 (see
+    :func:`socioseg.models.sources.model_source`)."""
+    from socioseg.models.sources import SAM_TYPES, SAM_WHAT, model_source
 
     return model_source(name_or_path, SAM_TYPES, SAM_WHAT)
 
@@ -371,130 +373,3 @@ def _read_preprocessing(source: str, default_size: int) -> Preprocessing:
     if path is None or not path.is_file():
         return Preprocessing(size=default_size)
     return Preprocessing.from_dict(json.loads(path.read_text()), default_size)
-
-
-def build_tiny_sam(out_dir: str | Path, image_size: int = 256, seed: int = 0) -> Path:
-    """Save a ~0.35M-parameter random-weight SAM2 (input ``image_size``, a multiple of 64).
-
-    The folder holds ``config.json``, the weights and a ``preprocessor_config.json`` with the
-    input size, so ``Segmenter.from_pretrained(out_dir)`` reads it back. Same ``seed``, same
-    weights. Returns ``Path(out_dir)``.
-    """
-    if image_size % 64:
-        raise ValueError(f"image_size must be a multiple of 64 (four 2x stages), got {image_size}")
-    # transformers' init (std 0.02) leaves a model this small with ~1e-5 mask logits that
-    # hardly depend on the prompt; fan-in scaling gives O(1) logits that do, so tests can
-    # tell a wrong box or point from a right one.
-    return save_random_sam(
-        out_dir,
-        image_size,
-        seed,
-        dims=(16, 32, 64, 128),
-        blocks=(1, 1, 2, 1),
-        heads=(1, 1, 2, 2),
-        windows=(8, 4, 4, 2),
-        global_block=3,  # the second block of stage 3: a global block may not open a q-pool stage
-        decoder=(32, 64, 2),
-        init="fan_in",
-    )
-
-
-def tie_positional_encodings(model) -> None:
-    """Give the image and the prompts one positional encoding, as the released SAM2 has.
-
-    SAM2 encodes image positions and prompt coordinates with one random Fourier matrix (its
-    prompt encoder's ``pe_layer``), so a box corner's embedding matches the image positions it
-    names. transformers' ``Sam2Model`` holds two copies (``shared_image_embedding`` and
-    ``prompt_encoder.shared_embedding``), equal in converted checkpoints but drawn apart by a
-    random initialisation; this copies the prompt encoder's into the image's. Neither trains.
-    """
-    import torch
-
-    with torch.no_grad():
-        image = model.shared_image_embedding.positional_embedding
-        image.copy_(model.prompt_encoder.shared_embedding.positional_embedding)
-
-
-def save_random_sam(
-    out_dir: str | Path,
-    side: int,
-    seed: int,
-    *,
-    dims: tuple[int, int, int, int],
-    blocks: tuple[int, int, int, int],
-    heads: tuple[int, int, int, int],
-    windows: tuple[int, int, int, int],
-    global_block: int,
-    decoder: tuple[int, int, int],
-    init: Literal["transformers", "pytorch", "fan_in"] = "transformers",
-    tie_encodings: bool = True,
-) -> Path:
-    """Save a random-weight SAM2 with a 4-stage Hiera backbone, loadable by ``Segmenter``.
-
-    dims / blocks / heads / windows: per Hiera stage; global_block: index of the one global
-    attention block; decoder: (width of the FPN, prompt encoder and mask decoder, decoder MLP
-    width, decoder heads). ``side``: the square input size. Same ``seed``, same weights.
-    ``init``: "transformers" keeps ``Sam2Model``'s own (std 0.02, meant to be overwritten by
-    loaded weights: a small model's mask logits come out nearly constant); "pytorch" gives
-    every layer PyTorch's default, as the released SAM2 training code builds its model (what
-    training from scratch needs); "fan_in" draws matrices with std ``fan_in ** -0.5`` and
-    biases with std 0.1 (O(1) logits untrained, for tests). ``tie_encodings``: one positional
-    encoding for image and prompts (:func:`tie_positional_encodings`), as released.
-    """
-    import torch
-    from transformers import Sam2Config, Sam2Model
-
-    width, mlp_dim, decoder_heads = decoder
-    backbone = {
-        "model_type": "sam2_hiera_det_model",
-        "hidden_size": dims[0],
-        "image_size": [side, side],
-        "blocks_per_stage": list(blocks),
-        "embed_dim_per_stage": list(dims),
-        "num_attention_heads_per_stage": list(heads),
-        "window_size_per_stage": list(windows),
-        "global_attention_blocks": [global_block],
-        "window_positional_embedding_background_size": [4, 4],
-    }
-    config = Sam2Config(
-        vision_config={
-            "backbone_config": backbone,
-            "backbone_channel_list": list(reversed(dims)),
-            "backbone_feature_sizes": [[side // 4] * 2, [side // 8] * 2, [side // 16] * 2],
-            "fpn_hidden_size": width,
-        },
-        prompt_encoder_config={
-            "hidden_size": width,
-            "image_size": side,
-            "patch_size": 16,
-            "mask_input_channels": width // 4,
-        },
-        mask_decoder_config={
-            "hidden_size": width,
-            "mlp_dim": mlp_dim,
-            "num_attention_heads": decoder_heads,
-            "iou_head_hidden_dim": width,
-        },
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Sam2Model(config).eval()
-        if init == "pytorch":
-            for module in model.modules():
-                if module is not model and hasattr(module, "reset_parameters"):
-                    module.reset_parameters()
-        elif init == "fan_in":
-            with torch.no_grad():
-                for name, param in model.named_parameters():
-                    if param.dim() >= 2:
-                        param.normal_(0.0, param[0].numel() ** -0.5)
-                    elif name.endswith("bias"):
-                        param.normal_(0.0, 0.1)
-        if tie_encodings:
-            tie_positional_encodings(model)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    text = json.dumps(Preprocessing(size=side).to_dict(), indent=2)
-    (out / PREPROCESSOR_FILE).write_text(text + "\n")
-    return out

@@ -1,11 +1,5 @@
-"""Where a model or a dataset comes from: a local path or a Hugging Face Hub id, decided once.
-
-A string that looks like a local path is never sent to the Hub: it starts with ``.``, ``/`` or
-``~``, has no ``owner/`` part, contains a separator but is no plausible ``owner/name`` id, or
-its parent folder exists (``runs/x/checkpoint-5`` when ``runs/x`` exists). A missing local path
-fails at once, in one line. A Hub id is checked against the local Hub cache first, then with
-one quick request (no retries), so a typo or an offline machine fails in a second, not after
-a minute of retries.
+"""Where a model comes from: a local folder, a Hugging Face Hub id (told apart by
+:mod:`socioseg.hub`) or the name ``mini``.
 
 The name ``mini`` means socioseg-mini, the small models shipped inside the package
 (``socioseg/assets/mini/vlm`` and ``.../sam``, made by ``make mini``), unless a local folder
@@ -21,45 +15,26 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
+
+from socioseg.hub import (
+    SourceError,
+    SourceNotFoundError,
+    WrongSourceError,
+    cached_file,
+    check_hub_repo,
+    looks_local,
+)
+
+__all__ = ["SourceError", "SourceNotFoundError", "WrongSourceError", "check_models", "model_source"]
 
 QWEN_VL_TYPES = ("qwen2_5_vl",)
 SAM_TYPES = ("sam2", "sam2_video")
 VLM_WHAT = "Qwen2.5-VL (--vlm)"
 SAM_WHAT = "SAM2 (--sam)"
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
-_HUB_TIMEOUT_S = 10.0
 MINI_NAME = "mini"
 # socioseg-mini's shipped folders: MINI_DIR / "vlm" and MINI_DIR / "sam".
-MINI_DIR = Path(__file__).resolve().parent / "assets" / "mini"
-
-
-class SourceError(Exception):
-    """A model or dataset source that cannot be used; the message says what to pass."""
-
-
-class SourceNotFoundError(SourceError, FileNotFoundError):
-    """No such local path, or no such Hub repository."""
-
-
-class WrongSourceError(SourceError, ValueError):
-    """The source exists but holds something else (a file, another kind of model)."""
-
-
-def looks_local(text: str) -> bool:
-    """True when ``text`` must be a local path, never a Hub id (see the module docstring)."""
-    path = Path(text).expanduser()
-    if text.startswith((".", "/", "~")) or path.exists() or "/" not in text:
-        return True
-    if os.sep in text.replace("/", "") or "\\" in text or not is_hub_id(text):
-        return True
-    return path.parent.is_dir()
-
-
-def is_hub_id(text: str) -> bool:
-    """``owner/name`` as the Hub spells repository ids."""
-    return _HUB_ID.fullmatch(text) is not None and "--" not in text and ".." not in text
+MINI_DIR = Path(__file__).resolve().parents[1] / "assets" / "mini"
 
 
 def model_source(name_or_path: str | os.PathLike, model_types: tuple[str, ...], what: str) -> str:
@@ -91,11 +66,11 @@ def model_source(name_or_path: str | os.PathLike, model_types: tuple[str, ...], 
             raise SourceNotFoundError(f"{path} has no config.json: not a {what} checkpoint folder")
         _check_model_type(config, str(path), model_types, what)
         return str(path)
-    cached = _cached_file(text, "config.json", "model")
+    cached = cached_file(text, "config.json", "model")
     if cached is not None:
         _check_model_type(Path(cached), text, model_types, what)
         return text
-    _check_hub_repo(text, "model", what)
+    check_hub_repo(text, "model", what)
     return text
 
 
@@ -124,19 +99,6 @@ def _packaged_mini(model_types: tuple[str, ...], what: str) -> str:
     return str(folder)
 
 
-def dataset_is_on_hub(text: str) -> bool:
-    """For a dataset source that is no existing path: True when it is a Hub dataset id that
-    exists (or is cached); :class:`SourceNotFoundError` in one line otherwise."""
-    if looks_local(text):
-        raise SourceNotFoundError(
-            f"{text}: no such file or folder; pass a SocioSeg folder, parquet file(s) or a "
-            "Hub dataset id like 'owner/name'"
-        )
-    if not _hub_cache_dir(text, "dataset").is_dir():
-        _check_hub_repo(text, "dataset", "the SocioSeg dataset")
-    return True
-
-
 def _check_model_type(config: Path, name: str, model_types: tuple[str, ...], what: str) -> None:
     try:
         data = json.loads(config.read_text(encoding="utf-8"))
@@ -148,38 +110,3 @@ def _check_model_type(config: Path, name: str, model_types: tuple[str, ...], wha
             f"{name} holds a {model_type!r} model, not {what.split(' (')[0]} "
             f"({' or '.join(model_types)}): pass a {what} checkpoint"
         )
-
-
-def _cached_file(repo_id: str, filename: str, repo_type: str) -> str | None:
-    from huggingface_hub import try_to_load_from_cache
-
-    found = try_to_load_from_cache(repo_id, filename, repo_type=repo_type)
-    return found if isinstance(found, str) else None
-
-
-def _hub_cache_dir(repo_id: str, repo_type: str) -> Path:
-    from huggingface_hub import constants
-
-    return Path(constants.HF_HUB_CACHE) / f"{repo_type}s--{repo_id.replace('/', '--')}"
-
-
-def _check_hub_repo(repo_id: str, repo_type: str, what: str) -> None:
-    """One request, no retries: the repository exists (or is gated, for the loader to say)."""
-    from huggingface_hub import HfApi, constants
-    from huggingface_hub.errors import GatedRepoError, HTTPError, RepositoryNotFoundError
-
-    local = f"{repo_id} is no local path and not in the Hub cache"
-    if constants.HF_HUB_OFFLINE:
-        offline = f"{local}, and HF_HUB_OFFLINE is set; pass a local copy as {what}"
-        raise SourceNotFoundError(offline)
-    try:
-        HfApi().repo_info(repo_id, repo_type=repo_type, timeout=_HUB_TIMEOUT_S)
-    except GatedRepoError:
-        return
-    except RepositoryNotFoundError as error:
-        raise SourceNotFoundError(f"{local}, and no such {repo_type} on the Hub") from error
-    except (HTTPError, OSError) as error:
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise SourceNotFoundError(
-            f"{local}, and the Hub cannot be reached ({first}); pass a local copy as {what}"
-        ) from error

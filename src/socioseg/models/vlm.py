@@ -1,6 +1,6 @@
 """The only module that touches the VLM (Qwen2.5-VL) API: load, generate, per-token log-probs.
 
-Inputs come from :mod:`socioseg.processor`. Generation can encode each distinct prompt once
+Inputs come from :mod:`socioseg.models.processor`. Generation can encode each distinct prompt once
 for many responses (one prefill, the cache repeated), decode with a static or compiled cache,
 and the log-probs of a micro-batch can run each distinct prompt once (shared prefix).
 """
@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from socioseg.processor import EncodedPrompt, VLMProcessor
-from socioseg.runtime import resolve_device, resolve_dtype
+from socioseg.models.device import resolve_device, resolve_dtype
+from socioseg.models.processor import EncodedPrompt, VLMProcessor
 
 if TYPE_CHECKING:
     import torch
@@ -137,7 +137,7 @@ class VisionLanguageModel:
         """Load a Qwen2.5-VL checkpoint (Hub id or local folder) and its processor."""
         from transformers import Qwen2_5_VLForConditionalGeneration
 
-        from socioseg.sources import QWEN_VL_TYPES, VLM_WHAT, model_source
+        from socioseg.models.sources import QWEN_VL_TYPES, VLM_WHAT, model_source
 
         name_or_path = model_source(name_or_path, QWEN_VL_TYPES, VLM_WHAT)
         torch_device = resolve_device(device)
@@ -204,13 +204,13 @@ class VisionLanguageModel:
             )
         return GenerationConfig(**options)
 
-    def generate(self, inputs, sampling: SamplingSettings, repeats: int = 1) -> list[Generation]:
-        """Sample ``repeats`` responses per row of ``inputs`` (from :meth:`encode`).
+    def generate(self, inputs, sampling: SamplingSettings, group_size: int = 1) -> list[Generation]:
+        """Sample ``group_size`` responses per row of ``inputs`` (from :meth:`encode`).
 
-        Returns N x ``repeats`` generations, row-major (the responses of row 0 first). With
-        ``repeats > 1`` or a static/compiled decoding, each prompt's images go through the
+        Returns N x ``group_size`` generations, row-major (the responses of row 0 first). With
+        ``group_size > 1`` or a static/compiled decoding, each prompt's images go through the
         vision tower and its tokens through the prefill once; the cache is then repeated for
-        the continuations, which are drawn from the same distribution as ``repeats`` copies of
+        the continuations, which are drawn from the same distribution as ``group_size`` copies of
         the row (greedy tokens are identical). A batch stops when every row has ended (EOS).
         """
         import torch
@@ -223,13 +223,13 @@ class VisionLanguageModel:
         with torch.random.fork_rng(devices=fork), torch.inference_mode():
             if sampling.seed is not None:
                 torch.manual_seed(sampling.seed)
-            if repeats == 1 and sampling.decoding == "eager":
+            if group_size == 1 and sampling.decoding == "eager":
                 output = self.model.generate(
                     **inputs, generation_config=config, logits_processor=processors
                 )
             else:
                 output = self._generate_shared(
-                    inputs, config, repeats, sampling.decoding, processors
+                    inputs, config, group_size, sampling.decoding, processors
                 )
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         logprobs = recorder.finish(new_tokens[:, -1]) if new_tokens.shape[1] else None
@@ -249,10 +249,10 @@ class VisionLanguageModel:
             generations.append(Generation(text, tuple(ids), mean))
         return generations
 
-    def _generate_shared(self, inputs, config, repeats: int, decoding: str, processors=None):
+    def _generate_shared(self, inputs, config, group_size: int, decoding: str, processors=None):
         """Prefill every prompt token but the last once, repeat the cache, decode.
 
-        ``generate`` then runs the last prompt token of each of the N x ``repeats`` rows and
+        ``generate`` then runs the last prompt token of each of the N x ``group_size`` rows and
         decodes them; ``rope_deltas`` (Qwen2.5-VL's 3D-position offsets that the prefill
         stores on the model) are repeated with the cache so decoding positions stay right.
         """
@@ -273,15 +273,15 @@ class VisionLanguageModel:
         )
         cache = out.cache
         if decoding == "eager":
-            cache.batch_repeat_interleave(repeats)
+            cache.batch_repeat_interleave(group_size)
         else:
             # Rounded up, so prompts of similar length reuse one compiled graph.
             length = -(-(ids.shape[1] + config.max_new_tokens) // CACHE_ROUNDING) * CACHE_ROUNDING
             static = StaticCache(config=model.config, max_cache_len=length)
             for index, layer in enumerate(cache.layers):
                 static.update(
-                    layer.keys.repeat_interleave(repeats, 0),
-                    layer.values.repeat_interleave(repeats, 0),
+                    layer.keys.repeat_interleave(group_size, 0),
+                    layer.values.repeat_interleave(group_size, 0),
                     index,
                 )
             cache = static
@@ -289,11 +289,11 @@ class VisionLanguageModel:
             config.compile_config = CompileConfig(fullgraph=False, dynamic=False)
             config.compile_config._compile_all_devices = True
         holder = next(m for m in model.modules() if hasattr(m, "rope_deltas"))
-        holder.rope_deltas = holder.rope_deltas.repeat_interleave(repeats, 0)
+        holder.rope_deltas = holder.rope_deltas.repeat_interleave(group_size, 0)
         return model.generate(
-            input_ids=ids.repeat_interleave(repeats, 0),
-            attention_mask=mask.repeat_interleave(repeats, 0),
-            mm_token_type_ids=mm_types.repeat_interleave(repeats, 0),
+            input_ids=ids.repeat_interleave(group_size, 0),
+            attention_mask=mask.repeat_interleave(group_size, 0),
+            mm_token_type_ids=mm_types.repeat_interleave(group_size, 0),
             cache=cache,
             generation_config=config,
             logits_processor=processors,

@@ -10,10 +10,10 @@ beyond a factor of 2 the summary carries a note. Rasters without a CRS are used 
 Windows overlap by at least ``overlap`` model pixels (edge windows are shifted inwards, so
 every window has full size when the raster is larger than one). Each (query, window) pair is
 one work item; batches go through ``reasoner.segment_batch``, and every finished item's mask
-and row are saved before the next batch (:mod:`socioseg.area_files`): memory is bounded by the
+and row are saved before the next batch (:mod:`socioseg.region.run_files`): memory is bounded by the
 batch and a rerun skips finished items. Under torchrun (``WORLD_SIZE`` > 1) rank ``r`` runs
 items ``r, r + n, ...``, all ranks meet at a gloo barrier, and rank 0 stitches
-(:mod:`socioseg.area_stitch`): the outputs equal a one-process run's.
+(:mod:`socioseg.region.stitch`): the outputs equal a one-process run's.
 
 The map may also be made on the fly from OSM data or web tiles (a
 :class:`~socioseg.region.mapping.MapSource`): rank 0 writes ``map.tif`` into ``out_dir``.
@@ -35,17 +35,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from socioseg.area_files import RunDir, ranks, rows_file_name
-from socioseg.area_stitch import stitch
 from socioseg.data.levels import function_name
-from socioseg.gis import (
+from socioseg.outputs import prediction_to_json
+from socioseg.region.raster import (
     AreaError,
     RasterSource,
     check_same_grid,
     feature_collection,
     write_mask_raster,
 )
-from socioseg.outputs import prediction_to_json
+from socioseg.region.run_files import RunDir, ranks, rows_file_name
+from socioseg.region.stitch import stitch
 from socioseg.types import LEVELS, MODES
 
 DEFAULT_TILE = 768

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from socioseg.gis import AreaError, RasterSource, check_same_grid
 from socioseg.region.grid import Grid
 from socioseg.region.labels import Labels, read_labels
+from socioseg.region.raster import AreaError, RasterSource, check_same_grid
 
 SPLITS = ("train", "val", "test")
 LEVEL_FIELDS = {"socio-name": "query", "socio-class": "class", "socio-function": "function"}
@@ -204,8 +204,7 @@ def _split_tiles(labels: Labels, cover, spec: DatasetSpec, samples) -> dict[tupl
 def _write(sat, map_, labels: Labels, samples, split_of, out: Path, spec: DatasetSpec) -> dict:
     from rasterio.features import rasterize
 
-    from socioseg.data._writers import write_folder_sample
-    from socioseg.data.synth import Encoded, png_bytes
+    from socioseg.data.writers import Encoded, png_bytes, write_folder_sample
     from socioseg.render import mask_image
 
     by_tile: dict[tuple, list[_Sample]] = defaultdict(list)

@@ -1,7 +1,8 @@
 """A raster's pixel grid (CRS, transform, size), its ground resolution and lon/lat mapping.
 
-Pixel coordinates are pixel-corner coordinates as in :mod:`socioseg.gis`: pixel ``(col, row)``
-covers ``[col, col + 1) x [row, row + 1)``; ``transform`` maps them to CRS coordinates.
+Pixel coordinates are pixel-corner coordinates as in :mod:`socioseg.region.raster`: pixel
+``(col, row)`` covers ``[col, col + 1) x [row, row + 1)``; ``transform`` maps them to CRS
+coordinates.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from socioseg.gis import AreaError
+from socioseg.region.raster import AreaError
 
 # Metres per degree of latitude and (at the equator) of longitude on the WGS-84 ellipsoid's
 # mean radius: enough for a resolution estimate (0.3% across latitudes).

@@ -1,7 +1,7 @@
 """Labelled polygons (GeoJSON, GeoPackage, Shapefile, any OGR vector) in a raster's pixels.
 
 Read with pyogrio (GDAL's vector drivers, no geopandas), reprojected to the raster's CRS with
-pyproj, then mapped to pixel-corner coordinates of the raster (see :mod:`socioseg.gis`).
+pyproj, then mapped to pixel-corner coordinates of the raster (see :mod:`socioseg.region.raster`).
 Every feature must be a (multi)polygon with a non-empty value in each field asked for:
 anything else is an error naming the feature, never skipped.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from socioseg.gis import AreaError
 from socioseg.region.grid import Grid
+from socioseg.region.raster import AreaError
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from socioseg.gis import AreaError
 from socioseg.region.grid import Grid, write_rgb
+from socioseg.region.raster import AreaError
 
 OSM_ATTRIBUTION = "© OpenStreetMap contributors (ODbL 1.0)"
 MAX_MAP_PIXELS = 400_000_000  # 1.2 GB of RGB in memory

@@ -4,7 +4,7 @@ OSM data is read with pyosmium (``.osm.pbf``, ``.osm`` XML and the other formats
 reads): areas (closed ways and multipolygon relations) are filled by land use, buildings
 drawn with outlines, highways as cased lines whose width follows their class, and named POIs
 (and named areas) get a pin coloured by their urban function and a label. Drawing goes
-through the synthetic generator's painter (:mod:`socioseg.data._paint`), so maps made here
+through the synthetic generator's painter (:mod:`socioseg.data.synth.paint`), so maps made here
 look like the training maps. Sizes are in metres on the ground and scaled so that, at
 :data:`~socioseg.region.grid.SOCIOSEG_GSD`, lines and text have SocioSeg's pixel sizes.
 
@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from socioseg.data._catalog import FUNCTION_COLORS
-from socioseg.data._paint import (
+from socioseg.data.synth.catalog import FUNCTION_COLORS
+from socioseg.data.synth.paint import (
     BUILDING_OUTLINE,
     MAP_BACKGROUND,
     MAP_FILL,
@@ -31,8 +31,8 @@ from socioseg.data._paint import (
     paint_roads,
     place_labels,
 )
-from socioseg.gis import AreaError
 from socioseg.region.grid import SOCIOSEG_GSD, Grid
+from socioseg.region.raster import AreaError
 
 # (tag, values, fill) in drawing order: the first match decides; later layers paint over earlier.
 AREA_FILLS: tuple[tuple[str, frozenset[str], tuple[int, int, int]], ...] = tuple(

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from socioseg.gis import AreaError
+from socioseg.region.raster import AreaError
 
 ROWS_GLOB = "tiles*.jsonl"
 SETTINGS_FILE = "run.json"
@@ -127,26 +127,11 @@ def slim(row: dict) -> dict:
 def ranks():
     """``(rank, world, share)``: ``share(value)`` is a barrier that returns rank 0's ``value``
     everywhere. Under torchrun it joins a gloo group for that only."""
-    from socioseg.evaluate import BARRIER_TIMEOUT, _torchrun_shard
+    from socioseg import torchrun
 
-    shard = _torchrun_shard()
-    if shard is None:
+    found = torchrun.rank_and_world()
+    if found is None:
         yield 0, 1, lambda value=None: value
         return
-    import torch.distributed as dist
-
-    created = not dist.is_initialized()
-    if created:
-        dist.init_process_group("gloo", timeout=BARRIER_TIMEOUT)
-    try:
-        group = None if created else dist.new_group(backend="gloo", timeout=BARRIER_TIMEOUT)
-
-        def share(value=None):
-            box = [value]
-            dist.broadcast_object_list(box, src=0, group=group)
-            return box[0]
-
-        yield shard[0], shard[1], share
-    finally:
-        if created:
-            dist.destroy_process_group()
+    with torchrun.gloo_group() as group:
+        yield found[0], found[1], lambda value=None: torchrun.broadcast(value, group)

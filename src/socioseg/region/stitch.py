@@ -17,8 +17,8 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from socioseg.area_files import RunDir
-from socioseg.gis import Georef, entity_geometry, label_entities
+from socioseg.region.raster import Georef, entity_geometry, label_entities
+from socioseg.region.run_files import RunDir
 
 STRIP_ROWS = 512
 

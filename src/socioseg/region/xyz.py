@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from socioseg.gis import AreaError
 from socioseg.region.gcj02 import wgs84_to_gcj02
 from socioseg.region.grid import Grid
+from socioseg.region.raster import AreaError
 
 TILE_PX = 256
 EARTH_CIRCUMFERENCE = 40_075_016.686  # metres: the Web Mercator plane's width

@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from socioseg.rl import parallel
+from socioseg.train import parallel
 
 if TYPE_CHECKING:
-    from socioseg.rl.config import LoraSettings
+    from socioseg.train.config import LoraSettings
 
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.json"

@@ -5,7 +5,7 @@ applies ``section.field=value`` overrides (values parsed as YAML, so ``1e-6``, `
 ``null`` work). Each dataclass checks its own fields in ``__post_init__``; a bad value is a
 :class:`ConfigError` naming the field. The resolved config is saved with every checkpoint.
 
-Precision and memory (see :mod:`socioseg.rl.precision` and :mod:`socioseg.rl.memory`):
+Precision and memory (see :mod:`socioseg.train.precision` and :mod:`socioseg.train.memory_plan`):
 ``model.dtype`` is the COMPUTE dtype; ``optim.master_weights`` says where the trainable
 weights and AdamW states live. With ``float32`` (the default) a bfloat16 run computes under
 autocast while weights, gradients and AdamW states stay float32, so an update of 1e-6 is
@@ -48,21 +48,43 @@ class _Section:
 
 
 @dataclass
+class AdamWSettings(_Section):
+    """The ``optim:`` section every training command has, with the same names: AdamW at
+    ``lr`` and ``weight_decay``, a linear warm-up over ``warmup_steps`` (then the command's
+    schedule), gradients clipped at ``grad_clip`` (global norm)."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 20
+    grad_clip: float = 1.0
+
+    def _checks(self) -> list[tuple[bool, str]]:
+        return [
+            (self.lr > 0, "lr must be > 0"),
+            (self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (self.warmup_steps >= 0, "warmup_steps must be >= 0"),
+            (self.grad_clip > 0, "grad_clip must be > 0"),
+        ]
+
+
+# The optimiser fields once written at the top of sft / train-sam configs: a config that still
+# has them is told where they went instead of getting "unknown field".
+_MOVED_TO_OPTIM = tuple(f.name for f in dataclasses.fields(AdamWSettings))
+
+
+@dataclass
 class SupervisedConfig(_Section):
     """What ``socioseg sft`` and ``socioseg train-sam`` share: data, the optimiser, logging.
 
-    Each step draws ``batch_size`` training samples (seeded); AdamW with a linear warm-up over
-    ``warmup_steps``, then cosine decay to 10% of ``lr``; gradients clipped at ``grad_clip``.
+    Each step draws ``batch_size`` training samples (seeded); ``optim`` as
+    :class:`AdamWSettings`, with a cosine decay to 10% of ``optim.lr`` after the warm-up.
     """
 
     data: str = "data/mini/train"  # SocioSeg dataset (folder, parquet or Hub id)
     split: str = "train"
     steps: int = 500
     batch_size: int = 4
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 20
-    grad_clip: float = 1.0
+    optim: AdamWSettings = field(default_factory=AdamWSettings)
     seed: int = 0
     device: str | None = None  # None: CUDA when available, else CPU
     log_every: int = 10
@@ -71,9 +93,6 @@ class SupervisedConfig(_Section):
         return [
             (self.steps >= 1, "steps must be >= 1"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
-            (self.lr > 0, "lr must be > 0"),
-            (self.warmup_steps >= 0, "warmup_steps must be >= 0"),
-            (self.grad_clip > 0, "grad_clip must be > 0"),
             (self.log_every >= 1, "log_every must be >= 1"),
         ]
 
@@ -159,7 +178,7 @@ class DataSettings(_Section):
 @dataclass
 class RolloutSettings(_Section):
     group_size: int = 8  # G: stage-1 samples per prompt
-    strategy: Literal["released", "paper"] = "released"  # see socioseg.rl.rollout
+    strategy: Literal["released", "paper"] = "released"  # see socioseg.train.rollout
     temperature: float = 0.99
     top_p: float = 0.99
     top_k: int = 100
@@ -187,11 +206,12 @@ class RolloutSettings(_Section):
 
 
 @dataclass
-class OptimSettings(_Section):
+class OptimSettings(AdamWSettings):
+    """GRPO's ``optim:``: the AdamW fields every command has (:class:`AdamWSettings`; constant
+    after the warm-up) and the policy loss's own."""
+
     lr: float = 1e-6
-    weight_decay: float = 0.01
     warmup_steps: int = 0
-    grad_clip: float = 1.0
     kl_beta: float = 0.005  # weight of the k3 KL to the reference policy; 0 skips the reference
     clip_eps: float = 0.2  # PPO ratio clip (the paper's text says 0.5)
     std_normalize: bool = True  # divide group-centred rewards by std + 1e-6 (paper: False)
@@ -210,10 +230,7 @@ class OptimSettings(_Section):
 
     def _checks(self) -> list[tuple[bool, str]]:
         return [
-            (self.lr > 0, "lr must be > 0"),
-            (self.weight_decay >= 0, "weight_decay must be >= 0"),
-            (self.warmup_steps >= 0, "warmup_steps must be >= 0"),
-            (self.grad_clip > 0, "grad_clip must be > 0"),
+            *super()._checks(),
             (self.kl_beta >= 0, "kl_beta must be >= 0"),
             (self.clip_eps > 0, "clip_eps must be > 0"),
             (self.reward_clip > 0, "reward_clip must be > 0"),
@@ -344,6 +361,13 @@ def _build(cls, data: Any, prefix: str):
         raise ConfigError(f"{prefix or 'config'} must be a mapping, got {data!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
+    moved = [u for u in unknown if u in _MOVED_TO_OPTIM and "optim" in fields]
+    if moved:
+        name = prefix + moved[0]
+        raise ConfigError(
+            f"{name} is now optim.{moved[0]}: move it under an optim: section "
+            f"(or override it as optim.{moved[0]}=...)"
+        )
     if unknown:
         raise ConfigError(
             f"unknown field(s) {', '.join(prefix + u for u in unknown)}; valid: "

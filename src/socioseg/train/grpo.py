@@ -4,15 +4,15 @@ Each step, top to bottom:
 
 1. Take the step's B prompts (deterministic from the seed and the step; each of the W
    processes takes B / W of them).
-2. Roll out (:mod:`socioseg.rl.rollout`): G stage-1 samples per prompt, SAM coarse masks,
+2. Roll out (:mod:`socioseg.train.rollout`): G stage-1 samples per prompt, SAM coarse masks,
    rendering, stage-2 samples, final masks, rule-based rewards for both stages.
 3. Advantages: rewards normalised within each group of G, separately per stage
-   (:func:`~socioseg.rl.algorithms.group_advantages`).
+   (:func:`~socioseg.train.algorithms.group_advantages`).
 4. Update, one PPO epoch: PPO clipped surrogate on token ratios + beta x k3 KL to the frozen
    reference, averaged over every response token of the step on all processes, in
    micro-batches with gradient accumulation, grad-norm clipping, AdamW.
 
-Precision (:mod:`socioseg.rl.precision`): the trainable weights and AdamW states are float32
+Precision (:mod:`socioseg.train.precision`): the trainable weights and AdamW states are float32
 master copies and a bfloat16 run computes under autocast, as Megatron does for the released
 run; pure bfloat16 weights are trained only with stochastic rounding. The reference policy's
 log-probs for the whole step are computed before the update, so with
@@ -34,13 +34,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from socioseg.rl import checkpoint, parallel, precision
-from socioseg.rl.algorithms import clipped_policy_loss, group_advantages
-from socioseg.rl.config import TrainConfig
-from socioseg.rl.optim import build_optimizer
-from socioseg.rl.rollout import Rollouts, collect_rollouts, policy_logprobs
-from socioseg.rl.runlog import RunLog
-from socioseg.vlm import VisionLanguageModel, pad_right
+from socioseg.models.vlm import VisionLanguageModel, pad_right
+from socioseg.train import checkpoint, parallel, precision
+from socioseg.train.algorithms import clipped_policy_loss, group_advantages
+from socioseg.train.config import TrainConfig
+from socioseg.train.optim import build_optimizer
+from socioseg.train.rollout import Rollouts, collect_rollouts, policy_logprobs
+from socioseg.train.runlog import RunLog
 
 LogFn = Callable[[int, dict[str, float]], None]
 
@@ -58,8 +58,8 @@ class Trainer:
         """``resume``: continue from the newest usable checkpoint in ``out_dir`` (the ones
         skipped, and why, are in ``resume_notes``); ``overwrite``: replace the run in
         ``out_dir``. Without either, an ``out_dir`` holding a run is a CheckpointError."""
-        from socioseg.data import load_socioseg
-        from socioseg.segmenter import Segmenter
+        from socioseg.data.dataset import load_socioseg
+        from socioseg.models.segmenter import Segmenter
 
         self.config = config
         self.out_dir = Path(out_dir)
@@ -255,7 +255,7 @@ class Trainer:
 
     def _micro_batch(self, rollouts: Rollouts, chunk: range):
         """The responses ``chunk``, their B x T ids and mask (prompts stay encoded in
-        ``rollouts``; :func:`~socioseg.rl.rollout.policy_logprobs` reuses them)."""
+        ``rollouts``; :func:`~socioseg.train.rollout.policy_logprobs` reuses them)."""
         batch = [rollouts.responses[i] for i in chunk]
         ids, mask = pad_right(
             [r.token_ids for r in batch], self.policy.processor.tokenizer.pad_token_id
@@ -287,7 +287,7 @@ class Trainer:
     def _validate(self) -> None:
         if self.rank != 0 or self.config.data.val is None:
             return
-        from socioseg.rl.validation import validate
+        from socioseg.train.validation import validate
 
         with precision.shared_casts(self.precision):
             scores = validate(self, self.out_dir / f"validation-{self.step}")

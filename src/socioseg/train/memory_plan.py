@@ -12,7 +12,7 @@ parameters; everything else is arithmetic on the config, stated per component:
   policy's storage dtype; with ``model.offload_reference`` it is host memory and is on the GPU
   only during the reference pass, before the update, when there are no gradients.
 - autocast copies: during rollouts the compute-dtype copies of float32 weights are kept for
-  the whole phase (:func:`socioseg.rl.precision.shared_casts`).
+  the whole phase (:func:`socioseg.train.precision.shared_casts`).
 - activations per micro-batch: per token and decoder layer (text) or block (vision), the
   tensors autograd keeps: ``4h`` float32 values (RMSNorm computes in float32), ``2h``
   residual-dtype values (the residual sums) and ``12h + 4kv + 4i`` compute-dtype values
@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from socioseg.rl.config import TrainConfig
+    from socioseg.train.config import TrainConfig
 
 GIB = 1024**3
 # Qwen2.5-VL-3B-Instruct's architecture (its config.json), for plans without a download.
@@ -107,7 +107,7 @@ def model_config(name: str):
     try:
         return AutoConfig.from_pretrained(name, local_files_only=True)
     except (OSError, ValueError) as error:
-        from socioseg.rl.config import ConfigError
+        from socioseg.train.config import ConfigError
 
         raise ConfigError(
             f"model.vlm: cannot read the model config of {name!r} offline "
@@ -247,7 +247,7 @@ def plan(
     """
     import torch
 
-    from socioseg.rl.precision import resolve
+    from socioseg.train.precision import resolve
 
     model_cfg = model_cfg or model_config(config.model.vlm)
     precision = resolve(config, torch.device(device_type))

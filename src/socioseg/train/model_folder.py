@@ -13,7 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
-from socioseg.rl.checkpoint import CheckpointError
+from socioseg.train.checkpoint import CheckpointError
 
 RECORD_FILE = "training.json"
 

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from socioseg.rl.config import OptimSettings
-    from socioseg.rl.precision import Precision
+    from socioseg.train.config import OptimSettings
+    from socioseg.train.precision import Precision
 
 _LOW_16_BITS_CLEARED = -65536  # 0xFFFF0000 as int32
 
@@ -138,17 +138,18 @@ def warmup_cosine(warmup_steps: int, steps: int, floor: float = 0.1) -> Callable
 
 class SupervisedUpdates:
     """The optimisation of ``socioseg sft`` and ``train-sam``, as a ``SupervisedConfig`` sets it:
-    AdamW (``lr``, ``weight_decay``), :func:`warmup_cosine` over ``warmup_steps`` / ``steps``,
-    gradients clipped at ``grad_clip``."""
+    AdamW (``optim.lr``, ``optim.weight_decay``), :func:`warmup_cosine` over
+    ``optim.warmup_steps`` / ``steps``, gradients clipped at ``optim.grad_clip``."""
 
     def __init__(self, params, config) -> None:
+        settings = config.optim
         self.params = list(params)
-        self.grad_clip = config.grad_clip
+        self.grad_clip = settings.grad_clip
         self.optimizer = torch.optim.AdamW(
-            self.params, lr=config.lr, weight_decay=config.weight_decay
+            self.params, lr=settings.lr, weight_decay=settings.weight_decay
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, warmup_cosine(config.warmup_steps, config.steps)
+            self.optimizer, warmup_cosine(settings.warmup_steps, config.steps)
         )
 
     def step(self, loss: torch.Tensor) -> None:

@@ -12,27 +12,18 @@ launch``); a plain ``python`` run is one process. NCCL on GPUs, gloo on CPU.
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 
 import torch
 
+from socioseg import torchrun
+
 
 def init_distributed() -> tuple[int, int, torch.device]:
     """``(rank, world_size, device)``; joins the process group when launched by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = torch.cuda.is_available()
-    device = torch.device("cpu")
-    if cuda:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    if world == 1:
-        return 0, 1, device
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
-    return dist.get_rank(), dist.get_world_size(), device
+    device = torchrun.local_device()
+    rank, world = torchrun.join("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
 
 
 def is_distributed() -> bool:

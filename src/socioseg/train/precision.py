@@ -12,7 +12,7 @@ updates plain bfloat16 weights. Two modes (``model.dtype`` is the compute dtype,
   and convolutions see bfloat16 copies of the weights, norms and the loss stay float32.
   Frozen weights (the base model under LoRA) are stored in the compute dtype.
 - ``bf16_stochastic_rounding``: weights, gradients and AdamW states in bfloat16 (half the
-  memory); :class:`socioseg.rl.optim.AdamW` rounds each new weight up or down at random in
+  memory); :class:`socioseg.train.optim.AdamW` rounds each new weight up or down at random in
   proportion to its distance, so the expected weight follows the float32 trajectory.
 
 With LoRA only the adapters train; peft keeps them in float32 in both modes, and the frozen
@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from socioseg.runtime import resolve_dtype
+from socioseg.models.device import resolve_dtype
 
 if TYPE_CHECKING:
-    from socioseg.rl.config import TrainConfig
+    from socioseg.train.config import TrainConfig
 
 
 @dataclass(frozen=True)

@@ -18,25 +18,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
-from PIL import Image
 
 from socioseg import engine
 from socioseg.answers import answer_text, clean_response
-from socioseg.engine import PromptTooLongError, StagePrompt
+from socioseg.engine import Prompt, PromptTooLongError
 from socioseg.metrics import mask_iou
-from socioseg.rl.config import RolloutSettings
-from socioseg.rl.rewards import RewardParts, gt_boxes_from_mask, stage1_rewards, stage2_rewards
-from socioseg.vlm import SamplingSettings, VisionLanguageModel
+from socioseg.models.vlm import SamplingSettings, VisionLanguageModel
+from socioseg.train.config import RolloutSettings
+from socioseg.train.rewards import RewardParts, gt_boxes_from_mask, stage1_rewards, stage2_rewards
 
-__all__ = ["Prompt", "PromptTooLongError", "Response", "Rollouts", "collect_rollouts"]
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """One chat prompt: user text and its two images (map, satellite) in the VLM frame."""
-
-    text: str
-    images: tuple[Image.Image, Image.Image]
+__all__ = ["PromptTooLongError", "Response", "Rollouts", "collect_rollouts"]
 
 
 @dataclass(frozen=True)
@@ -61,12 +52,13 @@ class Response:
 @dataclass(frozen=True)
 class Rollouts:
     """All responses of one step: ``responses`` hold stage-1 rows, then stage-2 rows, each in
-    contiguous groups of G; ``prompts`` (distinct, with their encodings when shared) are
+    contiguous groups of G; ``prompts`` (distinct, with their encodings when ``shared``) are
     indexed by ``Response.prompt``; ``timings``: seconds per phase of the rollout."""
 
-    prompts: list[StagePrompt]
+    prompts: list[Prompt]
     responses: list[Response]
     group_size: int
+    shared: bool
     timings: dict[str, float]
 
     def stage(self, name: str) -> list[Response]:
@@ -138,7 +130,7 @@ def collect_rollouts(
                     truncated,
                 )
             )
-    return Rollouts(out.prompts, responses, g, out.timings)
+    return Rollouts(out.prompts, responses, g, out.shared, out.timings)
 
 
 def _gt_boxes_vlm(job: engine.Job, gt: np.ndarray) -> list[list[float]]:
@@ -155,7 +147,7 @@ def policy_logprobs(policy: VisionLanguageModel, rollouts: Rollouts, batch, ids,
     reference path (``share_prefix=False``) encodes every row again, as G independent copies.
     """
     prompts = [rollouts.prompts[r.prompt] for r in batch]
-    if prompts[0].encoded is None:
+    if not rollouts.shared:
         inputs = policy.encode([p.text for p in prompts], [list(p.images) for p in prompts])
         return policy.response_logprobs(inputs, ids, mask, model)
     distinct = list(dict.fromkeys(r.prompt for r in batch))

@@ -8,9 +8,10 @@ and on a ``point_prob`` share of steps also 1 to ``max_points`` positive points 
 uniformly from the entity's pixels (stage 2's shape of prompt). A sample whose mask holds no
 such entity is passed over for another draw.
 
-The image goes through :func:`socioseg.segmenter.preprocess` and the prompt through
-:func:`~socioseg.segmenter.point_prompt` and :func:`~socioseg.segmenter.prompt_coords`, exactly
-as :class:`~socioseg.segmenter.Segmenter` prompts at inference (box corners with labels 2 and
+The image goes through :func:`socioseg.models.segmenter.preprocess` and the prompt through
+:func:`~socioseg.models.segmenter.point_prompt` and
+:func:`~socioseg.models.segmenter.prompt_coords`, exactly as
+:class:`~socioseg.models.segmenter.Segmenter` prompts at inference (box corners with labels 2 and
 3, points with label 1, the prompt encoder's padding point), so what is learned is what is
 used. The image is the tile as stored; the pipeline embeds it resized to the VLM frame, which
 for socioseg-mini (256 -> 252 px) is a 2% scale SAM's own resize to S x S absorbs.
@@ -36,7 +37,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -44,18 +45,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from socioseg.rl import model_out
-from socioseg.rl.config import SupervisedConfig
-from socioseg.rl.optim import SupervisedUpdates
-from socioseg.rl.rewards import GT_MIN_CONTOUR_AREA
-from socioseg.rl.runlog import RunLog
-from socioseg.segmenter import (
+from socioseg.models.segmenter import (
     PREPROCESSOR_FILE,
     Segmenter,
     point_prompt,
     preprocess,
     prompt_coords,
 )
+from socioseg.train import model_folder
+from socioseg.train.config import AdamWSettings, SupervisedConfig
+from socioseg.train.optim import SupervisedUpdates
+from socioseg.train.rewards import GT_MIN_CONTOUR_AREA
+from socioseg.train.runlog import RunLog
 from socioseg.types import Box, Point, Target
 
 # SAM caps the box jitter at 20 px of its 1024-px frame.
@@ -70,8 +71,7 @@ class SamTrainConfig(SupervisedConfig):
     sam: str = "mini-models/sam"  # SAM2 folder to start from (transformers format)
     steps: int = 1000
     batch_size: int = 8  # images per step, one entity each
-    lr: float = 3e-4
-    warmup_steps: int = 50
+    optim: AdamWSettings = field(default_factory=lambda: AdamWSettings(lr=3e-4, warmup_steps=50))
     point_prob: float = 0.5  # share of steps whose prompts also hold points
     max_points: int = 3
     box_noise: float = 0.1  # corner jitter, fraction of the box side
@@ -136,7 +136,7 @@ def make_batch(samples: list, rng: np.random.Generator, config: SamTrainConfig, 
 
     Returns a dict: ``pixel_values`` B x 3 x S x S float32; ``input_points`` B x 1 x (2 + P) x 2
     float32 in the S x S input and ``input_labels`` B x 1 x (2 + P) int32, the box corners
-    (labels 2, 3) then P points (label 1), as :class:`~socioseg.segmenter.Segmenter` prompts;
+    (labels 2, 3) then P points (label 1), as :class:`~socioseg.models.segmenter.Segmenter` prompts;
     ``target`` B x S x S float32 in {0, 1}. Every row of a batch has the same P.
     """
     use_points = rng.random() < config.point_prob
@@ -209,9 +209,9 @@ def train_sam(
 
     ``out`` ends up loadable by ``Segmenter.from_pretrained``. Returns ``Path(out)``.
     """
-    from socioseg.data import load_socioseg
+    from socioseg.data.dataset import load_socioseg
 
-    tmp = model_out.prepare(out, overwrite)
+    tmp = model_folder.prepare(out, overwrite)
     log = RunLog(tmp)  # metrics.csv + tensorboard/ in the model folder
     segmenter = Segmenter.from_pretrained(config.sam, device=config.device, dtype="float32")
     dataset = load_socioseg(config.data, config.split)
@@ -245,7 +245,7 @@ def train_sam(
     model.eval().save_pretrained(tmp)
     (tmp / PREPROCESSOR_FILE).write_text(json.dumps(prep.to_dict(), indent=2) + "\n")
     record = {"command": "train-sam", "config": dataclasses.asdict(config), "last": stats}
-    return model_out.publish(tmp, out, record)
+    return model_folder.publish(tmp, out, record)
 
 
 def _draw(dataset, rng: np.random.Generator):

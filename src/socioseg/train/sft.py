@@ -24,16 +24,15 @@ import numpy as np
 import torch
 
 from socioseg import prompts
-from socioseg.engine import vlm_images
+from socioseg.engine import Prompt, vlm_images
 from socioseg.geometry import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, Frames
+from socioseg.models.vlm import pad_right
 from socioseg.render import feedback_images
-from socioseg.rl import model_out
-from socioseg.rl.config import SupervisedConfig
-from socioseg.rl.optim import SupervisedUpdates
-from socioseg.rl.rewards import gt_boxes_from_mask
-from socioseg.rl.rollout import Prompt
-from socioseg.rl.runlog import RunLog
-from socioseg.vlm import pad_right
+from socioseg.train import model_folder
+from socioseg.train.config import SupervisedConfig
+from socioseg.train.optim import SupervisedUpdates
+from socioseg.train.rewards import gt_boxes_from_mask
+from socioseg.train.runlog import RunLog
 
 POINTS_PER_BOX = 2
 
@@ -240,10 +239,10 @@ def train_sft(
     on_log: Callable[[int, dict[str, float]], None] | None = None,
 ) -> Path:
     """Run the warm-up as the module docstring says; write the policy to ``out`` (float32)."""
-    from socioseg.data import load_socioseg
-    from socioseg.vlm import VisionLanguageModel
+    from socioseg.data.dataset import load_socioseg
+    from socioseg.models.vlm import VisionLanguageModel
 
-    tmp = model_out.prepare(out, overwrite)
+    tmp = model_folder.prepare(out, overwrite)
     log = RunLog(tmp)  # metrics.csv + tensorboard/ in the model folder
     policy = VisionLanguageModel.from_pretrained(
         config.vlm, config.device, "float32", config.min_pixels, config.max_pixels
@@ -285,4 +284,4 @@ def train_sft(
     policy.model.eval().save_pretrained(tmp)
     policy.processor.save_pretrained(tmp)
     record = {"command": "sft", "config": dataclasses.asdict(config), "last": stats}
-    return model_out.publish(tmp, out, record)
+    return model_folder.publish(tmp, out, record)

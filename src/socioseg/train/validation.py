@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from socioseg.pipeline import InferenceConfig, SocioReasoner
-from socioseg.vlm import SamplingSettings
+from socioseg.models.vlm import SamplingSettings
+from socioseg.socioreasoner import InferenceConfig, SocioReasoner
 
 
 def validate(trainer, out_dir: Path) -> dict[str, float]:
@@ -14,8 +14,8 @@ def validate(trainer, out_dir: Path) -> dict[str, float]:
     Writes the usual evaluation files (predictions.jsonl, metrics.json, report.md) to
     ``out_dir``. Keys: ``val/<stage>_<metric>`` over all samples, e.g. ``val/final_gIoU``.
     """
-    from socioseg.data import load_socioseg
-    from socioseg.evaluate import evaluate
+    from socioseg.data.dataset import load_socioseg
+    from socioseg.eval.run import evaluate
 
     config = trainer.config
     dataset = load_socioseg(config.data.val, config.data.val_split, levels=config.data.levels)

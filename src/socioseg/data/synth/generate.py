@@ -22,7 +22,6 @@ only, and :func:`write_dataset` writes the same bytes on every run.
 
 from __future__ import annotations
 
-import io
 import json
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -31,22 +30,20 @@ from os import PathLike
 from pathlib import Path
 from typing import Literal
 
-import cv2
 import numpy as np
-from PIL import Image
 
-from socioseg.data._catalog import FUNCTION_COLORS, KINDS, MINOR_POIS, PLACES, Kind
-from socioseg.data._city import Frame, Region, centroid, clip_to_tile, road_grid, visible_area
-from socioseg.data._landuse import BIG_STYLES, STYLES
-from socioseg.data._paint import Label, render_map, render_mask, render_satellite
 from socioseg.data.dataset import Sample
 from socioseg.data.levels import FUNCTION_NAMES
+from socioseg.data.synth.catalog import FUNCTION_COLORS, KINDS, MINOR_POIS, PLACES, Kind
+from socioseg.data.synth.city import Frame, Region, centroid, clip_to_tile, road_grid, visible_area
+from socioseg.data.synth.landuse import BIG_STYLES, STYLES
+from socioseg.data.synth.paint import Label, render_map, render_mask, render_satellite
+from socioseg.data.writers import Encoded, FolderWriter, ParquetWriter, mask_image, png_bytes
 
 MULTI_SHARE = 0.11
 VISIBLE_SHARE = 0.5  # an entity's block is at least this much inside the tile
 LEVEL_WEIGHTS = {"socio-name": 0.4, "socio-class": 0.3, "socio-function": 0.3}
 SPLITS = ("train", "val", "test")
-PNG_COMPRESS_LEVEL = 1  # fast to write; the examples shipped with the package use optimize
 # Tile side: below 128 px the road grid has no room; above 4096 px one tile costs ~50 MB per
 # image and minutes of drawing, with nothing more to learn from it.
 MIN_SIZE = 128
@@ -190,10 +187,10 @@ def _anchor(poly: list, size: int, rng: np.random.Generator | None = None) -> tu
     return (min(max(x, margin), size - margin), min(max(y, margin), size - margin))
 
 
-def _generate(
+def sample_with_targets(
     rng: np.random.Generator, index: int, size: int, placement: str = "prominent"
 ) -> tuple[Sample, int]:
-    """Sample ``index`` (its tile's planned query) and its number of targets."""
+    """Sample ``index`` (its tile's planned query) and its number of targets, drawn from ``rng``."""
     return _tile(rng, index, size, 1, placement)[0]
 
 
@@ -251,7 +248,7 @@ def generate_sample(
     ``placement``: where entities go (module docstring).
     """
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng([seed, index])
-    return _generate(rng, index, size, placement)[0]
+    return sample_with_targets(rng, index, size, placement)[0]
 
 
 def generate_tile(
@@ -276,53 +273,6 @@ def split_counts(n: int, ratios: tuple[float, ...] = (6, 1, 3)) -> list[int]:
     for k in by_remainder[: n - sum(counts)]:
         counts[k] += 1
     return counts
-
-
-def png_bytes(image: Image.Image, optimize: bool = False) -> bytes:
-    """PNG-encode ``image``: fast by default, smallest with ``optimize`` (deterministic both ways).
-
-    The fast path uses OpenCV with the Paeth filter and RLE deflate: about twice as fast as
-    PIL's default for noisy satellite-like images, at a similar size.
-    """
-    if optimize:
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG", optimize=True)
-        return buffer.getvalue()
-    pixels = np.asarray(image)
-    if pixels.ndim == 3:
-        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
-    params = [
-        cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESS_LEVEL,
-        cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
-        cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_PAETH,
-    ]  # fmt: skip
-    ok, encoded = cv2.imencode(".png", pixels, params)
-    if not ok:
-        raise RuntimeError(f"PNG encoding failed for a {image.mode} image of size {image.size}")
-    return encoded.tobytes()
-
-
-def mask_image(mask: np.ndarray) -> Image.Image:
-    """A bool mask as an 8-bit PNG-ready image (0 / 255)."""
-    return Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
-
-
-@dataclass(frozen=True)
-class Encoded:
-    """One sample ready to write: its metadata and its three images as PNG bytes."""
-
-    id: str
-    query: str
-    level: str
-    socio_class: str | None
-    n_targets: int
-    png: dict[str, bytes]  # "map", "sat", "mask"
-
-    @classmethod
-    def from_sample(cls, sample: Sample, n_targets: int, optimize: bool = False) -> Encoded:
-        images = {"map": sample.map, "sat": sample.sat, "mask": mask_image(sample.mask)}
-        png = {key: png_bytes(image, optimize) for key, image in images.items()}
-        return cls(sample.id, sample.query, sample.level, sample.socio_class, n_targets, png)
 
 
 def _encode(job: tuple[int, int, int, int, str]) -> list[Encoded]:
@@ -370,7 +320,6 @@ def write_dataset(
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     _check(size, placement, queries)
-    from socioseg.data._writers import FolderWriter, ParquetWriter
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from socioseg.data._city import HOUSE_COLORS, ROOF_COLORS, VEHICLE_COLORS, Color, Frame, Part
+from socioseg.data.synth.city import HOUSE_COLORS, ROOF_COLORS, VEHICLE_COLORS, Color, Frame, Part
 
 Rng = np.random.Generator
 Style = Callable[[Rng, Frame, float], tuple[str, list[Part]]]

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from socioseg.data._city import Part, Poly, Region, Road
+from socioseg.data.synth.city import Part, Poly, Region, Road
 
 # --- the web map ----------------------------------------------------------------------------
 
