@@ -128,16 +128,8 @@ def evaluate(
         shard = None
     out_dir = Path(out_dir)
     work_dir = shard_dir(out_dir, shard)
-    config = {
-        "inference": config_to_json(inference),
-        "mode": inference.mode,
-        "batch_size": batch_size,
-        "split": dataset.split,
-        "limit": limit,
-        **(config_json or {}),
-    }
     contact = contact_indices(selected, contact_samples)
-    info = run_info("evaluate", ["stage1", "final"], config, model_ids, dataset, selected)
+    info = _run_record(inference, batch_size, dataset, limit, config_json, model_ids, selected)
     info.update(shard=list(shard) if shard else None, contact=contact)
     claim_dir(work_dir, info)
     mine = range(shard[0], selected, shard[1]) if shard else range(selected)
@@ -146,25 +138,38 @@ def evaluate(
     pending = [index for index in mine if index not in done]
     job = _Job(reasoner, dataset, inference.mode, out_dir, set(contact), save_masks)
     label = "eval" if shard is None else f"eval {shard[0]}/{shard[1]}"
-    bar = tqdm(
-        total=len(mine),
-        initial=len(mine) - len(pending),
-        desc=label,
-        unit="sample",
-        disable=not progress,
-        dynamic_ncols=True,
-    )
-    with RowWriter(rows_path) as writer, bar:
-        for start in range(0, len(pending), batch_size):
-            for row in job.run(pending[start : start + batch_size]):
-                writer.write(row)
-                bar.update(1)
+    initial = len(mine) - len(pending)
+    bar = tqdm(total=len(mine), initial=initial, desc=label, unit="sample", disable=not progress)
+    with bar:
+        _append_rows(job, rows_path, pending, batch_size, bar)
     summary = write_summary(work_dir, read_rows(rows_path), info, out_dir / TILES_DIR)
     if distributed:
         barrier()
         if shard[0] == 0:
             return merge(out_dir)
     return summary
+
+
+def _append_rows(job: _Job, rows_path: Path, pending: list[int], batch_size: int, bar) -> None:
+    """Run ``pending`` in batches, appending each finished row and advancing ``bar``."""
+    with RowWriter(rows_path) as writer:
+        for start in range(0, len(pending), batch_size):
+            for row in job.run(pending[start : start + batch_size]):
+                writer.write(row)
+                bar.update(1)
+
+
+def _run_record(inference, batch_size, dataset, limit, config_json, model_ids, selected) -> dict:
+    """What ``run.json`` records of an evaluation: the resolved settings, data and models."""
+    config = {
+        "inference": config_to_json(inference),
+        "mode": inference.mode,
+        "batch_size": batch_size,
+        "split": dataset.split,
+        "limit": limit,
+        **(config_json or {}),
+    }
+    return run_info("evaluate", ["stage1", "final"], config, model_ids, dataset, selected)
 
 
 @dataclass
