@@ -122,6 +122,8 @@ def _cmd_map(args: argparse.Namespace) -> int:
     made = make_map(Grid.of_raster(args.like), source, args.map_out)
     if made.zoom is not None:
         print(f"tiles: {made.tiles} at zoom {made.zoom} ({made.downloaded} downloaded)")
+    for note in made.notes:
+        print(note)
     print(f"wrote {made.path}")
     if made.attribution:
         print(f"map data: {made.attribution}")
