@@ -13,6 +13,7 @@ from socioseg.cli.model_options import (
     add_model_args,
     reasoner_factory,
 )
+from socioseg.region.area import DEFAULT_MIN_AREA_M2
 from socioseg.region.grid import SOCIOSEG_GSD
 
 
@@ -46,6 +47,10 @@ def _cmd_segment_area(args: argparse.Namespace) -> int:
         gsd=args.gsd,
         levels=levels,
         progress=not args.no_progress and os.environ.get("RANK", "0") == "0",
+        simplify=args.simplify,
+        min_area_m2=args.min_area_m2,
+        dst_crs=args.dst_crs,
+        models={"vlm": str(args.vlm), "sam": str(args.sam)},
     )
     if summary is None:  # another torchrun rank: rank 0 reports
         return 0
@@ -58,7 +63,10 @@ def _cmd_segment_area(args: argparse.Namespace) -> int:
     )
     if summary.gsd is not None:
         print(f"resolution: {summary.gsd:g} m/px, {summary.scale:.3g} model px per raster px")
-    print(f"wrote {summary.mask_path}, {summary.geojson_path} and {summary.tiles_jsonl}")
+    written = [summary.mask_path, summary.geojson_path, summary.gpkg_path, summary.overview_path]
+    print(f"wrote {', '.join(p for p in written if p)} and {summary.tiles_jsonl}")
+    if summary.vector_crs is not None:
+        print(f"polygons in {summary.vector_crs}")
     if source is not None:
         _print_map_credit(args.out / "map.tif")
     return 0
@@ -184,6 +192,22 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--batch-size", type=int_in(1, MAX_BATCH_SIZE), default=4, help="tiles per batch"
     )
     area.add_argument("--min-area-px", type=int_in(0), default=16, help="smallest polygon kept")
+    area.add_argument(
+        "--min-area-m2",
+        type=float,
+        default=DEFAULT_MIN_AREA_M2,
+        help="smallest polygon kept, in square metres (rasters with a CRS)",
+    )
+    area.add_argument(
+        "--simplify",
+        type=float,
+        default=None,
+        metavar="METRES",
+        help="polygon simplification tolerance (default: one pixel; 0: keep pixel steps)",
+    )
+    area.add_argument(
+        "--dst-crs", default=None, help="CRS of entities.geojson/.gpkg, e.g. EPSG:4326"
+    )
     area.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_map_source_args(area)
     add_model_args(area)

@@ -39,6 +39,7 @@ from socioseg.data.levels import function_name
 from socioseg.outputs import prediction_to_json
 from socioseg.region.raster import (
     AreaError,
+    Georef,
     RasterSource,
     check_same_grid,
     feature_collection,
@@ -52,6 +53,7 @@ DEFAULT_TILE = 768
 DEFAULT_OVERLAP = 128
 DEFAULT_BATCH_SIZE = 4
 DEFAULT_MIN_AREA_PX = 16
+DEFAULT_MIN_AREA_M2 = 100.0  # 10 m x 10 m: smaller than any entity SocioSeg asks for
 MIN_TILE = 64
 SAME_GSD = 0.05  # relative difference under which a raster is used at its own resolution
 FAR_GSD = 2.0  # resampling by more than this factor is worth a note
@@ -98,6 +100,9 @@ class AreaSummary:
     gsd: float | None = None
     scale: float = 1.0
     notes: list[str] = field(default_factory=list)
+    gpkg_path: str | None = None
+    overview_path: str | None = None
+    vector_crs: str | None = None
 
 
 def _starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -259,6 +264,10 @@ def segment_area(
     gsd: float | None = None,
     levels: Sequence[str] | None = None,
     progress: bool = True,
+    simplify: float | None = None,
+    min_area_m2: float = DEFAULT_MIN_AREA_M2,
+    dst_crs: str | None = None,
+    models: dict[str, str] | None = None,
 ) -> AreaSummary | None:
     """Segment queries over two aligned rasters and write masks, entities and per-tile logs.
 
@@ -282,6 +291,12 @@ def segment_area(
         levels: the query level of each query (default: ``socio-function`` for the 10 function
             names, else ``unknown``).
         progress: show a tqdm bar (items/s).
+        simplify: polygon simplification tolerance in metres (``None``: one pixel; 0: keep
+            the pixel stair-steps); see :mod:`socioseg.region.gis_outputs`.
+        min_area_m2: entities smaller than this many square metres get no polygon (rasters
+            with a CRS; ``min_area_px`` applies to all).
+        dst_crs: CRS of the vector outputs (e.g. ``"EPSG:4326"``; default: the raster's).
+        models: ``{"vlm": id, "sam": id}`` recorded with every entity of ``entities.gpkg``.
 
     Returns:
         The summary; ``None`` on torchrun ranks other than 0 (rank 0 writes the outputs).
@@ -292,6 +307,7 @@ def segment_area(
     """
     queries = _queries(query, levels)
     _check_settings(tile, overlap, batch_size, mode, gsd)
+    vectors = _vector_settings(simplify, min_area_m2, dst_crs, models)
     began = time.perf_counter()
     out = Path(out_dir)
     with ranks() as (rank, world, share):
@@ -326,7 +342,20 @@ def segment_area(
             return None
         run.reload()
         facts = {"ran": ran, "resumed": resumed, "gsd": input_gsd, "scale": scale}
+        facts |= {"sat": Path(sat_path), "vectors": vectors}
         return _write_outputs(run, tiles, size, georef, queries, min_area_px, facts, notes, began)
+
+
+def _vector_settings(simplify, min_area_m2, dst_crs, models) -> dict:
+    """The vector outputs' settings, checked before anything runs."""
+    from socioseg.region.gis_outputs import check_crs
+
+    if simplify is not None and not simplify >= 0:
+        raise AreaError(f"--simplify must be metres >= 0 (0: no simplification), got {simplify}")
+    if not min_area_m2 >= 0:
+        raise AreaError(f"--min-area-m2 must be >= 0, got {min_area_m2}")
+    crs = None if dst_crs is None else check_crs(dst_crs)
+    return {"simplify": simplify, "min_area_m2": min_area_m2, "dst_crs": crs, "models": models}
 
 
 def _ensure_map(sat_path, map_path, out: Path, rank: int, share) -> Path:
@@ -351,11 +380,30 @@ def _ensure_map(sat_path, map_path, out: Path, rank: int, share) -> Path:
 
 
 def _write_outputs(run, tiles, size, georef, queries, min_area_px, facts, notes, began):
+    from socioseg.region import gis_outputs
+
     strips, features, counter = stitch(run, tiles, size, georef, queries, min_area_px)
     texts = [q["text"] for q in queries]
-    mask_path = write_mask_raster(run.root / "mask", size, georef, strips, texts)
+    color = gis_outputs.query_color(0)
+    mask_path = write_mask_raster(run.root / "mask", size, georef, strips, texts, color)
+    vectors = facts["vectors"]
+    features = gis_outputs.tidy_features(
+        features, georef, facts["gsd"], vectors["simplify"], vectors["min_area_m2"],
+        vectors["dst_crs"],
+    )  # fmt: skip
+    crs = vectors["dst_crs"] or (georef.crs if georef is not None else None)
+    vector_georef = None if crs is None else Georef(crs, None)
     geojson_path = run.root / "entities.geojson"
-    geojson_path.write_text(json.dumps(feature_collection(features, georef)) + "\n")
+    geojson_path.write_text(json.dumps(feature_collection(features, vector_georef)) + "\n")
+    gpkg_path = None
+    if gis_outputs.has_pyogrio():
+        gpkg_path = gis_outputs.write_geopackage(
+            run.root / "entities.gpkg", features, queries, crs, vectors["models"]
+        )
+    counts = [sum(f["properties"]["query"] == t for f in features) for t in texts]
+    overview = gis_outputs.write_overview(
+        run.root / "overview.png", facts["sat"], mask_path, texts, counts
+    )
     rows = [run.rows[(q["index"], t.id)] for q in queries for t in tiles]
     summary = AreaSummary(
         out_dir=str(run.root),
@@ -374,6 +422,9 @@ def _write_outputs(run, tiles, size, georef, queries, min_area_px, facts, notes,
         gsd=None if facts["gsd"] is None else round(facts["gsd"], 4),
         scale=facts["scale"],
         notes=notes,
+        gpkg_path=None if gpkg_path is None else str(gpkg_path),
+        overview_path=str(overview),
+        vector_crs=None if vector_georef is None else vector_georef.crs_name(),
     )
     (run.root / "summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
     return summary
