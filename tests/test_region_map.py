@@ -67,7 +67,9 @@ def test_osm_map_lands_on_the_raster_grid(sat, tmp_path, capsys, fmt):
     assert (
         main(["map", "--like", str(sat), "--osm", str(osm), "--out", str(tmp_path / "m.tif")]) == 0
     )
-    assert "OpenStreetMap contributors" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "OpenStreetMap contributors" in out
+    assert "labels: 3 of 3 named places shown (2 of 2 query-target areas)" in out
     rgb, ds = _read(tmp_path / "m.tif")
     assert ds["crs"].to_string() == CRS and ds["transform"].almost_equals(transform())
     assert rgb.shape == (HEIGHT, WIDTH, 3)

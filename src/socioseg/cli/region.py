@@ -13,7 +13,7 @@ from socioseg.cli.model_options import (
     add_model_args,
     reasoner_factory,
 )
-from socioseg.region.area import DEFAULT_MIN_AREA_M2
+from socioseg.region.gis_outputs import DEFAULT_MIN_AREA_M2
 from socioseg.region.grid import SOCIOSEG_GSD
 
 

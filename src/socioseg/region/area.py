@@ -37,14 +37,8 @@ from PIL import Image
 
 from socioseg.data.levels import function_name
 from socioseg.outputs import prediction_to_json
-from socioseg.region.raster import (
-    AreaError,
-    Georef,
-    RasterSource,
-    check_same_grid,
-    feature_collection,
-    write_mask_raster,
-)
+from socioseg.region.gis_outputs import DEFAULT_MIN_AREA_M2, vector_settings
+from socioseg.region.raster import AreaError, RasterSource, check_same_grid, write_mask_raster
 from socioseg.region.run_files import RunDir, ranks, rows_file_name
 from socioseg.region.stitch import stitch
 from socioseg.types import LEVELS, MODES
@@ -53,7 +47,6 @@ DEFAULT_TILE = 768
 DEFAULT_OVERLAP = 128
 DEFAULT_BATCH_SIZE = 4
 DEFAULT_MIN_AREA_PX = 16
-DEFAULT_MIN_AREA_M2 = 100.0  # 10 m x 10 m: smaller than any entity SocioSeg asks for
 MIN_TILE = 64
 SAME_GSD = 0.05  # relative difference under which a raster is used at its own resolution
 FAR_GSD = 2.0  # resampling by more than this factor is worth a note
@@ -307,15 +300,16 @@ def segment_area(
     """
     queries = _queries(query, levels)
     _check_settings(tile, overlap, batch_size, mode, gsd)
-    vectors = _vector_settings(simplify, min_area_m2, dst_crs, models)
+    vectors = vector_settings(simplify, min_area_m2, dst_crs, models)
     began = time.perf_counter()
     out = Path(out_dir)
     with ranks() as (rank, world, share):
         map_source = map_path.describe() if hasattr(map_path, "describe") else None
-        map_path = _ensure_map(sat_path, map_path, out, rank, share)
+        map_path, map_notes = _ensure_map(sat_path, map_path, out, rank, share)
         with RasterSource(sat_path) as sat, RasterSource(map_path) as map_:
             georef = check_same_grid(sat, map_)
             input_gsd, scale, notes = _scale(sat, gsd)
+            notes += map_notes
             side, margin = max(1, round(tile / scale)), round(overlap / scale)
             settings = {
                 "queries": [q["text"] for q in queries],
@@ -346,37 +340,26 @@ def segment_area(
         return _write_outputs(run, tiles, size, georef, queries, min_area_px, facts, notes, began)
 
 
-def _vector_settings(simplify, min_area_m2, dst_crs, models) -> dict:
-    """The vector outputs' settings, checked before anything runs."""
-    from socioseg.region.gis_outputs import check_crs
-
-    if simplify is not None and not simplify >= 0:
-        raise AreaError(f"--simplify must be metres >= 0 (0: no simplification), got {simplify}")
-    if not min_area_m2 >= 0:
-        raise AreaError(f"--min-area-m2 must be >= 0, got {min_area_m2}")
-    crs = None if dst_crs is None else check_crs(dst_crs)
-    return {"simplify": simplify, "min_area_m2": min_area_m2, "dst_crs": crs, "models": models}
-
-
-def _ensure_map(sat_path, map_path, out: Path, rank: int, share) -> Path:
-    """``map_path`` itself, or the map a ``MapSource`` makes (rank 0 writes, others wait)."""
+def _ensure_map(sat_path, map_path, out: Path, rank: int, share) -> tuple[Path, list[str]]:
+    """``(map_path itself, [])``, or the map a ``MapSource`` makes and what its maker noted
+    (e.g. the labels shown); rank 0 writes, the others wait."""
     from socioseg.region.mapping import MapSource, make_map
 
     if not isinstance(map_path, MapSource):
-        return Path(map_path)
+        return Path(map_path), []
     target = out / "map.tif"
-    error = None
+    error, notes = None, []
     if rank == 0 and not target.exists():
         from socioseg.region.grid import Grid
 
         try:
-            make_map(Grid.of_raster(sat_path), map_path, target)
+            notes = list(make_map(Grid.of_raster(sat_path), map_path, target).notes)
         except AreaError as exc:  # every rank stops with it, none waits for a map
             error = str(exc)
     error = share(error)
     if error is not None:
         raise AreaError(error)
-    return target
+    return target, notes
 
 
 def _write_outputs(run, tiles, size, georef, queries, min_area_px, facts, notes, began):
@@ -386,20 +369,9 @@ def _write_outputs(run, tiles, size, georef, queries, min_area_px, facts, notes,
     texts = [q["text"] for q in queries]
     color = gis_outputs.query_color(0)
     mask_path = write_mask_raster(run.root / "mask", size, georef, strips, texts, color)
-    vectors = facts["vectors"]
-    features = gis_outputs.tidy_features(
-        features, georef, facts["gsd"], vectors["simplify"], vectors["min_area_m2"],
-        vectors["dst_crs"],
-    )  # fmt: skip
-    crs = vectors["dst_crs"] or (georef.crs if georef is not None else None)
-    vector_georef = None if crs is None else Georef(crs, None)
-    geojson_path = run.root / "entities.geojson"
-    geojson_path.write_text(json.dumps(feature_collection(features, vector_georef)) + "\n")
-    gpkg_path = None
-    if gis_outputs.has_pyogrio():
-        gpkg_path = gis_outputs.write_geopackage(
-            run.root / "entities.gpkg", features, queries, crs, vectors["models"]
-        )
+    features, geojson_path, gpkg_path, vector_crs = gis_outputs.write_vectors(
+        run.root, features, georef, facts["gsd"], queries, facts["vectors"]
+    )
     counts = [sum(f["properties"]["query"] == t for f in features) for t in texts]
     overview = gis_outputs.write_overview(
         run.root / "overview.png", facts["sat"], mask_path, texts, counts
@@ -424,7 +396,7 @@ def _write_outputs(run, tiles, size, georef, queries, min_area_px, facts, notes,
         notes=notes,
         gpkg_path=None if gpkg_path is None else str(gpkg_path),
         overview_path=str(overview),
-        vector_crs=None if vector_georef is None else vector_georef.crs_name(),
+        vector_crs=vector_crs,
     )
     (run.root / "summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
     return summary

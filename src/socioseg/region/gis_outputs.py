@@ -15,6 +15,7 @@ Everything is written under a temporary name inside the output folder and rename
 
 from __future__ import annotations
 
+import json
 import re
 import warnings
 from collections.abc import Sequence
@@ -23,17 +24,48 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from socioseg.region.raster import AreaError, Georef
+from socioseg.publish import write_text_atomic
+from socioseg.region.raster import AreaError, Georef, feature_collection
 
 QUERY_COLORS = (  # Tableau 10: distinct for the colour-blind, readable on imagery
     (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
     (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
 )  # fmt: skip
+DEFAULT_MIN_AREA_M2 = 100.0  # 10 m x 10 m: smaller than any entity SocioSeg asks for
 OVERVIEW_SIDE = 1024  # longest side of overview.png in pixels
 GPKG_FIELDS = (
     "id", "query", "level", "sam_score", "answer_logprob", "vlm", "sam", "tiles", "area_m2",
     "area_px",
 )  # fmt: skip
+
+
+def vector_settings(simplify, min_area_m2, dst_crs, models) -> dict:
+    """The vector outputs' settings (see :func:`tidy_features`), checked before anything runs."""
+    if simplify is not None and not simplify >= 0:
+        raise AreaError(f"--simplify must be metres >= 0 (0: no simplification), got {simplify}")
+    if not min_area_m2 >= 0:
+        raise AreaError(f"--min-area-m2 must be >= 0, got {min_area_m2}")
+    crs = None if dst_crs is None else check_crs(dst_crs)
+    return {"simplify": simplify, "min_area_m2": min_area_m2, "dst_crs": crs, "models": models}
+
+
+def write_vectors(root: Path, features, georef: Georef | None, gsd, queries, settings: dict):
+    """Tidy ``features`` (:func:`tidy_features` with ``settings`` of :func:`vector_settings`)
+    and write ``entities.geojson`` and, with pyogrio, ``entities.gpkg`` into ``root``.
+
+    Returns ``(features, geojson path, gpkg path or None, name of the vectors' CRS or None)``.
+    """
+    features = tidy_features(
+        features, georef, gsd, settings["simplify"], settings["min_area_m2"], settings["dst_crs"]
+    )
+    crs = settings["dst_crs"] or (georef.crs if georef is not None else None)
+    vector_georef = None if crs is None else Georef(crs, None)
+    geojson = root / "entities.geojson"
+    write_text_atomic(geojson, json.dumps(feature_collection(features, vector_georef)) + "\n")
+    gpkg = None
+    if has_pyogrio():
+        gpkg = write_geopackage(root / "entities.gpkg", features, queries, crs, settings["models"])
+    return features, geojson, gpkg, None if vector_georef is None else vector_georef.crs_name()
 
 
 def has_pyogrio() -> bool:
