@@ -89,7 +89,9 @@ def _add_map_source_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--name-tag", default="name", help="OSM tag for labels: name, name:en, name:zh, ..."
     )
-    group.add_argument("--font", type=Path, help="label font file, e.g. Noto Sans CJK for Chinese")
+    group.add_argument(
+        "--font", type=Path, help="label font tried before the default Noto fonts (TTF/OTF)"
+    )
     group.add_argument("--gcj02", action="store_true", help="tiles are in GCJ-02 (Amap, ...)")
     group.add_argument(
         "--tile-budget", type=int_in(1), default=400, help="most tiles one map may download"
