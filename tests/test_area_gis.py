@@ -172,6 +172,11 @@ def test_bad_vector_options_are_one_line_errors(tmp_path, capsys):
     base = ["segment-area", "--sat", sat, "--map", sat, "--query", "q", "--out"]
     assert main([*base, str(tmp_path / "a"), "--dst-crs", "EPSG:nonsense"]) == 2
     assert main([*base, str(tmp_path / "b"), "--simplify", "-1"]) == 2
+    plain = tmp_path / "plain.png"
+    Image.fromarray(_scene()).save(plain)
+    args = ["--sat", str(plain), "--map", str(plain), "--query", "q", "--dst-crs", "EPSG:4326"]
+    assert main(["segment-area", *args, "--out", str(tmp_path / "c")]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
-    assert len(errors) == 2 and "--dst-crs" in errors[0] and "--simplify" in errors[1]
+    assert len(errors) == 3 and "--dst-crs" in errors[0] and "--simplify" in errors[1]
+    assert "has no CRS" in errors[2]
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -308,6 +308,8 @@ def segment_area(
         map_path, map_notes = _ensure_map(sat_path, map_path, out, rank, share)
         with RasterSource(sat_path) as sat, RasterSource(map_path) as map_:
             georef = check_same_grid(sat, map_)
+            if vectors["dst_crs"] is not None and (georef is None or georef.crs is None):
+                raise AreaError(f"--dst-crs: {sat_path} has no CRS to reproject from")
             input_gsd, scale, notes = _scale(sat, gsd)
             notes += map_notes
             side, margin = max(1, round(tile / scale)), round(overlap / scale)
