@@ -163,7 +163,7 @@ def main() -> None:
         from socioseg.region.grid import Grid
         from socioseg.region.osm import render_osm
 
-        rendered = render_osm(args.out / "city.osm", Grid.of_raster(args.out / "sat.tif"))
+        rendered = render_osm(args.out / "city.osm", Grid.of_raster(args.out / "sat.tif")).rgb
         pair = np.concatenate([sat, np.full((size, 16, 3), 255, np.uint8), rendered], axis=1)
         half = Image.fromarray(pair).resize(
             (pair.shape[1] // 2, size // 2), Image.Resampling.LANCZOS

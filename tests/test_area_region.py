@@ -203,6 +203,7 @@ def test_map_made_from_osm_on_the_fly(tmp_path, capsys):
         progress=False,
     )  # fmt: skip
     assert summary.tiles_total == 4
+    assert any(note.startswith("labels: 3 of 3 named places shown") for note in summary.notes)
     with rasterio.open(tmp_path / "out" / "map.tif") as ds:
         assert "OpenStreetMap" in ds.tags()["ATTRIBUTION"] and ds.shape == (HEIGHT, WIDTH)
     args = ["segment-area", "--sat", str(sat), "--query", "q", "--out", str(tmp_path / "o")]

@@ -13,6 +13,7 @@ from socioseg.cli.model_options import (
     add_model_args,
     reasoner_factory,
 )
+from socioseg.region.gis_outputs import DEFAULT_MIN_AREA_M2
 from socioseg.region.grid import SOCIOSEG_GSD
 
 
@@ -46,6 +47,10 @@ def _cmd_segment_area(args: argparse.Namespace) -> int:
         gsd=args.gsd,
         levels=levels,
         progress=not args.no_progress and os.environ.get("RANK", "0") == "0",
+        simplify=args.simplify,
+        min_area_m2=args.min_area_m2,
+        dst_crs=args.dst_crs,
+        models={"vlm": str(args.vlm), "sam": str(args.sam)},
     )
     if summary is None:  # another torchrun rank: rank 0 reports
         return 0
@@ -58,7 +63,10 @@ def _cmd_segment_area(args: argparse.Namespace) -> int:
     )
     if summary.gsd is not None:
         print(f"resolution: {summary.gsd:g} m/px, {summary.scale:.3g} model px per raster px")
-    print(f"wrote {summary.mask_path}, {summary.geojson_path} and {summary.tiles_jsonl}")
+    written = [summary.mask_path, summary.geojson_path, summary.gpkg_path, summary.overview_path]
+    print(f"wrote {', '.join(p for p in written if p)} and {summary.tiles_jsonl}")
+    if summary.vector_crs is not None:
+        print(f"polygons in {summary.vector_crs}")
     if source is not None:
         _print_map_credit(args.out / "map.tif")
     return 0
@@ -81,7 +89,9 @@ def _add_map_source_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--name-tag", default="name", help="OSM tag for labels: name, name:en, name:zh, ..."
     )
-    group.add_argument("--font", type=Path, help="label font file, e.g. Noto Sans CJK for Chinese")
+    group.add_argument(
+        "--font", type=Path, help="label font tried before the default Noto fonts (TTF/OTF)"
+    )
     group.add_argument("--gcj02", action="store_true", help="tiles are in GCJ-02 (Amap, ...)")
     group.add_argument(
         "--tile-budget", type=int_in(1), default=400, help="most tiles one map may download"
@@ -122,6 +132,8 @@ def _cmd_map(args: argparse.Namespace) -> int:
     made = make_map(Grid.of_raster(args.like), source, args.map_out)
     if made.zoom is not None:
         print(f"tiles: {made.tiles} at zoom {made.zoom} ({made.downloaded} downloaded)")
+    for note in made.notes:
+        print(note)
     print(f"wrote {made.path}")
     if made.attribution:
         print(f"map data: {made.attribution}")
@@ -182,6 +194,22 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--batch-size", type=int_in(1, MAX_BATCH_SIZE), default=4, help="tiles per batch"
     )
     area.add_argument("--min-area-px", type=int_in(0), default=16, help="smallest polygon kept")
+    area.add_argument(
+        "--min-area-m2",
+        type=float,
+        default=DEFAULT_MIN_AREA_M2,
+        help="smallest polygon kept, in square metres (rasters with a CRS)",
+    )
+    area.add_argument(
+        "--simplify",
+        type=float,
+        default=None,
+        metavar="METRES",
+        help="polygon simplification tolerance (default: one pixel; 0: keep pixel steps)",
+    )
+    area.add_argument(
+        "--dst-crs", default=None, help="CRS of entities.geojson/.gpkg, e.g. EPSG:4326"
+    )
     area.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_map_source_args(area)
     add_model_args(area)

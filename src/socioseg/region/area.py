@@ -37,13 +37,8 @@ from PIL import Image
 
 from socioseg.data.levels import function_name
 from socioseg.outputs import prediction_to_json
-from socioseg.region.raster import (
-    AreaError,
-    RasterSource,
-    check_same_grid,
-    feature_collection,
-    write_mask_raster,
-)
+from socioseg.region.gis_outputs import DEFAULT_MIN_AREA_M2, vector_settings
+from socioseg.region.raster import AreaError, RasterSource, check_same_grid, write_mask_raster
 from socioseg.region.run_files import RunDir, ranks, rows_file_name
 from socioseg.region.stitch import stitch
 from socioseg.types import LEVELS, MODES
@@ -98,6 +93,9 @@ class AreaSummary:
     gsd: float | None = None
     scale: float = 1.0
     notes: list[str] = field(default_factory=list)
+    gpkg_path: str | None = None
+    overview_path: str | None = None
+    vector_crs: str | None = None
 
 
 def _starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -259,6 +257,10 @@ def segment_area(
     gsd: float | None = None,
     levels: Sequence[str] | None = None,
     progress: bool = True,
+    simplify: float | None = None,
+    min_area_m2: float = DEFAULT_MIN_AREA_M2,
+    dst_crs: str | None = None,
+    models: dict[str, str] | None = None,
 ) -> AreaSummary | None:
     """Segment queries over two aligned rasters and write masks, entities and per-tile logs.
 
@@ -282,6 +284,12 @@ def segment_area(
         levels: the query level of each query (default: ``socio-function`` for the 10 function
             names, else ``unknown``).
         progress: show a tqdm bar (items/s).
+        simplify: polygon simplification tolerance in metres (``None``: one pixel; 0: keep
+            the pixel stair-steps); see :mod:`socioseg.region.gis_outputs`.
+        min_area_m2: entities smaller than this many square metres get no polygon (rasters
+            with a CRS; ``min_area_px`` applies to all).
+        dst_crs: CRS of the vector outputs (e.g. ``"EPSG:4326"``; default: the raster's).
+        models: ``{"vlm": id, "sam": id}`` recorded with every entity of ``entities.gpkg``.
 
     Returns:
         The summary; ``None`` on torchrun ranks other than 0 (rank 0 writes the outputs).
@@ -292,14 +300,18 @@ def segment_area(
     """
     queries = _queries(query, levels)
     _check_settings(tile, overlap, batch_size, mode, gsd)
+    vectors = vector_settings(simplify, min_area_m2, dst_crs, models)
     began = time.perf_counter()
     out = Path(out_dir)
     with ranks() as (rank, world, share):
         map_source = map_path.describe() if hasattr(map_path, "describe") else None
-        map_path = _ensure_map(sat_path, map_path, out, rank, share)
+        map_path, map_notes = _ensure_map(sat_path, map_path, out, rank, share)
         with RasterSource(sat_path) as sat, RasterSource(map_path) as map_:
             georef = check_same_grid(sat, map_)
+            if vectors["dst_crs"] is not None and (georef is None or georef.crs is None):
+                raise AreaError(f"--dst-crs: {sat_path} has no CRS to reproject from")
             input_gsd, scale, notes = _scale(sat, gsd)
+            notes += map_notes
             side, margin = max(1, round(tile / scale)), round(overlap / scale)
             settings = {
                 "queries": [q["text"] for q in queries],
@@ -326,36 +338,46 @@ def segment_area(
             return None
         run.reload()
         facts = {"ran": ran, "resumed": resumed, "gsd": input_gsd, "scale": scale}
+        facts |= {"sat": Path(sat_path), "vectors": vectors}
         return _write_outputs(run, tiles, size, georef, queries, min_area_px, facts, notes, began)
 
 
-def _ensure_map(sat_path, map_path, out: Path, rank: int, share) -> Path:
-    """``map_path`` itself, or the map a ``MapSource`` makes (rank 0 writes, others wait)."""
+def _ensure_map(sat_path, map_path, out: Path, rank: int, share) -> tuple[Path, list[str]]:
+    """``(map_path itself, [])``, or the map a ``MapSource`` makes and what its maker noted
+    (e.g. the labels shown); rank 0 writes, the others wait."""
     from socioseg.region.mapping import MapSource, make_map
 
     if not isinstance(map_path, MapSource):
-        return Path(map_path)
+        return Path(map_path), []
     target = out / "map.tif"
-    error = None
+    error, notes = None, []
     if rank == 0 and not target.exists():
         from socioseg.region.grid import Grid
 
         try:
-            make_map(Grid.of_raster(sat_path), map_path, target)
+            notes = list(make_map(Grid.of_raster(sat_path), map_path, target).notes)
         except AreaError as exc:  # every rank stops with it, none waits for a map
             error = str(exc)
     error = share(error)
     if error is not None:
         raise AreaError(error)
-    return target
+    return target, notes
 
 
 def _write_outputs(run, tiles, size, georef, queries, min_area_px, facts, notes, began):
+    from socioseg.region import gis_outputs
+
     strips, features, counter = stitch(run, tiles, size, georef, queries, min_area_px)
     texts = [q["text"] for q in queries]
-    mask_path = write_mask_raster(run.root / "mask", size, georef, strips, texts)
-    geojson_path = run.root / "entities.geojson"
-    geojson_path.write_text(json.dumps(feature_collection(features, georef)) + "\n")
+    color = gis_outputs.query_color(0)
+    mask_path = write_mask_raster(run.root / "mask", size, georef, strips, texts, color)
+    features, geojson_path, gpkg_path, vector_crs = gis_outputs.write_vectors(
+        run.root, features, georef, facts["gsd"], queries, facts["vectors"]
+    )
+    counts = [sum(f["properties"]["query"] == t for f in features) for t in texts]
+    overview = gis_outputs.write_overview(
+        run.root / "overview.png", facts["sat"], mask_path, texts, counts
+    )
     rows = [run.rows[(q["index"], t.id)] for q in queries for t in tiles]
     summary = AreaSummary(
         out_dir=str(run.root),
@@ -374,6 +396,9 @@ def _write_outputs(run, tiles, size, georef, queries, min_area_px, facts, notes,
         gsd=None if facts["gsd"] is None else round(facts["gsd"], 4),
         scale=facts["scale"],
         notes=notes,
+        gpkg_path=None if gpkg_path is None else str(gpkg_path),
+        overview_path=str(overview),
+        vector_crs=vector_crs,
     )
     (run.root / "summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
     return summary

@@ -51,6 +51,7 @@ class MadeMap:
     zoom: int | None = None
     tiles: int = 0
     downloaded: int = 0
+    notes: tuple[str, ...] = ()  # lines for users: what the labels show, missing fonts
 
 
 def make_map(grid: Grid, source: MapSource, out: str | Path) -> MadeMap:
@@ -66,9 +67,11 @@ def make_map(grid: Grid, source: MapSource, out: str | Path) -> MadeMap:
     if source.osm is not None:
         from socioseg.region.osm import render_osm
 
-        rgb = render_osm(source.osm, grid, source.name_tag, source.font)
+        rendered = render_osm(source.osm, grid, source.name_tag, source.font)
+        rgb = rendered.rgb
         tags = {"SOURCE": f"OpenStreetMap file {Path(source.osm).name}"}
-        made = MadeMap(Path(out), OSM_ATTRIBUTION)
+        notes = (rendered.labels.line(), *rendered.notes)
+        made = MadeMap(Path(out), OSM_ATTRIBUTION, notes=notes)
     else:
         from socioseg.region.xyz import DEFAULT_BUDGET, TileSource, default_cache_dir, tile_map
 

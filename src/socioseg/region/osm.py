@@ -15,23 +15,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from socioseg.data.synth.catalog import FUNCTION_COLORS
 from socioseg.data.synth.paint import (
     BUILDING_OUTLINE,
     MAP_BACKGROUND,
     MAP_FILL,
     MAP_PART,
-    Label,
     RoadLine,
     paint_area,
     paint_roads,
-    place_labels,
 )
-from socioseg.region.grid import SOCIOSEG_GSD, Grid
+from socioseg.region.fonts import FontChain
+from socioseg.region.grid import METRES_PER_DEGREE, SOCIOSEG_GSD, Grid
+from socioseg.region.map_labels import LabelReport, Poi, importance, place_map_labels
 from socioseg.region.raster import AreaError
 
 # (tag, values, fill) in drawing order: the first match decides; later layers paint over earlier.
@@ -75,17 +75,21 @@ POI_FUNCTIONS: tuple[tuple[str, frozenset[str] | None, str], ...] = tuple(
     (key, None if values == "*" else frozenset(values.split()), function)
     for key, values, function in (
         ("amenity", "school university college kindergarten library", "Educational"),
+        ("building", "school university college kindergarten", "Educational"),
         ("amenity", "hospital clinic doctors dentist pharmacy", "Medical"),
+        ("building", "hospital", "Medical"),
         ("amenity", "townhall police courthouse fire_station post_office", "Administrative"),
         ("office", "government", "Administrative"),
         ("office", "*", "Business office"),
         ("leisure", "park garden playground nature_reserve", "Park and greenspace"),
+        ("place", "square", "Park and greenspace"),
         ("leisure", "*", "Sport and cultural"),
-        ("amenity", "theatre cinema arts_centre", "Sport and cultural"),
+        ("amenity", "theatre cinema arts_centre place_of_worship", "Sport and cultural"),
         ("tourism", "museum gallery", "Sport and cultural"),
         ("railway", "station halt", "Transportation stations"),
         ("amenity", "bus_station ferry_terminal", "Transportation stations"),
         ("public_transport", "station", "Transportation stations"),
+        ("building", "train_station", "Transportation stations"),
         ("aeroway", "terminal aerodrome", "Transportation stations"),
         ("landuse", "industrial", "Industrial"),
         ("man_made", "works", "Industrial"),
@@ -94,6 +98,38 @@ POI_FUNCTIONS: tuple[tuple[str, frozenset[str] | None, str], ...] = tuple(
         ("amenity", "*", "Commercial service"),
         ("shop", "*", "Commercial service"),
         ("tourism", "*", "Commercial service"),
+    )
+)
+
+# (tag, values, SocioSeg class) of the features a query may be about; the first match wins.
+SOCIO_CLASSES: tuple[tuple[str, frozenset[str] | None, str], ...] = tuple(
+    (key, None if values == "*" else frozenset(values.split()), socio_class)
+    for key, values, socio_class in (
+        ("amenity", "school kindergarten", "School"),
+        ("amenity", "university college", "University"),
+        ("building", "school kindergarten", "School"),
+        ("building", "university college", "University"),
+        ("amenity", "hospital", "Hospital"),
+        ("building", "hospital", "Hospital"),
+        ("amenity", "clinic doctors", "Health Center"),
+        ("leisure", "park garden", "Park"),
+        ("place", "square", "Square"),
+        ("leisure", "stadium sports_centre", "Stadium"),
+        ("leisure", "pitch", "Soccer Field"),
+        ("tourism", "museum gallery", "Museum"),
+        ("shop", "mall department_store", "Shopping Mall"),
+        ("tourism", "hotel", "Hotel"),
+        ("railway", "station", "Railway Station"),
+        ("public_transport", "station", "Railway Station"),
+        ("building", "train_station", "Railway Station"),
+        ("amenity", "bus_station", "Bus Station"),
+        ("amenity", "townhall", "Government"),
+        ("office", "government", "Government"),
+        ("amenity", "police", "Police Station"),
+        ("office", "*", "Office Building"),
+        ("man_made", "works", "Factory"),
+        ("landuse", "industrial", "Industrial Park"),
+        ("landuse", "residential", "Residential Community"),
     )
 )
 
@@ -107,7 +143,7 @@ class OsmLayers:
     )
     buildings: list[tuple[np.ndarray, list[np.ndarray]]] = field(default_factory=list)
     roads: list[tuple[np.ndarray, float, bool]] = field(default_factory=list)
-    pois: list[tuple[float, float, str, str]] = field(default_factory=list)  # lon, lat, name, fn
+    pois: list[Poi] = field(default_factory=list)
     bbox: tuple[float, float, float, float] | None = None  # keep only what meets it
 
     def wants(self, lonlat: np.ndarray) -> bool:
@@ -159,10 +195,19 @@ def read_osm(path: str | Path, name_tag: str = "name", bbox=None) -> OsmLayers:
     return layers
 
 
-def _add_poi(layers: OsmLayers, tags, lon: float, lat: float, name_tag: str) -> None:
+def _poi(tags, lon: float, lat: float, name_tag: str, area_m2: float = 0.0) -> Poi | None:
+    """The POI of a named feature with an urban function, else ``None``."""
     name, function = _name(tags, name_tag), _first_match(tags, POI_FUNCTIONS)
-    if name and function and layers.wants(np.array([[lon, lat]])):
-        layers.pois.append((lon, lat, name, function))
+    if not (name and function):
+        return None
+    socio_class = _first_match(tags, SOCIO_CLASSES)
+    return Poi(lon, lat, name, function, area_m2, socio_class, importance(tags))
+
+
+def _add_poi(layers: OsmLayers, tags, lon: float, lat: float, name_tag: str) -> None:
+    poi = _poi(tags, lon, lat, name_tag)
+    if poi is not None and layers.wants(np.array([[lon, lat]])):
+        layers.pois.append(poi)
 
 
 def _add_road(layers: OsmLayers, tags, way) -> None:
@@ -190,22 +235,34 @@ def _add_area(layers: OsmLayers, tags, area, name_tag: str) -> None:
             layers.buildings.append((exterior, holes))
         else:
             layers.areas.append((fill, exterior, holes))
-    name, function = _name(tags, name_tag), _first_match(tags, POI_FUNCTIONS)
-    if name and function and rings:
+    if rings and _poi(tags, 0.0, 0.0, name_tag) is not None:
         from shapely.geometry import Polygon
 
-        exterior, holes = max(rings, key=lambda r: len(r[0]))
-        point = Polygon(exterior, holes).representative_point()
-        layers.pois.append((point.x, point.y, name, function))
+        polygons = [Polygon(exterior, holes) for exterior, holes in rings]
+        largest = max(polygons, key=lambda p: p.area)
+        point = largest.representative_point()
+        # Square degrees to square metres at the area's latitude (ranking only needs ~1%).
+        m2 = sum(p.area for p in polygons) * METRES_PER_DEGREE**2 * np.cos(np.radians(point.y))
+        layers.pois.append(_poi(tags, point.x, point.y, name_tag, max(float(m2), 1e-6)))
+
+
+class OsmMap(NamedTuple):
+    """A rendered OSM map: ``rgb`` H x W x 3 uint8 (rows from the top), its label report and
+    notes for users (e.g. label fonts that are not installed)."""
+
+    rgb: np.ndarray
+    labels: LabelReport
+    notes: tuple[str, ...] = ()
 
 
 def render_osm(
     path: str | Path, grid: Grid, name_tag: str = "name", font: str | Path | None = None
-) -> np.ndarray:
-    """The web map of an OSM file on ``grid``: H x W x 3 uint8 (image rows from the top).
+) -> OsmMap:
+    """The web map of an OSM file on ``grid``, labelled as :mod:`socioseg.region.map_labels`
+    says.
 
-    ``font``: a TrueType/OpenType file for the labels (Pillow's bundled font is Latin-only;
-    Chinese names need e.g. Noto Sans CJK).
+    ``font``: a TrueType/OpenType file tried first for every label, before the default fonts
+    of :mod:`socioseg.region.fonts`.
     """
     if font is not None:
         _check_font(Path(font))
@@ -235,12 +292,11 @@ def render_osm(
     draw = ImageDraw.Draw(image)
     roads = [RoadLine(pixels(c), max(1.0, width / gsd), major) for c, width, major in layers.roads]
     paint_roads(draw, roads, s)
-    labels = [
-        Label(pixels(np.array([[lon, lat]]))[0], name, FUNCTION_COLORS[function])
-        for lon, lat, name, function in layers.pois
-    ]
-    place_labels(draw, labels, (grid.width, grid.height), s, None if font is None else str(font))
-    return np.asarray(image)
+    fonts = FontChain.default(font)
+    pins = [(pixels(np.array([[p.lon, p.lat]]))[0], p) for p in layers.pois]
+    report = place_map_labels(draw, pins, (grid.width, grid.height), s, fonts)
+    note = fonts.note()
+    return OsmMap(np.asarray(image), report, () if note is None else (note,))
 
 
 def _check_font(path: Path) -> None:

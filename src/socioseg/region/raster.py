@@ -202,12 +202,15 @@ def write_mask_raster(
     georef: Georef | None,
     strips: Iterator[tuple[int, np.ndarray]],
     descriptions: Sequence[str] = (),
+    color: tuple[int, int, int] | None = None,
 ) -> Path:
     """Write 0/255 uint8 masks from ``(row_offset, bands x rows x width bool)`` strips.
 
     With ``georef`` or several bands the file is a deflate-compressed GeoTIFF
     ``path.with_suffix('.tif')`` (on the input grid when georeferenced), written strip by strip,
-    its bands described by ``descriptions``; one band without georeferencing is a PNG
+    its bands described by ``descriptions``, 0 declared nodata (GIS viewers show only what was
+    found) and, with ``color``, a colour table on band 1 (0 transparent, 255 ``color``; GeoTIFF
+    keeps one for the first band only); one band without georeferencing is a PNG
     ``path.with_suffix('.png')``.
     """
     width, height = size
@@ -235,10 +238,13 @@ def write_mask_raster(
         "tiled": True,
         "blockxsize": 256,
         "blockysize": 256,
+        "nodata": 0,
     }
     if georef is not None:
         profile.update(crs=georef.crs, transform=georef.transform)
     with rasterio.open(out, "w", **profile) as dst:
+        if color is not None:
+            dst.write_colormap(1, {0: (0, 0, 0, 0), 255: (*color, 255)})
         for row, strip in strips:
             window = Window(0, row, width, strip.shape[1])
             dst.write(strip.astype(np.uint8) * 255, window=window)

@@ -158,15 +158,15 @@ def place_labels(
     Entity labels are placed first; a minor label with no free spot is left out, as web maps do.
     """
     labels = sorted(labels, key=lambda lb: not lb.major)
-    pins = [_pin_box(lb, s) for lb in labels]
+    pins = [pin_box(lb, s) for lb in labels]
     taken: list[tuple[float, float, float, float]] = [
         p for p, lb in zip(pins, labels, strict=True) if lb.major
     ]
     for label, pin in zip(labels, pins, strict=True):
         x, y = label.at
         r = (pin[2] - pin[0]) / 2
-        font = _font(max(8, round((13 if label.major else 11) * s)), font_path)
-        halo = max(1, round(2 * s))
+        font = _font(label_font_size(label, s), font_path)
+        halo = halo_width(s)
         left, top, right, bottom = draw.textbbox(
             (0, 0), label.text, font=font, stroke_width=halo, anchor="lm"
         )
@@ -195,22 +195,52 @@ def place_labels(
             ]
         xy, anchor, box = free[0]
         taken += [box] if label.major else [box, pin]
-        draw.ellipse(pin, fill=label.color, outline=(255, 255, 255), width=max(1, round(1.5 * s)))
-        dot = r * 0.35
-        draw.ellipse([x - dot, y - dot, x + dot, y + dot], fill=(255, 255, 255))
-        color = tuple(int(c * 0.6) for c in label.color) if label.major else (110, 110, 110)
-        draw.text(
-            xy,
-            label.text,
-            fill=color,
-            font=font,
-            anchor=anchor,
-            stroke_width=halo,
-            stroke_fill=TEXT_HALO,
-        )
+        draw_label(draw, label, xy, anchor, font, s)
 
 
-def _pin_box(label: Label, s: float) -> tuple[float, float, float, float]:
+def label_font_size(label: Label, s: float) -> int:
+    """Pixel size of a label's text: 13 (major) or 11 (minor) at scale ``s``, at least 8."""
+    return max(8, round((13 if label.major else 11) * s))
+
+
+def halo_width(s: float) -> int:
+    """Width in pixels of the white halo around label text at scale ``s``."""
+    return max(1, round(2 * s))
+
+
+def draw_label(
+    draw: ImageDraw.ImageDraw,
+    label: Label,
+    xy: tuple[float, float],
+    anchor: str,
+    font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
+    s: float,
+) -> None:
+    """Draw a label's pin at ``label.at`` and its text at ``xy`` with Pillow ``anchor``.
+
+    Majors: text in the darkened category colour; minors: grey text and a smaller pin.
+    """
+    x, y = label.at
+    pin = pin_box(label, s)
+    r = (pin[2] - pin[0]) / 2
+    draw.ellipse(pin, fill=label.color, outline=(255, 255, 255), width=max(1, round(1.5 * s)))
+    dot = r * 0.35
+    draw.ellipse([x - dot, y - dot, x + dot, y + dot], fill=(255, 255, 255))
+    color = tuple(int(c * 0.6) for c in label.color) if label.major else (110, 110, 110)
+    draw.text(
+        xy,
+        label.text,
+        fill=color,
+        font=font,
+        anchor=anchor,
+        stroke_width=halo_width(s),
+        stroke_fill=TEXT_HALO,
+    )
+
+
+def pin_box(label: Label, s: float) -> tuple[float, float, float, float]:
+    """The pin's bounding box ``(x0, y0, x1, y1)`` in image pixels: radius 6 ``s`` (major)
+    or 4 ``s`` (minor) around ``label.at``."""
     x, y = label.at
     r = (6 if label.major else 4) * s
     return (x - r, y - r, x + r, y + r)
