@@ -1,8 +1,11 @@
-"""The only module that touches the VLM (Qwen2.5-VL) API: load, generate, per-token log-probs.
+"""The only module that touches the VLM API: load, generate, per-token log-probs.
 
-Inputs come from :mod:`socioseg.models.processor`. Generation can encode each distinct prompt once
-for many responses (one prefill, the cache repeated), decode with a static or compiled cache,
-and the log-probs of a micro-batch can run each distinct prompt once (shared prefix).
+The policy's family (:mod:`socioseg.models.families`: Qwen2.5-VL, Qwen3-VL, Qwen3.5) comes
+from its ``config.json``. Inputs come from :mod:`socioseg.models.processor`. Generation can
+encode each distinct prompt once for many responses (one prefill, the cache repeated), decode
+with a static or compiled cache, and the log-probs of a micro-batch can run each distinct
+prompt once (shared prefix); a family whose cache cannot repeat rows (Qwen3.5) falls back to
+one prefill per row, with the vision tower still once per prompt in the update.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from socioseg.models.device import resolve_device, resolve_dtype
+from socioseg.models.families import PolicyFamily, policy_family
 from socioseg.models.processor import EncodedPrompt, VLMProcessor
 
 if TYPE_CHECKING:
@@ -114,12 +118,13 @@ def pad_right(sequences, pad_id: int):
 
 
 class VisionLanguageModel:
-    """A Qwen2.5-VL policy with its processor, on one device."""
+    """A Qwen-VL policy with its processor, on one device; ``family`` from its config."""
 
     def __init__(self, model, processor: VLMProcessor, name: str = ""):
         self.model = model
         self.processor = processor
         self.name = name
+        self.family: PolicyFamily = policy_family(model.config.model_type)
 
     @property
     def device(self) -> torch.device:
@@ -134,25 +139,26 @@ class VisionLanguageModel:
         min_pixels: int | None = None,
         max_pixels: int | None = None,
     ) -> VisionLanguageModel:
-        """Load a Qwen2.5-VL checkpoint (Hub id or local folder) and its processor."""
-        from transformers import Qwen2_5_VLForConditionalGeneration
-
+        """Load a policy checkpoint (Hub id or local folder) of any supported family (its
+        ``config.json`` ``model_type``) and its processor."""
+        from socioseg.models.families import read_model_type
         from socioseg.models.sources import QWEN_VL_TYPES, VLM_WHAT, model_source
 
         name_or_path = model_source(name_or_path, QWEN_VL_TYPES, VLM_WHAT)
+        family = policy_family(read_model_type(name_or_path) or "qwen2_5_vl")
         torch_device = resolve_device(device)
         try:
-            model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+            model = family.model_cls().from_pretrained(
                 name_or_path, dtype=resolve_dtype(dtype, torch_device)
             )
         except OSError as error:
             raise ModelLoadError(
-                f"cannot load the Qwen2.5-VL model {name_or_path!r}: "
+                f"cannot load the {family.title} model {name_or_path!r}: "
                 f"{str(error).splitlines()[0]} Pass a local checkpoint folder (--vlm DIR); "
                 "offline, `socioseg tiny-models DIR` builds random-weight test models"
             ) from error
         model.to(torch_device).eval()
-        processor = VLMProcessor.from_pretrained(name_or_path, min_pixels, max_pixels)
+        processor = VLMProcessor.from_pretrained(name_or_path, min_pixels, max_pixels, family)
         return cls(model, processor, name=str(name_or_path))
 
     def encode(self, user_texts: Sequence[str], images: Sequence[Sequence[Image.Image]]):
@@ -223,14 +229,26 @@ class VisionLanguageModel:
         with torch.random.fork_rng(devices=fork), torch.inference_mode():
             if sampling.seed is not None:
                 torch.manual_seed(sampling.seed)
+            if not self.family.shares_cache and sampling.decoding != "eager":
+                raise ValueError(
+                    f"{self.family.title}'s cache cannot be copied into a static cache: use "
+                    "decoding 'eager'"
+                )
             if group_size == 1 and sampling.decoding == "eager":
                 output = self.model.generate(
                     **inputs, generation_config=config, logits_processor=processors
+                )
+            elif not self.family.shares_cache:
+                # No shared prefill (families.PolicyFamily.shares_cache): G copies per row.
+                rows = [p for p in self.processor.split(inputs) for _ in range(group_size)]
+                output = self.model.generate(
+                    **self.collate(rows), generation_config=config, logits_processor=processors
                 )
             else:
                 output = self._generate_shared(
                     inputs, config, group_size, sampling.decoding, processors
                 )
+        # Copies are padded like their rows: every row's prompt ends at the same column.
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         logprobs = recorder.finish(new_tokens[:, -1]) if new_tokens.shape[1] else None
         eos = config.eos_token_id
@@ -307,8 +325,9 @@ class VisionLanguageModel:
             response_ids: B x T long tensor, right-padded.
             response_mask: B x T tensor, 1 on real response tokens.
             model: runs the forward instead of ``self.model`` (e.g. its DDP wrapper).
-            images: per-image vision-tower outputs for the rows' images, in row order, in
-                place of ``inputs["pixel_values"]`` (see :meth:`grouped_logprobs`).
+            images: the vision tower's output (``get_image_features``) for the rows' images,
+                in row order, in place of ``inputs["pixel_values"]`` (see
+                :meth:`grouped_logprobs`).
 
         Returns:
             B x T float32 tensor of ``log p(response_ids[t] | prompt, response[:t])``
@@ -322,10 +341,7 @@ class VisionLanguageModel:
         if images is None:
             vision = {"pixel_values": inputs["pixel_values"]}
         else:
-            from transformers.modeling_outputs import BaseModelOutputWithPooling
-
-            image = BaseModelOutputWithPooling(pooler_output=images)
-            vision = {"mm_encoder_outputs": {"image": image}}
+            vision = {"mm_encoder_outputs": {"image": images}}
         outputs = (self.model if model is None else model)(
             input_ids=torch.cat([inputs["input_ids"], response_ids], dim=1),
             attention_mask=torch.cat([inputs["attention_mask"], response_mask.long()], dim=1),
@@ -360,7 +376,8 @@ class VisionLanguageModel:
             rows: R indices into ``prompts``, one per response row.
             response_ids, response_mask: R x T, as in :meth:`response_logprobs`.
             share: compute what rows of one prompt share once. With ``prefix`` (the default
-                unless activation checkpointing is on, which cannot keep a cache) the prompt's
+                unless activation checkpointing is on, which cannot keep a cache, or the
+                family's cache cannot gather rows: ``PolicyFamily.shares_cache``) the prompt's
                 tokens and images run once and every row attends to that prompt's keys and
                 values (gradients flow back into the prompt once, summed over its rows);
                 without, only the vision tower runs once per prompt. False: every row runs
@@ -371,25 +388,27 @@ class VisionLanguageModel:
         """
         rows = list(rows)
         if prefix is None:
-            prefix = not _is_checkpointing(self.model)
+            prefix = not _is_checkpointing(self.model) and self.family.shares_cache
         if share and prefix:
+            if not self.family.shares_cache:
+                raise ValueError(f"{self.family.title}'s cache cannot gather rows: prefix=False")
             return self._prefix_logprobs(prompts, rows, response_ids, response_mask, model)
         inputs = self.collate([prompts[r] for r in rows], pixels=not share)
         if not share:
             return self.response_logprobs(inputs, response_ids, response_mask, model)
         distinct = list(dict.fromkeys(rows))
         once = self.collate([prompts[i] for i in distinct])
-        features = self.model.get_image_features(
-            once["pixel_values"], once["image_grid_thw"]
-        ).pooler_output
+        vision = self.model.get_image_features(once["pixel_values"], once["image_grid_thw"])
         first, start = {}, 0
         for i in distinct:
             first[i] = start
             start += len(prompts[i].image_grid_thw)
-        images = [
-            features[first[r] + k] for r in rows for k in range(len(prompts[r].image_grid_thw))
-        ]
-        return self.response_logprobs(inputs, response_ids, response_mask, model, images)
+        order = [first[r] + k for r in rows for k in range(len(prompts[r].image_grid_thw))]
+        vision.pooler_output = [vision.pooler_output[i] for i in order]
+        # Qwen3-VL's DeepStack: per injected layer, per image features, reordered alike.
+        if getattr(vision, "deepstack_features", None) is not None:
+            vision.deepstack_features = [[f[i] for i in order] for f in vision.deepstack_features]
+        return self.response_logprobs(inputs, response_ids, response_mask, model, vision)
 
     def _prefix_logprobs(self, prompts, rows, response_ids, response_mask, model=None):
         """Shared-prefix forward ("Prefix Grouper"): each distinct prompt once, with a cache
