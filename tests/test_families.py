@@ -19,6 +19,7 @@ from socioseg.models.vlm import Generation, SamplingSettings, VisionLanguageMode
 from socioseg.socioreasoner import InferenceConfig, SocioReasoner
 from socioseg.train.rewards import stage1_rewards
 from tests.conftest import noise_image
+from tests.test_engine import Counter
 from tests.test_trainer import config as trainer_config
 from tests.test_trainer import trainer
 
@@ -209,6 +210,27 @@ def test_shared_greedy_tokens_equal_the_reference_path(family_models, vlm_family
     assert runs[True].jobs[0].frames.vlm_size[0] % vlm.family.factor == 0
 
 
+@pytest.mark.parametrize(
+    ("family", "images", "prefills"),
+    [
+        # shared: the vision tower and prefill once per distinct prompt, G = 2 rows each
+        ("qwen3_vl", [2 * 2, 2 * 2 * 2], [2, 2 * 2]),
+        # Qwen3.5's fallback: every row prefills (and encodes) its own copy
+        ("qwen3_5", [2 * 2 * 2, 2 * 2 * 2], [2 * 2, 2 * 2]),
+    ],
+)
+def test_shared_work_counts_per_family(family_models, family, images, prefills):
+    vlm, segmenter = family_models(family)
+    batch = _jobs(segmenter, vlm.family.factor)
+    settings = engine.EngineSettings(group_size=2, stage1=GREEDY, stage2=GREEDY)
+    counter = Counter(vlm.model)
+    try:
+        engine.run(vlm, segmenter, batch, settings)
+    finally:
+        counter.close()
+    assert counter.images == images and counter.prefills == prefills
+
+
 @pytest.mark.parametrize("family", ["qwen3_vl", "qwen3_5"])
 def test_grouped_logprobs_equal_one_forward_per_row(family_models, family):
     """Every path of the update (prefix where the family allows it, vision tower once, no
@@ -328,3 +350,34 @@ def test_tiny_models_then_segment_from_the_command_line(tmp_path, capsys):
     width, height = result["vlm_size"]
     assert width % 32 == 0 and height % 32 == 0
     assert Image.open(out / "mask.png").size == tuple(result["image_size"])
+
+
+@pytest.mark.parametrize(
+    ("model_type", "kind", "ok"),
+    [
+        ("sam2_video", "sam", True),  # SAM 2.1's Hub folders (loaded by Sam2Model)
+        ("sam3_tracker", "sam", True),
+        ("qwen3_vl", "vlm", True),
+        ("qwen3_5", "vlm", True),
+        ("qwen3_vl", "sam", False),
+        ("llava", "vlm", False),
+    ],
+)
+def test_sources_accept_every_family_and_name_them_when_not(tmp_path, model_type, kind, ok):
+    from socioseg.models.sources import (
+        QWEN_VL_TYPES,
+        SAM_TYPES,
+        SAM_WHAT,
+        VLM_WHAT,
+        WrongSourceError,
+        model_source,
+    )
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": model_type}))
+    types, what = (SAM_TYPES, SAM_WHAT) if kind == "sam" else (QWEN_VL_TYPES, VLM_WHAT)
+    if ok:
+        assert model_source(tmp_path, types, what) == str(tmp_path)
+    else:
+        with pytest.raises(WrongSourceError, match=r"qwen3_vl|sam3_tracker") as error:
+            model_source(tmp_path, types, what)
+        assert f"holds a '{model_type}' model" in str(error.value)
