@@ -381,3 +381,44 @@ def test_sources_accept_every_family_and_name_them_when_not(tmp_path, model_type
         with pytest.raises(WrongSourceError, match=r"qwen3_vl|sam3_tracker") as error:
             model_source(tmp_path, types, what)
         assert f"holds a '{model_type}' model" in str(error.value)
+
+
+def test_sam3_tracker_preprocessing_and_masks_by_hand(family_folders):
+    """SAM 3 tracker: mean/std 0.5 at its own square side, prompts scaled to that side, its
+    32 px (tiny; 288 real) logits upsampled to the embedded image; computed here by hand."""
+    import torch.nn.functional as F
+
+    from socioseg.types import Box, Point, Target
+
+    segmenter = Segmenter.from_pretrained(str(family_folders("qwen2_5_vl", "sam3_tracker")[1]))
+    prep = segmenter.preprocessing
+    assert (prep.size, prep.image_mean, prep.image_std) == (112, (0.5,) * 3, (0.5,) * 3)
+    saved = json.loads(
+        (family_folders("qwen2_5_vl", "sam3_tracker")[1] / "preprocessor_config.json").read_text()
+    )
+    assert saved["mask_size"] == {"height": 32, "width": 32}
+    image = noise_image(160, 96, 9)
+    values = torch.from_numpy(np.asarray(image).transpose(2, 0, 1).copy()).float() / 255
+    resized = F.interpolate(values[None], (112, 112), mode="bilinear", antialias=True)
+    pixels = (resized - 0.5) / 0.5
+    target = Target(Box(20, 10, 120, 80), (Point(60, 40),))
+    xy = torch.tensor(
+        [
+            [20 * 112 / 160, 10 * 112 / 96],
+            [120 * 112 / 160, 80 * 112 / 96],
+            [60 * 112 / 160, 40 * 112 / 96],
+        ]
+    )
+    with torch.inference_mode():
+        out = segmenter.model(
+            pixel_values=pixels,
+            input_points=xy[None, None],
+            input_labels=torch.tensor([[[2, 3, 1]]], dtype=torch.int32),
+        )
+    best = int(out.iou_scores[0, 0].argmax())
+    assert out.pred_masks.shape[-2:] == (32, 32)
+    logits = out.pred_masks[0, 0, best]
+    up = F.interpolate(logits[None, None], (96, 160), mode="bilinear", align_corners=False)
+    ours = segmenter.segment(segmenter.embed(image), [target])
+    agree = float(((up[0, 0] > 0).numpy() == ours).mean())
+    assert agree > 0.999 and 0 < ours.sum() < ours.size  # float rounding may flip an edge pixel
