@@ -210,16 +210,10 @@ def test_shared_greedy_tokens_equal_the_reference_path(family_models, vlm_family
     assert runs[True].jobs[0].frames.vlm_size[0] % vlm.family.factor == 0
 
 
-@pytest.mark.parametrize(
-    ("family", "images", "prefills"),
-    [
-        # shared: the vision tower and prefill once per distinct prompt, G = 2 rows each
-        ("qwen3_vl", [2 * 2, 2 * 2 * 2], [2, 2 * 2]),
-        # Qwen3.5's fallback: every row prefills (and encodes) its own copy
-        ("qwen3_5", [2 * 2 * 2, 2 * 2 * 2], [2 * 2, 2 * 2]),
-    ],
-)
-def test_shared_work_counts_per_family(family_models, family, images, prefills):
+@pytest.mark.parametrize("family", ["qwen3_vl", "qwen3_5"])
+def test_shared_work_runs_once_per_distinct_prompt(family_models, family):
+    """Vision tower and prefill once per distinct prompt (2 jobs, G = 2, released strategy:
+    stage 2 has one rendered prompt per stage-1 row), Qwen3.5's hybrid cache included."""
     vlm, segmenter = family_models(family)
     batch = _jobs(segmenter, vlm.family.factor)
     settings = engine.EngineSettings(group_size=2, stage1=GREEDY, stage2=GREEDY)
@@ -228,13 +222,13 @@ def test_shared_work_counts_per_family(family_models, family, images, prefills):
         engine.run(vlm, segmenter, batch, settings)
     finally:
         counter.close()
-    assert counter.images == images and counter.prefills == prefills
+    assert counter.images == [2 * 2, 2 * 2 * 2] and counter.prefills == [2, 2 * 2]
 
 
 @pytest.mark.parametrize("family", ["qwen3_vl", "qwen3_5"])
 def test_grouped_logprobs_equal_one_forward_per_row(family_models, family):
-    """Every path of the update (prefix where the family allows it, vision tower once, no
-    sharing) against a full forward per row."""
+    """Every path of the update (shared prefix, vision tower once, no sharing) against a
+    full forward per row."""
     vlm, _ = family_models(family)
     images = [[noise_image(64, 48, 5), noise_image(64, 48, 6)], [noise_image(48, 48, 7)] * 2]
     prompts = vlm.encode_prompts(["short", "a much longer prompt"], images)
@@ -255,32 +249,39 @@ def test_grouped_logprobs_equal_one_forward_per_row(family_models, family):
         ).logits[0, n - 1 : n + 2]
         reference.append(torch.log_softmax(logits.float(), -1).gather(-1, row[:, None])[:, 0])
     reference = torch.stack(reference)
-    paths = [(False, False), (True, False)]
-    if vlm.family.shares_cache:
-        paths.append((True, True))
-    else:
-        with pytest.raises(ValueError, match="cannot gather rows"):
-            vlm.grouped_logprobs(prompts, rows, ids, mask, share=True, prefix=True)
+    paths = [(False, False), (True, False), (True, True)]
     with torch.no_grad():
         for share, prefix in paths:
             logp = vlm.grouped_logprobs(prompts, rows, ids, mask, share=share, prefix=prefix)
             torch.testing.assert_close(logp, reference.detach(), rtol=1e-4, atol=1e-5)
 
 
-def test_qwen3_5_cache_cannot_be_repeated_so_it_prefills_per_row(family_models):
-    """The documented fallback: transformers' linear-attention cache layer has no row repeat."""
+def test_qwen3_5_hybrid_cache_rows_are_gathered_not_repeated(family_models):
+    """transformers' linear-attention cache layer has no row repeat; reorder_cache moves its
+    conv and recurrent states, and a static cache cannot hold them."""
     from transformers import DynamicCache
 
     vlm, _ = family_models("qwen3_5")
-    assert not vlm.family.shares_cache and POLICIES["qwen3_vl"].shares_cache
+    assert not vlm.family.static_cache and POLICIES["qwen3_vl"].static_cache
     prompt = vlm.encode_prompts(["x"], [[noise_image(48, 48, 1)] * 2])
     inputs = vlm.collate(prompt)
     with torch.no_grad():
         out = vlm.model(**inputs, cache=DynamicCache(config=vlm.model.config), use_cache=True)
     with pytest.raises(AttributeError, match="batch_repeat_interleave"):
         out.cache.batch_repeat_interleave(2)
+    linear = next(layer for layer in out.cache.layers if hasattr(layer, "recurrent_states"))
+    state = linear.recurrent_states[0].clone()
+    out.cache.reorder_cache(torch.tensor([0, 0, 0]))
+    assert torch.equal(linear.recurrent_states[0], state.expand(3, *state.shape[1:]))
     with pytest.raises(ValueError, match="decoding 'eager'"):
         vlm.generate(inputs, replace(GREEDY, decoding="static"), group_size=2)
+    # The update cannot backpropagate through shared states that the next forward overwrites
+    # in place: its default is the vision tower once per prompt, rows on their own.
+    ids, mask = torch.tensor([[5, 6]]), torch.ones(1, 2, dtype=torch.long)
+    with pytest.raises(ValueError, match="updated in place"):
+        vlm.grouped_logprobs(prompt, [0], ids, mask, prefix=True)
+    vlm.grouped_logprobs(prompt, [0], ids, mask).sum().backward()
+    vlm.model.zero_grad()
 
 
 def test_wrong_patch_size_for_the_family_is_one_clear_error(tmp_path):

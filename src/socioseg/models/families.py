@@ -4,8 +4,8 @@ between the segmenters (SAM2 / SAM 2.1, SAM 3's tracker), in one place each.
 A family is chosen by the ``model_type`` in a checkpoint folder's ``config.json``; everything
 else reads it from the family: the transformers class, the VLM frame rule (patch x merge,
 the multiple both sides of the VLM frame are rounded to), the image normalisation, the
-coordinate convention of answers, the vision special tokens and whether the engine may
-repeat and gather the cache rows of a shared prompt.
+coordinate convention of answers, the vision special tokens and whether the engine may copy a
+prefilled cache into a static one.
 
 Coordinate conventions of answers (:data:`AnswerFrame`), converted only by
 :class:`socioseg.geometry.Frames`:
@@ -51,10 +51,11 @@ VISION_TOKENS = (
 class PolicyFamily:
     """One VLM family. ``factor`` (patch x merge) is the multiple of the VLM frame's sides.
 
-    ``shares_cache``: the transformers cache of this family supports repeating and gathering
-    rows (``batch_repeat_interleave`` / ``batch_select_indices``), so a group's prompt is
-    prefilled once; False: every row prefills its own copy (the vision tower still runs once
-    per distinct prompt in the update).
+    ``static_cache``: every layer of its cache holds keys and values, so a prefilled cache can
+    be copied into a ``StaticCache`` (``static`` / ``compiled`` decoding). ``prefix_gradients``:
+    the update may backpropagate through a prompt's shared cache (the shared-prefix update);
+    False where the cache's states are overwritten in place by the next forward. Every family
+    shares a group's prefill in generation (cache rows gathered with ``reorder_cache``).
     """
 
     model_type: str
@@ -65,7 +66,8 @@ class PolicyFamily:
     image_mean: tuple[float, float, float]
     image_std: tuple[float, float, float]
     answer_frame: AnswerFrame
-    shares_cache: bool = True
+    static_cache: bool = True
+    prefix_gradients: bool = True
     default_system_prompt: bool = False
     hub_example: str = ""
 
@@ -147,9 +149,11 @@ QWEN3_VL = PolicyFamily(
     answer_frame="relative",
     hub_example="Qwen/Qwen3-VL-4B-Instruct",
 )
-# Qwen3.5's linear-attention layers keep conv and recurrent states that transformers 5.25's
-# cache can neither repeat nor gather by row (LinearAttentionLayer has no
-# batch_repeat_interleave / batch_select_indices): no shared prefill.
+# Qwen3.5's linear-attention layers keep conv and recurrent states, not keys and values:
+# transformers 5.25's LinearAttentionLayer has no batch_repeat_interleave or
+# batch_select_indices (reorder_cache moves them), no StaticCache slot, and the next forward
+# overwrites them in place, which autograd refuses for a shared prefix: the update runs the
+# vision tower once per prompt but each row's tokens on their own.
 QWEN3_5 = PolicyFamily(
     "qwen3_5",
     "Qwen3.5",
@@ -159,7 +163,8 @@ QWEN3_5 = PolicyFamily(
     image_mean=HALF,
     image_std=HALF,
     answer_frame="relative",
-    shares_cache=False,
+    static_cache=False,
+    prefix_gradients=False,
     hub_example="Qwen/Qwen3.5-2B",
 )
 POLICIES: dict[str, PolicyFamily] = {f.model_type: f for f in (QWEN2_5_VL, QWEN3_VL, QWEN3_5)}

@@ -4,8 +4,8 @@ The policy's family (:mod:`socioseg.models.families`: Qwen2.5-VL, Qwen3-VL, Qwen
 from its ``config.json``. Inputs come from :mod:`socioseg.models.processor`. Generation can
 encode each distinct prompt once for many responses (one prefill, the cache repeated), decode
 with a static or compiled cache, and the log-probs of a micro-batch can run each distinct
-prompt once (shared prefix); a family whose cache cannot repeat rows (Qwen3.5) falls back to
-one prefill per row, with the vision tower still once per prompt in the update.
+prompt once (shared prefix). Cache rows are repeated and gathered with ``reorder_cache``,
+which also moves the conv and recurrent states of Qwen3.5's linear-attention layers.
 """
 
 from __future__ import annotations
@@ -229,7 +229,7 @@ class VisionLanguageModel:
         with torch.random.fork_rng(devices=fork), torch.inference_mode():
             if sampling.seed is not None:
                 torch.manual_seed(sampling.seed)
-            if not self.family.shares_cache and sampling.decoding != "eager":
+            if not self.family.static_cache and sampling.decoding != "eager":
                 raise ValueError(
                     f"{self.family.title}'s cache cannot be copied into a static cache: use "
                     "decoding 'eager'"
@@ -238,17 +238,10 @@ class VisionLanguageModel:
                 output = self.model.generate(
                     **inputs, generation_config=config, logits_processor=processors
                 )
-            elif not self.family.shares_cache:
-                # No shared prefill (families.PolicyFamily.shares_cache): G copies per row.
-                rows = [p for p in self.processor.split(inputs) for _ in range(group_size)]
-                output = self.model.generate(
-                    **self.collate(rows), generation_config=config, logits_processor=processors
-                )
             else:
                 output = self._generate_shared(
                     inputs, config, group_size, sampling.decoding, processors
                 )
-        # Copies are padded like their rows: every row's prompt ends at the same column.
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         logprobs = recorder.finish(new_tokens[:, -1]) if new_tokens.shape[1] else None
         eos = config.eos_token_id
@@ -274,6 +267,7 @@ class VisionLanguageModel:
         decodes them; ``rope_deltas`` (Qwen2.5-VL's 3D-position offsets that the prefill
         stores on the model) are repeated with the cache so decoding positions stay right.
         """
+        import torch
         from transformers import CompileConfig, DynamicCache, StaticCache
 
         model = self.model
@@ -291,7 +285,11 @@ class VisionLanguageModel:
         )
         cache = out.cache
         if decoding == "eager":
-            cache.batch_repeat_interleave(group_size)
+            # Row i -> rows i*G .. i*G+G-1. reorder_cache gathers every layer kind, also the
+            # conv and recurrent states of Qwen3.5's linear-attention layers, which have no
+            # batch_repeat_interleave in transformers 5.25.
+            rows = torch.arange(ids.shape[0], device=ids.device).repeat_interleave(group_size)
+            cache.reorder_cache(rows)
         else:
             # Rounded up, so prompts of similar length reuse one compiled graph.
             length = -(-(ids.shape[1] + config.max_new_tokens) // CACHE_ROUNDING) * CACHE_ROUNDING
@@ -377,7 +375,8 @@ class VisionLanguageModel:
             response_ids, response_mask: R x T, as in :meth:`response_logprobs`.
             share: compute what rows of one prompt share once. With ``prefix`` (the default
                 unless activation checkpointing is on, which cannot keep a cache, or the
-                family's cache cannot gather rows: ``PolicyFamily.shares_cache``) the prompt's
+                family's cache cannot carry gradients: ``PolicyFamily.prefix_gradients``)
+                the prompt's
                 tokens and images run once and every row attends to that prompt's keys and
                 values (gradients flow back into the prompt once, summed over its rows);
                 without, only the vision tower runs once per prompt. False: every row runs
@@ -386,12 +385,17 @@ class VisionLanguageModel:
         Returns:
             R x T float32 log-probs, equal (up to float rounding) on every path.
         """
+        import torch
+
         rows = list(rows)
         if prefix is None:
-            prefix = not _is_checkpointing(self.model) and self.family.shares_cache
+            prefix = not _is_checkpointing(self.model) and self.family.prefix_gradients
         if share and prefix:
-            if not self.family.shares_cache:
-                raise ValueError(f"{self.family.title}'s cache cannot gather rows: prefix=False")
+            if torch.is_grad_enabled() and not self.family.prefix_gradients:
+                raise ValueError(
+                    f"{self.family.title}'s cache states are updated in place: no gradients "
+                    "through a shared prefix (prefix=False)"
+                )
             return self._prefix_logprobs(prompts, rows, response_ids, response_mask, model)
         inputs = self.collate([prompts[r] for r in rows], pixels=not share)
         if not share:
@@ -425,7 +429,7 @@ class VisionLanguageModel:
             **once, cache=DynamicCache(config=self.model.config), use_cache=True, logits_to_keep=1
         )
         cache = out.cache
-        cache.batch_select_indices(index)
+        cache.reorder_cache(index)  # every layer kind, linear-attention states included
         holder = next(m for m in self.model.modules() if hasattr(m, "rope_deltas"))
         deltas = holder.rope_deltas[index]
         response_ids = response_ids.to(self.device)
