@@ -29,6 +29,16 @@ def tiny_segmenter(tiny_models):
     return Segmenter.from_pretrained(str(tiny_models[1]), device="cpu")
 
 
+@pytest.fixture(scope="module")
+def synth_dir(tmp_path_factory):
+    """A 12-sample synthetic SocioSeg folder of 128 px tiles (GRPO training tests)."""
+    from socioseg.data.synth import write_dataset
+
+    out = tmp_path_factory.mktemp("synth")
+    write_dataset(out, n=12, seed=0, size=128)
+    return out
+
+
 def noise_image(width: int, height: int, seed: int = 0) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))

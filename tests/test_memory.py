@@ -8,14 +8,16 @@ import torch
 from socioseg.cli import main
 from socioseg.train.config import load_config
 from socioseg.train.memory_plan import (
+    PROMPT_TEXT_TOKENS,
     TensorMeter,
     count_parameters,
     measure_update,
     model_config,
     plan,
+    prompt_shape,
 )
 from socioseg.train.rollout import collect_rollouts
-from tests.test_trainer import config, synth_dir, trainer  # noqa: F401  (synth_dir: fixture)
+from tests.test_trainer import config, trainer
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 
@@ -44,7 +46,7 @@ def measured_update_peak(t) -> tuple[int, int, int]:
 )
 def test_plan_is_within_15_percent_of_the_measured_update_peak(
     tiny_models,
-    synth_dir,  # noqa: F811
+    synth_dir,
     tmp_path,
     overrides,
 ):
@@ -70,7 +72,7 @@ def test_plan_is_within_15_percent_of_the_measured_update_peak(
     assert planned.update_peak == pytest.approx(peak, rel=0.15)
 
 
-def test_plan_counts_weights_gradients_and_states_by_hand(tiny_models, synth_dir):  # noqa: F811
+def test_plan_counts_weights_gradients_and_states_by_hand(tiny_models, synth_dir):
     model_cfg = model_config(str(tiny_models[0]))
     from transformers import Qwen2_5_VLForConditionalGeneration
 
@@ -100,7 +102,7 @@ def test_plan_counts_weights_gradients_and_states_by_hand(tiny_models, synth_dir
     assert offload.host == {"optimizer states": 8 * n, "reference": 4 * n}
 
 
-def test_lora_trainable_count_equals_peft(tiny_models, synth_dir):  # noqa: F811
+def test_lora_trainable_count_equals_peft(tiny_models, synth_dir):
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     from socioseg.train.checkpoint import add_lora
@@ -151,7 +153,7 @@ def test_meter_counts_live_tensor_bytes():
     assert meter.now == 0
 
 
-def test_offloading_levers_change_memory_not_results(tiny_models, synth_dir, tmp_path):  # noqa: F811
+def test_offloading_levers_change_memory_not_results(tiny_models, synth_dir, tmp_path):
     runs = {}
     for name, lever in (
         ("resident", []),
@@ -166,3 +168,18 @@ def test_offloading_levers_change_memory_not_results(tiny_models, synth_dir, tmp
         for key in ("train/loss", "train/kl", "train/grad_norm"):
             assert metrics[key] == pytest.approx(base_metrics[key], rel=1e-5, abs=1e-8), name
         assert torch.allclose(params, base_params, atol=1e-6), name
+
+
+def test_qwen3_vl_plans_fit_the_cards_their_configs_name():
+    """Qwen3-VL-2B/4B (2.13 / 4.44 B): full-parameter on 80 GB, LoRA on 24 GB."""
+    lora_24 = ["model.lora={}", "model.offload_reference=false", "rollout.generation_batch_size=8"]
+    for name, low, high in (("qwen3vl_2b_1gpu", 2.10e9, 2.15e9), ("qwen3vl_4b_1gpu", 4.4e9, 4.5e9)):
+        cfg = load_config(CONFIGS / f"{name}.yaml")
+        p = plan(cfg)
+        assert low < p.parameters < high and p.fits(80)
+        assert plan(load_config(CONFIGS / f"{name}.yaml", lora_24)).fits(24)
+        # 768 px tiles stay 768 px (a multiple of 32): 48 x 48 patches of 16 px, 2 x 2 merged.
+        assert prompt_shape(cfg, 768, "qwen3_vl") == (2 * 24 * 24 + PROMPT_TEXT_TOKENS, 2 * 48 * 48)
+    assert not plan(
+        load_config(CONFIGS / "qwen3vl_4b_1gpu.yaml", ["rollout.generation_batch_size=32"])
+    ).fits(80)

@@ -9,10 +9,10 @@ import torch
 from safetensors.torch import load_file
 
 from socioseg.train.optim import AdamW, stochastic_round_
-from tests.test_trainer import config, synth_dir, trainer  # noqa: F401  (synth_dir: fixture)
+from tests.test_trainer import config, trainer
 
 
-def one_step(tiny_models, synth_dir, out, *overrides):  # noqa: F811
+def one_step(tiny_models, synth_dir, out, *overrides):
     """Train one step at lr 1e-6; returns (trainer, parameters before)."""
     cfg = config(tiny_models, synth_dir, "steps=1", "optim.lr=1e-6", *overrides)
     t = trainer(cfg, out)
@@ -28,7 +28,7 @@ def fraction_changed(t, before) -> float:
 
 def test_bf16_step_at_lr_1e6_changes_as_many_weights_as_float32(
     tiny_models,
-    synth_dir,  # noqa: F811
+    synth_dir,
     tmp_path,
 ):
     fp32, before32 = one_step(tiny_models, synth_dir, tmp_path / "fp32", "model.dtype=float32")
@@ -50,7 +50,7 @@ def test_bf16_step_at_lr_1e6_changes_as_many_weights_as_float32(
     assert state["weights"] == "float32 master weights and AdamW states, bfloat16 compute"
 
 
-def test_bf16_run_tracks_float32_over_20_steps(tiny_models, synth_dir, tmp_path):  # noqa: F811
+def test_bf16_run_tracks_float32_over_20_steps(tiny_models, synth_dir, tmp_path):
     runs = {}
     for dtype in ("float32", "bfloat16"):
         cfg = config(

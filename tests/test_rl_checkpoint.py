@@ -9,7 +9,7 @@ import torch
 
 from socioseg.cli import main
 from socioseg.train import checkpoint
-from tests.test_trainer import config, synth_dir, trainer  # noqa: F401  (synth_dir: fixture)
+from tests.test_trainer import config, trainer
 
 
 class Payload:
@@ -23,7 +23,7 @@ class Payload:
 
 
 @pytest.fixture(scope="module")
-def two_checkpoints(tiny_models, synth_dir, tmp_path_factory):  # noqa: F811
+def two_checkpoints(tiny_models, synth_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     trainer(config(tiny_models, synth_dir, "steps=2", "save_every=1"), out).train()
     return out
@@ -45,7 +45,7 @@ def record_size(ckpt, name):
 @pytest.mark.parametrize("name", ["optimizer.pt", "rng-rank0.pt"])
 def test_a_pickle_payload_in_a_checkpoint_never_runs(
     tiny_models,
-    synth_dir,  # noqa: F811
+    synth_dir,
     two_checkpoints,
     tmp_path,
     name,

@@ -71,3 +71,32 @@ def test_noisy_stage2_examples_copy_the_reread_boxes_and_point_into_the_entity()
     assert "points" in single[1] and "with bboxs and some points" in single[0].text
     for x1, y1, x2, y2 in noisy_boxes(rng, [[0, 0, 5, 5], [240, 240, 252, 252]], 0.9, (252, 252)):
         assert x1 >= 0 and x2 <= 252 and x2 - x1 >= 4 and y2 - y1 >= 4
+
+
+def test_teacher_answers_of_a_relative_family_are_0_to_1000_and_earn_the_full_reward():
+    import json
+
+    from socioseg.models.families import QWEN3_VL
+
+    sample = generate_sample(4, size=256)
+    (first, answer1), (_, answer2) = teacher_examples(sample, 3136, 65536, family=QWEN3_VL)
+    frames = Frames.for_image(sample.sat.size, 3136, 65536, factor=32)
+    assert first.images[1].size == frames.vlm_size and frames.vlm_size[0] % 32 == 0
+    gt_vlm = teacher_boxes(sample.mask, frames)
+    width, height = frames.vlm_size
+    by_hand = [
+        [
+            round(x1 * 1000 / width),
+            round(y1 * 1000 / height),
+            round(x2 * 1000 / width),
+            round(y2 * 1000 / height),
+        ]
+        for x1, y1, x2, y2 in gt_vlm
+    ]
+    assert [o["bbox_2d"] for o in json.loads(answer_text(answer1))] == by_hand
+    reward = stage1_rewards(
+        answer1, gt_vlm, to_vlm=lambda xy: frames.points_array(xy, "relative", "vlm")
+    )
+    assert (reward.format, reward.accuracy, reward.length) == (2.0, 1.0, 1.0)
+    stage2 = stage2_rewards(answer2, answer_text(answer1), sample.mask, sample.mask)
+    assert stage2.format == 2.0

@@ -34,15 +34,6 @@ def scripted_generate(policy):
     policy.generate = generate
 
 
-@pytest.fixture(scope="module")
-def synth_dir(tmp_path_factory):
-    from socioseg.data.synth import write_dataset
-
-    out = tmp_path_factory.mktemp("synth")
-    write_dataset(out, n=12, seed=0, size=128)
-    return out
-
-
 def config(tiny_models, synth_dir, *overrides):
     return load_config(
         None,

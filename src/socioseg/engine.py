@@ -8,8 +8,10 @@ What a group shares is computed once for it:
 
 - preparation: frames, the two VLM-frame images and the SAM2 embedding, once per satellite.
   SAM2 works in the VLM frame, as in the released system: it embeds the same resized
-  satellite image the VLM sees and takes the model's coordinates unchanged; each mask moves
-  to the satellite image's own size through :class:`~socioseg.geometry.Frames`;
+  satellite image the VLM sees and takes the model's coordinates unchanged (a family that
+  answers in relative 0-1000 coordinates, Qwen3-VL, has them moved to the VLM frame first);
+  each mask moves to the satellite image's own size through
+  :class:`~socioseg.geometry.Frames`;
 - each distinct prompt is templated, tokenized and preprocessed once (:class:`Prompt`
   keeps the result, so the update needs no second preprocessing), and with ``share_prefix``
   its vision tower and prefill run once, the cache serving its G continuations;
@@ -32,11 +34,11 @@ from PIL import Image
 
 from socioseg import prompts
 from socioseg.answers import parse_answer
-from socioseg.geometry import Frames
+from socioseg.geometry import VLM_FACTOR, Frames
 from socioseg.models.processor import EncodedPrompt
 from socioseg.models.vlm import Generation, SamplingSettings, VisionLanguageModel
 from socioseg.render import feedback_images
-from socioseg.types import MODES, StageResult
+from socioseg.types import MODES, ParsedAnswer, StageResult
 
 STRATEGIES = ("released", "paper")
 
@@ -77,11 +79,19 @@ class Job:
 
 
 def prepare(
-    segmenter, sat: Image.Image, map_: Image.Image, query: str, min_pixels: int, max_pixels: int
+    segmenter,
+    sat: Image.Image,
+    map_: Image.Image,
+    query: str,
+    min_pixels: int,
+    max_pixels: int,
+    factor: int = VLM_FACTOR,
 ) -> Job:
-    """Frames, VLM-frame images and the SAM2 embedding of one sample (once per satellite)."""
+    """Frames, VLM-frame images and the SAM2 embedding of one sample (once per satellite).
+
+    ``factor``: the policy family's frame multiple (``vlm.family.factor``)."""
     started = time.perf_counter()
-    frames = Frames.for_image(sat.size, min_pixels, max_pixels)
+    frames = Frames.for_image(sat.size, min_pixels, max_pixels, factor)
     vlm_map, vlm_sat = vlm_images(sat, map_, frames)
     resized = time.perf_counter()
     embedding = segmenter.embed(vlm_sat)  # SAM2 sees the image the VLM sees
@@ -240,7 +250,7 @@ def _stage(vlm, segmenter, out, name, prompt_ids, per_prompt, settings, reward, 
         prompt = out.prompts[index]
         job = out.jobs[prompt.job]
         started = time.perf_counter()
-        parsed = parse_answer(generation.text, job.frames.vlm_size)
+        parsed = parse_in_vlm_frame(vlm, generation.text, job.frames)
         targets = job.frames.targets(parsed.targets, "vlm", "image")
         mask_vlm, scores = segmenter.segment_scored(job.embedding, parsed.targets)
         mask = job.frames.mask(mask_vlm, "vlm", "image")
@@ -264,6 +274,18 @@ def _stage(vlm, segmenter, out, name, prompt_ids, per_prompt, settings, reward, 
             _add_time(out, job, "rewards", started)
         results.append(Sampled(name, prompt.job, index, source, generation, result, score))
     return results
+
+
+def parse_in_vlm_frame(vlm, text: str, frames: Frames) -> ParsedAnswer:
+    """Parse a response in its family's coordinate convention; targets in the VLM frame.
+
+    Problems (boxes leaving the frame) are judged in the frame the model answered in.
+    """
+    answer_frame = vlm.family.answer_frame
+    parsed = parse_answer(text, frames.size(answer_frame))
+    if answer_frame == "vlm":
+        return parsed
+    return replace(parsed, targets=frames.targets(parsed.targets, answer_frame, "vlm"))
 
 
 def _generate(vlm, stage_prompts, per_prompt, sampling, settings) -> list[Generation]:

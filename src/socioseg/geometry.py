@@ -1,7 +1,10 @@
-"""The one place coordinates and masks move between frames (image, VLM); see :mod:`socioseg.types`.
+"""The one place coordinates and masks move between frames; see :mod:`socioseg.types`.
 
-A :class:`Frames` object is built per satellite image. Mapping coordinates is a pure per-axis
-scaling (``x_dst = x_src * W_dst / W_src``): both frames cover the same extent of the ground.
+A :class:`Frames` object is built per satellite image. Its frames: ``image`` (the satellite's
+own pixels), ``vlm`` (the resized image the VLM sees) and ``relative`` (0-1000 on each axis,
+the grounding convention of Qwen3-VL and Qwen3.5 answers). Mapping coordinates is a pure
+per-axis scaling (``x_dst = x_src * W_dst / W_src``): all frames cover the same extent of the
+ground.
 Masks move with OpenCV's nearest-neighbour rule (:func:`resize_mask_nearest`). SAM2 works in
 the VLM frame (as the released system does), so there is no third frame.
 """
@@ -17,10 +20,13 @@ import numpy as np
 
 from socioseg.types import Box, Point, Target
 
-FrameName = Literal["image", "vlm"]
+FrameName = Literal["image", "vlm", "relative"]
 
 # Qwen2.5-VL's patch (14) times its 2x2 spatial merge: VLM frame sides are multiples of this.
+# Other families pass their own (socioseg.models.families.PolicyFamily.factor: Qwen3-VL 32).
 VLM_FACTOR = 28
+# The relative frame's extent on each axis (Qwen3-VL's 0-1000 grounding coordinates).
+RELATIVE_EXTENT = 1000
 DEFAULT_MIN_PIXELS = 500 * 500
 DEFAULT_MAX_PIXELS = 1344 * 1344
 # Relative difference of width/height ratios above which map and satellite do not match.
@@ -34,7 +40,7 @@ def smart_resize(
     min_pixels: int = DEFAULT_MIN_PIXELS,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> tuple[int, int]:
-    """Qwen2.5-VL's resize rule: ``(height, width)`` -> sides divisible by ``factor``.
+    """The Qwen-VL resize rule: ``(height, width)`` -> sides divisible by ``factor``.
 
     Both sides are rounded to the nearest multiple of ``factor``; then, if the area leaves
     ``[min_pixels, max_pixels]``, both are scaled by one factor to re-enter it. 768 x 768 with
@@ -93,7 +99,8 @@ def resize_mask_nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Frames:
-    """Sizes ``(width, height)`` of the two frames of one satellite image."""
+    """Sizes ``(width, height)`` of the frames of one satellite image (the relative frame is
+    always ``RELATIVE_EXTENT`` on each axis)."""
 
     image_size: tuple[int, int]
     vlm_size: tuple[int, int]
@@ -104,14 +111,17 @@ class Frames:
         image_size: tuple[int, int],
         min_pixels: int = DEFAULT_MIN_PIXELS,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        factor: int = VLM_FACTOR,
     ) -> Frames:
-        """Frames of a ``(width, height)`` image, VLM frame from :func:`smart_resize`."""
+        """Frames of a ``(width, height)`` image, VLM frame from :func:`smart_resize` with the
+        policy family's ``factor`` (sides are multiples of it)."""
         width, height = image_size
-        vlm_h, vlm_w = smart_resize(height, width, min_pixels=min_pixels, max_pixels=max_pixels)
+        vlm_h, vlm_w = smart_resize(height, width, factor, min_pixels, max_pixels)
         return cls((width, height), (vlm_w, vlm_h))
 
     def size(self, frame: FrameName) -> tuple[int, int]:
-        return {"image": self.image_size, "vlm": self.vlm_size}[frame]
+        relative = (RELATIVE_EXTENT, RELATIVE_EXTENT)
+        return {"image": self.image_size, "vlm": self.vlm_size, "relative": relative}[frame]
 
     def scale(self, src: FrameName, dst: FrameName) -> tuple[float, float]:
         """``(sx, sy)`` such that ``x_dst = x_src * sx`` and ``y_dst = y_src * sy``."""

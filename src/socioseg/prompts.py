@@ -3,6 +3,19 @@
 The released checkpoint was trained on exactly these strings (missing spaces after full stops,
 '...' quoting in stage 1 and "..." in stage 2, the stage-2 example's missing bracket and all).
 Do not edit them: a changed character changes the model's behaviour.
+
+Every policy family (:mod:`socioseg.models.families`) gets these same strings. The placeholders
+in the answer examples (``bx1``, ``px1``, ...) name no convention; each family answers in the
+one it was pre-trained on, and the engine converts through :class:`socioseg.geometry.Frames`:
+
+- Qwen2.5-VL (the released checkpoint): absolute pixels of the VLM frame (the resized image,
+  sides multiples of 28);
+- Qwen3-VL and Qwen3.5: relative coordinates, 0-1000 on each axis with the origin at the top
+  left (``x_pixels = x * W / 1000``), whatever the image size. Stage 2 quotes the stage-1
+  answer verbatim, so its boxes stay in the same convention.
+
+Rewards are computed after conversion to the VLM frame, so their thresholds mean the same for
+every family.
 """
 
 from __future__ import annotations

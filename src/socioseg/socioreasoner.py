@@ -190,6 +190,7 @@ class SocioReasoner:
             query.strip(),
             config.min_pixels,
             config.max_pixels,
+            self.vlm.family.factor,
         )
         job.timings["load"] = loaded
         return job

@@ -4,9 +4,12 @@ Coordinate frames (stated once, used everywhere):
 
 - **image frame**: pixels of an image as the user supplied it (the satellite image's own
   width x height). Final masks and reported boxes/points live here.
-- **VLM frame**: pixels of the image after Qwen2.5-VL's ``smart_resize`` (multiples of 28).
-  The model reads and writes absolute coordinates in this frame, and SAM2 works in it too
-  (it embeds the satellite image resized to this frame, as the released system does).
+- **VLM frame**: pixels of the image after the Qwen-VL ``smart_resize`` (multiples of the
+  policy family's patch x merge: 28 for Qwen2.5-VL, 32 for Qwen3-VL and Qwen3.5). The
+  segmenter works in it (it embeds the satellite image resized to this frame, as the released
+  system does). Qwen2.5-VL reads and writes absolute coordinates in this frame.
+- **relative frame**: 0-1000 on each axis, the coordinates Qwen3-VL and Qwen3.5 answer in;
+  parsed answers are moved from it to the VLM frame before anything uses them.
 
 All boxes are XYXY ``(x1, y1, x2, y2)``; points are ``(x, y)``. Boxes parsed from model output
 keep the values the model wrote (possibly inverted or outside the image), as SAM2 receives them.

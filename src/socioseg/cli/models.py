@@ -6,13 +6,21 @@ import argparse
 from pathlib import Path
 
 from socioseg.cli.common import SEED_MAX, int_in
+from socioseg.models.families import POLICIES, SEGMENTERS
 
 
 def _cmd_tiny_models(args: argparse.Namespace) -> int:
     from socioseg.models.builders import build_tiny_models
+    from socioseg.models.family_builders import build_tiny_family_models
 
-    vlm_dir, sam_dir = build_tiny_models(args.out, seed=args.seed)
-    print(f"wrote random-weight Qwen2.5-VL to {vlm_dir} and SAM2 to {sam_dir}")
+    if (args.vlm_family, args.sam_family) == ("qwen2_5_vl", "sam2"):
+        vlm_dir, sam_dir = build_tiny_models(args.out, seed=args.seed)
+    else:
+        vlm_dir, sam_dir = build_tiny_family_models(
+            args.out, args.vlm_family, args.sam_family, args.seed
+        )
+    vlm_title, sam_title = POLICIES[args.vlm_family].title, SEGMENTERS[args.sam_family].title
+    print(f"wrote random-weight {vlm_title} to {vlm_dir} and {sam_title} to {sam_dir}")
     print("their masks are meaningless; use them for tests and offline runs only")
     return 0
 
@@ -22,4 +30,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     tiny = sub.add_parser("tiny-models", help="build random-weight models for offline tests")
     tiny.add_argument("out", type=Path, help="folder; writes OUT/vlm and OUT/sam")
     tiny.add_argument("--seed", type=int_in(0, SEED_MAX), default=0, help="weight seed")
+    tiny.add_argument(
+        "--vlm-family", choices=tuple(POLICIES), default="qwen2_5_vl", help="policy architecture"
+    )
+    tiny.add_argument(
+        "--sam-family", choices=tuple(SEGMENTERS), default="sam2", help="segmenter architecture"
+    )
     tiny.set_defaults(run=_cmd_tiny_models)

@@ -1,4 +1,8 @@
-"""The models: everything that touches a VLM or SAM2 checkpoint, and nothing of the method.
+"""The models: everything that touches a VLM or SAM checkpoint, and nothing of the method.
+
+- :mod:`~socioseg.models.families`: what differs between model families (Qwen2.5-VL,
+  Qwen3-VL, Qwen3.5; SAM2 / SAM 2.1, SAM 3 tracker), chosen by ``config.json``'s
+  ``model_type``: frame rule, normalisation, answer coordinates, vision tokens, cache sharing;
 
 - :mod:`~socioseg.models.vlm`: the only module that runs the VLM (load, generate with a shared
   prefix, per-token log-probs); :mod:`~socioseg.models.processor` its torchvision-free
@@ -10,7 +14,8 @@
   answer-length defaults (``socioseg_inference.json``);
 - :mod:`~socioseg.models.device`: device and dtype choice;
 - :mod:`~socioseg.models.builders`: every model the project builds itself (tiny random-weight
-  models for tests, socioseg-mini's untrained start, random SAM2 of any size).
+  models for tests, socioseg-mini's untrained start, random SAM2 of any size);
+  :mod:`~socioseg.models.family_builders` the tiny models of the other families.
 
 It may import :mod:`socioseg.types`, :mod:`socioseg.prompts` and :mod:`socioseg.geometry`
 (the core's leaves) and, for the mini vocabulary only, :mod:`socioseg.data`; never the engine,

@@ -1,10 +1,13 @@
 """The VLM's input side: chat template, tokenizer and Qwen2-VL image processor, images only.
 
-``VLMProcessor`` is an image-only replacement for transformers' ``Qwen2_5_VLProcessor`` (which
-cannot be built without torchvision, because it insists on a video processor). It uses the
-checkpoint's own tokenizer, chat template and ``preprocessor_config.json`` through the PIL image
-processor, so it behaves the same with and without torchvision. :class:`EncodedPrompt` keeps
-one prompt's encoding for reuse (generation, then the update).
+``VLMProcessor`` is an image-only replacement for transformers' ``Qwen2_5_VLProcessor`` and
+``Qwen3VLProcessor`` (which cannot be built without torchvision, because they insist on a video
+processor). It uses the checkpoint's own tokenizer, chat template and
+``preprocessor_config.json`` through the PIL image processor (the one transformers maps every
+Qwen-VL family to), so it behaves the same with and without torchvision. The policy family
+(:mod:`socioseg.models.families`) says which patch, merge and normalisation a checkpoint must
+have. :class:`EncodedPrompt` keeps one prompt's encoding for reuse (generation, then the
+update).
 """
 
 from __future__ import annotations
@@ -16,21 +19,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from socioseg.models.defaults import ModelDefaults
+from socioseg.models.families import IMAGE_TOKEN, QWEN2_5_VL, VISION_TOKENS, PolicyFamily
 from socioseg.prompts import chat_messages
 
 if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-IMAGE_TOKEN = "<|image_pad|>"
-# Tokens a policy must never emit: one sampled image pad breaks the next forward pass.
-VISION_TOKENS = (
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-)
+__all__ = ["IMAGE_TOKEN", "VISION_TOKENS", "EncodedPrompt", "VLMProcessor"]
+
 _CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
 
 
@@ -77,23 +74,36 @@ class VLMProcessor:
     ``image_grid_thw`` and ``mm_token_type_ids`` (1 on image tokens, needed for 3D RoPE).
     """
 
-    def __init__(self, tokenizer, image_processor, defaults: ModelDefaults | None = None):
+    def __init__(
+        self,
+        tokenizer,
+        image_processor,
+        defaults: ModelDefaults | None = None,
+        family: PolicyFamily = QWEN2_5_VL,
+    ):
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         # The checkpoint's own frame and decoding limits (socioseg.models.defaults).
         self.defaults = defaults or ModelDefaults()
+        self.family = family
         self.tokenizer.padding_side = "left"
-        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-        self.vision_token_ids = [tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS]
+        self.image_token_id = tokenizer.convert_tokens_to_ids(family.image_token)
+        self.vision_token_ids = [tokenizer.convert_tokens_to_ids(t) for t in family.vision_tokens]
 
     @classmethod
-    def build(cls, tokenizer, min_pixels: int, max_pixels: int) -> VLMProcessor:
+    def build(
+        cls, tokenizer, min_pixels: int, max_pixels: int, family: PolicyFamily = QWEN2_5_VL
+    ) -> VLMProcessor:
+        """A processor with the family's image settings (patch, merge, mean/std)."""
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
             Qwen2VLImageProcessorPil,
         )
 
-        size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
-        return cls(tokenizer, Qwen2VLImageProcessorPil(size=size))
+        if family is QWEN2_5_VL:  # the released folders carry transformers' own defaults
+            size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
+            return cls(tokenizer, Qwen2VLImageProcessorPil(size=size))
+        settings = family.image_processor_settings(min_pixels, max_pixels)
+        return cls(tokenizer, Qwen2VLImageProcessorPil(**settings), family=family)
 
     @classmethod
     def from_pretrained(
@@ -101,11 +111,13 @@ class VLMProcessor:
         name_or_path: str,
         min_pixels: int | None = None,
         max_pixels: int | None = None,
+        family: PolicyFamily = QWEN2_5_VL,
     ) -> VLMProcessor:
         """Load tokenizer, chat template and image settings saved with a checkpoint.
 
         The frame bounds are, in order: the arguments, the folder's
-        ``socioseg_inference.json``, its ``preprocessor_config.json``.
+        ``socioseg_inference.json``, its ``preprocessor_config.json``. The folder's patch and
+        merge sizes must be the family's (they fix the VLM frame's multiple).
         """
         from transformers import AutoTokenizer
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
@@ -121,6 +133,13 @@ class VLMProcessor:
                 f"{' or '.join(_CHAT_TEMPLATE_FILES)}): it is not a Qwen2.5-VL instruct checkpoint"
             )
         image_processor = Qwen2VLImageProcessorPil.from_pretrained(name_or_path)
+        found = (image_processor.patch_size, image_processor.merge_size)
+        if found != (family.patch_size, family.merge_size):
+            raise ValueError(
+                f"{name_or_path}: preprocessor_config.json has patch_size {found[0]} and "
+                f"merge_size {found[1]}, but a {family.title} model needs {family.patch_size} "
+                f"and {family.merge_size}; restore the checkpoint's own preprocessor_config.json"
+            )
         defaults = ModelDefaults.read(name_or_path)
         min_pixels = min_pixels or defaults.min_pixels
         max_pixels = max_pixels or defaults.max_pixels
@@ -129,7 +148,7 @@ class VLMProcessor:
             size["shortest_edge"] = min_pixels or size["shortest_edge"]
             size["longest_edge"] = max_pixels or size["longest_edge"]
             image_processor.size = type(image_processor.size)(**size)
-        return cls(tokenizer, image_processor, defaults)
+        return cls(tokenizer, image_processor, defaults, family)
 
     def save_pretrained(self, out_dir: str | Path) -> None:
         self.tokenizer.save_pretrained(out_dir)
@@ -155,14 +174,14 @@ class VLMProcessor:
         merge = self.image_processor.merge_size**2
         expanded, index = [], 0
         for text, group in zip(texts, images, strict=True):
-            pieces = text.split(IMAGE_TOKEN)
+            pieces = text.split(self.family.image_token)
             if len(pieces) - 1 != len(group):
                 raise ValueError(
                     f"prompt has {len(pieces) - 1} image placeholders but {len(group)} images"
                 )
             out = pieces[0]
             for piece in pieces[1:]:
-                out += IMAGE_TOKEN * int(grid[index].prod() // merge) + piece
+                out += self.family.image_token * int(grid[index].prod() // merge) + piece
                 index += 1
             expanded.append(out)
         encoded = self.tokenizer(expanded, padding=True, return_tensors="pt")

@@ -1,6 +1,8 @@
-"""The only module that touches SAM2: embed a satellite image once, prompt it many times.
+"""The only module that touches the segmenter: embed a satellite image once, prompt it many times.
 
-:class:`Segmenter` wraps ``transformers.Sam2Model`` and feeds it exactly what the official
+:class:`Segmenter` wraps a promptable segmenter of a family in :mod:`socioseg.models.families`
+(``transformers.Sam2Model`` for SAM2 and SAM 2.1, ``Sam3TrackerModel`` for SAM 3's tracker,
+which has SAM2's prompt API) and feeds it exactly what the official
 ``SAM2ImagePredictor`` (package ``sam2``, used by the released system) feeds SAM2; that
 predictor and transformers' ``Sam2Processor`` both need torchvision, so the transforms are
 written here:
@@ -18,6 +20,10 @@ written here:
   low-resolution logits (S/4 x S/4) are upsampled straight to the embedded image's size
   (bilinear, ``align_corners=False``) and thresholded at ``> 0``; the targets are OR-ed.
 
+SAM 3's tracker goes through the same transforms with its own input side (1008), mean/std
+(0.5) and 288 px logits: its processor (transformers' ``Sam3TrackerProcessor``) scales prompts
+by ``side / W`` and ``side / H`` and resizes straight to the square, as SAM2's does.
+
 The pipeline embeds the satellite image in the VLM frame (the image the VLM sees), so boxes
 and points go to SAM unchanged and masks come out in the VLM frame.
 """
@@ -33,6 +39,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from socioseg.models.device import resolve_device, resolve_dtype
+from socioseg.models.families import SAM2, SegmenterFamily, read_model_type, segmenter_family
 from socioseg.types import Target
 
 if TYPE_CHECKING:
@@ -41,8 +48,8 @@ if TYPE_CHECKING:
 
 DEFAULT_SAM = "facebook/sam2-hiera-large-hf"
 PREPROCESSOR_FILE = "preprocessor_config.json"
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+IMAGENET_MEAN: tuple[float, float, float] = SAM2.image_mean
+IMAGENET_STD: tuple[float, float, float] = SAM2.image_std
 DEFAULT_RESCALE = 1 / 255
 # SAM2's point labels: a positive (foreground) point 1, a box's top-left and bottom-right
 # corners 2 and 3 (the official predictor passes a box as these two points).
@@ -66,11 +73,19 @@ class Preprocessing:
             raise ValueError("image_mean and image_std need 3 values (R, G, B)")
 
     @classmethod
-    def from_dict(cls, data: dict, default_size: int) -> Preprocessing:
-        """Read a transformers ``preprocessor_config.json`` dict (keys absent -> defaults)."""
+    def for_family(cls, family: SegmenterFamily, size: int) -> Preprocessing:
+        """The family's own preprocessing at a square input of ``size``."""
+        return cls(size=size, image_mean=family.image_mean, image_std=family.image_std)
+
+    @classmethod
+    def from_dict(
+        cls, data: dict, default_size: int, family: SegmenterFamily = SAM2
+    ) -> Preprocessing:
+        """Read a transformers ``preprocessor_config.json`` dict (keys absent -> the family's
+        defaults)."""
         for flag in ("do_resize", "do_rescale", "do_normalize"):
             if data.get(flag, True) is False:
-                raise ValueError(f"{PREPROCESSOR_FILE} sets {flag}=false, which SAM2 never uses")
+                raise ValueError(f"{PREPROCESSOR_FILE} sets {flag}=false, which SAM never uses")
         size = data.get("size") or {}
         height = size.get("height", default_size)
         width = size.get("width", default_size)
@@ -80,22 +95,23 @@ class Preprocessing:
             )
         return cls(
             size=int(height),
-            image_mean=tuple(float(v) for v in data.get("image_mean", IMAGENET_MEAN)),
-            image_std=tuple(float(v) for v in data.get("image_std", IMAGENET_STD)),
+            image_mean=tuple(float(v) for v in data.get("image_mean", family.image_mean)),
+            image_std=tuple(float(v) for v in data.get("image_std", family.image_std)),
             rescale_factor=float(data.get("rescale_factor", DEFAULT_RESCALE)),
         )
 
-    def to_dict(self) -> dict:
-        """The ``preprocessor_config.json`` content transformers' Sam2ImageProcessor reads."""
+    def to_dict(self, family: SegmenterFamily = SAM2) -> dict:
+        """The ``preprocessor_config.json`` content the family's transformers processor reads."""
         side = {"height": self.size, "width": self.size}
+        mask = family.mask_side(self.size)
         return {
-            "image_processor_type": "Sam2ImageProcessorFast",
+            "image_processor_type": family.processor_type,
             "do_convert_rgb": True,
             "do_resize": True,
             "do_rescale": True,
             "do_normalize": True,
             "size": side,
-            "mask_size": {"height": self.size // 4, "width": self.size // 4},
+            "mask_size": {"height": mask, "width": mask},
             "resample": 2,  # PIL.Image.BILINEAR
             "rescale_factor": self.rescale_factor,
             "image_mean": list(self.image_mean),
@@ -193,9 +209,10 @@ def upsample_logits(logits: torch.Tensor, image_size: tuple[int, int]) -> torch.
 
 
 class Segmenter:
-    """SAM2 behind two calls: :meth:`embed` once per image, :meth:`segment` per prompt set.
+    """SAM behind two calls: :meth:`embed` once per image, :meth:`segment` per prompt set.
 
-    ``encoder_calls`` counts image-encoder runs (one per :meth:`embed`).
+    ``encoder_calls`` counts image-encoder runs (one per :meth:`embed`); ``family`` comes
+    from the model's config.
     """
 
     def __init__(self, model, preprocessing: Preprocessing) -> None:
@@ -208,6 +225,7 @@ class Segmenter:
             )
         self.model = model.eval()
         self.preprocessing = preprocessing
+        self.family = segmenter_family(model.config.model_type)
         self.encoder_calls = 0
 
     @classmethod
@@ -217,28 +235,27 @@ class Segmenter:
         device: str | None = None,
         dtype: str | torch.dtype | None = None,
     ) -> Segmenter:
-        """Load a transformers-format SAM2 checkpoint (Hub id or folder) with its preprocessing.
+        """Load a transformers-format SAM2, SAM 2.1 or SAM 3 tracker checkpoint (Hub id or
+        folder) with its preprocessing.
 
         ``device`` None -> CUDA when available, else CPU; ``dtype`` None -> bfloat16 on CUDA,
         float32 elsewhere. The input size, mean, std and rescale factor come from the
         checkpoint's ``preprocessor_config.json`` when it has one, else from its config
-        (size) and SAM2's defaults (ImageNet mean/std, 1/255).
+        (size) and the family's defaults (SAM2: ImageNet mean/std; SAM 3: 0.5; 1/255).
         """
-        from transformers import Sam2Model
-
         torch_device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, torch_device)
         source = _check_source(name_or_path)
+        family = segmenter_family(read_model_type(source) or "sam2")
         try:
-            model = Sam2Model.from_pretrained(source, dtype=torch_dtype)
+            model = family.model_cls().from_pretrained(source, dtype=torch_dtype)
         except OSError as error:
             raise OSError(
-                f"could not load SAM2 from {source!r} ({error}); pass a folder written by "
-                f"Sam2Model.save_pretrained or socioseg.models.builders.build_tiny_sam, or a Hub "
-                f"id "
-                f"of a transformers-format SAM2 checkpoint such as {DEFAULT_SAM!r}"
+                f"could not load {family.title} from {source!r} ({error}); pass a folder "
+                f"written by {family.model_class}.save_pretrained or `socioseg tiny-models`, or "
+                f"the Hub id of a transformers-format checkpoint such as {family.hub_example!r}"
             ) from error
-        preprocessing = _read_preprocessing(source, _prompt_image_size(model.config))
+        preprocessing = _read_preprocessing(source, _prompt_image_size(model.config), family)
         return cls(model.to(torch_device), preprocessing)
 
     @property
@@ -358,7 +375,7 @@ def _check_source(name_or_path: str | Path) -> str:
     return model_source(name_or_path, SAM_TYPES, SAM_WHAT)
 
 
-def _read_preprocessing(source: str, default_size: int) -> Preprocessing:
+def _read_preprocessing(source: str, default_size: int, family: SegmenterFamily) -> Preprocessing:
     path = Path(source) / PREPROCESSOR_FILE
     if not Path(source).is_dir():
         from transformers.utils import cached_file
@@ -371,5 +388,5 @@ def _read_preprocessing(source: str, default_size: int) -> Preprocessing:
         )
         path = Path(found) if found else None
     if path is None or not path.is_file():
-        return Preprocessing(size=default_size)
-    return Preprocessing.from_dict(json.loads(path.read_text()), default_size)
+        return Preprocessing.for_family(family, default_size)
+    return Preprocessing.from_dict(json.loads(path.read_text()), default_size, family)

@@ -7,8 +7,8 @@ called ``mini`` exists in the working directory: a local folder always wins. An 
 without the shipped weights says so in one line.
 
 Models are checked before anything is built: ``config.json``'s ``model_type`` must be one the
-caller can load (a SAM2 folder given as the VLM would otherwise build a full-size default
-Qwen2.5-VL).
+caller can load, a family of :mod:`socioseg.models.families` (a SAM2 folder given as the VLM
+would otherwise build a full-size default Qwen2.5-VL).
 """
 
 from __future__ import annotations
@@ -25,13 +25,14 @@ from socioseg.hub import (
     check_hub_repo,
     looks_local,
 )
+from socioseg.models.families import POLICY_TYPES, SEGMENTER_TYPES
 
 __all__ = ["SourceError", "SourceNotFoundError", "WrongSourceError", "check_models", "model_source"]
 
-QWEN_VL_TYPES = ("qwen2_5_vl",)
-SAM_TYPES = ("sam2", "sam2_video")
-VLM_WHAT = "Qwen2.5-VL (--vlm)"
-SAM_WHAT = "SAM2 (--sam)"
+QWEN_VL_TYPES = POLICY_TYPES
+SAM_TYPES = SEGMENTER_TYPES
+VLM_WHAT = "Qwen2.5-VL / Qwen3-VL / Qwen3.5 (--vlm)"
+SAM_WHAT = "SAM2 / SAM 3 tracker (--sam)"
 MINI_NAME = "mini"
 # socioseg-mini's shipped folders: MINI_DIR / "vlm" and MINI_DIR / "sam".
 MINI_DIR = Path(__file__).resolve().parents[1] / "assets" / "mini"

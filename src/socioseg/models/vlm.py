@@ -1,8 +1,11 @@
-"""The only module that touches the VLM (Qwen2.5-VL) API: load, generate, per-token log-probs.
+"""The only module that touches the VLM API: load, generate, per-token log-probs.
 
-Inputs come from :mod:`socioseg.models.processor`. Generation can encode each distinct prompt once
-for many responses (one prefill, the cache repeated), decode with a static or compiled cache,
-and the log-probs of a micro-batch can run each distinct prompt once (shared prefix).
+The policy's family (:mod:`socioseg.models.families`: Qwen2.5-VL, Qwen3-VL, Qwen3.5) comes
+from its ``config.json``. Inputs come from :mod:`socioseg.models.processor`. Generation can
+encode each distinct prompt once for many responses (one prefill, the cache repeated), decode
+with a static or compiled cache, and the log-probs of a micro-batch can run each distinct
+prompt once (shared prefix). Cache rows are repeated and gathered with ``reorder_cache``,
+which also moves the conv and recurrent states of Qwen3.5's linear-attention layers.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from socioseg.models.device import resolve_device, resolve_dtype
+from socioseg.models.families import PolicyFamily, policy_family
 from socioseg.models.processor import EncodedPrompt, VLMProcessor
 
 if TYPE_CHECKING:
@@ -114,12 +118,13 @@ def pad_right(sequences, pad_id: int):
 
 
 class VisionLanguageModel:
-    """A Qwen2.5-VL policy with its processor, on one device."""
+    """A Qwen-VL policy with its processor, on one device; ``family`` from its config."""
 
     def __init__(self, model, processor: VLMProcessor, name: str = ""):
         self.model = model
         self.processor = processor
         self.name = name
+        self.family: PolicyFamily = policy_family(model.config.model_type)
 
     @property
     def device(self) -> torch.device:
@@ -134,25 +139,26 @@ class VisionLanguageModel:
         min_pixels: int | None = None,
         max_pixels: int | None = None,
     ) -> VisionLanguageModel:
-        """Load a Qwen2.5-VL checkpoint (Hub id or local folder) and its processor."""
-        from transformers import Qwen2_5_VLForConditionalGeneration
-
+        """Load a policy checkpoint (Hub id or local folder) of any supported family (its
+        ``config.json`` ``model_type``) and its processor."""
+        from socioseg.models.families import read_model_type
         from socioseg.models.sources import QWEN_VL_TYPES, VLM_WHAT, model_source
 
         name_or_path = model_source(name_or_path, QWEN_VL_TYPES, VLM_WHAT)
+        family = policy_family(read_model_type(name_or_path) or "qwen2_5_vl")
         torch_device = resolve_device(device)
         try:
-            model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+            model = family.model_cls().from_pretrained(
                 name_or_path, dtype=resolve_dtype(dtype, torch_device)
             )
         except OSError as error:
             raise ModelLoadError(
-                f"cannot load the Qwen2.5-VL model {name_or_path!r}: "
+                f"cannot load the {family.title} model {name_or_path!r}: "
                 f"{str(error).splitlines()[0]} Pass a local checkpoint folder (--vlm DIR); "
                 "offline, `socioseg tiny-models DIR` builds random-weight test models"
             ) from error
         model.to(torch_device).eval()
-        processor = VLMProcessor.from_pretrained(name_or_path, min_pixels, max_pixels)
+        processor = VLMProcessor.from_pretrained(name_or_path, min_pixels, max_pixels, family)
         return cls(model, processor, name=str(name_or_path))
 
     def encode(self, user_texts: Sequence[str], images: Sequence[Sequence[Image.Image]]):
@@ -223,6 +229,11 @@ class VisionLanguageModel:
         with torch.random.fork_rng(devices=fork), torch.inference_mode():
             if sampling.seed is not None:
                 torch.manual_seed(sampling.seed)
+            if not self.family.static_cache and sampling.decoding != "eager":
+                raise ValueError(
+                    f"{self.family.title}'s cache cannot be copied into a static cache: use "
+                    "decoding 'eager'"
+                )
             if group_size == 1 and sampling.decoding == "eager":
                 output = self.model.generate(
                     **inputs, generation_config=config, logits_processor=processors
@@ -256,6 +267,7 @@ class VisionLanguageModel:
         decodes them; ``rope_deltas`` (Qwen2.5-VL's 3D-position offsets that the prefill
         stores on the model) are repeated with the cache so decoding positions stay right.
         """
+        import torch
         from transformers import CompileConfig, DynamicCache, StaticCache
 
         model = self.model
@@ -273,7 +285,11 @@ class VisionLanguageModel:
         )
         cache = out.cache
         if decoding == "eager":
-            cache.batch_repeat_interleave(group_size)
+            # Row i -> rows i*G .. i*G+G-1. reorder_cache gathers every layer kind, also the
+            # conv and recurrent states of Qwen3.5's linear-attention layers, which have no
+            # batch_repeat_interleave in transformers 5.25.
+            rows = torch.arange(ids.shape[0], device=ids.device).repeat_interleave(group_size)
+            cache.reorder_cache(rows)
         else:
             # Rounded up, so prompts of similar length reuse one compiled graph.
             length = -(-(ids.shape[1] + config.max_new_tokens) // CACHE_ROUNDING) * CACHE_ROUNDING
@@ -307,8 +323,9 @@ class VisionLanguageModel:
             response_ids: B x T long tensor, right-padded.
             response_mask: B x T tensor, 1 on real response tokens.
             model: runs the forward instead of ``self.model`` (e.g. its DDP wrapper).
-            images: per-image vision-tower outputs for the rows' images, in row order, in
-                place of ``inputs["pixel_values"]`` (see :meth:`grouped_logprobs`).
+            images: the vision tower's output (``get_image_features``) for the rows' images,
+                in row order, in place of ``inputs["pixel_values"]`` (see
+                :meth:`grouped_logprobs`).
 
         Returns:
             B x T float32 tensor of ``log p(response_ids[t] | prompt, response[:t])``
@@ -322,10 +339,7 @@ class VisionLanguageModel:
         if images is None:
             vision = {"pixel_values": inputs["pixel_values"]}
         else:
-            from transformers.modeling_outputs import BaseModelOutputWithPooling
-
-            image = BaseModelOutputWithPooling(pooler_output=images)
-            vision = {"mm_encoder_outputs": {"image": image}}
+            vision = {"mm_encoder_outputs": {"image": images}}
         outputs = (self.model if model is None else model)(
             input_ids=torch.cat([inputs["input_ids"], response_ids], dim=1),
             attention_mask=torch.cat([inputs["attention_mask"], response_mask.long()], dim=1),
@@ -360,7 +374,9 @@ class VisionLanguageModel:
             rows: R indices into ``prompts``, one per response row.
             response_ids, response_mask: R x T, as in :meth:`response_logprobs`.
             share: compute what rows of one prompt share once. With ``prefix`` (the default
-                unless activation checkpointing is on, which cannot keep a cache) the prompt's
+                unless activation checkpointing is on, which cannot keep a cache, or the
+                family's cache cannot carry gradients: ``PolicyFamily.prefix_gradients``)
+                the prompt's
                 tokens and images run once and every row attends to that prompt's keys and
                 values (gradients flow back into the prompt once, summed over its rows);
                 without, only the vision tower runs once per prompt. False: every row runs
@@ -369,27 +385,34 @@ class VisionLanguageModel:
         Returns:
             R x T float32 log-probs, equal (up to float rounding) on every path.
         """
+        import torch
+
         rows = list(rows)
         if prefix is None:
-            prefix = not _is_checkpointing(self.model)
+            prefix = not _is_checkpointing(self.model) and self.family.prefix_gradients
         if share and prefix:
+            if torch.is_grad_enabled() and not self.family.prefix_gradients:
+                raise ValueError(
+                    f"{self.family.title}'s cache states are updated in place: no gradients "
+                    "through a shared prefix (prefix=False)"
+                )
             return self._prefix_logprobs(prompts, rows, response_ids, response_mask, model)
         inputs = self.collate([prompts[r] for r in rows], pixels=not share)
         if not share:
             return self.response_logprobs(inputs, response_ids, response_mask, model)
         distinct = list(dict.fromkeys(rows))
         once = self.collate([prompts[i] for i in distinct])
-        features = self.model.get_image_features(
-            once["pixel_values"], once["image_grid_thw"]
-        ).pooler_output
+        vision = self.model.get_image_features(once["pixel_values"], once["image_grid_thw"])
         first, start = {}, 0
         for i in distinct:
             first[i] = start
             start += len(prompts[i].image_grid_thw)
-        images = [
-            features[first[r] + k] for r in rows for k in range(len(prompts[r].image_grid_thw))
-        ]
-        return self.response_logprobs(inputs, response_ids, response_mask, model, images)
+        order = [first[r] + k for r in rows for k in range(len(prompts[r].image_grid_thw))]
+        vision.pooler_output = [vision.pooler_output[i] for i in order]
+        # Qwen3-VL's DeepStack: per injected layer, per image features, reordered alike.
+        if getattr(vision, "deepstack_features", None) is not None:
+            vision.deepstack_features = [[f[i] for i in order] for f in vision.deepstack_features]
+        return self.response_logprobs(inputs, response_ids, response_mask, model, vision)
 
     def _prefix_logprobs(self, prompts, rows, response_ids, response_mask, model=None):
         """Shared-prefix forward ("Prefix Grouper"): each distinct prompt once, with a cache
@@ -406,7 +429,7 @@ class VisionLanguageModel:
             **once, cache=DynamicCache(config=self.model.config), use_cache=True, logits_to_keep=1
         )
         cache = out.cache
-        cache.batch_select_indices(index)
+        cache.reorder_cache(index)  # every layer kind, linear-attention states included
         holder = next(m for m in self.model.modules() if hasattr(m, "rope_deltas"))
         deltas = holder.rope_deltas[index]
         response_ids = response_ids.to(self.device)

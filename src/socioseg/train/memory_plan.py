@@ -71,9 +71,50 @@ QWEN25_VL_3B = {
     },
     "tie_word_embeddings": True,
 }
+# Qwen3-VL-2B/4B-Instruct's architectures, as their published config.json files give them
+# (read from copies of the Hub files, not downloaded here): Qwen3-1.7B / Qwen3-4B text models
+# with a 24-block, 1024-wide vision tower of 16 px patches and DeepStack at blocks 5, 11, 17.
+_QWEN3_VL_VISION = {
+    "depth": 24,
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "num_heads": 16,
+    "patch_size": 16,
+    "spatial_merge_size": 2,
+    "temporal_patch_size": 2,
+    "num_position_embeddings": 2304,
+    "deepstack_visual_indexes": [5, 11, 17],
+}
+_QWEN3_VL_ROPE = {
+    "rope_type": "default",
+    "rope_theta": 5_000_000.0,
+    "mrope_section": [24, 20, 20],
+    "mrope_interleaved": True,
+}
+
+
+def _qwen3_vl(hidden: int, inner: int, layers: int, heads: int) -> dict:
+    text = {
+        "hidden_size": hidden,
+        "intermediate_size": inner,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "vocab_size": 151936,
+        "rope_parameters": _QWEN3_VL_ROPE,
+        "tie_word_embeddings": True,
+    }
+    vision = _QWEN3_VL_VISION | {"out_hidden_size": hidden}
+    return {"text_config": text, "vision_config": vision, "tie_word_embeddings": True}
+
+
+# Hub id -> (model_type, config fields).
 KNOWN_CONFIGS = {
-    "Qwen/Qwen2.5-VL-3B-Instruct": QWEN25_VL_3B,
-    "vvangfaye/SocioReasoner-3B": QWEN25_VL_3B,
+    "Qwen/Qwen2.5-VL-3B-Instruct": ("qwen2_5_vl", QWEN25_VL_3B),
+    "vvangfaye/SocioReasoner-3B": ("qwen2_5_vl", QWEN25_VL_3B),
+    "Qwen/Qwen3-VL-2B-Instruct": ("qwen3_vl", _qwen3_vl(2048, 6144, 28, 16)),
+    "Qwen/Qwen3-VL-4B-Instruct": ("qwen3_vl", _qwen3_vl(2560, 9728, 36, 32)),
 }
 PROMPT_TEXT_TOKENS = 190  # chat template + stage-2 prompt text around the image tokens
 
@@ -99,11 +140,12 @@ class MemoryPlan:
 
 
 def model_config(name: str):
-    """The Qwen2.5-VL config of a local folder, a known Hub id, or the local Hub cache."""
-    from transformers import AutoConfig, Qwen2_5_VLConfig
+    """The policy config of a local folder, a known Hub id, or the local Hub cache."""
+    from transformers import AutoConfig
 
     if name in KNOWN_CONFIGS and not Path(name).is_dir():
-        return Qwen2_5_VLConfig(**KNOWN_CONFIGS[name])
+        model_type, fields = KNOWN_CONFIGS[name]
+        return AutoConfig.for_model(model_type, **fields)
     try:
         return AutoConfig.from_pretrained(name, local_files_only=True)
     except (OSError, ValueError) as error:
@@ -123,10 +165,11 @@ def count_parameters(config, lora=None) -> tuple[int, int]:
     out)`` of each matching linear layer of the language model.
     """
     import torch
-    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from socioseg.models.families import policy_family
 
     with torch.device("meta"):
-        model = Qwen2_5_VLForConditionalGeneration._from_config(config)
+        model = policy_family(config.model_type).model_cls()._from_config(config)
     total = sum(p.numel() for p in model.parameters())
     if lora is None:
         return total, total
@@ -139,14 +182,17 @@ def count_parameters(config, lora=None) -> tuple[int, int]:
     return total, adapters
 
 
-def prompt_shape(config: TrainConfig, image_side: int) -> tuple[int, int]:
-    """``(prompt tokens, vision patches)`` of one row: map + satellite of ``image_side`` px."""
+def prompt_shape(config: TrainConfig, image_side: int, model_type: str = "qwen2_5_vl"):
+    """``(prompt tokens, vision patches)`` of one row: map + satellite of ``image_side`` px,
+    in the frame of the policy family of ``model_type``."""
     from socioseg.geometry import smart_resize
+    from socioseg.models.families import policy_family
 
-    m = config.model
-    h, w = smart_resize(image_side, image_side, min_pixels=m.min_pixels, max_pixels=m.max_pixels)
-    patches = h * w // (14 * 14)
-    return 2 * patches // 4 + PROMPT_TEXT_TOKENS, 2 * patches
+    m, family = config.model, policy_family(model_type)
+    h, w = smart_resize(image_side, image_side, family.factor, m.min_pixels, m.max_pixels)
+    patches = h * w // family.patch_size**2
+    merged = patches // family.merge_size**2
+    return 2 * merged + PROMPT_TEXT_TOKENS, 2 * patches
 
 
 def _layer_bytes(hidden: int, inner: int, kv: int, residual: int, compute: int) -> int:
@@ -158,7 +204,7 @@ def _activations(config: TrainConfig, model_cfg, tokens: int, patches: int, dtyp
     """Bytes of one micro-batch's activations in the update (``tokens``/``patches`` per row)."""
     residual, compute = dtypes
     t, v = model_cfg.text_config, model_cfg.vision_config
-    kv = t.num_key_value_heads * (t.hidden_size // t.num_attention_heads)
+    kv = t.num_key_value_heads * _head_dim(t)
     rows = config.optim.micro_batch_size
     text = rows * tokens * _layer_bytes(t.hidden_size, t.intermediate_size, kv, residual, compute)
     vision = (
@@ -166,7 +212,7 @@ def _activations(config: TrainConfig, model_cfg, tokens: int, patches: int, dtyp
         * patches
         * _layer_bytes(v.hidden_size, v.intermediate_size, v.hidden_size, residual, compute)
     )
-    # the pixels: float32 patches (3 x 2 frames x 14 x 14 values) and their compute-dtype cast
+    # the pixels: float32 patches (3 x 2 frames x p x p values) and their compute-dtype cast
     patch_values = v.in_channels * v.temporal_patch_size * v.patch_size**2
     pixels = rows * patches * patch_values * (4 + (compute if compute != 4 else 0))
     if not config.model.gradient_checkpointing:
@@ -177,6 +223,13 @@ def _activations(config: TrainConfig, model_cfg, tokens: int, patches: int, dtyp
         * (tokens * t.hidden_size * t.num_hidden_layers + patches * v.hidden_size * v.depth)
     )
     return pixels + kept + max(text, vision)
+
+
+def _head_dim(text_config) -> int:
+    """Width of one attention head (Qwen3's is set apart from hidden / heads)."""
+    return getattr(text_config, "head_dim", None) or (
+        text_config.hidden_size // text_config.num_attention_heads
+    )
 
 
 def _state_bytes(config: TrainConfig, precision, total: int, trainable: int, world: int):
@@ -215,7 +268,7 @@ def _sequence_bytes(config: TrainConfig, model_cfg, precision, prompt: int, patc
     residual = 4 if precision.autocast or compute == 4 else 2
     response = config.rollout.max_response_tokens
     t = model_cfg.text_config
-    kv_width = t.num_key_value_heads * (t.hidden_size // t.num_attention_heads)
+    kv_width = t.num_key_value_heads * _head_dim(t)
     rows = config.rollout.generation_batch_size
     tokens = prompt + response
     return {
@@ -252,7 +305,7 @@ def plan(
     model_cfg = model_cfg or model_config(config.model.vlm)
     precision = resolve(config, torch.device(device_type))
     total, trainable = count_parameters(model_cfg, config.model.lora)
-    prompt, patches = prompt_shape(config, image_side)
+    prompt, patches = prompt_shape(config, image_side, model_cfg.model_type)
     gpu, host = _state_bytes(config, precision, total, trainable, world_size)
     gpu |= _sequence_bytes(config, model_cfg, precision, prompt_tokens or prompt, patches)
     resident = gpu["weights"] + gpu["optimizer states"] + gpu["reference"]

@@ -35,7 +35,8 @@ Decisions where the released code only failed by accident (each keeps its reward
   stage 1's and its points are valid and strictly inside). :class:`RewardParts` always holds
   each part's own value; only ``total`` is forced to 0 by a 0 format.
 
-Coordinates are VLM-frame pixels; :func:`gt_boxes_from_mask` works in the mask's own frame and
+Coordinates are VLM-frame pixels (answers in another convention are mapped there first, see
+``stage1_rewards``'s ``to_vlm``); :func:`gt_boxes_from_mask` works in the mask's own frame and
 the caller maps its boxes to the VLM frame. No function here raises on model output.
 """
 
@@ -43,7 +44,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -117,7 +118,10 @@ def gt_boxes_from_mask(mask: Any) -> list[list[int]]:
 
 
 def stage1_rewards(
-    response: str, gt_boxes: Sequence[Sequence[float]] | np.ndarray, variant: Variant = "released"
+    response: str,
+    gt_boxes: Sequence[Sequence[float]] | np.ndarray,
+    variant: Variant = "released",
+    to_vlm: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> RewardParts:
     """Reward one stage-1 (localisation) response.
 
@@ -126,6 +130,9 @@ def stage1_rewards(
         gt_boxes: J x 4 XYXY GT boxes in VLM-frame pixels (list of lists or array; J may be 0),
             e.g. :func:`gt_boxes_from_mask` mapped to the VLM frame.
         variant: ``"released"`` or ``"paper"``.
+        to_vlm: maps the answer's K x 4 float64 boxes to VLM-frame pixels, for a family that
+            answers in another convention (Qwen3-VL's relative 0-1000: ``Frames.points_array``
+            from ``"relative"`` to ``"vlm"``); None: the answer is in VLM pixels already.
 
     Raises:
         ValueError: unknown variant, or ``gt_boxes`` is not J x 4 (a caller error).
@@ -135,6 +142,8 @@ def stage1_rewards(
     answer = _load_json(answer_text(text))
     gt = _gt_array(gt_boxes)[:MAX_BOXES]
     predicted = _box_array(answer)
+    if predicted is not None and to_vlm is not None:
+        predicted = to_vlm(predicted)
     length = _stage1_length(answer, len(gt))
     if variant == "released":
         fmt = _structure(text) + _stage1_items(answer)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 
@@ -78,15 +79,22 @@ def collect_rollouts(
 ) -> Rollouts:
     """Sample, segment and score both stages for ``samples`` (objects with ``query``, ``sat``,
     ``map`` and a ``mask`` H x W bool GT at the satellite's size)."""
+    factor, answer_frame = policy.family.factor, policy.family.answer_frame
     jobs = [
-        engine.prepare(segmenter, s.sat, s.map, s.query, min_pixels, max_pixels) for s in samples
+        engine.prepare(segmenter, s.sat, s.map, s.query, min_pixels, max_pixels, factor)
+        for s in samples
     ]
     gts = [np.asarray(s.mask, dtype=bool) for s in samples]
     gt_boxes = [_gt_boxes_vlm(job, gt) for job, gt in zip(jobs, gts, strict=True)]
 
     def reward(stage, index, text, mask, stage1_text):
         if stage == "stage1":
-            return stage1_rewards(text, gt_boxes[index], reward_variant)
+            # Scored in the VLM frame whatever the family's convention, so the thresholds
+            # (IoU, mean L1 in VLM pixels) mean the same for every family.
+            to_vlm = None
+            if answer_frame != "vlm":
+                to_vlm = partial(jobs[index].frames.points_array, src=answer_frame, dst="vlm")
+            return stage1_rewards(text, gt_boxes[index], reward_variant, to_vlm=to_vlm)
         stage1_answer = answer_text(clean_response(stage1_text))
         return stage2_rewards(text, stage1_answer, mask, gts[index], reward_variant)
 

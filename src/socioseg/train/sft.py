@@ -26,6 +26,7 @@ import torch
 from socioseg import prompts
 from socioseg.engine import Prompt, vlm_images
 from socioseg.geometry import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, Frames
+from socioseg.models.families import QWEN2_5_VL, AnswerFrame, PolicyFamily
 from socioseg.models.vlm import pad_right
 from socioseg.render import feedback_images
 from socioseg.train import model_folder
@@ -78,8 +79,29 @@ def _vlm_boxes(image_boxes: np.ndarray, frames: Frames) -> list[list[int]]:
     return np.rint(frames.points_array(image_boxes, "image", "vlm")).astype(int).tolist()
 
 
-def _boxes_json(boxes: list[list[int]]) -> str:
-    return json.dumps([{"bbox_2d": b} for b in boxes])
+def _boxes_json(boxes: list[list[int]], frames: Frames, frame: AnswerFrame = "vlm") -> str:
+    return _answer_json([{"bbox_2d": b} for b in boxes], frames, frame)
+
+
+def _answer_json(objects: list[dict], frames: Frames, frame: AnswerFrame) -> str:
+    """Answer objects (VLM-frame integers) as JSON in the family's convention ``frame``
+    (relative: 0-1000 integers, moved by ``Frames``)."""
+    if frame != "vlm":
+
+        def moved(values: list) -> list:
+            xy = np.asarray(values, dtype=float).reshape(-1, 2)
+            return np.rint(frames.points_array(xy, "vlm", frame)).astype(int).tolist()
+
+        objects = [
+            {
+                key: [v for pair in moved(value) for v in pair]
+                if key == "bbox_2d"
+                else moved(value)
+                for key, value in obj.items()
+            }
+            for obj in objects
+        ]
+    return json.dumps(objects)
 
 
 def teacher_points(
@@ -146,6 +168,7 @@ def teacher_examples(
     rng: np.random.Generator | None = None,
     box_noise: float = 0.0,
     single_stage: bool = False,
+    family: PolicyFamily = QWEN2_5_VL,
 ) -> list[tuple[Prompt, str]]:
     """(prompt, answer) pairs for both stages of one sample (objects with sat, map, mask).
 
@@ -154,8 +177,11 @@ def teacher_examples(
     draws those boxes with the GT pixels inside them as the coarse mask, and its answer copies
     the boxes and adds points deep inside the GT within each. With ``single_stage`` a third
     example asks the single-stage prompt, answered with the GT boxes and their points.
+    Answers are written in the policy ``family``'s coordinate convention (Qwen3-VL: relative
+    0-1000), from the VLM-frame values.
     """
-    frames = Frames.for_image(sample.sat.size, min_pixels, max_pixels)
+    frames = Frames.for_image(sample.sat.size, min_pixels, max_pixels, family.factor)
+    frame = family.answer_frame
     mask = np.asarray(sample.mask, dtype=bool)
     images = vlm_images(sample.sat, sample.map, frames)
     gt_image = _image_boxes(mask)
@@ -170,11 +196,13 @@ def teacher_examples(
         coarse = mask & inside
 
     def with_points(vlm_boxes: list[list[int]], image_boxes: np.ndarray) -> str:
-        return json.dumps(
+        return _answer_json(
             [
                 {"bbox_2d": b, "points": teacher_points(mask, ib, b, frames)}
                 for b, ib in zip(vlm_boxes, image_boxes.tolist(), strict=True)
-            ]
+            ],
+            frames,
+            frame,
         )
 
     stage2_answer = with_points(reread, reread_image)
@@ -182,11 +210,11 @@ def teacher_examples(
     examples = [
         (
             Prompt(prompts.stage1_text(sample.query), images),
-            f"{think}<answer>{_boxes_json(boxes)}</answer>",
+            f"{think}<answer>{_boxes_json(boxes, frames, frame)}</answer>",
         ),
         (
             Prompt(
-                prompts.stage2_text(sample.query, _boxes_json(reread)),
+                prompts.stage2_text(sample.query, _boxes_json(reread, frames, frame)),
                 feedback_images(*images, reread, coarse),
             ),
             f"{think}<answer>{stage2_answer}</answer>",
@@ -271,6 +299,7 @@ def train_sft(
                 rng,
                 config.stage2_box_noise,
                 bool(rng.random() < config.single_stage_share),
+                policy.family,
             )
         ]
         loss = supervised_loss(policy, examples)
