@@ -57,7 +57,7 @@ def publish(tmp: Path, out: str | Path, record: dict) -> Path:
     """Write ``record`` (plus the list of files) as ``training.json`` into the staging folder
     ``tmp`` and move its files into ``out``, replacing only what an earlier run wrote."""
     out = Path(out)
-    files = sorted(p.name for p in tmp.iterdir() if p.name != STAGING_MARK) + [RECORD_FILE]
+    files = [*sorted(p.name for p in tmp.iterdir() if p.name != STAGING_MARK), RECORD_FILE]
     (tmp / RECORD_FILE).write_text(json.dumps({**record, "files": files}, indent=2) + "\n")
     written_before = _written_before(out)
     for name in written_before:  # the earlier model's files that the new one does not replace
