@@ -118,7 +118,8 @@ def _cmd_map(args: argparse.Namespace) -> int:
     source = _map_source(args)
     if source is None:
         raise CommandError("give a map source: --osm FILE, --tiles URL or --provider NAME")
-    check_out(args.map_out)
+    inputs = {"--like": args.like, "--osm": args.osm, "--font": args.font}
+    check_out(args.map_out, inputs, args.overwrite)
     made = make_map(Grid.of_raster(args.like), source, args.map_out)
     if made.zoom is not None:
         print(f"tiles: {made.tiles} at zoom {made.zoom} ({made.downloaded} downloaded)")
@@ -192,6 +193,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     map_.add_argument("--like", required=True, type=Path, help="raster whose grid the map takes")
     map_.add_argument(
         "--out", required=True, type=Path, dest="map_out", help="map GeoTIFF to write (.tif)"
+    )
+    map_.add_argument(
+        "--overwrite", action="store_true", help="replace a map an earlier `socioseg map` wrote"
     )
     _add_map_source_args(map_)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,8 +41,17 @@ class MapSource:
             raise AreaError(f"--zoom must be in [0, {MAX_ZOOM}], got {self.zoom}")
 
     def describe(self) -> dict:
-        """What made the map, as JSON-friendly settings (to compare runs)."""
-        return {k: str(v) for k, v in vars(self).items() if v is not None and k != "cache_dir"}
+        """What made the map, as JSON-friendly settings (to compare runs); a tile URL without
+        its credentials and query string, a file as its absolute path."""
+        from socioseg.region.tile_fetch import public_url
+
+        made = {k: v for k, v in vars(self).items() if v is not None and k != "cache_dir"}
+        if self.tiles is not None:
+            made["tiles"] = public_url(self.tiles)
+        for key in ("osm", "font"):
+            if key in made:
+                made[key] = Path(made[key]).resolve()
+        return {k: str(v) for k, v in made.items()}
 
 
 @dataclass(frozen=True)
@@ -85,7 +95,7 @@ def make_map(grid: Grid, source: MapSource, out: str | Path) -> MadeMap:
             zoom=source.zoom,
         )
         rgb = result.rgb
-        tags = {"SOURCE": f"{tile_source.name} {tile_source.url} zoom {result.zoom}"}
+        tags = {"SOURCE": f"{tile_source.name} {tile_source.public_url} zoom {result.zoom}"}
         if source.gcj02:
             tags["SOURCE"] += " (GCJ-02 shifted to WGS-84)"
         made = MadeMap(
@@ -93,17 +103,39 @@ def make_map(grid: Grid, source: MapSource, out: str | Path) -> MadeMap:
         )
     if made.attribution:
         tags["ATTRIBUTION"] = made.attribution
+    tags[MADE_TAG] = json.dumps(source.describe(), sort_keys=True)
     write_rgb(out, grid, rgb, tags)
     return made
 
 
-def check_out(out: Path) -> None:
-    """One-line errors for a map path that cannot be written: not ``.tif``, a folder, or
-    inside a file."""
+MADE_TAG = "SOCIOSEG_MAP"  # a GeoTIFF tag on every map socioseg writes: the map is ours
+
+
+def is_our_map(path: Path) -> bool:
+    """Whether ``path`` is a GeoTIFF that :func:`make_map` wrote (it carries :data:`MADE_TAG`)."""
+    import rasterio
+
+    try:
+        with rasterio.open(path) as ds:
+            return MADE_TAG in ds.tags()
+    except rasterio.errors.RasterioIOError:
+        return False
+
+
+def check_out(out: Path, inputs: dict[str, Path | None], overwrite: bool = False) -> None:
+    """One-line errors for a map path that cannot be written: not ``.tif``, a folder, inside a
+    file, one of the ``inputs`` (``{flag: path}``), or an existing file (refused unless it is a
+    map socioseg made and ``overwrite`` is given)."""
+    from socioseg.publish import check_not_input, refuse_foreign
+
     if out.suffix.lower() not in (".tif", ".tiff") or out.is_dir():
         raise AreaError(f"--out {out}: the map is written as a GeoTIFF file; name it .tif")
     for parent in out.parents:
         if parent.exists():
             if not parent.is_dir():
                 raise AreaError(f"--out {out} is inside {parent}, which is a file")
-            return
+            break
+    check_not_input(out, inputs, "--out")
+    if out.exists() or out.is_symlink():
+        ours = out.is_file() and not out.is_symlink() and is_our_map(out)
+        refuse_foreign(out, "--out", overwrite, ours, "a map")
