@@ -30,8 +30,13 @@ def _cmd_segment_area(args: argparse.Namespace) -> int:
     if args.query_level:
         levels = [f"socio-{v}" for v in args.query_level]
     source = _map_source(args)
-    if (source is None) == (args.map is None):
+    if source is None and args.map is None:
         raise CommandError("give --map, or a map source (--osm, --tiles or --provider)")
+    if source is not None and args.map is not None:
+        raise CommandError(
+            "give --map or a map source (--osm, --tiles or --provider), not both: the map is "
+            "either read or made"
+        )
     summary = segment_area(
         reasoner_factory(args),
         args.sat,

@@ -44,7 +44,15 @@ from socioseg.region.raster import (
     feature_collection,
     write_mask_raster,
 )
-from socioseg.region.run_files import RunDir, ranks, rows_file_name
+from socioseg.region.run_files import (
+    MAP_FILE,
+    RunDir,
+    claim_out,
+    input_record,
+    previous_settings,
+    ranks,
+    rows_file_name,
+)
 from socioseg.region.stitch import stitch
 from socioseg.types import LEVELS, MODES
 
@@ -55,6 +63,7 @@ DEFAULT_MIN_AREA_PX = 16
 MIN_TILE = 64
 SAME_GSD = 0.05  # relative difference under which a raster is used at its own resolution
 FAR_GSD = 2.0  # resampling by more than this factor is worth a note
+MAX_RESAMPLE = 32.0  # resampling by more than this factor is refused (a --gsd typo)
 
 __all__ = ["AreaError", "AreaSummary", "Tile", "segment_area", "tile_grid"]
 
@@ -163,6 +172,12 @@ def _scale(sat: RasterSource, gsd: float | None) -> tuple[float | None, float, l
     if not gsd or abs(input_gsd / gsd - 1) < SAME_GSD:
         return input_gsd, 1.0, []
     scale = input_gsd / gsd
+    if max(scale, 1 / scale) > MAX_RESAMPLE:
+        raise AreaError(
+            f"--gsd {gsd:g}: {sat.path} has {input_gsd:.3g} m/px, so tiles would be resampled "
+            f"by {scale:.3g}x (at most {MAX_RESAMPLE:g}x); give a --gsd nearer the raster's, or "
+            "0 to keep it"
+        )
     notes = []
     if max(scale, 1 / scale) > FAR_GSD:
         notes.append(
@@ -294,6 +309,13 @@ def segment_area(
     _check_settings(tile, overlap, batch_size, mode, gsd)
     began = time.perf_counter()
     out = Path(out_dir)
+    claim_out(
+        out,
+        {
+            "--sat": Path(sat_path),
+            "--map": None if hasattr(map_path, "describe") else Path(map_path),
+        },
+    )
     with ranks() as (rank, world, share):
         map_source = map_path.describe() if hasattr(map_path, "describe") else None
         map_path = _ensure_map(sat_path, map_path, out, rank, share)
@@ -310,7 +332,7 @@ def segment_area(
                 "overlap": overlap,
                 "scale": scale,
                 "map_source": map_source,
-                "inputs": {"sat": str(sat_path), "map": str(map_path)},
+                "inputs": input_record({"sat": sat_path, "map": map_path}),
             }
             run = RunDir(out, settings, rank if world > 1 else None)
             tiles = tile_grid(sat.size, side, margin)
@@ -330,18 +352,33 @@ def segment_area(
 
 
 def _ensure_map(sat_path, map_path, out: Path, rank: int, share) -> Path:
-    """``map_path`` itself, or the map a ``MapSource`` makes (rank 0 writes, others wait)."""
-    from socioseg.region.mapping import MapSource, make_map
+    """``map_path`` itself, or the map a ``MapSource`` makes (rank 0 writes, others wait).
+
+    A ``map.tif`` already in ``out`` is used only when socioseg rendered it from this very
+    source; one from another source is rendered again unless a run recorded it."""
+    from socioseg.region.mapping import MapSource, is_our_map, make_map, map_made_from
 
     if not isinstance(map_path, MapSource):
         return Path(map_path)
-    target = out / "map.tif"
+    target = out / MAP_FILE
     error = None
-    if rank == 0 and not target.exists():
-        from socioseg.region.grid import Grid
-
+    if rank == 0:
         try:
-            make_map(Grid.of_raster(sat_path), map_path, target)
+            if target.exists() and not is_our_map(target):
+                raise AreaError(
+                    f"{target} is not a map socioseg rendered; it is left alone: move it away "
+                    "or pass it as --map"
+                )
+            if not map_made_from(target, map_path):
+                previous = previous_settings(out)
+                if previous is not None and previous.get("map_source") != map_path.describe():
+                    raise AreaError(
+                        f"{out} holds a run made from another map source "
+                        f"({previous.get('map_source')}); use another --out or delete it"
+                    )
+                from socioseg.region.grid import Grid
+
+                make_map(Grid.of_raster(sat_path), map_path, target)
         except AreaError as exc:  # every rank stops with it, none waits for a map
             error = str(exc)
     error = share(error)

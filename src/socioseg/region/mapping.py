@@ -122,6 +122,20 @@ def is_our_map(path: Path) -> bool:
         return False
 
 
+def map_made_from(path: Path, source: MapSource) -> bool:
+    """Whether ``path`` is a map socioseg made from ``source`` (same description)."""
+    import rasterio
+
+    if not path.is_file() or path.is_symlink():
+        return False
+    try:
+        with rasterio.open(path) as ds:
+            made = ds.tags().get(MADE_TAG)
+    except rasterio.errors.RasterioIOError:
+        return False
+    return made == json.dumps(source.describe(), sort_keys=True)
+
+
 def check_out(out: Path, inputs: dict[str, Path | None], overwrite: bool = False) -> None:
     """One-line errors for a map path that cannot be written: not ``.tif``, a folder, inside a
     file, one of the ``inputs`` (``{flag: path}``), or an existing file (refused unless it is a

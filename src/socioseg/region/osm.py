@@ -142,6 +142,8 @@ def read_osm(path: str | Path, name_tag: str = "name", bbox=None) -> OsmLayers:
     import osmium
 
     path = Path(path)
+    if path.is_dir():
+        raise AreaError(f"--osm {path} is a folder; give an OSM file (.osm.pbf or .osm)")
     if not path.is_file():
         raise AreaError(f"{path}: no such file")
     layers = OsmLayers(bbox=bbox)
