@@ -64,7 +64,7 @@ def test_segment_area_refuses_a_folder_of_the_users_files(tmp_path):
     write_raster(out / "map.tif", np.full((HEIGHT, WIDTH, 3), 255, dtype=np.uint8))
     (out / "mask.tif").write_bytes(b"the user's mask")
     kept = {p.name: p.read_bytes() for p in out.iterdir()}
-    with pytest.raises(AreaError, match="did not write .*no run.json") as info:
+    with pytest.raises(AreaError, match=r"did not write .*no run\.json") as info:
         _area(sat, MapSource(osm=osm), out)
     assert "\n" not in str(info.value)
     (out / "mask.tif").unlink()  # only the user's map.tif is left: still not ours to use
@@ -75,7 +75,7 @@ def test_segment_area_refuses_a_folder_of_the_users_files(tmp_path):
         _area(sat, MapSource(osm=osm), out)
     (out / "run.json").unlink()
     assert {p.name: p.read_bytes() for p in out.iterdir()} == {"map.tif": kept["map.tif"]}
-    with pytest.raises(AreaError, match="its entities.geojson would replace the input --sat"):
+    with pytest.raises(AreaError, match=r"its entities\.geojson would replace the input --sat"):
         _area(out / "entities.geojson", sat, out)  # an output would replace the input
 
 
