@@ -13,6 +13,7 @@ from socioseg.cli.model_options import (
     add_model_args,
     reasoner_factory,
 )
+from socioseg.region.dataset_files import LARGE_SAMPLES
 from socioseg.region.grid import SOCIOSEG_GSD
 
 
@@ -150,8 +151,22 @@ def _cmd_make_dataset(args: argparse.Namespace) -> int:
         min_pixels=args.min_pixels,
         seed=args.seed,
     )
-    summary = make_dataset(args.sat, args.map, args.labels, args.out, spec)
+    summary = make_dataset(
+        args.sat,
+        args.map,
+        args.labels,
+        args.out,
+        spec,
+        allow_large=args.allow_large,
+        progress=not args.no_progress,
+    )
     print(f"{summary['samples']} samples from {summary['tiles']} tiles")
+    shared = summary["shared_images"]
+    if shared["linked"] or shared["copied"]:
+        print(
+            f"tile images shared between samples: {shared['linked']} hard links, "
+            f"{shared['copied']} copies"
+        )
     for split, by_level in summary["splits"].items():
         counts = ", ".join(f"{level} {n}" for level, n in sorted(by_level.items())) or "none"
         print(f"  {split}: {counts}")
@@ -221,6 +236,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--min-pixels", type=int_in(1), default=64, help="least visible area of a query"
     )
     make.add_argument("--seed", type=int_in(0, SEED_MAX), default=0, help="seed of the split")
+    make.add_argument(
+        "--allow-large",
+        action="store_true",
+        help=f"write more than {LARGE_SAMPLES:,} samples (asked for, as they take GBs)",
+    )
+    make.add_argument("--no-progress", action="store_true", help="no progress bar")
     area.set_defaults(run=_cmd_segment_area)
     map_.set_defaults(run=_cmd_map)
     make.set_defaults(run=_cmd_make_dataset)
