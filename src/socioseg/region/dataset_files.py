@@ -1,4 +1,4 @@
-"""Where ``make-dataset`` writes: a staging folder inside ``--out``, shared tile images, a size gate.
+"""Where ``make-dataset`` writes: staging inside ``--out``, shared tile images, a size gate.
 
 Every file is written into a staging folder inside ``--out`` and renamed into place at the end
 (:mod:`socioseg.publish`), so a run that fails half-way leaves nothing that blocks its rerun.

@@ -69,7 +69,8 @@ def _to_pixels(path: Path, geoms: np.ndarray, fids: list[int], crs: str, grid: G
     from pyproj import Transformer
 
     to_grid = Transformer.from_crs(crs, grid.crs, always_xy=True)
-    check = f"check the CRS of {path.name} ({_crs_name(crs)}) against the raster ({_crs_name(grid.crs)})"
+    ours, theirs = _crs_name(crs), _crs_name(grid.crs)
+    check = f"check the CRS of {path.name} ({ours}) against the raster ({theirs})"
 
     xy, owner = shapely.get_coordinates(geoms, return_index=True)
     bad = ~np.isfinite(xy).all(axis=1)
