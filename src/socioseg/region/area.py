@@ -37,6 +37,7 @@ from PIL import Image
 
 from socioseg.data.levels import function_name
 from socioseg.outputs import prediction_to_json
+from socioseg.region.mapping import ensure_map
 from socioseg.region.raster import (
     AreaError,
     RasterSource,
@@ -44,15 +45,7 @@ from socioseg.region.raster import (
     feature_collection,
     write_mask_raster,
 )
-from socioseg.region.run_files import (
-    MAP_FILE,
-    RunDir,
-    claim_out,
-    input_record,
-    previous_settings,
-    ranks,
-    rows_file_name,
-)
+from socioseg.region.run_files import RunDir, claim_out, input_record, ranks, rows_file_name
 from socioseg.region.stitch import stitch
 from socioseg.types import LEVELS, MODES
 
@@ -318,7 +311,7 @@ def segment_area(
     )
     with ranks() as (rank, world, share):
         map_source = map_path.describe() if hasattr(map_path, "describe") else None
-        map_path = _ensure_map(sat_path, map_path, out, rank, share)
+        map_path = ensure_map(sat_path, map_path, out, rank, share)
         with RasterSource(sat_path) as sat, RasterSource(map_path) as map_:
             georef = check_same_grid(sat, map_)
             input_gsd, scale, notes = _scale(sat, gsd)
@@ -349,42 +342,6 @@ def segment_area(
         run.reload()
         facts = {"ran": ran, "resumed": resumed, "gsd": input_gsd, "scale": scale}
         return _write_outputs(run, tiles, size, georef, queries, min_area_px, facts, notes, began)
-
-
-def _ensure_map(sat_path, map_path, out: Path, rank: int, share) -> Path:
-    """``map_path`` itself, or the map a ``MapSource`` makes (rank 0 writes, others wait).
-
-    A ``map.tif`` already in ``out`` is used only when socioseg rendered it from this very
-    source; one from another source is rendered again unless a run recorded it."""
-    from socioseg.region.mapping import MapSource, is_our_map, make_map, map_made_from
-
-    if not isinstance(map_path, MapSource):
-        return Path(map_path)
-    target = out / MAP_FILE
-    error = None
-    if rank == 0:
-        try:
-            if target.exists() and not is_our_map(target):
-                raise AreaError(
-                    f"{target} is not a map socioseg rendered; it is left alone: move it away "
-                    "or pass it as --map"
-                )
-            if not map_made_from(target, map_path):
-                previous = previous_settings(out)
-                if previous is not None and previous.get("map_source") != map_path.describe():
-                    raise AreaError(
-                        f"{out} holds a run made from another map source "
-                        f"({previous.get('map_source')}); use another --out or delete it"
-                    )
-                from socioseg.region.grid import Grid
-
-                make_map(Grid.of_raster(sat_path), map_path, target)
-        except AreaError as exc:  # every rank stops with it, none waits for a map
-            error = str(exc)
-    error = share(error)
-    if error is not None:
-        raise AreaError(error)
-    return target
 
 
 def _write_outputs(run, tiles, size, georef, queries, min_area_px, facts, notes, began):

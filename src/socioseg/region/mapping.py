@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from socioseg.region.grid import Grid, write_rgb
+from socioseg.region.map_file import MADE_TAG, is_our_map, made_tag, map_made_from
 from socioseg.region.raster import AreaError
 
 OSM_ATTRIBUTION = "© OpenStreetMap contributors (ODbL 1.0)"
@@ -103,37 +103,9 @@ def make_map(grid: Grid, source: MapSource, out: str | Path) -> MadeMap:
         )
     if made.attribution:
         tags["ATTRIBUTION"] = made.attribution
-    tags[MADE_TAG] = json.dumps(source.describe(), sort_keys=True)
+    tags[MADE_TAG] = made_tag(source.describe())
     write_rgb(out, grid, rgb, tags)
     return made
-
-
-MADE_TAG = "SOCIOSEG_MAP"  # a GeoTIFF tag on every map socioseg writes: the map is ours
-
-
-def is_our_map(path: Path) -> bool:
-    """Whether ``path`` is a GeoTIFF that :func:`make_map` wrote (it carries :data:`MADE_TAG`)."""
-    import rasterio
-
-    try:
-        with rasterio.open(path) as ds:
-            return MADE_TAG in ds.tags()
-    except rasterio.errors.RasterioIOError:
-        return False
-
-
-def map_made_from(path: Path, source: MapSource) -> bool:
-    """Whether ``path`` is a map socioseg made from ``source`` (same description)."""
-    import rasterio
-
-    if not path.is_file() or path.is_symlink():
-        return False
-    try:
-        with rasterio.open(path) as ds:
-            made = ds.tags().get(MADE_TAG)
-    except rasterio.errors.RasterioIOError:
-        return False
-    return made == json.dumps(source.describe(), sort_keys=True)
 
 
 def check_out(out: Path, inputs: dict[str, Path | None], overwrite: bool = False) -> None:
@@ -153,3 +125,37 @@ def check_out(out: Path, inputs: dict[str, Path | None], overwrite: bool = False
     if out.exists() or out.is_symlink():
         ours = out.is_file() and not out.is_symlink() and is_our_map(out)
         refuse_foreign(out, "--out", overwrite, ours, "a map")
+
+
+def ensure_map(sat_path, map_path, out: Path, rank: int, share) -> Path:
+    """``map_path`` itself, or the map a ``MapSource`` makes (rank 0 writes, others wait).
+
+    A ``map.tif`` already in ``out`` is used only when socioseg rendered it from this very
+    source; one from another source is rendered again unless a run recorded it."""
+    if not isinstance(map_path, MapSource):
+        return Path(map_path)
+    from socioseg.region.run_files import MAP_FILE, previous_settings
+
+    target = out / MAP_FILE
+    error = None
+    if rank == 0:
+        try:
+            if target.exists() and not is_our_map(target):
+                raise AreaError(
+                    f"{target} is not a map socioseg rendered; it is left alone: move it away "
+                    "or pass it as --map"
+                )
+            if not map_made_from(target, map_path.describe()):
+                previous = previous_settings(out)
+                if previous is not None and previous.get("map_source") != map_path.describe():
+                    raise AreaError(
+                        f"{out} holds a run made from another map source "
+                        f"({previous.get('map_source')}); use another --out or delete it"
+                    )
+                make_map(Grid.of_raster(sat_path), map_path, target)
+        except AreaError as exc:  # every rank stops with it, none waits for a map
+            error = str(exc)
+    error = share(error)
+    if error is not None:
+        raise AreaError(error)
+    return target

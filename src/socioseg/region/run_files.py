@@ -38,7 +38,7 @@ def claim_out(out: Path, inputs: dict[str, Path]) -> None:
     The one exception is a folder holding only a map socioseg rendered there (a run stopped
     before it wrote ``run.json``)."""
     from socioseg.publish import entries, same_path
-    from socioseg.region.mapping import is_our_map
+    from socioseg.region.map_file import is_our_map
 
     if out.exists() and not out.is_dir():
         raise AreaError(f"--out {out} is a file; pass a folder path")
