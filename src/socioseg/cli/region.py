@@ -130,6 +130,8 @@ def _cmd_map(args: argparse.Namespace) -> int:
     if made.zoom is not None:
         print(f"tiles: {made.tiles} at zoom {made.zoom} ({made.downloaded} downloaded)")
     print(f"wrote {made.path}")
+    for note in made.notes:
+        print(f"note: {note}", file=sys.stderr)
     if made.attribution:
         print(f"map data: {made.attribution}")
     return 0

@@ -61,6 +61,7 @@ class MadeMap:
     zoom: int | None = None
     tiles: int = 0
     downloaded: int = 0
+    notes: tuple[str, ...] = ()  # what the user should know (skipped OSM nodes)
 
 
 def make_map(grid: Grid, source: MapSource, out: str | Path) -> MadeMap:
@@ -76,9 +77,10 @@ def make_map(grid: Grid, source: MapSource, out: str | Path) -> MadeMap:
     if source.osm is not None:
         from socioseg.region.osm import render_osm
 
-        rgb = render_osm(source.osm, grid, source.name_tag, source.font)
+        notes: list[str] = []
+        rgb = render_osm(source.osm, grid, source.name_tag, source.font, notes)
         tags = {"SOURCE": f"OpenStreetMap file {Path(source.osm).name}"}
-        made = MadeMap(Path(out), OSM_ATTRIBUTION)
+        made = MadeMap(Path(out), OSM_ATTRIBUTION, notes=tuple(notes))
     else:
         from socioseg.region.xyz import DEFAULT_BUDGET, TileSource, default_cache_dir, tile_map
 
