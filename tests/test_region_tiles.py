@@ -235,3 +235,24 @@ def test_tile_cache_that_is_a_file_is_one_line(sat, tmp_path, capsys):
     assert _map(sat, tmp_path, "http://127.0.0.1:1/{z}/{x}/{y}.png")[0] == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--tile-cache" in err[0] and "is a file" in err[0]
+
+
+@pytest.mark.parametrize(
+    "crs, transform, message",
+    [
+        ("EPSG:4326", (1e-5, 0, 10.0, 0, -1e-5, 89.9995), "reaches latitude 89.99"),
+        ("EPSG:4326", (1e-5, 0, 179.999, 0, -1e-5, 10.0), "crosses the antimeridian"),
+        ("EPSG:32660", (10.0, 0, 829_000.0, 0, -10.0, 1_000_000.0), "crosses the antimeridian"),
+    ],
+)
+def test_rasters_tiles_do_not_cover_are_refused(tmp_path, capsys, crs, transform, message):
+    from rasterio.transform import Affine
+
+    raster = write_raster(
+        tmp_path / "far.tif", np.zeros((200, 200, 3), dtype=np.uint8), crs, Affine(*transform)
+    )
+    with _Server(_white) as server:
+        assert _map(raster, tmp_path, server.base + "/{z}/{x}/{y}.png")[0] == 2
+        assert server.seen == []  # refused before any request
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]

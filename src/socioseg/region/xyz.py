@@ -41,6 +41,7 @@ from socioseg.region.tile_fetch import (
 EARTH_CIRCUMFERENCE = 40_075_016.686  # metres: the Web Mercator plane's width
 CONNECTIONS = 2
 DEFAULT_BUDGET = 400  # tiles (about 25 MB of PNG at zoom 18, 2.4 km x 2.4 km)
+MAX_LATITUDE = 85.05112878  # Web Mercator's edge: tiles end there
 MAX_MOSAIC_PX = 32_000  # OpenCV's remap takes images up to 32767 pixels a side
 STRIP_ROWS = 1024
 
@@ -91,10 +92,27 @@ def zoom_for(gsd: float, lat: float, max_zoom: int) -> int:
     return int(min(max(round(level), 0), max_zoom))
 
 
+def check_covered(lon: np.ndarray, lat: np.ndarray) -> None:
+    """Refuse (one line) a raster that web-map tiles do not cover: beyond Web Mercator's
+    latitudes (+-85.05 degrees), or across the antimeridian (its longitudes would wrap)."""
+    if not (np.isfinite(lon).all() and np.isfinite(lat).all()):
+        raise AreaError("the raster has pixels with no longitude/latitude; check its CRS")
+    if np.abs(lat).max() > MAX_LATITUDE:
+        raise AreaError(
+            f"the raster reaches latitude {lat[np.abs(lat).argmax()]:.4f}; web-map tiles end at "
+            f"+-{MAX_LATITUDE:.2f} (Web Mercator): use --osm, or crop the raster"
+        )
+    if lon.max() - lon.min() > 180 or np.abs(lon).max() > 180:
+        raise AreaError(
+            "the raster crosses the antimeridian (longitude 180); web-map tiles are cut there: "
+            "split the raster at 180 degrees (gdalwarp -te) and map each part"
+        )
+
+
 def world_pixels(lon, lat, zoom: int) -> tuple[np.ndarray, np.ndarray]:
     """Web Mercator pixel coordinates (pixel corners, from the top-left of tile 0/0)."""
     n = TILE_PX * 2.0**zoom
-    lat = np.radians(np.clip(np.asarray(lat, dtype=np.float64), -85.05112878, 85.05112878))
+    lat = np.radians(np.clip(np.asarray(lat, dtype=np.float64), -MAX_LATITUDE, MAX_LATITUDE))
     x = (np.asarray(lon, dtype=np.float64) + 180.0) / 360.0 * n
     y = (1.0 - np.log(np.tan(lat) + 1.0 / np.cos(lat)) / math.pi) / 2.0 * n
     return x, y
@@ -172,9 +190,13 @@ def tile_map(
     download fails or returns something other than a 256-px image.
     """
     if zoom is None:
-        zoom = zoom_for(grid.gsd(), grid.centre_lonlat()[1], source.max_zoom)
+        zoom = zoom_for(
+            grid.gsd(), min(abs(grid.centre_lonlat()[1]), MAX_LATITUDE), source.max_zoom
+        )
     x, y = grid.pixel_centres(step=max(1, min(grid.width, grid.height) // 64))
-    gx, gy = world_pixels(*_lonlat(grid, x.ravel(), y.ravel(), gcj02), zoom)
+    lon, lat = _lonlat(grid, x.ravel(), y.ravel(), gcj02)
+    check_covered(np.asarray(lon), np.asarray(lat))
+    gx, gy = world_pixels(lon, lat, zoom)
     last = 2**zoom - 1
     x0, x1 = (int(min(max(v // TILE_PX, 0), last)) for v in (gx.min() - 1, gx.max() + 1))
     y0, y1 = (int(min(max(v // TILE_PX, 0), last)) for v in (gy.min() - 1, gy.max() + 1))
