@@ -38,6 +38,7 @@ from socioseg.region.grid import SOCIOSEG_GSD, Grid
 from socioseg.region.raster import AreaError
 
 LARGE_OSM_BYTES = 8 * 1024 * 1024  # files from this size get a progress bar while read
+PROGRESS_EVERY = 10_000  # objects between progress updates
 MIN_PAD_DEGREES = 0.0005  # about 50 m: the least margin kept around the raster
 # (tag, values, fill) in drawing order: the first match decides; later layers paint over earlier.
 AREA_FILLS: tuple[tuple[str, frozenset[str], tuple[int, int, int]], ...] = tuple(
@@ -159,14 +160,16 @@ def read_osm(path: str | Path, name_tag: str = "name", bbox=None) -> OsmLayers:
     large = path.stat().st_size >= LARGE_OSM_BYTES
     try:
         with tqdm(desc=f"reading {path.name}", unit=" objects", disable=not large) as bar:
-            for obj in osmium.FileProcessor(str(path)).with_areas():
-                bar.update(1)
+            for count, obj in enumerate(osmium.FileProcessor(str(path)).with_areas(), 1):
+                if count % PROGRESS_EVERY == 0:
+                    bar.update(PROGRESS_EVERY)
                 if obj.is_node():
                     layers.nodes += 1
                     if not obj.location.valid():
                         layers.invalid += 1
-                        continue
-                    _add_poi(layers, dict(obj.tags), obj.location.lon, obj.location.lat, name_tag)
+                    elif obj.tags:  # an untagged node only places a way's point
+                        tags = dict(obj.tags)
+                        _add_poi(layers, tags, obj.location.lon, obj.location.lat, name_tag)
                 elif obj.is_way():
                     _add_road(layers, dict(obj.tags), obj)
                 elif obj.is_area():
