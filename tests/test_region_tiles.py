@@ -135,18 +135,30 @@ def test_a_redirect_to_another_host_is_refused_and_same_host_followed(sat, tmp_p
         assert {host for _, host in server.seen} == {f"127.0.0.1:{server.port}"}
 
 
-def test_a_tile_that_never_finishes_is_dropped_at_the_deadline(sat, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("how", ["silent", "trickled-headers", "trickled-body"])
+def test_a_tile_that_never_finishes_is_dropped_at_the_deadline(
+    sat, tmp_path, capsys, monkeypatch, how
+):
     import socioseg.region.tile_fetch as tile_fetch
 
     monkeypatch.setattr(tile_fetch, "DEADLINE_S", 0.5)
 
-    def answer(handler, server):  # promises a tile, sends one byte, then waits for the test
-        handler.send_response(200)
-        handler.send_header("Content-Length", "1000")
-        handler.end_headers()
-        handler.wfile.write(b"\x89")
+    def answer(handler, server):  # until released (or ~20 s), the server never finishes
+        handler.wfile.write(b"HTTP/1.1 200 OK\r\n")
+        if how == "trickled-body":
+            handler.wfile.write(b"Content-Length: 100000\r\n\r\n")
         handler.wfile.flush()
-        server.release.wait()
+        if how == "silent":
+            server.release.wait()
+            return
+        for _ in range(400):  # a header line or a body byte every 50 ms: each read gets some
+            if server.release.wait(0.05):
+                return
+            try:
+                handler.wfile.write(b"X-Slow: 1\r\n" if how == "trickled-headers" else b"\x89")
+                handler.wfile.flush()
+            except OSError:  # the client hung up
+                return
 
     with _Server(answer) as server:
         code, out = _map(sat, tmp_path, server.base + "/{z}/{x}/{y}.png")

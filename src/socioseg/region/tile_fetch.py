@@ -18,8 +18,12 @@ A tile server is untrusted, and so is a URL template:
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import http.client
 import re
+import socket
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -120,14 +124,60 @@ class _SameHostRedirects(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-_OPENER = urllib.request.build_opener(_SameHostRedirects)
+class _Watchdog:
+    """Shuts the sockets of one tile's connections down when its deadline passes, so a server
+    that trickles headers or body a byte at a time cannot hold a download open."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.connections: list[http.client.HTTPConnection] = []
+        self.expired = False
+
+    def _make(self, cls):
+        def connection(host, **kwargs):
+            made = cls(host, **kwargs)
+            with self.lock:
+                self.connections.append(made)
+            return made
+
+        return connection
+
+    def expire(self) -> None:
+        with self.lock:
+            self.expired = True
+            for made in self.connections:
+                if made.sock is not None:
+                    with contextlib.suppress(OSError):  # already closed
+                        made.sock.shutdown(socket.SHUT_RDWR)
+
+    def opener(self) -> urllib.request.OpenerDirector:
+        """An opener whose connections this watchdog sees, following same-host redirects."""
+        watch = self
+
+        class Http(urllib.request.HTTPHandler):
+            def http_open(self, req):
+                return self.do_open(watch._make(http.client.HTTPConnection), req)
+
+        class Https(urllib.request.HTTPSHandler):
+            def https_open(self, req):
+                connection = watch._make(http.client.HTTPSConnection)
+                return self.do_open(connection, req, context=_tls_context())
+
+        return urllib.request.build_opener(_SameHostRedirects, Http, Https)
+
+
+@functools.cache
+def _tls_context():
+    import ssl
+
+    return ssl.create_default_context()
 
 
 def fetch(url: str, deadline_s: float | None = None) -> bytes:
     """GET ``url`` (see the module docstring); one-line :class:`AreaError` on any failure.
 
-    The body is read as it arrives (``read1``), so a server that sends a byte at a time is
-    dropped at the deadline; a silent one at the next read timeout.
+    A watchdog shuts the connection's socket at the deadline, so a server that trickles its
+    headers or body a byte at a time is dropped then; a silent one at the next read timeout.
     """
     shown = public_url(url)
     deadline_s = DEADLINE_S if deadline_s is None else deadline_s
@@ -138,8 +188,12 @@ def fetch(url: str, deadline_s: float | None = None) -> bytes:
     )
     request = _request(url)
     chunks, size = [], 0
+    watch = _Watchdog()
+    timer = threading.Timer(deadline_s, watch.expire)
+    timer.daemon = True
+    timer.start()
     try:
-        with _OPENER.open(request, timeout=min(READ_TIMEOUT_S, deadline_s)) as response:
+        with watch.opener().open(request, timeout=min(READ_TIMEOUT_S, deadline_s)) as response:
             while chunk := response.read1(CHUNK):
                 chunks.append(chunk)
                 size += len(chunk)
@@ -151,13 +205,15 @@ def fetch(url: str, deadline_s: float | None = None) -> bytes:
                     raise AreaError(too_slow)
     except urllib.error.HTTPError as exc:
         raise AreaError(f"GET {shown}: HTTP {exc.code} {exc.reason}") from None
-    except TimeoutError:
-        raise AreaError(too_slow) from None
     except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", exc)
-        if isinstance(reason, TimeoutError):
+        if watch.expired or isinstance(reason, TimeoutError):
             raise AreaError(too_slow) from None
         raise AreaError(f"GET {shown}: {str(reason).replace(url, shown)}") from None
+    finally:
+        timer.cancel()
+    if watch.expired:  # the sockets were shut mid-body: what arrived is not the whole tile
+        raise AreaError(too_slow)
     return b"".join(chunks)
 
 
