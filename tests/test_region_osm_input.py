@@ -111,3 +111,20 @@ def test_a_road_reaching_far_outside_isclip_line_and_draws_the_same(sat, tmp_pat
     assert _map(sat, short_road, tmp_path / "short.tif") == 0
     with rasterio.open(tmp_path / "long.tif") as a, rasterio.open(tmp_path / "short.tif") as b:
         assert np.array_equal(a.read(), b.read())
+
+
+def test_segment_area_reports_skipped_osm_nodes(sat, tmp_path):
+    from socioseg.region.area import segment_area
+    from socioseg.region.mapping import MapSource
+    from tests.test_area_region import ColourReasoner
+
+    bad = '<node id="900" version="1" lat="140" lon="10"><tag k="name" v="Nowhere"/></node>'
+    osm = _with_nodes(tmp_path / "city.osm", bad)
+    for _ in range(2):  # the run that made the map, and a rerun reusing it
+        summary = segment_area(
+            ColourReasoner(), sat, MapSource(osm=osm), "red", tmp_path / "out", tile=256,
+            overlap=32, progress=False, gsd=0.5,
+        )  # fmt: skip
+        assert [n for n in summary.notes if "invalid location" in n] == [
+            next(n for n in summary.notes if n.startswith("city.osm: skipped 1 of"))
+        ]

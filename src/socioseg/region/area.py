@@ -37,6 +37,8 @@ from PIL import Image
 
 from socioseg.data.levels import function_name
 from socioseg.outputs import prediction_to_json
+from socioseg.publish import write_text_atomic
+from socioseg.region.map_file import map_notes
 from socioseg.region.mapping import ensure_map
 from socioseg.region.raster import (
     AreaError,
@@ -315,6 +317,7 @@ def segment_area(
         with RasterSource(sat_path) as sat, RasterSource(map_path) as map_:
             georef = check_same_grid(sat, map_)
             input_gsd, scale, notes = _scale(sat, gsd)
+            notes += map_notes(map_path)  # e.g. OSM nodes skipped while the map was made
             side, margin = max(1, round(tile / scale)), round(overlap / scale)
             settings = {
                 "queries": [q["text"] for q in queries],
@@ -349,7 +352,7 @@ def _write_outputs(run, tiles, size, georef, queries, min_area_px, facts, notes,
     texts = [q["text"] for q in queries]
     mask_path = write_mask_raster(run.root / "mask", size, georef, strips, texts)
     geojson_path = run.root / "entities.geojson"
-    geojson_path.write_text(json.dumps(feature_collection(features, georef)) + "\n")
+    write_text_atomic(geojson_path, json.dumps(feature_collection(features, georef)) + "\n")
     rows = [run.rows[(q["index"], t.id)] for q in queries for t in tiles]
     summary = AreaSummary(
         out_dir=str(run.root),
@@ -369,5 +372,5 @@ def _write_outputs(run, tiles, size, georef, queries, min_area_px, facts, notes,
         scale=facts["scale"],
         notes=notes,
     )
-    (run.root / "summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
+    write_text_atomic(run.root / "summary.json", json.dumps(asdict(summary), indent=2) + "\n")
     return summary

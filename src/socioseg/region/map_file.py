@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 MADE_TAG = "SOCIOSEG_MAP"  # the tag's name; its value: the map source's description as JSON
+NOTES_TAG = "SOCIOSEG_NOTES"  # what the user should know about the map, a JSON list of lines
 
 
 def made_tag(description: dict) -> str:
@@ -17,16 +18,30 @@ def made_tag(description: dict) -> str:
     return json.dumps(description, sort_keys=True)
 
 
-def _tag(path: Path) -> str | None:
-    import rasterio
-
-    if not path.is_file() or path.is_symlink():
+def _tag(path: Path, name: str = MADE_TAG) -> str | None:
+    path = Path(path)
+    if path.suffix.lower() not in (".tif", ".tiff") or not path.is_file() or path.is_symlink():
+        return None
+    try:
+        import rasterio
+    except ImportError:  # without socioseg[gis] no map was made here
         return None
     try:
         with rasterio.open(path) as ds:
-            return ds.tags().get(MADE_TAG)
+            return ds.tags().get(name)
     except rasterio.errors.RasterioIOError:
         return None
+
+
+def map_notes(path: Path) -> list[str]:
+    """The notes a map socioseg made carries (skipped OSM nodes, ...); ``[]`` for any other."""
+    if _tag(path) is None:
+        return []
+    try:
+        notes = json.loads(_tag(path, NOTES_TAG) or "[]")
+    except ValueError:
+        return []
+    return [n for n in notes if isinstance(n, str)] if isinstance(notes, list) else []
 
 
 def is_our_map(path: Path) -> bool:

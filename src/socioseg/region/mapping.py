@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from socioseg.region.grid import Grid, write_rgb
-from socioseg.region.map_file import MADE_TAG, is_our_map, made_tag, map_made_from
+from socioseg.region.map_file import MADE_TAG, NOTES_TAG, is_our_map, made_tag, map_made_from
 from socioseg.region.raster import AreaError
 
 OSM_ATTRIBUTION = "© OpenStreetMap contributors (ODbL 1.0)"
@@ -106,6 +107,8 @@ def make_map(grid: Grid, source: MapSource, out: str | Path) -> MadeMap:
     if made.attribution:
         tags["ATTRIBUTION"] = made.attribution
     tags[MADE_TAG] = made_tag(source.describe())
+    if made.notes:
+        tags[NOTES_TAG] = json.dumps(list(made.notes))
     write_rgb(out, grid, rgb, tags)
     return made
 
