@@ -40,16 +40,17 @@ def prepare(out: str | Path, overwrite: bool) -> Path:
     return staging_dir(out)
 
 
-def _written_before(out: Path) -> list[str]:
-    """The names an earlier run recorded writing into ``out`` (its record file included)."""
+def _written_before(out: Path, new: list[str]) -> list[str]:
+    """The names an earlier run recorded writing into ``out`` (its record file included); a
+    record from before the list was kept (no ``files``) vouches for the names ``new`` has."""
     try:
         record = json.loads((out / RECORD_FILE).read_text())
     except (OSError, ValueError):
         return []
     files = record.get("files") if isinstance(record, dict) else None
-    names = (
-        [f for f in files if isinstance(f, str) and "/" not in f] if isinstance(files, list) else []
-    )
+    if not isinstance(files, list):
+        return [name for name in new if (out / name).exists()]
+    names = [f for f in files if isinstance(f, str) and "/" not in f and f not in ("", ".", "..")]
     return [*names, RECORD_FILE]
 
 
@@ -59,7 +60,7 @@ def publish(tmp: Path, out: str | Path, record: dict) -> Path:
     out = Path(out)
     files = [*sorted(p.name for p in tmp.iterdir() if p.name != STAGING_MARK), RECORD_FILE]
     (tmp / RECORD_FILE).write_text(json.dumps({**record, "files": files}, indent=2) + "\n")
-    written_before = _written_before(out)
+    written_before = _written_before(out, files)
     for name in written_before:  # the earlier model's files that the new one does not replace
         stale = out / name
         if name not in files and stale.is_file():
