@@ -30,6 +30,7 @@ from socioseg.region.gcj02 import wgs84_to_gcj02
 from socioseg.region.grid import Grid
 from socioseg.region.raster import AreaError
 from socioseg.region.tile_fetch import (
+    MAX_TILE_BYTES,
     TILE_PX,
     check_template,
     decode_tile,
@@ -142,7 +143,9 @@ class TileCache:
         name = f"tile {z}/{x}/{y} of {self.source.public_url}"
         if path.is_file():
             try:
-                return decode_tile(path.read_bytes(), f"{name} (cached in {path})", MAP_BACKGROUND)
+                if path.stat().st_size > MAX_TILE_BYTES:
+                    raise AreaError(f"{name}: the cached file is too large")
+                return decode_tile(path.read_bytes(), f"{name} (cached)", MAP_BACKGROUND)
             except AreaError:
                 path.unlink()  # a bad file in the cache: fetch it again
         self.requests += 1
