@@ -47,7 +47,7 @@ from socioseg.region.raster import (
     feature_collection,
     write_mask_raster,
 )
-from socioseg.region.run_files import RunDir, claim_out, input_record, ranks, rows_file_name
+from socioseg.region.run_files import RunDir, input_record, ranks, rows_file_name
 from socioseg.region.stitch import stitch
 from socioseg.types import LEVELS, MODES
 
@@ -304,13 +304,6 @@ def segment_area(
     _check_settings(tile, overlap, batch_size, mode, gsd)
     began = time.perf_counter()
     out = Path(out_dir)
-    claim_out(
-        out,
-        {
-            "--sat": Path(sat_path),
-            "--map": None if hasattr(map_path, "describe") else Path(map_path),
-        },
-    )
     with ranks() as (rank, world, share):
         map_source = map_path.describe() if hasattr(map_path, "describe") else None
         map_path = ensure_map(sat_path, map_path, out, rank, share)

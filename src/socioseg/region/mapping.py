@@ -133,34 +133,42 @@ def check_out(out: Path, inputs: dict[str, Path | None], overwrite: bool = False
 
 
 def ensure_map(sat_path, map_path, out: Path, rank: int, share) -> Path:
-    """``map_path`` itself, or the map a ``MapSource`` makes (rank 0 writes, others wait).
+    """Claim the run folder ``out`` (:func:`~socioseg.region.run_files.claim_out`) and return
+    ``map_path`` itself, or the map a ``MapSource`` makes there. Rank 0 checks and writes, the
+    other ranks wait for it and stop with its error, if any.
 
     A ``map.tif`` already in ``out`` is used only when socioseg rendered it from this very
     source; one from another source is rendered again unless a run recorded it."""
-    if not isinstance(map_path, MapSource):
-        return Path(map_path)
-    from socioseg.region.run_files import MAP_FILE, previous_settings
+    from socioseg.region.run_files import MAP_FILE, claim_out, previous_settings
 
-    target = out / MAP_FILE
+    made = isinstance(map_path, MapSource)
+    target = out / MAP_FILE if made else Path(map_path)
     error = None
     if rank == 0:
         try:
-            if target.exists() and not is_our_map(target):
-                raise AreaError(
-                    f"{target} is not a map socioseg rendered; it is left alone: move it away "
-                    "or pass it as --map"
-                )
-            if not map_made_from(target, map_path.describe()):
-                previous = previous_settings(out)
-                if previous is not None and previous.get("map_source") != map_path.describe():
-                    raise AreaError(
-                        f"{out} holds a run made from another map source "
-                        f"({previous.get('map_source')}); use another --out or delete it"
-                    )
-                make_map(Grid.of_raster(sat_path), map_path, target)
+            claim_out(out, {"--sat": Path(sat_path), "--map": None if made else target})
+            if made:
+                _render_run_map(sat_path, map_path, out, target, previous_settings(out))
         except AreaError as exc:  # every rank stops with it, none waits for a map
             error = str(exc)
     error = share(error)
     if error is not None:
         raise AreaError(error)
     return target
+
+
+def _render_run_map(sat_path, source: MapSource, out: Path, target: Path, previous) -> None:
+    """Render ``target`` unless a map of ours from ``source`` is there (see ``ensure_map``)."""
+    if target.exists() and not is_our_map(target):
+        raise AreaError(
+            f"{target} is not a map socioseg rendered; it is left alone: move it away "
+            "or pass it as --map"
+        )
+    if map_made_from(target, source.describe()):
+        return
+    if previous is not None and previous.get("map_source") != source.describe():
+        raise AreaError(
+            f"{out} holds a run made from another map source "
+            f"({previous.get('map_source')}); use another --out or delete it"
+        )
+    make_map(Grid.of_raster(sat_path), source, target)
