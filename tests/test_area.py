@@ -194,7 +194,9 @@ def test_plain_png_inputs_give_pixel_outputs(tmp_path, monkeypatch, reader):
     if reader == "pillow":
         (tmp_path / "x.tif").write_bytes(b"II*\x00")
         with pytest.raises(AreaError, match=r"socioseg\[gis\]"):
-            segment_area(RedReasoner(), tmp_path / "x.tif", tmp_path / "map.png", "q", tmp_path)
+            segment_area(
+                RedReasoner(), tmp_path / "x.tif", tmp_path / "map.png", "q", tmp_path / "o"
+            )
 
 
 def _one_line_error(tmp_path, sat, map_, match, query="q", **kwargs):

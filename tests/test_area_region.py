@@ -210,7 +210,7 @@ def test_map_made_from_osm_on_the_fly(tmp_path, capsys):
     assert main([*args, "--map", str(sat), "--osm", str(osm)]) == 2
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and all("give --map, or a map source" in e for e in err)
+    assert len(err) == 2 and "not both" in err[0] and "give --map, or a map source" in err[1]
 
 
 @pytest.mark.parametrize("reader", ["rasterio", "pillow"])

@@ -235,3 +235,28 @@ def test_corrupt_parquet_and_crossed_pixel_bounds(tmp_path, capsys, monkeypatch)
     one_line(argv, capsys, "bad.parquet: not a readable data file")
     argv = ["segment", "--example", "0", "--out", tmp_path / "o"]
     one_line([*argv, "--min-pixels", "2000", "--max-pixels", "1000"], capsys, "--min-pixels 2000")
+
+
+@pytest.mark.parametrize(
+    "command, config, override, message",
+    [
+        ("train-sam", None, "steps", "must look like field=value (e.g. steps=1000)"),
+        ("train-sam", "", None, "is empty; give the fields to change"),
+        ("sft", "batch_size: 99999999\n", None, "batch_size must be from 1 to 1,024"),
+        ("sft", None, "batch_size=99999999", "batch_size must be from 1 to 1,024"),
+        ("train-sam", "steps: 100000000000000000000000\n", None, "steps must be from 1 to"),
+        ("train", "optim:\n  micro_batch_size: 5000\n", None, "micro_batch_size must be from"),
+    ],
+)
+def test_config_files_and_overrides_share_the_flags_bounds(
+    tmp_path, capsys, command, config, override, message
+):
+    argv = [command, "--out", tmp_path / "out"]
+    if config is not None:
+        (tmp_path / "c.yaml").write_text(config)
+        argv += ["--config", tmp_path / "c.yaml"]
+    if override is not None:
+        argv.append(override)
+    code, err = run(argv, capsys)
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "out").exists()

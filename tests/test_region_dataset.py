@@ -154,3 +154,106 @@ def test_bad_labels_are_one_line_errors(scene, capsys):
     assert main([*base[:-1], str(sat), "--query-field", "name", "--out", str(tmp / "e3")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and "no field 'title'" in err[0] and "--class-field" in err[1]
+
+
+def test_a_failed_run_leaves_nothing_that_blocks_the_rerun(scene, monkeypatch, capsys):
+    import socioseg.region.dataset_files as files
+
+    tmp, sat, map_, polygons = scene
+    labels = _write_labels(tmp / "fail.geojson", polygons, "GeoJSON")
+    calls = {"n": 0}
+    put = files.TileImages.put
+
+    def full_disk(self, folder, name, data):  # the disk fills up half-way
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise OSError(28, "No space left on device")
+        return put(self, folder, name, data)
+
+    monkeypatch.setattr(files.TileImages, "put", full_disk)
+    out = tmp / "ds-fail"
+    args = ["make-dataset", "--sat", str(sat), "--map", str(map_), "--labels", str(labels)]
+    args += ["--query-field", "name", "--out", str(out), "--tile", str(TILE), "--no-progress"]
+    with pytest.raises(OSError, match="No space"):
+        main(args)
+    assert [p.name for p in out.iterdir()] == [".socioseg-partial"]  # no index.jsonl up here
+    monkeypatch.setattr(files.TileImages, "put", put)
+    assert main(args) == 0  # the rerun just works
+    assert sorted(p.name for p in out.iterdir()) == ["index.jsonl", "levels.json", "test", "train"]
+
+
+def test_samples_of_one_tile_share_its_images(scene, capsys):
+    tmp, sat, map_, polygons = scene
+    labels = _write_labels(tmp / "share.geojson", polygons, "GeoJSON")
+    out = _run(tmp, sat, map_, labels, "ds-share", "--no-progress")
+    rows = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
+    by_tile = defaultdict(list)
+    for r in rows:
+        by_tile[tuple(r["window"])].append(out / r["split"] / r["id"])
+    inodes = {name: set() for name in ("sat.png", "map.png", "mask.png")}
+    for folders in by_tile.values():
+        for name in inodes:
+            inodes[name].add(frozenset((f / name).stat().st_ino for f in folders))
+    # One sat.png and one map.png per tile on disk, however many samples it has.
+    assert all(len(group) == 1 for group in inodes["sat.png"] | inodes["map.png"])
+    assert any(len(folders) > 1 for folders in by_tile.values())
+    linked = sum(len(f) - 1 for f in by_tile.values()) * 2
+    assert f"{linked} hard links" in capsys.readouterr().out
+
+
+def test_too_many_samples_need_allow_large(scene, capsys, monkeypatch):
+    import socioseg.region.dataset_files as files
+
+    tmp, sat, map_, polygons = scene
+    labels = _write_labels(tmp / "large.geojson", polygons, "GeoJSON")
+    monkeypatch.setattr(files, "LARGE_SAMPLES", 3)
+    args = ["make-dataset", "--sat", str(sat), "--map", str(map_), "--labels", str(labels)]
+    args += ["--query-field", "name", "--tile", str(TILE), "--no-progress"]
+    assert main([*args, "--out", str(tmp / "big")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--allow-large" in err[0] and not (tmp / "big").exists()
+    assert main([*args, "--out", str(tmp / "big"), "--allow-large"]) == 0
+
+
+def _labels_at(path, coords, crs="EPSG:4326", driver="GeoJSON"):
+    geoms = [shapely.Polygon(c) for c in coords]
+    names = np.array([f"p{i}" for i in range(len(geoms))], dtype=object)
+    pyogrio.raw.write(
+        path, shapely.to_wkb(geoms), [names], ["name"], geometry_type="Polygon", crs=crs,
+        driver=driver,
+    )  # fmt: skip
+    return path
+
+
+def test_labels_in_the_wrong_place_are_one_line(scene, capsys):
+    tmp, sat, map_, _ = scene
+    square = [(10, 10), (60, 10), (60, 60), (10, 60)]
+    right = [lonlat_of_pixel(c, r) for c, r in square]
+    cases = {
+        "metres": ([[(X0 + c * GSD, Y0 - r * GSD) for c, r in square]], "check the CRS of"),
+        "swapped": ([[(lat, lon) for lon, lat in right]], "check the CRS of"),
+        "nan": ([right, [(116.0, 39.0), (float("nan"), 39.1), (116.1, 39.0)]], "NaN"),
+    }
+    for name, (coords, message) in cases.items():
+        labels = _labels_at(tmp / f"{name}.gpkg", coords, driver="GPKG")  # GPKG keeps NaN
+        args = ["make-dataset", "--sat", str(sat), "--map", str(map_), "--labels", str(labels)]
+        assert main([*args, "--query-field", "name", "--out", str(tmp / f"o-{name}")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+        if message.startswith("check"):
+            assert "(EPSG:4326) against the raster (EPSG:32650)" in err[0]
+
+
+def test_a_raster_without_crs_names_make_dataset(tmp_path, capsys):
+    import rasterio
+
+    plain = tmp_path / "plain.tif"
+    profile = {"driver": "GTiff", "width": 64, "height": 64, "count": 3, "dtype": "uint8"}
+    with rasterio.open(plain, "w", **profile) as dst:
+        dst.write(np.zeros((3, 64, 64), dtype=np.uint8))
+    args = ["make-dataset", "--sat", str(plain), "--map", str(plain), "--labels", str(plain)]
+    assert main([*args, "--query-field", "name", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "has no CRS, and make-dataset places the labels on it" in err and "map" not in err.split(
+        "and"
+    )[0].replace(str(plain), "")

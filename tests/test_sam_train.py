@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -109,7 +111,10 @@ def test_train_sam_command_writes_a_loadable_segmenter_and_guards_its_folder(tmp
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert main(args) == 2
     assert "pass --overwrite" in capsys.readouterr().err
+    (out / "my-notes.txt").write_text("mine")  # the user's file in a folder socioseg wrote
     assert main([*args, "--overwrite"]) == 0
+    assert (out / "my-notes.txt").read_text() == "mine"  # --overwrite replaced only the model
+    assert "my-notes.txt" not in json.loads((out / "training.json").read_text())["files"]
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep")
@@ -133,3 +138,16 @@ def test_embedding_weight_adds_the_embedding_penalty_to_the_same_forward(tmp_pat
     assert rows[1.0]["focal"] == rows[0.0]["focal"]
     assert main([*args, "embedding_weight=-1"]) == 2
     assert "embedding_weight must be >= 0" in capsys.readouterr().err
+
+
+def test_a_failed_train_sam_leaves_nothing_beside_out_and_the_rerun_works(tmp_path, capsys):
+    write_dataset(tmp_path / "data", n=4, seed=0, size=128)
+    sam = build_tiny_sam(tmp_path / "sam0", 128)
+    out = tmp_path / "runs" / "sam"
+    args = ["train-sam", "--out", str(out), f"sam={sam}", "steps=1", "batch_size=1"]
+    assert main([*args, f"data={tmp_path / 'missing'}"]) == 2  # fails after the folder is made
+    assert "missing" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["sam"]  # nothing beside --out
+    assert main([*args, f"data={tmp_path / 'data'}"]) == 0  # no --overwrite needed
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+    assert Segmenter.from_pretrained(str(out), device="cpu").input_size == 128

@@ -30,6 +30,12 @@ Mode = Literal["two-stage", "stage1", "single-stage"]
 MODES: tuple[str, ...] = ("two-stage", "stage1", "single-stage")
 
 Level = Literal["socio-name", "socio-class", "socio-function", "unknown"]
+# Bounds of sizes, one set whether a value comes from a command-line flag or a config file:
+# an upper bound keeps a typo from asking for more memory or time than any machine has.
+MAX_BATCH_SIZE = 1024
+MAX_NEW_TOKENS = 32768
+MAX_STEPS = 10_000_000
+
 LEVELS: tuple[str, ...] = ("socio-name", "socio-class", "socio-function", "unknown")
 
 

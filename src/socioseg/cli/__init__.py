@@ -40,6 +40,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from socioseg.eval.files import EvalError
     from socioseg.hub import SourceError
     from socioseg.images import ImageError
+    from socioseg.publish import OutputError
     from socioseg.region.raster import AreaError
     from socioseg.train.config import ConfigError
     from socioseg.types import InputError
@@ -56,6 +57,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
         ImageError,
         InputError,
         LevelFileError,
+        OutputError,
         SourceError,
     )
 

@@ -7,10 +7,12 @@ import argparse
 import re
 from collections.abc import Callable
 
+from socioseg.types import MAX_BATCH_SIZE, MAX_NEW_TOKENS
+
 # Bounds of size arguments, checked while parsing (before anything loads). Upper bounds keep a
-# typo from asking for more memory than any machine has.
-MAX_BATCH_SIZE = 1024
-MAX_NEW_TOKENS = 32768
+# typo from asking for more memory than any machine has; the batch and token bounds are the
+# ones config files have too (socioseg.types).
+__all__ = ["MAX_BATCH_SIZE", "MAX_NEW_TOKENS"]
 MAX_VLM_PIXELS = 16384 * 16384
 MAX_SAMPLES = 10_000_000
 MAX_WORKERS = 256

@@ -13,6 +13,7 @@ from socioseg.cli.model_options import (
     add_model_args,
     reasoner_factory,
 )
+from socioseg.region.dataset_files import LARGE_SAMPLES
 from socioseg.region.gis_outputs import DEFAULT_MIN_AREA_M2
 from socioseg.region.grid import SOCIOSEG_GSD
 
@@ -31,8 +32,13 @@ def _cmd_segment_area(args: argparse.Namespace) -> int:
     if args.query_level:
         levels = [f"socio-{v}" for v in args.query_level]
     source = _map_source(args)
-    if (source is None) == (args.map is None):
+    if source is None and args.map is None:
         raise CommandError("give --map, or a map source (--osm, --tiles or --provider)")
+    if source is not None and args.map is not None:
+        raise CommandError(
+            "give --map or a map source (--osm, --tiles or --provider), not both: the map is "
+            "either read or made"
+        )
     summary = segment_area(
         reasoner_factory(args),
         args.sat,
@@ -128,13 +134,16 @@ def _cmd_map(args: argparse.Namespace) -> int:
     source = _map_source(args)
     if source is None:
         raise CommandError("give a map source: --osm FILE, --tiles URL or --provider NAME")
-    check_out(args.map_out)
+    inputs = {"--like": args.like, "--osm": args.osm, "--font": args.font}
+    check_out(args.map_out, inputs, args.overwrite)
     made = make_map(Grid.of_raster(args.like), source, args.map_out)
     if made.zoom is not None:
         print(f"tiles: {made.tiles} at zoom {made.zoom} ({made.downloaded} downloaded)")
-    for note in made.notes:
-        print(note)
+    if made.labels:
+        print(made.labels)
     print(f"wrote {made.path}")
+    for note in made.notes:
+        print(f"note: {note}", file=sys.stderr)
     if made.attribution:
         print(f"map data: {made.attribution}")
     return 0
@@ -156,8 +165,22 @@ def _cmd_make_dataset(args: argparse.Namespace) -> int:
         min_pixels=args.min_pixels,
         seed=args.seed,
     )
-    summary = make_dataset(args.sat, args.map, args.labels, args.out, spec)
+    summary = make_dataset(
+        args.sat,
+        args.map,
+        args.labels,
+        args.out,
+        spec,
+        allow_large=args.allow_large,
+        progress=not args.no_progress,
+    )
     print(f"{summary['samples']} samples from {summary['tiles']} tiles")
+    shared = summary["shared_images"]
+    if shared["linked"] or shared["copied"]:
+        print(
+            f"tile images shared between samples: {shared['linked']} hard links, "
+            f"{shared['copied']} copies"
+        )
     for split, by_level in summary["splits"].items():
         counts = ", ".join(f"{level} {n}" for level, n in sorted(by_level.items())) or "none"
         print(f"  {split}: {counts}")
@@ -221,6 +244,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     map_.add_argument(
         "--out", required=True, type=Path, dest="map_out", help="map GeoTIFF to write (.tif)"
     )
+    map_.add_argument(
+        "--overwrite", action="store_true", help="replace a map an earlier `socioseg map` wrote"
+    )
     _add_map_source_args(map_)
 
     make = sub.add_parser("make-dataset", help="a SocioSeg folder dataset from rasters + labels")
@@ -240,6 +266,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--min-pixels", type=int_in(1), default=64, help="least visible area of a query"
     )
     make.add_argument("--seed", type=int_in(0, SEED_MAX), default=0, help="seed of the split")
+    make.add_argument(
+        "--allow-large",
+        action="store_true",
+        help=f"write more than {LARGE_SAMPLES:,} samples (asked for, as they take GBs)",
+    )
+    make.add_argument("--no-progress", action="store_true", help="no progress bar")
     area.set_defaults(run=_cmd_segment_area)
     map_.set_defaults(run=_cmd_map)
     make.set_defaults(run=_cmd_make_dataset)

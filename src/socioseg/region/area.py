@@ -37,9 +37,12 @@ from PIL import Image
 
 from socioseg.data.levels import function_name
 from socioseg.outputs import prediction_to_json
+from socioseg.publish import write_text_atomic
 from socioseg.region.gis_outputs import DEFAULT_MIN_AREA_M2, vector_settings
+from socioseg.region.map_file import map_notes
+from socioseg.region.mapping import ensure_map
 from socioseg.region.raster import AreaError, RasterSource, check_same_grid, write_mask_raster
-from socioseg.region.run_files import RunDir, ranks, rows_file_name
+from socioseg.region.run_files import RunDir, input_record, ranks, rows_file_name
 from socioseg.region.stitch import stitch
 from socioseg.types import LEVELS, MODES
 
@@ -50,6 +53,7 @@ DEFAULT_MIN_AREA_PX = 16
 MIN_TILE = 64
 SAME_GSD = 0.05  # relative difference under which a raster is used at its own resolution
 FAR_GSD = 2.0  # resampling by more than this factor is worth a note
+MAX_RESAMPLE = 32.0  # resampling by more than this factor is refused (a --gsd typo)
 
 __all__ = ["AreaError", "AreaSummary", "Tile", "segment_area", "tile_grid"]
 
@@ -161,6 +165,12 @@ def _scale(sat: RasterSource, gsd: float | None) -> tuple[float | None, float, l
     if not gsd or abs(input_gsd / gsd - 1) < SAME_GSD:
         return input_gsd, 1.0, []
     scale = input_gsd / gsd
+    if max(scale, 1 / scale) > MAX_RESAMPLE:
+        raise AreaError(
+            f"--gsd {gsd:g}: {sat.path} has {input_gsd:.3g} m/px, so tiles would be resampled "
+            f"by {scale:.3g}x (at most {MAX_RESAMPLE:g}x); give a --gsd nearer the raster's, or "
+            "0 to keep it"
+        )
     notes = []
     if max(scale, 1 / scale) > FAR_GSD:
         notes.append(
@@ -305,13 +315,13 @@ def segment_area(
     out = Path(out_dir)
     with ranks() as (rank, world, share):
         map_source = map_path.describe() if hasattr(map_path, "describe") else None
-        map_path, map_notes = _ensure_map(sat_path, map_path, out, rank, share)
+        map_path = ensure_map(sat_path, map_path, out, rank, share)
         with RasterSource(sat_path) as sat, RasterSource(map_path) as map_:
             georef = check_same_grid(sat, map_)
             if vectors["dst_crs"] is not None and (georef is None or georef.crs is None):
                 raise AreaError(f"--dst-crs: {sat_path} has no CRS to reproject from")
             input_gsd, scale, notes = _scale(sat, gsd)
-            notes += map_notes
+            notes += map_notes(map_path)  # e.g. OSM nodes skipped while the map was made
             side, margin = max(1, round(tile / scale)), round(overlap / scale)
             settings = {
                 "queries": [q["text"] for q in queries],
@@ -322,7 +332,7 @@ def segment_area(
                 "overlap": overlap,
                 "scale": scale,
                 "map_source": map_source,
-                "inputs": {"sat": str(sat_path), "map": str(map_path)},
+                "inputs": input_record({"sat": sat_path, "map": map_path}),
             }
             run = RunDir(out, settings, rank if world > 1 else None)
             tiles = tile_grid(sat.size, side, margin)
@@ -340,28 +350,6 @@ def segment_area(
         facts = {"ran": ran, "resumed": resumed, "gsd": input_gsd, "scale": scale}
         facts |= {"sat": Path(sat_path), "vectors": vectors}
         return _write_outputs(run, tiles, size, georef, queries, min_area_px, facts, notes, began)
-
-
-def _ensure_map(sat_path, map_path, out: Path, rank: int, share) -> tuple[Path, list[str]]:
-    """``(map_path itself, [])``, or the map a ``MapSource`` makes and what its maker noted
-    (e.g. the labels shown); rank 0 writes, the others wait."""
-    from socioseg.region.mapping import MapSource, make_map
-
-    if not isinstance(map_path, MapSource):
-        return Path(map_path), []
-    target = out / "map.tif"
-    error, notes = None, []
-    if rank == 0 and not target.exists():
-        from socioseg.region.grid import Grid
-
-        try:
-            notes = list(make_map(Grid.of_raster(sat_path), map_path, target).notes)
-        except AreaError as exc:  # every rank stops with it, none waits for a map
-            error = str(exc)
-    error = share(error)
-    if error is not None:
-        raise AreaError(error)
-    return target, notes
 
 
 def _write_outputs(run, tiles, size, georef, queries, min_area_px, facts, notes, began):
@@ -400,5 +388,5 @@ def _write_outputs(run, tiles, size, georef, queries, min_area_px, facts, notes,
         overview_path=str(overview),
         vector_crs=vector_crs,
     )
-    (run.root / "summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
+    write_text_atomic(run.root / "summary.json", json.dumps(asdict(summary), indent=2) + "\n")
     return summary

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from socioseg.publish import publish_dir, staging_dir
+from socioseg.region.dataset_files import TileImages, check_out, check_size
 from socioseg.region.grid import Grid
 from socioseg.region.labels import Labels, read_labels
 from socioseg.region.raster import AreaError, RasterSource, check_same_grid
@@ -85,15 +87,18 @@ class _Sample:
     features: tuple[int, ...]
 
 
-def make_dataset(sat, map_, labels_path, out, spec: DatasetSpec) -> dict:
-    """Write the dataset (see the module docstring); returns a summary (counts per split/level).
+def make_dataset(
+    sat, map_, labels_path, out, spec: DatasetSpec, *, allow_large=False, progress=False
+) -> dict:
+    """Write the dataset (see the module docstring and :mod:`~socioseg.region.dataset_files`);
+    returns a summary (counts per split/level, shared tile images).
 
-    Raises :class:`AreaError` (one line) on bad inputs or a non-empty ``out``.
+    Raises :class:`AreaError` (one line) on bad inputs, a non-empty ``out``, or more than
+    :data:`~socioseg.region.dataset_files.LARGE_SAMPLES` samples without ``allow_large``.
     """
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise AreaError(f"--out {out} is not empty; choose a new folder or delete it")
-    grid = Grid.of_raster(sat)
+    check_out(out)
+    grid = Grid.of_raster(sat, needed_for="make-dataset places the labels on it")
     fields = [spec.field(level) for level in spec.chosen_levels()]
     if spec.class_field and spec.class_field not in fields:
         fields.append(spec.class_field)
@@ -105,8 +110,11 @@ def make_dataset(sat, map_, labels_path, out, spec: DatasetSpec) -> dict:
     samples = _samples(labels, cover, spec)
     if not samples:
         raise AreaError(f"{labels_path}: no polygon covers {spec.min_pixels} px of any tile")
+    check_size(len(samples), len({s.tile for s in samples}), allow_large)
     split_of = _split_tiles(labels, cover, spec, samples)
-    counts = _write(sat, map_, labels, samples, split_of, out, spec)
+    stage = staging_dir(out)
+    counts, shared = _write(sat, map_, labels, samples, split_of, stage, spec, progress)
+    publish_dir(stage, out)
     notes = []
     empty = [
         split
@@ -118,7 +126,8 @@ def make_dataset(sat, map_, labels_path, out, spec: DatasetSpec) -> dict:
             f"{' and '.join(empty)} got no samples: entities join the region's blocks into too "
             "few groups; use a larger region, or a smaller --block or --tile"
         )
-    return {"samples": len(samples), "tiles": rows * cols, "splits": counts, "notes": notes}
+    summary = {"samples": len(samples), "tiles": rows * cols, "splits": counts, "notes": notes}
+    return {**summary, "shared_images": shared}
 
 
 def _tile_cover(labels: Labels, rows: int, cols: int, tile: int) -> dict[tuple, dict[int, float]]:
@@ -201,43 +210,54 @@ def _split_tiles(labels: Labels, cover, spec: DatasetSpec, samples) -> dict[tupl
     return {tile: split_of_group.get(find(block(tile)), "train") for tile in cover}
 
 
-def _write(sat, map_, labels: Labels, samples, split_of, out: Path, spec: DatasetSpec) -> dict:
+def _write(sat, map_, labels: Labels, samples, split_of, out: Path, spec, progress) -> tuple:
+    """Write every sample into ``out`` (the staging folder); ``(counts, shared images)``."""
     from rasterio.features import rasterize
+    from tqdm.auto import tqdm
 
-    from socioseg.data.writers import Encoded, png_bytes, write_folder_sample
+    from socioseg.data.sources import FOLDER_FILES, QUESTION_FILE
+    from socioseg.data.writers import png_bytes
     from socioseg.render import mask_image
 
     by_tile: dict[tuple, list[_Sample]] = defaultdict(list)
     for s in samples:
         by_tile[s.tile].append(s)
     levels, counts = {}, {split: defaultdict(int) for split in SPLITS}
-    out.mkdir(parents=True, exist_ok=True)
+    images = TileImages()
     with (
         RasterSource(sat) as sat_src,
         RasterSource(map_) as map_src,
         (out / "index.jsonl").open("w") as index,
+        tqdm(total=len(samples), unit="sample", desc="make-dataset", disable=not progress) as bar,
     ):
         check_same_grid(sat_src, map_src)
         for (r, c), tile_samples in sorted(by_tile.items()):
             window = (c * spec.tile, r * spec.tile, spec.tile, spec.tile)
-            images = {
-                "sat": png_bytes(sat_src.read(*window)),
-                "map": png_bytes(map_src.read(*window)),
+            tile_png = {
+                FOLDER_FILES["sat"]: png_bytes(sat_src.read(*window)),
+                FOLDER_FILES["map"]: png_bytes(map_src.read(*window)),
             }
+            images.start_tile()
             for s in tile_samples:
                 shapes = [_shifted(labels.geoms[i], window) for i in s.features]
                 mask = rasterize(shapes, out_shape=(spec.tile, spec.tile), dtype="uint8") > 0
-                png = {**images, "mask": png_bytes(mask_image(mask))}
-                item = Encoded(s.id, s.query, s.level, s.socio_class, len(s.features), png)
                 split = split_of[s.tile]
-                write_folder_sample(item, out / split / s.id)
+                folder = out / split / s.id
+                folder.mkdir(parents=True)
+                for name, data in tile_png.items():
+                    images.put(folder, name, data)
+                (folder / FOLDER_FILES["mask"]).write_bytes(png_bytes(mask_image(mask)))
+                question = json.dumps({"problem": s.query}, ensure_ascii=False)
+                (folder / QUESTION_FILE).write_text(question)
                 levels[s.id] = {"level": s.level, "class": s.socio_class}
                 counts[split][s.level] += 1
                 row = {"id": s.id, "split": split, "query": s.query, "level": s.level}
                 row |= {"class": s.socio_class, "window": list(window)}
                 index.write(json.dumps(row, ensure_ascii=False) + "\n")
+                bar.update(1)
     (out / "levels.json").write_text(json.dumps(levels, indent=1, ensure_ascii=False) + "\n")
-    return {split: dict(by_level) for split, by_level in counts.items()}
+    shared = {"linked": images.linked, "copied": images.copied}
+    return {split: dict(by_level) for split, by_level in counts.items()}, shared
 
 
 def _shifted(geom, window):

@@ -31,8 +31,11 @@ class Grid:
     height: int
 
     @classmethod
-    def of_raster(cls, path: str | Path) -> Grid:
-        """The grid of a georeferenced raster (any band count and type); one-line errors."""
+    def of_raster(
+        cls, path: str | Path, needed_for: str = "a map is made on the raster's grid"
+    ) -> Grid:
+        """The grid of a georeferenced raster (any band count and type); one-line errors.
+        ``needed_for`` says, in a missing CRS's message, why one is needed."""
         import rasterio
 
         path = Path(path)
@@ -45,8 +48,8 @@ class Grid:
             raise AreaError(f"{path}: not a raster GDAL can read") from exc
         if crs is None:
             raise AreaError(
-                f"{path}: has no CRS; a map can only be made for a georeferenced raster "
-                "(assign one, e.g. gdal_translate -a_srs EPSG:32650 -a_ullr ...)"
+                f"{path}: has no CRS, and {needed_for}: assign one "
+                "(e.g. gdal_translate -a_srs EPSG:32650 -a_ullr ...)"
             )
         return cls(crs, transform, width, height)
 

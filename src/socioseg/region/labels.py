@@ -58,18 +58,44 @@ def read_labels(path: str | Path, fields: list[str], grid: Grid) -> Labels:
             if value is None or not str(value).strip():
                 raise AreaError(f"{path}: feature {fid} has no {field!r}; fill it or drop it")
         columns[field] = [str(v).strip() for v in column]
-    return Labels(_to_pixels(geoms, meta["crs"], grid), columns, fids)
+    return Labels(_to_pixels(path, geoms, fids, meta["crs"], grid), columns, fids)
 
 
-def _to_pixels(geoms: np.ndarray, crs: str, grid: Grid) -> np.ndarray:
+def _to_pixels(path: Path, geoms: np.ndarray, fids: list[int], crs: str, grid: Grid):
+    """The geometries in the raster's pixels; one-line errors for coordinates that cannot
+    be placed (NaN, or outside the labels' CRS: projected metres declared as degrees) and
+    for labels that miss the raster altogether (a wrong CRS, or lat/lon swapped)."""
     import shapely
     from pyproj import Transformer
 
     to_grid = Transformer.from_crs(crs, grid.crs, always_xy=True)
+    ours, theirs = _crs_name(crs), _crs_name(grid.crs)
+    check = f"check the CRS of {path.name} ({ours}) against the raster ({theirs})"
 
-    def move(xy: np.ndarray) -> np.ndarray:
-        x, y = to_grid.transform(xy[:, 0], xy[:, 1])
-        cols, rows = grid.pixels_of(x, y)
-        return np.column_stack([cols, rows])
+    xy, owner = shapely.get_coordinates(geoms, return_index=True)
+    bad = ~np.isfinite(xy).all(axis=1)
+    if bad.any():
+        fid = fids[owner[bad.argmax()]]
+        raise AreaError(
+            f"{path}: feature {fid} has a NaN or infinite coordinate; fix it or drop it"
+        )
+    x, y = to_grid.transform(xy[:, 0], xy[:, 1])
+    cols, rows = grid.pixels_of(x, y)
+    bad = ~(np.isfinite(cols) & np.isfinite(rows))
+    if bad.any():
+        fid = fids[owner[bad.argmax()]]
+        raise AreaError(
+            f"{path}: feature {fid} has coordinates outside what {_crs_name(crs)} allows; " + check
+        )
+    moved = shapely.set_coordinates(geoms.copy(), np.column_stack([cols, rows]))
+    raster = shapely.box(0, 0, grid.width, grid.height)
+    if not shapely.intersects(moved, raster).any():
+        raise AreaError(f"{path}: no label overlaps the raster; {check}")
+    return shapely.make_valid(moved)
 
-    return shapely.make_valid(shapely.transform(geoms, move))
+
+def _crs_name(crs) -> str:
+    from pyproj import CRS
+
+    found = CRS.from_user_input(crs).to_authority()
+    return ":".join(found) if found else "a custom CRS"

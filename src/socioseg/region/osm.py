@@ -8,7 +8,10 @@ through the synthetic generator's painter (:mod:`socioseg.data.synth.paint`), so
 look like the training maps. Sizes are in metres on the ground and scaled so that, at
 :data:`~socioseg.region.grid.SOCIOSEG_GSD`, lines and text have SocioSeg's pixel sizes.
 
-Give an extract clipped to the raster (``osmium extract -b``): the whole file is read.
+Give an extract clipped to the raster (``osmium extract -b``): the whole file is read (with a
+progress bar from :data:`LARGE_OSM_BYTES`), roads are clipped to the raster's surroundings,
+and nodes with an invalid location are skipped and counted (a file with no valid node is
+refused).
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ from socioseg.region.grid import METRES_PER_DEGREE, SOCIOSEG_GSD, Grid
 from socioseg.region.map_labels import LabelReport, Poi, importance, place_map_labels
 from socioseg.region.raster import AreaError
 
+LARGE_OSM_BYTES = 8 * 1024 * 1024  # files from this size get a progress bar while read
+PROGRESS_EVERY = 10_000  # objects between progress updates
+MIN_PAD_DEGREES = 0.0005  # about 50 m: the least margin kept around the raster
 # (tag, values, fill) in drawing order: the first match decides; later layers paint over earlier.
 AREA_FILLS: tuple[tuple[str, frozenset[str], tuple[int, int, int]], ...] = tuple(
     (key, frozenset(values.split()), fill)
@@ -145,6 +151,8 @@ class OsmLayers:
     roads: list[tuple[np.ndarray, float, bool]] = field(default_factory=list)
     pois: list[Poi] = field(default_factory=list)
     bbox: tuple[float, float, float, float] | None = None  # keep only what meets it
+    nodes: int = 0  # nodes read
+    invalid: int = 0  # nodes skipped: a location outside lon/lat's range
 
     def wants(self, lonlat: np.ndarray) -> bool:
         """Whether a feature with these N x 2 coordinates meets ``bbox`` (bounded memory)."""
@@ -178,20 +186,38 @@ def read_osm(path: str | Path, name_tag: str = "name", bbox=None) -> OsmLayers:
     import osmium
 
     path = Path(path)
+    if path.is_dir():
+        raise AreaError(f"--osm {path} is a folder; give an OSM file (.osm.pbf or .osm)")
     if not path.is_file():
         raise AreaError(f"{path}: no such file")
+    from tqdm.auto import tqdm
+
     layers = OsmLayers(bbox=bbox)
+    large = path.stat().st_size >= LARGE_OSM_BYTES
     try:
-        for obj in osmium.FileProcessor(str(path)).with_areas():
-            tags = dict(obj.tags)
-            if obj.is_node():
-                _add_poi(layers, tags, obj.location.lon, obj.location.lat, name_tag)
-            elif obj.is_way():
-                _add_road(layers, tags, obj)
-            elif obj.is_area():
-                _add_area(layers, tags, obj, name_tag)
-    except RuntimeError as exc:  # libosmium's parse errors
-        raise AreaError(f"{path}: not an OSM file pyosmium can read ({exc})") from exc
+        with tqdm(desc=f"reading {path.name}", unit=" objects", disable=not large) as bar:
+            for count, obj in enumerate(osmium.FileProcessor(str(path)).with_areas(), 1):
+                if count % PROGRESS_EVERY == 0:
+                    bar.update(PROGRESS_EVERY)
+                if obj.is_node():
+                    layers.nodes += 1
+                    if not obj.location.valid():
+                        layers.invalid += 1
+                    elif obj.tags:  # an untagged node only places a way's point
+                        tags = dict(obj.tags)
+                        _add_poi(layers, tags, obj.location.lon, obj.location.lat, name_tag)
+                elif obj.is_way():
+                    _add_road(layers, dict(obj.tags), obj)
+                elif obj.is_area():
+                    _add_area(layers, dict(obj.tags), obj, name_tag)
+    except (RuntimeError, ValueError, osmium.InvalidLocationError) as exc:  # parse errors
+        message = " ".join(str(exc).split())[:200]
+        raise AreaError(f"{path}: not an OSM file pyosmium can read ({message})") from exc
+    if layers.nodes and layers.invalid == layers.nodes:
+        raise AreaError(
+            f"{path}: none of its {layers.nodes} nodes has a valid location (lat -90..90, "
+            "lon -180..180); is it an OSM file?"
+        )
     return layers
 
 
@@ -216,7 +242,25 @@ def _add_road(layers: OsmLayers, tags, way) -> None:
         return
     coords = np.array([(n.lon, n.lat) for n in way.nodes if n.location.valid()])
     if len(coords) >= 2 and layers.wants(coords):
-        layers.roads.append((coords, *ROAD_CLASSES[highway]))
+        for part in clip_line(coords, layers.bbox):
+            layers.roads.append((part, *ROAD_CLASSES[highway]))
+
+
+def clip_line(coords: np.ndarray, bbox) -> list[np.ndarray]:
+    """The parts of a line (N x 2 lon/lat) inside ``bbox``: a road across a region is drawn
+    only where it can show, not joint by joint far outside the raster."""
+    if bbox is None:
+        return [coords]
+    (x0, y0), (x1, y1) = coords.min(axis=0), coords.max(axis=0)
+    if bbox[0] <= x0 and x1 <= bbox[2] and bbox[1] <= y0 and y1 <= bbox[3]:
+        return [coords]
+    import shapely
+
+    clipped = shapely.clip_by_rect(shapely.LineString(coords), *bbox)
+    parts = getattr(clipped, "geoms", [clipped])
+    return [
+        np.asarray(p.coords) for p in parts if p.geom_type == "LineString" and len(p.coords) >= 2
+    ]
 
 
 def _add_area(layers: OsmLayers, tags, area, name_tag: str) -> None:
@@ -226,10 +270,10 @@ def _add_area(layers: OsmLayers, tags, area, name_tag: str) -> None:
         return
     rings = []
     for outer in area.outer_rings():
-        exterior = np.array([(n.lon, n.lat) for n in outer])
-        if not layers.wants(exterior):
+        exterior = _ring(outer)
+        if len(exterior) < 3 or not layers.wants(exterior):
             continue
-        holes = [np.array([(n.lon, n.lat) for n in inner]) for inner in area.inner_rings(outer)]
+        holes = [h for h in (_ring(inner) for inner in area.inner_rings(outer)) if len(h) >= 3]
         rings.append((exterior, holes))
         if building:
             layers.buildings.append((exterior, holes))
@@ -255,11 +299,16 @@ class OsmMap(NamedTuple):
     notes: tuple[str, ...] = ()
 
 
+def _ring(nodes) -> np.ndarray:
+    """A ring's nodes as N x 2 lon/lat, without nodes whose location is invalid."""
+    return np.array([(n.lon, n.lat) for n in nodes if n.location.valid()]).reshape(-1, 2)
+
+
 def render_osm(
     path: str | Path, grid: Grid, name_tag: str = "name", font: str | Path | None = None
 ) -> OsmMap:
     """The web map of an OSM file on ``grid``, labelled as :mod:`socioseg.region.map_labels`
-    says.
+    says; its notes say how many nodes were skipped for an invalid location, if any.
 
     ``font``: a TrueType/OpenType file tried first for every label, before the default fonts
     of :mod:`socioseg.region.fonts`.
@@ -268,9 +317,17 @@ def render_osm(
         _check_font(Path(font))
     x, y = grid.pixel_centres(step=max(1, min(grid.width, grid.height) // 16))
     lon, lat = grid.to_lonlat().transform(x.ravel(), y.ravel())
-    pad_lon, pad_lat = 0.1 * (lon.max() - lon.min()), 0.1 * (lat.max() - lat.min())
+    # 10% around the raster, at least ~50 m: a clipped road's end never shows inside it.
+    pad_lon = max(0.1 * (lon.max() - lon.min()), MIN_PAD_DEGREES)
+    pad_lat = max(0.1 * (lat.max() - lat.min()), MIN_PAD_DEGREES)
     bbox = (lon.min() - pad_lon, lat.min() - pad_lat, lon.max() + pad_lon, lat.max() + pad_lat)
     layers = read_osm(path, name_tag, bbox)
+    notes = []
+    if layers.invalid:
+        notes.append(
+            f"{Path(path).name}: skipped {layers.invalid} of {layers.nodes} nodes with an "
+            "invalid location"
+        )
     to_grid = grid.from_lonlat()
     gsd = grid.gsd()
     s = SOCIOSEG_GSD / gsd
@@ -296,7 +353,7 @@ def render_osm(
     pins = [(pixels(np.array([[p.lon, p.lat]]))[0], p) for p in layers.pois]
     report = place_map_labels(draw, pins, (grid.width, grid.height), s, fonts)
     note = fonts.note()
-    return OsmMap(np.asarray(image), report, () if note is None else (note,))
+    return OsmMap(np.asarray(image), report, (*notes, *([] if note is None else [note])))
 
 
 def _check_font(path: Path) -> None:

@@ -2,7 +2,10 @@
 
 Files: settings, per-tile rows and masks; append-only, resumable.
 
-``run.json`` holds the settings (written atomically; a rerun must match them). Each finished
+``run.json`` holds the settings and the sources (each input's absolute path and size, and what
+made the map; written atomically): a rerun must match them, and a folder that holds anything
+but a run (no ``run.json``) is refused, so nothing of the user's is used or overwritten
+(:func:`claim_out`). Each finished
 (query, tile) appends one JSON row to ``tiles.jsonl`` (``tiles.rank<r>.jsonl`` for rank ``r``
 of a torchrun job, so processes never share a file) after its mask, if any, is saved under
 ``tiles/q<query index>/<tile>.npz``. Rows of every such file count as finished, so a run may
@@ -24,6 +27,60 @@ from socioseg.region.raster import AreaError
 
 ROWS_GLOB = "tiles*.jsonl"
 SETTINGS_FILE = "run.json"
+MAP_FILE = "map.tif"
+# What segment-area writes at the top of its folder (an input must not be one of them).
+OUTPUT_NAMES = (SETTINGS_FILE, MAP_FILE, "mask.tif", "mask.png", "entities.geojson", "summary.json")
+
+
+def claim_out(out: Path, inputs: dict[str, Path]) -> None:
+    """Refuse an ``out`` that is a file, one whose outputs would replace an input, or a
+    non-empty folder without ``run.json`` (the user's files: never used, never overwritten).
+    The one exception is a folder holding only a map socioseg rendered there (a run stopped
+    before it wrote ``run.json``)."""
+    from socioseg.publish import entries, same_path
+    from socioseg.region.map_file import is_our_map
+
+    if out.exists() and not out.is_dir():
+        raise AreaError(f"--out {out} is a file; pass a folder path")
+    for name in OUTPUT_NAMES:
+        for flag, path in inputs.items():
+            if path is not None and same_path(out / name, path):
+                raise AreaError(
+                    f"--out {out}: its {name} would replace the input {flag} {path}; "
+                    "pick another --out"
+                )
+    held = entries(out)
+    if not held or (out / SETTINGS_FILE).is_file():
+        return
+    if [p.name for p in held] == [MAP_FILE] and is_our_map(out / MAP_FILE):
+        return
+    names = ", ".join(p.name for p in held[:3]) + (", ..." if len(held) > 3 else "")
+    raise AreaError(
+        f"--out {out} holds files segment-area did not write ({names}; no {SETTINGS_FILE}); "
+        "they are left alone: pick a new or empty --out"
+    )
+
+
+def input_record(paths: dict[str, Path]) -> dict[str, dict]:
+    """``{name: {"path": absolute path, "bytes": size}}``: which files a run was made from."""
+    return {
+        k: {"path": str(Path(p).resolve()), "bytes": Path(p).stat().st_size}
+        for k, p in paths.items()
+    }
+
+
+def previous_settings(out: Path) -> dict | None:
+    """The settings a run in ``out`` recorded, or ``None`` when there is none."""
+    path = out / SETTINGS_FILE
+    if not path.exists():
+        return None
+    try:
+        previous = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AreaError(f"{path}: not JSON ({exc}); delete it to start over") from exc
+    if not isinstance(previous, dict):
+        raise AreaError(f"{path}: not a settings object; delete it to start over")
+    return previous
 
 
 def rows_file_name(rank: int | None) -> str:
@@ -43,18 +100,13 @@ class RunDir:
 
     def _check_settings(self, settings: dict[str, Any]) -> None:
         path = self.root / SETTINGS_FILE
-        if path.exists():
-            try:
-                previous = json.loads(path.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise AreaError(f"{path}: not JSON ({exc}); delete it to start over") from exc
-            if not isinstance(previous, dict):
-                raise AreaError(f"{path}: not a settings object; delete it to start over")
-            changed = [k for k in settings if k != "inputs" and previous.get(k) != settings[k]]
+        previous = previous_settings(self.root)
+        if previous is not None:
+            changed = [k for k in settings if previous.get(k) != settings[k]]
             if changed:
                 raise AreaError(
-                    f"{self.root} holds a run with other settings ({', '.join(changed)}); "
-                    "use another --out directory or delete it"
+                    f"{self.root} holds a run with other settings or sources "
+                    f"({', '.join(changed)}); use another --out directory or delete it"
                 )
         tmp = path.with_name(f"{SETTINGS_FILE}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(settings, indent=2) + "\n")

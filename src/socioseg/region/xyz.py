@@ -18,27 +18,31 @@ import html
 import math
 import os
 import re
-import urllib.error
-import urllib.parse
-import urllib.request
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
+from socioseg.data.synth.paint import MAP_BACKGROUND
 from socioseg.region.gcj02 import wgs84_to_gcj02
 from socioseg.region.grid import Grid
 from socioseg.region.raster import AreaError
+from socioseg.region.tile_fetch import (
+    MAX_TILE_BYTES,
+    TILE_PX,
+    check_template,
+    decode_tile,
+    fetch,
+    fill_template,
+    public_url,
+)
 
-TILE_PX = 256
 EARTH_CIRCUMFERENCE = 40_075_016.686  # metres: the Web Mercator plane's width
 CONNECTIONS = 2
 DEFAULT_BUDGET = 400  # tiles (about 25 MB of PNG at zoom 18, 2.4 km x 2.4 km)
-MAX_TILE_BYTES = 4 * 1024 * 1024
-TIMEOUT_S = 30
-USER_AGENT = "socioseg/0.1 (+https://pypi.org/project/socioseg/; map tiles for one raster)"
+MAX_LATITUDE = 85.05112878  # Web Mercator's edge: tiles end there
 MAX_MOSAIC_PX = 32_000  # OpenCV's remap takes images up to 32767 pixels a side
 STRIP_ROWS = 1024
 
@@ -53,11 +57,12 @@ class TileSource:
     max_zoom: int = 19
 
     def __post_init__(self) -> None:
-        if urllib.parse.urlsplit(self.url).scheme not in ("http", "https"):
-            raise AreaError(f"--tiles {self.url}: give an http(s) URL template")
-        missing = [k for k in ("{x}", "{y}", "{z}") if k not in self.url]
-        if missing:
-            raise AreaError(f"--tiles {self.url}: the template lacks {', '.join(missing)}")
+        check_template(self.url)
+
+    @property
+    def public_url(self) -> str:
+        """The template without credentials or query string: what files and messages show."""
+        return public_url(self.url)
 
     @classmethod
     def from_provider(cls, name: str) -> TileSource:
@@ -78,11 +83,8 @@ class TileSource:
         return cls(provider.build_url(), provider.name, attribution, provider.get("max_zoom", 19))
 
     def tile_url(self, z: int, x: int, y: int) -> str:
-        """The URL of one tile (``{s}`` takes the first subdomain, ``{r}`` no retina suffix)."""
-        url = self.url
-        for key, value in (("{x}", x), ("{y}", y), ("{z}", z), ("{s}", "a"), ("{r}", "")):
-            url = url.replace(key, str(value))
-        return url
+        """The URL of one tile (:func:`~socioseg.region.tile_fetch.fill_template`)."""
+        return fill_template(self.url, z, x, y)
 
 
 def zoom_for(gsd: float, lat: float, max_zoom: int) -> int:
@@ -91,21 +93,45 @@ def zoom_for(gsd: float, lat: float, max_zoom: int) -> int:
     return int(min(max(round(level), 0), max_zoom))
 
 
+def check_covered(lon: np.ndarray, lat: np.ndarray) -> None:
+    """Refuse (one line) a raster that web-map tiles do not cover: beyond Web Mercator's
+    latitudes (+-85.05 degrees), or across the antimeridian (its longitudes would wrap)."""
+    if not (np.isfinite(lon).all() and np.isfinite(lat).all()):
+        raise AreaError("the raster has pixels with no longitude/latitude; check its CRS")
+    if np.abs(lat).max() > MAX_LATITUDE:
+        raise AreaError(
+            f"the raster reaches latitude {lat[np.abs(lat).argmax()]:.4f}; web-map tiles end at "
+            f"+-{MAX_LATITUDE:.2f} (Web Mercator): use --osm, or crop the raster"
+        )
+    if lon.max() - lon.min() > 180 or np.abs(lon).max() > 180:
+        raise AreaError(
+            "the raster crosses the antimeridian (longitude 180); web-map tiles are cut there: "
+            "split the raster at 180 degrees (gdalwarp -te) and map each part"
+        )
+
+
 def world_pixels(lon, lat, zoom: int) -> tuple[np.ndarray, np.ndarray]:
     """Web Mercator pixel coordinates (pixel corners, from the top-left of tile 0/0)."""
     n = TILE_PX * 2.0**zoom
-    lat = np.radians(np.clip(np.asarray(lat, dtype=np.float64), -85.05112878, 85.05112878))
+    lat = np.radians(np.clip(np.asarray(lat, dtype=np.float64), -MAX_LATITUDE, MAX_LATITUDE))
     x = (np.asarray(lon, dtype=np.float64) + 180.0) / 360.0 * n
     y = (1.0 - np.log(np.tan(lat) + 1.0 / np.cos(lat)) / math.pi) / 2.0 * n
     return x, y
 
 
 class TileCache:
-    """One URL template's tiles on disk (``root/<template hash>/z/x/y``); fetches the missing."""
+    """One URL template's tiles on disk (``root/<template hash>/z/x/y``); fetches the missing.
+
+    Only a tile that passed :func:`~socioseg.region.tile_fetch.decode_tile` enters the cache;
+    a cached file that no longer passes it is dropped and fetched again.
+    """
 
     def __init__(self, source: TileSource, root: str | Path):
+        root = Path(root)
+        if root.exists() and not root.is_dir():
+            raise AreaError(f"--tile-cache {root} is a file; give a folder for the tile cache")
         self.source = source
-        self.root = Path(root) / hashlib.sha256(source.url.encode()).hexdigest()[:16]
+        self.root = root / hashlib.sha256(source.url.encode()).hexdigest()[:16]
         self.requests = 0
 
     def path(self, z: int, x: int, y: int) -> Path:
@@ -114,36 +140,27 @@ class TileCache:
     def get(self, z: int, x: int, y: int) -> np.ndarray:
         """The tile as 256 x 256 x 3 uint8 RGB, from the cache or downloaded into it."""
         path = self.path(z, x, y)
-        if not path.is_file():
-            data = self._download(z, x, y)
+        name = f"tile {z}/{x}/{y} of {self.source.public_url}"
+        if path.is_file():
+            try:
+                if path.stat().st_size > MAX_TILE_BYTES:
+                    raise AreaError(f"{name}: the cached file is too large")
+                return decode_tile(path.read_bytes(), f"{name} (cached)", MAP_BACKGROUND)
+            except AreaError:
+                path.unlink()  # a bad file in the cache: fetch it again
+        self.requests += 1
+        data = fetch(self.source.tile_url(z, x, y))
+        rgb = decode_tile(data, f"{name} (as served)", MAP_BACKGROUND)
+        try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
             tmp.write_bytes(data)
             tmp.replace(path)
-        try:
-            with Image.open(path) as image:
-                rgb = np.asarray(image.convert("RGB"))
-        except (UnidentifiedImageError, OSError) as exc:
-            path.unlink()
-            raise AreaError(f"tile {z}/{x}/{y} of {self.source.url} is not an image") from exc
-        if rgb.shape != (TILE_PX, TILE_PX, 3):
-            raise AreaError(f"tile {z}/{x}/{y} of {self.source.url} is not {TILE_PX} px square")
+        except OSError as exc:
+            raise AreaError(
+                f"--tile-cache {self.root.parent}: cannot write a tile ({exc})"
+            ) from None
         return rgb
-
-    def _download(self, z: int, x: int, y: int) -> bytes:
-        url = self.source.tile_url(z, x, y)
-        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-        self.requests += 1
-        try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
-                data = response.read(MAX_TILE_BYTES + 1)
-        except urllib.error.HTTPError as exc:
-            raise AreaError(f"GET {url}: HTTP {exc.code} {exc.reason}") from exc
-        except (urllib.error.URLError, OSError) as exc:
-            raise AreaError(f"GET {url}: {getattr(exc, 'reason', exc)}") from exc
-        if len(data) > MAX_TILE_BYTES:
-            raise AreaError(f"GET {url}: a tile over {MAX_TILE_BYTES} bytes; is this a tile URL?")
-        return data
 
 
 @dataclass(frozen=True)
@@ -176,9 +193,13 @@ def tile_map(
     download fails or returns something other than a 256-px image.
     """
     if zoom is None:
-        zoom = zoom_for(grid.gsd(), grid.centre_lonlat()[1], source.max_zoom)
+        zoom = zoom_for(
+            grid.gsd(), min(abs(grid.centre_lonlat()[1]), MAX_LATITUDE), source.max_zoom
+        )
     x, y = grid.pixel_centres(step=max(1, min(grid.width, grid.height) // 64))
-    gx, gy = world_pixels(*_lonlat(grid, x.ravel(), y.ravel(), gcj02), zoom)
+    lon, lat = _lonlat(grid, x.ravel(), y.ravel(), gcj02)
+    check_covered(np.asarray(lon), np.asarray(lat))
+    gx, gy = world_pixels(lon, lat, zoom)
     last = 2**zoom - 1
     x0, x1 = (int(min(max(v // TILE_PX, 0), last)) for v in (gx.min() - 1, gx.max() + 1))
     y0, y1 = (int(min(max(v // TILE_PX, 0), last)) for v in (gy.min() - 1, gy.max() + 1))

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import yaml
 
 from socioseg.geometry import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
+from socioseg.types import MAX_BATCH_SIZE, MAX_NEW_TOKENS, MAX_STEPS
 
 
 class ConfigError(ValueError):
@@ -47,6 +48,11 @@ class _Section:
         return []
 
 
+def _bounded(name: str, value: int, low: int, high: int) -> tuple[bool, str]:
+    """A check that ``value`` is in ``[low, high]``: the same bounds as the command's flags."""
+    return low <= value <= high, f"{name} must be from {low:,} to {high:,}, got {value:,}"
+
+
 @dataclass
 class AdamWSettings(_Section):
     """The ``optim:`` section every training command has, with the same names: AdamW at
@@ -62,7 +68,7 @@ class AdamWSettings(_Section):
         return [
             (self.lr > 0, "lr must be > 0"),
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
-            (self.warmup_steps >= 0, "warmup_steps must be >= 0"),
+            _bounded("warmup_steps", self.warmup_steps, 0, MAX_STEPS),
             (self.grad_clip > 0, "grad_clip must be > 0"),
         ]
 
@@ -91,8 +97,8 @@ class SupervisedConfig(_Section):
 
     def _checks(self) -> list[tuple[bool, str]]:
         return [
-            (self.steps >= 1, "steps must be >= 1"),
-            (self.batch_size >= 1, "batch_size must be >= 1"),
+            _bounded("steps", self.steps, 1, MAX_STEPS),
+            _bounded("batch_size", self.batch_size, 1, MAX_BATCH_SIZE),
             (self.log_every >= 1, "log_every must be >= 1"),
         ]
 
@@ -200,8 +206,8 @@ class RolloutSettings(_Section):
             (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
             (self.top_k >= 0, "top_k must be >= 0 (0: no top-k filter)"),
             (self.max_prompt_tokens >= 1, "max_prompt_tokens must be >= 1"),
-            (self.max_response_tokens >= 1, "max_response_tokens must be >= 1"),
-            (self.generation_batch_size >= 1, "generation_batch_size must be >= 1"),
+            _bounded("max_response_tokens", self.max_response_tokens, 1, MAX_NEW_TOKENS),
+            _bounded("generation_batch_size", self.generation_batch_size, 1, MAX_BATCH_SIZE),
         ]
 
 
@@ -235,7 +241,7 @@ class OptimSettings(AdamWSettings):
             (self.clip_eps > 0, "clip_eps must be > 0"),
             (self.reward_clip > 0, "reward_clip must be > 0"),
             (self.advantage_clip > 0, "advantage_clip must be > 0"),
-            (self.micro_batch_size >= 1, "micro_batch_size must be >= 1"),
+            _bounded("micro_batch_size", self.micro_batch_size, 1, MAX_BATCH_SIZE),
         ]
 
 
@@ -258,8 +264,8 @@ class TrainConfig(_Section):
 
     def _checks(self) -> list[tuple[bool, str]]:
         return [
-            (self.batch_size >= 1, "batch_size must be >= 1"),
-            (self.steps >= 1, "steps must be >= 1"),
+            _bounded("batch_size", self.batch_size, 1, MAX_BATCH_SIZE),
+            _bounded("steps", self.steps, 1, MAX_STEPS),
             (self.save_every >= 1, "save_every must be >= 1"),
             (self.eval_every >= 0, "eval_every must be >= 0 (0: never)"),
             (self.log_every >= 1, "log_every must be >= 1"),
@@ -324,13 +330,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), cls: 
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as error:
             raise ConfigError(f"{path}: not valid YAML (not UTF-8 text: {error.reason})") from None
-        data = _parse_yaml(text, str(path)) or {}
+        data = _parse_yaml(text, str(path))
+        if data is None:
+            raise ConfigError(
+                f"{path} is empty; give the fields to change (see configs/), or leave --config "
+                "out to train with the defaults"
+            )
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"override {item!r} must look like section.field=value")
+            raise ConfigError(f"override {item!r} must look like {_override_example(cls)}")
         node = data
         *parents, leaf = key.split(".")
         for name in parents:
@@ -341,6 +352,24 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), cls: 
                 raise ConfigError(f"override {item!r}: {name} is not a section")
         node[leaf] = _parse_yaml(raw, f"override {item!r}")
     return _build(cls or TrainConfig, data, "")
+
+
+def _override_example(cls: type | None) -> str:
+    """``field=value`` with the config's first plain field, e.g. ``steps=500``, and
+    ``section.field=value`` when the config has sections."""
+    config = (cls or TrainConfig)()
+    plain, sections = None, None
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            sections = sections or f"{f.name}.{dataclasses.fields(value)[0].name}=..."
+        elif plain is None and isinstance(value, int | float) and not isinstance(value, bool):
+            plain = f"{f.name}={value}"
+    if plain is None:
+        return "section.field=value"
+    return f"field=value (e.g. {plain})" + (
+        f" or section.field=value ({sections})" if sections else ""
+    )
 
 
 def _parse_yaml(text: str, where: str) -> Any:
