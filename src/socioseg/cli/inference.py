@@ -64,7 +64,8 @@ def _gis_plan(args: argparse.Namespace, sat, map_):
             print(f"note: {args.sat} may be georeferenced; mask.tif and entities.geojson/.gpkg "
                   f"on its grid need {GIS_INSTALL_HINT}", file=sys.stderr)  # fmt: skip
     if settings["dst_crs"] is not None and (georef is None or georef.crs is None):
-        raise CommandError(f"--dst-crs: --sat {args.sat} has no CRS to reproject from")
+        what = "no --sat" if args.sat is None else f"--sat {args.sat} has no CRS"
+        raise CommandError(f"--dst-crs: {what} to reproject from (it needs a georeferenced --sat)")
     return None if georef is None else (georef, settings)
 
 
