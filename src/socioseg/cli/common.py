@@ -94,3 +94,26 @@ def check_args(args: argparse.Namespace) -> None:
                 what = "is a file" if path == out else f"is inside {path}, which is a file"
                 raise CommandError(f"{flag} {out} {what}; pass a folder path")
             return
+
+
+def add_vector_args(parser: argparse.ArgumentParser) -> None:
+    """``--min-area-m2``, ``--simplify`` and ``--dst-crs``: the polygon outputs' options of
+    ``segment-area`` and ``segment`` (see :mod:`socioseg.region.gis_outputs`)."""
+    from socioseg.region.gis_outputs import DEFAULT_MIN_AREA_M2
+
+    parser.add_argument(
+        "--min-area-m2",
+        type=float,
+        default=DEFAULT_MIN_AREA_M2,
+        help="smallest polygon kept, in square metres (rasters with a CRS)",
+    )
+    parser.add_argument(
+        "--simplify",
+        type=float,
+        default=None,
+        metavar="METRES",
+        help="polygon simplification tolerance (default: one pixel; 0: keep pixel steps)",
+    )
+    parser.add_argument(
+        "--dst-crs", default=None, help="CRS of entities.geojson/.gpkg, e.g. EPSG:4326"
+    )

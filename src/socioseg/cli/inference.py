@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from socioseg.cli.common import CommandError, file_size, int_in
+from socioseg.cli.common import CommandError, add_vector_args, file_size, int_in
 from socioseg.cli.model_options import (
     add_image_limit,
     add_inference_args,
@@ -42,14 +43,53 @@ def _segment_inputs(args: argparse.Namespace):
     return sat, map_, args.query, {"sat": str(args.sat), "map": str(args.map)}
 
 
+def _gis_plan(args: argparse.Namespace, sat, map_):
+    """``(georef, vector settings)`` when ``--sat`` is a georeferenced raster, else ``None``;
+    the vector options, and a georeferenced --map's extent, are checked before the models load.
+    ``sat``, ``map_``: the images read from --sat and --map."""
+    from socioseg.region.gis_outputs import vector_settings
+    from socioseg.region.raster import GIS_INSTALL_HINT, check_same_extent, read_georef
+
+    models = {"vlm": str(args.vlm), "sam": str(args.sam)}
+    settings = vector_settings(args.simplify, args.min_area_m2, args.dst_crs, models)
+    georef = None if args.sat is None else read_georef(args.sat)
+    if georef is not None:
+        check_same_extent(
+            (str(args.sat), georef, sat.size), (str(args.map), read_georef(args.map), map_.size)
+        )
+    if georef is None and args.sat is not None and args.sat.suffix.lower() in (".tif", ".tiff"):
+        from socioseg.region.gis_outputs import has_rasterio
+
+        if not has_rasterio():
+            print(f"note: {args.sat} may be georeferenced; mask.tif and entities.geojson/.gpkg "
+                  f"on its grid need {GIS_INSTALL_HINT}", file=sys.stderr)  # fmt: skip
+    if settings["dst_crs"] is not None and (georef is None or georef.crs is None):
+        what = "no --sat" if args.sat is None else f"--sat {args.sat} has no CRS"
+        raise CommandError(f"--dst-crs: {what} to reproject from (it needs a georeferenced --sat)")
+    return None if georef is None else (georef, settings)
+
+
 def _cmd_segment(args: argparse.Namespace) -> int:
     from socioseg.outputs import write_prediction
 
     sat, map_, query, inputs = _segment_inputs(args)
+    gis = _gis_plan(args, sat, map_)
     reasoner = load_reasoner(args)
     prediction = reasoner.segment(sat, map_, query)
     models = {"vlm": args.vlm, "sam": args.sam}
-    written = write_prediction(prediction, sat, args.out, models=models, inputs=inputs)
+    extra, gis_files = {}, {}
+    if gis is not None:  # written first: result.json, the record, lists them
+        from socioseg.data.levels import resolve_level
+        from socioseg.region.area import DEFAULT_MIN_AREA_PX
+        from socioseg.region.gis_outputs import write_prediction_gis
+
+        args.out.mkdir(parents=True, exist_ok=True)
+        level = resolve_level(str(args.sat), prediction.query)[0]
+        georef, settings = gis
+        gis_files, extra["gis"] = write_prediction_gis(
+            args.out, prediction, georef, level, settings, DEFAULT_MIN_AREA_PX
+        )
+    written = write_prediction(prediction, sat, args.out, models=models, inputs=inputs, **extra)
     stage1 = prediction.stage1.parsed
     print(f"query: {prediction.query!r}  mode: {prediction.mode}  final: {prediction.final_source}")
     print(f"stage 1: {len(stage1.targets)} boxes, {len(stage1.problems)} parse problems")
@@ -57,7 +97,12 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         stage2 = prediction.stage2.parsed
         print(f"stage 2: {len(stage2.targets)} objects, {len(stage2.problems)} parse problems")
     print(f"mask: {int(prediction.mask.sum())} pixels of {sat.width}x{sat.height}")
-    for path in written.values():
+    if gis is not None:
+        record = extra["gis"]
+        crs = record["vector_crs"]
+        print(f"entities: {record['entities']}" + (f"; polygons in {crs}" if crs else ""))
+    result = written.pop("result")
+    for path in [*written.values(), *gis_files.values(), result]:
         print(f"wrote {path}")
     return 0
 
@@ -87,6 +132,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     seg.add_argument("--query", help='e.g. "Jinan Zoo", "School", "Educational"')
     seg.add_argument("--example", help="a bundled example (index or name) instead of --sat/--map")
     seg.add_argument("--out", required=True, type=Path, help="output folder")
+    add_vector_args(
+        seg.add_argument_group(
+            "GIS outputs (when --sat is a georeferenced raster, e.g. a GeoTIFF; socioseg[gis])",
+            "mask.tif on the input grid, entities.geojson and entities.gpkg",
+        )
+    )
     add_model_args(seg)
     add_inference_args(seg)
     add_image_limit(seg)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from socioseg.cli.common import MAX_BATCH_SIZE, SEED_MAX, CommandError, int_in
+from socioseg.cli.common import MAX_BATCH_SIZE, SEED_MAX, CommandError, add_vector_args, int_in
 from socioseg.cli.model_options import (
     add_image_limit,
     add_inference_args,
@@ -14,7 +14,6 @@ from socioseg.cli.model_options import (
     reasoner_factory,
 )
 from socioseg.region.dataset_files import LARGE_SAMPLES
-from socioseg.region.gis_outputs import DEFAULT_MIN_AREA_M2
 from socioseg.region.grid import SOCIOSEG_GSD
 
 
@@ -217,22 +216,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--batch-size", type=int_in(1, MAX_BATCH_SIZE), default=4, help="tiles per batch"
     )
     area.add_argument("--min-area-px", type=int_in(0), default=16, help="smallest polygon kept")
-    area.add_argument(
-        "--min-area-m2",
-        type=float,
-        default=DEFAULT_MIN_AREA_M2,
-        help="smallest polygon kept, in square metres (rasters with a CRS)",
-    )
-    area.add_argument(
-        "--simplify",
-        type=float,
-        default=None,
-        metavar="METRES",
-        help="polygon simplification tolerance (default: one pixel; 0: keep pixel steps)",
-    )
-    area.add_argument(
-        "--dst-crs", default=None, help="CRS of entities.geojson/.gpkg, e.g. EPSG:4326"
-    )
+    add_vector_args(area)
     area.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_map_source_args(area)
     add_model_args(area)

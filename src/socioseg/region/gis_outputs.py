@@ -1,4 +1,5 @@
-"""``segment-area`` outputs for GIS users: tidy polygons, a GeoPackage and a quick-look picture.
+"""Outputs for GIS users of ``segment-area`` and ``segment``: tidy polygons, a GeoPackage, a
+colour-mapped mask and a quick-look picture.
 
 - :func:`tidy_features`: polygons simplified to the pixel size (``simplify`` metres; 0 keeps the
   pixel stair-steps), entities under ``min_area_m2`` square metres dropped, an ``area_m2``
@@ -9,6 +10,8 @@
 - :func:`write_overview`: ``overview.png``, the satellite image downsampled, each query's mask
   tinted and outlined in its colour (:data:`QUERY_COLORS`, also the colours of ``mask.tif``'s
   colour table), and a legend naming the queries.
+- :func:`write_prediction_gis`: what ``segment`` writes beside its PNGs when ``--sat`` is
+  georeferenced: ``mask.tif`` on the input grid and the same vectors as ``segment-area``.
 
 Everything is written under a temporary name inside the output folder and renamed into place.
 """
@@ -25,7 +28,16 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from socioseg.publish import write_text_atomic
-from socioseg.region.raster import AreaError, Georef, feature_collection
+from socioseg.region.raster import (
+    AreaError,
+    Georef,
+    entity_confidence,
+    entity_geometry,
+    feature_collection,
+    mask_entities,
+    write_mask_raster,
+)
+from socioseg.types import Prediction
 
 QUERY_COLORS = (  # Tableau 10: distinct for the colour-blind, readable on imagery
     (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
@@ -37,6 +49,9 @@ GPKG_FIELDS = (
     "id", "query", "level", "sam_score", "answer_logprob", "vlm", "sam", "tiles", "area_m2",
     "area_px",
 )  # fmt: skip
+SEGMENT_FIELDS = tuple(f for f in GPKG_FIELDS if f != "tiles")  # one image: no tiles
+_NUMBER_FIELDS = {"id": np.int64, "area_px": np.int64, "sam_score": np.float64,
+                  "answer_logprob": np.float64, "area_m2": np.float64}  # fmt: skip
 
 
 def vector_settings(simplify, min_area_m2, dst_crs, models) -> dict:
@@ -49,9 +64,12 @@ def vector_settings(simplify, min_area_m2, dst_crs, models) -> dict:
     return {"simplify": simplify, "min_area_m2": min_area_m2, "dst_crs": crs, "models": models}
 
 
-def write_vectors(root: Path, features, georef: Georef | None, gsd, queries, settings: dict):
+def write_vectors(
+    root: Path, features, georef: Georef | None, gsd, queries, settings: dict, fields=GPKG_FIELDS
+):
     """Tidy ``features`` (:func:`tidy_features` with ``settings`` of :func:`vector_settings`)
-    and write ``entities.geojson`` and, with pyogrio, ``entities.gpkg`` into ``root``.
+    and write ``entities.geojson`` and, with pyogrio, ``entities.gpkg`` (attributes ``fields``)
+    into ``root``.
 
     Returns ``(features, geojson path, gpkg path or None, name of the vectors' CRS or None)``.
     """
@@ -64,8 +82,89 @@ def write_vectors(root: Path, features, georef: Georef | None, gsd, queries, set
     write_text_atomic(geojson, json.dumps(feature_collection(features, vector_georef)) + "\n")
     gpkg = None
     if has_pyogrio():
-        gpkg = write_geopackage(root / "entities.gpkg", features, queries, crs, settings["models"])
+        gpkg = write_geopackage(
+            root / "entities.gpkg", features, queries, crs, settings["models"], fields
+        )
     return features, geojson, gpkg, None if vector_georef is None else vector_georef.crs_name()
+
+
+def write_prediction_gis(
+    root: Path,
+    prediction: Prediction,
+    georef: Georef,
+    level: str,
+    settings: dict,
+    min_area_px: int,
+) -> tuple[dict[str, Path], dict]:
+    """``segment``'s GIS outputs for a prediction on a georeferenced satellite raster.
+
+    ``prediction.mask`` (H x W bool) lies on the raster's grid (``georef``, the satellite
+    file's). Writes ``mask.tif`` (one band, 0 nodata, colour table), and ``entities.geojson``
+    and ``entities.gpkg`` as ``segment-area`` does (:func:`write_vectors` with ``settings`` of
+    :func:`vector_settings`; attributes :data:`SEGMENT_FIELDS`); ``level``: the query's level.
+    Returns ``(name -> path written, the record for result.json)``.
+    """
+    from socioseg.region.grid import Grid
+
+    mask = np.asarray(prediction.mask, dtype=bool)
+    height, width = mask.shape
+    query = {"index": 0, "text": prediction.query, "level": level}
+    strips = iter([(0, mask[None])])
+    mask_path = write_mask_raster(
+        root / "mask", (width, height), georef, strips, [query["text"]], query_color(0)
+    )
+    gsd = None
+    if georef.crs is not None:
+        gsd = Grid(georef.crs, georef.transform, width, height).gsd()
+    features = prediction_features(prediction, georef, query, min_area_px)
+    features, geojson, gpkg, vector_crs = write_vectors(
+        root, features, georef, gsd, [query], settings, SEGMENT_FIELDS
+    )
+    files = {"mask_tif": mask_path, "entities_geojson": geojson}
+    if gpkg is not None:
+        files["entities_gpkg"] = gpkg
+    record = {
+        "crs": georef.crs_name(),
+        "transform": [float(v) for v in tuple(georef.transform)[:6]],
+        "gsd_m": None if gsd is None else round(gsd, 4),
+        "level": level,
+        "entities": len(features),
+        "vector_crs": vector_crs,
+        "simplify_m": settings["simplify"],
+        "min_area_m2": settings["min_area_m2"],
+        "files": {name: path.name for name, path in files.items()},
+    }
+    return files, record
+
+
+def prediction_features(
+    prediction: Prediction, georef: Georef, query: dict, min_area_px: int
+) -> list[dict]:
+    """GeoJSON features of a one-image prediction's entities, with the properties
+    :func:`socioseg.region.stitch.cluster_features` gives a tile run's (no ``tiles``):
+    the final stage's objects and answer log-prob give the confidences
+    (:func:`socioseg.region.raster.entity_confidence`). Coordinates: the raster's CRS."""
+    final = prediction.stage2 if prediction.final_source == "stage2" else prediction.stage1
+    objects = [  # image pixels are raster pixels: the prediction was made on the whole raster
+        [*t.box.as_list(), float(score)]
+        for t, score in zip(final.targets_image, final.sam_scores, strict=False)
+    ]
+    logprobs = [] if final.mean_logprob is None else [final.mean_logprob]
+    pixel_area = abs(georef.transform.determinant)
+    features = []
+    for entity in mask_entities(np.asarray(prediction.mask, dtype=bool), min_area_px):
+        outer = entity.rings[0]
+        properties = {
+            "id": len(features),
+            "query": query["text"],
+            "level": query["level"],
+            "area": entity.area_px * pixel_area,
+            "area_px": entity.area_px,
+            **entity_confidence(objects, logprobs, (*outer.min(axis=0), *outer.max(axis=0))),
+        }
+        geometry = entity_geometry(entity, georef.transform)
+        features.append({"type": "Feature", "properties": properties, "geometry": geometry})
+    return features
 
 
 def has_pyogrio() -> bool:
@@ -73,6 +172,13 @@ def has_pyogrio() -> bool:
     from importlib.util import find_spec
 
     return find_spec("pyogrio") is not None
+
+
+def has_rasterio() -> bool:
+    """Whether rasterio (``socioseg[gis]``) is installed: it reads where a raster lies."""
+    from importlib.util import find_spec
+
+    return find_spec("rasterio") is not None
 
 
 def query_color(index: int) -> tuple[int, int, int]:
@@ -157,10 +263,16 @@ def layer_name(index: int, query: str) -> str:
 
 
 def write_geopackage(
-    path: Path, features: list[dict], queries: list[dict], crs, models: dict[str, str] | None
+    path: Path,
+    features: list[dict],
+    queries: list[dict],
+    crs,
+    models: dict[str, str] | None,
+    fields: Sequence[str] = GPKG_FIELDS,
 ) -> Path:
     """``entities.gpkg``: one Polygon layer per query (:func:`layer_name`), even when empty,
-    with the attributes :data:`GPKG_FIELDS`; ``crs``: the coordinates' CRS (``None``: none)."""
+    with the attributes ``fields`` (of :data:`GPKG_FIELDS`); ``crs``: the coordinates' CRS
+    (``None``: none)."""
     from pyogrio.raw import write
     from shapely.geometry import shape
 
@@ -171,32 +283,40 @@ def write_geopackage(
         own = [f for f in features if f["properties"]["query"] == query["text"]]
         rows, geoms = [f["properties"] for f in own], [shape(f["geometry"]) for f in own]
         columns = [
-            np.array([r["id"] for r in rows], dtype=np.int64),
-            np.array([query["text"]] * len(rows), dtype=object),
-            np.array([query["level"]] * len(rows), dtype=object),
-            np.array([_float(r.get("sam_iou")) for r in rows], dtype=np.float64),
-            np.array([_float(r.get("answer_logprob")) for r in rows], dtype=np.float64),
-            np.array([models.get("vlm")] * len(rows), dtype=object),
-            np.array([models.get("sam")] * len(rows), dtype=object),
-            np.array([",".join(r.get("tiles", ())) for r in rows], dtype=object),
-            np.array([_float(r.get("area_m2")) for r in rows], dtype=np.float64),
-            np.array([r["area_px"] for r in rows], dtype=np.int64),
+            np.array(
+                [_field(name, row, query, models) for row in rows],
+                dtype=_NUMBER_FIELDS.get(name, object),
+            )
+            for name in fields
         ]
         with warnings.catch_warnings():  # no CRS is what a raster without one gives
             warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)
-            _write_layer(write, tmp, geoms, columns, query, crs)
+            _write_layer(write, tmp, geoms, columns, fields, query, crs)
     tmp.replace(path)
     return path
 
 
-def _write_layer(write, tmp: Path, geoms, columns, query: dict, crs) -> None:
+def _field(name: str, row: dict, query: dict, models: dict[str, str]):
+    """Attribute ``name`` of one entity (``row``: its GeoJSON properties)."""
+    if name in ("query", "level"):
+        return query["text" if name == "query" else "level"]
+    if name in ("vlm", "sam"):
+        return models.get(name)
+    if name == "tiles":
+        return ",".join(row.get("tiles", ()))
+    if name in ("sam_score", "answer_logprob", "area_m2"):
+        return _float(row.get("sam_iou" if name == "sam_score" else name))
+    return row[name]
+
+
+def _write_layer(write, tmp: Path, geoms, columns, fields, query: dict, crs) -> None:
     import shapely
 
     write(
         str(tmp),
         shapely.to_wkb(np.array(geoms, dtype=object)) if geoms else np.array([], dtype=object),
         columns,
-        fields=list(GPKG_FIELDS),
+        fields=list(fields),
         layer=layer_name(query["index"], query["text"]),
         driver="GPKG",
         geometry_type="Polygon",

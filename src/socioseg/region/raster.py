@@ -1,4 +1,5 @@
-"""Raster input/output and mask polygons for ``segment-area`` (and the demo's GeoJSON).
+"""Raster input/output and mask polygons for ``segment-area`` and ``segment`` (and the demo's
+GeoJSON).
 
 Rasters are read in windows through rasterio (the optional extra ``socioseg[gis]``); plain
 PNG/JPEG files are also accepted and read whole with Pillow when rasterio is not installed. A raster
@@ -12,7 +13,7 @@ Pixel coordinates here are pixel-corner coordinates: pixel ``(col, row)`` covers
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -167,6 +168,50 @@ class RasterSource:
         self.close()
 
 
+def read_georef(path: str | Path) -> Georef | None:
+    """Where the raster at ``path`` lies, or ``None``: a plain image (no CRS, identity
+    transform), a file GDAL cannot read, or rasterio not installed (``socioseg[gis]``)."""
+    rasterio = _rasterio()
+    if rasterio is None:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        try:
+            with rasterio.open(path) as ds:
+                crs, transform = ds.crs, ds.transform
+        except rasterio.errors.RasterioIOError:
+            return None
+    return Georef(crs, transform) if crs is not None or not transform.is_identity else None
+
+
+RasterFacts = tuple[str, Georef | None, tuple[int, int]]  # (name, georef, (width, height))
+
+
+def check_same_extent(sat: RasterFacts, map_: RasterFacts) -> None:
+    """Raise :class:`AreaError` when two georeferenced rasters (``(name, georef, (width,
+    height))`` each) lie in different CRSs or cover different extents, by more than the larger
+    pixel. Their pixel sizes may differ (``segment`` resizes the map to the satellite image);
+    a raster without georeferencing is taken to cover the other's extent."""
+    (sat_name, a, sat_size), (map_name, b, map_size) = sat, map_
+    if a is None or b is None:
+        return
+    if a.crs != b.crs:
+        raise AreaError(
+            f"{map_name} is in {b.crs_name()} but {sat_name} is in {a.crs_name()}: reproject "
+            "one onto the other (gdalwarp -t_srs ...)"
+        )
+    corners = [  # top-left and bottom-right pixel corners in CRS coordinates
+        np.array([[t.c, t.f], [t.a * w + t.b * h + t.c, t.d * w + t.e * h + t.f]])
+        for t, (w, h) in ((a.transform, sat_size), (b.transform, map_size))
+    ]
+    pixel = max(abs(v) for t in (a.transform, b.transform) for v in (t.a, t.b, t.d, t.e))
+    if np.abs(corners[0] - corners[1]).max() > pixel:
+        raise AreaError(
+            f"{map_name} and {sat_name} cover different extents ({corners[1].ravel().tolist()} "
+            f"vs {corners[0].ravel().tolist()}): give a map of the satellite image's area"
+        )
+
+
 def check_same_grid(sat: RasterSource, map_: RasterSource) -> Georef | None:
     """Raise :class:`AreaError` unless both rasters share size, CRS and transform.
 
@@ -228,6 +273,7 @@ def write_mask_raster(
     from rasterio.windows import Window
 
     out = path.with_suffix(".tif")
+    tmp = out.with_name(out.name + ".tmp.tif")  # renamed into place once complete
     profile = {
         "driver": "GTiff",
         "width": width,
@@ -242,7 +288,7 @@ def write_mask_raster(
     }
     if georef is not None:
         profile.update(crs=georef.crs, transform=georef.transform)
-    with rasterio.open(out, "w", **profile) as dst:
+    with rasterio.open(tmp, "w", **profile) as dst:
         if color is not None:
             dst.write_colormap(1, {0: (0, 0, 0, 0), 255: (*color, 255)})
         for row, strip in strips:
@@ -250,6 +296,7 @@ def write_mask_raster(
             dst.write(strip.astype(np.uint8) * 255, window=window)
         for band, text in enumerate(descriptions, start=1):
             dst.set_band_description(band, text)
+    tmp.replace(out)
     return out
 
 
@@ -294,6 +341,25 @@ def label_entities(mask: np.ndarray, min_area_px: int = 1) -> tuple[np.ndarray, 
         rings = tuple(_ring(contours[i], x, y) for i in [top, *holes])
         entities.append(Entity(rings, area, label))
     return labels, entities
+
+
+def entity_confidence(
+    objects: Iterable[Sequence[float]], logprobs: Sequence[float], box: Sequence[float]
+) -> dict[str, float | None]:
+    """An entity's ``sam_iou`` and ``answer_logprob``.
+
+    ``objects``: the final-stage objects of the answers that found it, ``[x1, y1, x2, y2,
+    SAM predicted IoU]`` in the entity's pixel frame; ``logprobs``: those answers' mean token
+    log-probabilities; ``box``: the entity's ``(x0, y0, x1, y1)``. ``sam_iou`` is the highest
+    score of an object whose box meets ``box``, ``answer_logprob`` the mean of ``logprobs``;
+    ``None`` when there are none.
+    """
+    x0, y0, x1, y1 = box
+    scores = [o[4] for o in objects if o[0] <= x1 and x0 <= o[2] and o[1] <= y1 and y0 <= o[3]]
+    return {
+        "sam_iou": round(max(scores), 4) if scores else None,
+        "answer_logprob": round(float(np.mean(logprobs)), 4) if logprobs else None,
+    }
 
 
 def mask_entities(mask: np.ndarray, min_area_px: int = 1) -> list[Entity]:

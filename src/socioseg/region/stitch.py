@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from socioseg.region.raster import Georef, entity_geometry, label_entities
+from socioseg.region.raster import Georef, entity_confidence, entity_geometry, label_entities
 from socioseg.region.run_files import RunDir
 
 STRIP_ROWS = 512
@@ -62,22 +62,6 @@ def _clip(window: Sequence[int], box: Sequence[int]) -> tuple[tuple[slice, ...],
     return in_box, in_tile
 
 
-def _confidence(rows: list[dict], box: Sequence[float]) -> dict[str, float | None]:
-    """``sam_iou`` and ``answer_logprob`` of an entity with raster box ``box`` (see module)."""
-    x0, y0, x1, y1 = box
-    scores = [
-        o[4]
-        for row in rows
-        for o in row.get("objects") or ()
-        if o[0] <= x1 and x0 <= o[2] and o[1] <= y1 and y0 <= o[3]
-    ]
-    logprobs = [row["logprob"] for row in rows if row.get("logprob") is not None]
-    return {
-        "sam_iou": round(max(scores), 4) if scores else None,
-        "answer_logprob": round(float(np.mean(logprobs)), 4) if logprobs else None,
-    }
-
-
 def cluster_features(cluster, run: RunDir, georef, query: dict, min_area_px: int) -> list[dict]:
     """Features of the entities a cluster of tiles found, labelled on the cluster's box only.
 
@@ -109,7 +93,11 @@ def cluster_features(cluster, run: RunDir, georef, query: dict, min_area_px: int
             "tiles": sorted(r["tile"] for r in rows),
             "area": e.area_px * pixel_area,
             "area_px": e.area_px,
-            **_confidence(rows, own_box),
+            **entity_confidence(
+                [o for r in rows for o in r.get("objects") or ()],
+                [r["logprob"] for r in rows if r.get("logprob") is not None],
+                own_box,
+            ),
         }
         geometry = entity_geometry(e, transform, (int(box[0]), int(box[1])))
         features.append({"type": "Feature", "properties": properties, "geometry": geometry})
