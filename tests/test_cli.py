@@ -47,6 +47,32 @@ def test_segment_example_writes_every_file(tiny_models, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
+def test_segment_never_overwrites_a_file_it_did_not_write(tiny_models, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "overlay.png").write_bytes(b"my own drawing")  # a name segment writes
+    (out / "notes.txt").write_text("mine")
+    base = ["segment", "--example", "0", "--max-new-tokens", "4", *models(tiny_models)]
+    assert main([*base, "--out", str(out)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert (
+        len(error) == 1
+        and "holds files socioseg did not write (notes.txt, overlay.png)" in error[0]
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "overlay.png"]
+    assert (out / "overlay.png").read_bytes() == b"my own drawing"
+    # A folder of its own earlier run is replaced, file by file, and nothing is left staged.
+    fresh = tmp_path / "fresh"
+    assert main([*base, "--out", str(fresh)]) == 0
+    first = json.loads((fresh / "result.json").read_text())
+    assert main([*base, "--out", str(fresh), "--query", "School"]) == 0
+    assert json.loads((fresh / "result.json").read_text())["query"] == "School" != first["query"]
+    assert sorted(p.name for p in fresh.iterdir()) == sorted(
+        ["feedback_map.png", "feedback_sat.png", "mask.png", "overlay.png", "result.json",
+         "stage1_mask.png"]
+    )  # fmt: skip
+
+
 def test_segment_with_files_and_stage1_mode(tiny_models, tmp_path):
     noise_image(120, 90).save(tmp_path / "sat.png")
     noise_image(240, 180, 1).save(tmp_path / "map.jpg")
@@ -125,7 +151,7 @@ def test_missing_model_folder_is_one_line(tmp_path, capsys):
             "--query",
             "x",
             "--out",
-            str(tmp_path),
+            str(tmp_path / "out"),
             "--vlm",
             "./no-such-model",
         ]

@@ -243,3 +243,20 @@ def test_synth_command_asks_several_questions_on_randomly_placed_tiles(tmp_path,
     with pytest.raises(SystemExit) as exit_info:  # at most 5 entities on a tile
         main([*argv, "--queries", "6"])
     assert exit_info.value.code == 2 and "from 1 to 5, got '6'" in capsys.readouterr().err
+
+
+def test_synth_refuses_a_folder_that_is_no_socioseg_dataset(tmp_path, capsys):
+    from socioseg.cli import main
+
+    mine = tmp_path / "mine"
+    (mine / "train").mkdir(parents=True)
+    (mine / "train" / "photo.png").write_bytes(b"not ours")
+    assert main(["synth", str(mine), "--n", "2", "--size", "128"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "holds files that are no socioseg dataset (train)" in error[0]
+    assert (mine / "train" / "photo.png").read_bytes() == b"not ours"
+    assert sorted(p.name for p in mine.iterdir()) == ["train"]
+    ours = tmp_path / "ours"  # a dataset synth wrote is regenerated in place
+    assert main(["synth", str(ours), "--n", "2", "--size", "128"]) == 0
+    assert main(["synth", str(ours), "--n", "3", "--size", "128"]) == 0
+    assert len(json.loads((ours / "levels.json").read_text())) == 3

@@ -66,6 +66,50 @@ def prediction_to_json(prediction: Prediction, **extra: Any) -> dict[str, Any]:
     }
 
 
+PREDICTION_FILES = (
+    "mask.png",
+    "stage1_mask.png",
+    "overlay.png",
+    "feedback_map.png",
+    "feedback_sat.png",
+    "result.json",
+)
+
+
+def earlier_prediction_files(out_dir: str | Path) -> set[str]:
+    """The names in ``out_dir`` that an earlier ``segment`` run wrote, which a new run there
+    may replace; refuses (:class:`~socioseg.publish.OutputError`, one line) a folder that
+    holds anything else, so no file of the user's is ever overwritten.
+
+    An earlier run is recognised by its ``result.json``; its files are :data:`PREDICTION_FILES`
+    and the GIS files that ``result.json`` lists."""
+    from socioseg.publish import OutputError, entries
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file; pass a folder path")
+    present = {path.name for path in entries(out)}
+    ours: set[str] = set()
+    record = out / "result.json"
+    if record.is_file():
+        try:
+            data = json.loads(record.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            data = None
+        if isinstance(data, dict) and {"query", "mode", "final_source"} <= set(data):
+            gis = data.get("gis") if isinstance(data.get("gis"), dict) else {}
+            listed = gis.get("files") if isinstance(gis.get("files"), dict) else {}
+            ours = set(PREDICTION_FILES) | {n for n in listed.values() if isinstance(n, str)}
+    foreign = sorted(present - ours)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
+        raise OutputError(
+            f"--out {out} holds files socioseg did not write ({shown}); they are left alone: "
+            "pick a new or empty folder"
+        )
+    return ours
+
+
 def write_prediction(
     prediction: Prediction, sat, out_dir: str | Path, **extra: Any
 ) -> dict[str, Path]:

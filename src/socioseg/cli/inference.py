@@ -70,26 +70,29 @@ def _gis_plan(args: argparse.Namespace, sat, map_):
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
-    from socioseg.outputs import write_prediction
+    from socioseg.outputs import earlier_prediction_files, write_prediction
+    from socioseg.publish import publish_dir, staging_dir
 
+    replaceable = earlier_prediction_files(args.out)  # before anything loads
     sat, map_, query, inputs = _segment_inputs(args)
     gis = _gis_plan(args, sat, map_)
     reasoner = load_reasoner(args)
     prediction = reasoner.segment(sat, map_, query)
     models = {"vlm": args.vlm, "sam": args.sam}
+    stage = staging_dir(args.out)  # written whole, then renamed into --out
     extra, gis_files = {}, {}
     if gis is not None:  # written first: result.json, the record, lists them
         from socioseg.data.levels import resolve_level
         from socioseg.region.area import DEFAULT_MIN_AREA_PX
         from socioseg.region.gis_outputs import write_prediction_gis
 
-        args.out.mkdir(parents=True, exist_ok=True)
         level = resolve_level(str(args.sat), prediction.query)[0]
         georef, settings = gis
         gis_files, extra["gis"] = write_prediction_gis(
-            args.out, prediction, georef, level, settings, DEFAULT_MIN_AREA_PX
+            stage, prediction, georef, level, settings, DEFAULT_MIN_AREA_PX
         )
-    written = write_prediction(prediction, sat, args.out, models=models, inputs=inputs, **extra)
+    written = write_prediction(prediction, sat, stage, models=models, inputs=inputs, **extra)
+    publish_dir(stage, args.out, replace=replaceable)
     stage1 = prediction.stage1.parsed
     print(f"query: {prediction.query!r}  mode: {prediction.mode}  final: {prediction.final_source}")
     print(f"stage 1: {len(stage1.targets)} boxes, {len(stage1.problems)} parse problems")
@@ -103,7 +106,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         print(f"entities: {record['entities']}" + (f"; polygons in {crs}" if crs else ""))
     result = written.pop("result")
     for path in [*written.values(), *gis_files.values(), result]:
-        print(f"wrote {path}")
+        print(f"wrote {args.out / path.name}")
     return 0
 
 

@@ -288,6 +288,20 @@ def _encode(job: tuple[int, int, int, int, str]) -> list[Encoded]:
     return out
 
 
+def _check_out(out: Path) -> None:
+    """Refuse an output folder that holds anything but a dataset socioseg wrote (one with its
+    ``levels.json``): its split folders would be replaced."""
+    from socioseg.publish import OutputError, entries
+
+    present = entries(out)
+    if present and not (out / "levels.json").is_file():
+        shown = ", ".join(p.name for p in present[:3]) + (" ..." if len(present) > 3 else "")
+        raise OutputError(
+            f"OUT {out} holds files that are no socioseg dataset ({shown}); they are left "
+            "alone: pick a new or empty folder"
+        )
+
+
 def write_dataset(
     out: str | PathLike[str],
     n: int,
@@ -304,7 +318,9 @@ def write_dataset(
     Folder: ``<out>/<split>/<id>/{map.png, sat.png, mask.png, question.json}``. Parquet:
     ``<out>/data/<split>-00000-of-00001.parquet`` with the Hugging Face columns (Image features,
     PNG bytes). Both also write ``<out>/levels.json`` (``{id: {"level", "class"}}``), usable as
-    ``load_socioseg(..., levels=<out>/levels.json)``. Existing split folders/files are replaced.
+    ``load_socioseg(..., levels=<out>/levels.json)``. A folder that already holds a dataset
+    socioseg wrote (its ``levels.json``) has its split folders/files replaced; a non-empty
+    folder without one is refused (:class:`~socioseg.publish.OutputError`).
     Tiles ``0 .. n-1`` go to train, val, test in that order (counts from :func:`split_counts`),
     so no tile is in two splits. Each tile gives one sample (id ``synth-<index:05d>``), or with
     ``queries > 1`` up to that many: its planned query, then name queries about its other
@@ -320,8 +336,8 @@ def write_dataset(
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     _check(size, placement, queries)
-
     out = Path(out)
+    _check_out(out)
     out.mkdir(parents=True, exist_ok=True)
     counts = split_counts(n, tuple(split_ratios))
     levels: dict[str, dict[str, str | None]] = {}
