@@ -264,6 +264,22 @@ def test_rerun_with_other_settings_is_refused(data_root, reference, tmp_path):
     assert _scores(summary) == _scores(reference[1])
 
 
+def test_a_folder_of_the_users_files_is_never_written_into(data_root, hand_made, tmp_path):
+    dataset = _dataset(data_root)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.md").write_text("my notes")  # a name evaluate writes
+    with pytest.raises(EvalError, match=r"holds files but no run\.json \(report\.md\)"):
+        evaluate(FakeReasoner(dataset), dataset, mine, progress=False)
+    scored, preds = hand_made
+    with pytest.raises(EvalError, match=r"holds files but no run\.json \(report\.md\)"):
+        score_predictions(preds, scored, mine, missing="skip", progress=False)
+    with pytest.raises(EvalError, match=r"no run\.json"):  # nor into the predictions themselves
+        score_predictions(preds, scored, preds, missing="skip", progress=False)
+    assert [p.name for p in mine.iterdir()] == ["report.md"]
+    assert (mine / "report.md").read_text() == "my notes"
+
+
 # --- shards ---------------------------------------------------------------------------------
 
 

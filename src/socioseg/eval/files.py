@@ -110,6 +110,20 @@ def run_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
 
 
+def refuse_foreign_files(folder: Path) -> None:
+    """:class:`EvalError` for a folder without ``run.json`` that holds anything: its files are
+    the user's, and a run would write metrics.json, report.md, ... over them."""
+    from socioseg.publish import entries
+
+    present = entries(folder)
+    if present:
+        shown = ", ".join(p.name for p in present[:3]) + (" ..." if len(present) > 3 else "")
+        raise EvalError(
+            f"{folder} holds files but no {RUN_FILE} ({shown}): it is not a socioseg "
+            "evaluation folder and is left alone; choose a new or empty output folder"
+        )
+
+
 def claim_dir(work_dir: Path, info: Mapping[str, Any]) -> None:
     """Create ``work_dir`` for the run ``info``, or check that the run already there is it.
 
@@ -123,11 +137,8 @@ def claim_dir(work_dir: Path, info: Mapping[str, Any]) -> None:
                 f"{work_dir} holds a different run ({'; '.join(differences)}); rerun with the "
                 "same settings to resume it, or choose another output folder"
             )
-    elif (work_dir / ROWS_FILE).exists():
-        raise EvalError(
-            f"{work_dir / ROWS_FILE} exists without {RUN_FILE}; it is not a socioseg evaluation "
-            "folder, choose another output folder"
-        )
+    else:
+        refuse_foreign_files(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_path, json.dumps(info, indent=2) + "\n")
 

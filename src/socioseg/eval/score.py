@@ -19,6 +19,7 @@ from socioseg.eval.files import (
     id_file,
     n_selected,
     read_json,
+    refuse_foreign_files,
     run_info,
     scored_row,
     skipped_row,
@@ -89,6 +90,8 @@ def score_predictions(
     run_path = out_dir / RUN_FILE
     if run_path.is_file() and read_json(run_path)["kind"] != "score":
         raise EvalError(f"{out_dir} holds an evaluation run; write scores to another folder")
+    if not run_path.is_file():
+        refuse_foreign_files(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     skip_data_errors = getattr(dataset, "on_error", "raise") == "skip"
     rows = []
