@@ -10,8 +10,7 @@ from socioseg.models.families import POLICIES, SEGMENTERS
 
 
 def _cmd_tiny_models(args: argparse.Namespace) -> int:
-    from socioseg.models.builders import build_tiny_models
-    from socioseg.models.family_builders import build_tiny_family_models
+    from socioseg.models.builders import build_tiny_family_models, build_tiny_models
 
     if (args.vlm_family, args.sam_family) == ("qwen2_5_vl", "sam2"):
         vlm_dir, sam_dir = build_tiny_models(args.out, seed=args.seed)

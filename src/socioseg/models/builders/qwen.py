@@ -1,29 +1,19 @@
-"""Every model this project builds itself: tiny random-weight models, socioseg-mini's start.
+"""Tiny random-weight policies of every family, and the tiny byte-level tokenizer.
 
-- tiny (``socioseg tiny-models``): a random-weight Qwen2.5-VL and SAM2 for offline runs and
-  tests. They have the real architectures, token id layout, chat template and preprocessing
-  files, and load through exactly the same code path as the real checkpoints
-  (``from_pretrained`` of a folder). Their weights are random: their masks mean nothing.
-- mini: socioseg-mini's sizes and untrained starting point. A ~4M-parameter Qwen2.5-VL (real
-  architecture, a small byte-level BPE vocabulary learned from the prompts, the synthetic
-  city's place names and answer JSON; digits are single tokens, as in Qwen's own
-  pre-tokenizer) that sees a 252 x 252 VLM frame, and a ~2M-parameter SAM2 at a 256 x 256
-  input. ``scripts/train_mini.py`` (``make mini``) trains them with socioseg's own commands;
-  ``docs/mini.md`` gives the plan and the budget. The trained folders are shipped under
-  ``socioseg/assets/mini/{vlm,sam}`` and loaded by the name ``mini``
-  (:mod:`socioseg.models.sources`).
-- random SAM2 of any Hiera size (:func:`save_random_sam`), with the initialisation and
-  positional-encoding tying a from-scratch training needs.
+A random-weight Qwen2.5-VL (:func:`build_tiny_vlm`, also the architecture socioseg-mini
+trains), Qwen3-VL or Qwen3.5 (:func:`build_tiny_policy`) for offline runs and tests. They have
+the real architectures, token id layout, chat template and preprocessing files, and load
+through exactly the same code path as the real checkpoints (``from_pretrained`` of a folder).
+Their weights are random: their answers mean nothing, and their config says so
+(:data:`RANDOM_WEIGHTS_FLAG`, read by :func:`has_random_weights`).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
 
-from socioseg.models.defaults import ModelDefaults
-from socioseg.models.segmenter import PREPROCESSOR_FILE, Preprocessing
+from socioseg.models.families import POLICIES, QWEN3_5, QWEN3_VL, PolicyFamily
 
 # Qwen2.5-VL's special tokens, in the order (and so with the id offsets) of the real vocabulary.
 QWEN_SPECIAL_TOKENS: tuple[str, ...] = (
@@ -221,212 +211,108 @@ def build_tiny_vlm(
     return out_dir
 
 
-def build_tiny_models(out_dir: str | Path, seed: int = 0) -> tuple[Path, Path]:
-    """Build both tiny models under ``out_dir/vlm`` and ``out_dir/sam``; returns the two paths."""
-
-    out_dir = Path(out_dir)
-    vlm_dir = build_tiny_vlm(out_dir / "vlm", seed=seed)
-    sam_dir = build_tiny_sam(out_dir / "sam")
-    return vlm_dir, Path(sam_dir)
-
-
-# The VLM frame: every tile becomes 252 x 252 (9 x 9 merged patches = 81 tokens per image).
-MINI_MIN_PIXELS = 224 * 224
-MINI_MAX_PIXELS = 252 * 252
-# Decoding limits: a teacher-style answer for up to 4 objects fits with room to spare.
-MINI_MAX_NEW_TOKENS = {"stage1": 160, "stage2": 224}
-MINI_SAM_SIZE = 256
-MINI_VOCAB_SIZE = 2048
-MINI_VLM = {
-    "text_hidden": 256,
-    "text_layers": 4,
-    "head_dim": 32,
-    "vision_hidden": 128,
-    "vision_depth": 4,
-    "vision_heads": 4,
-}
+# Qwen3-VL's and Qwen3.5's templates add no default system turn (Qwen2.5-VL's adds "You are a
+# helpful assistant."); the image placeholder is the same. The published Qwen3.5 template also
+# opens "<think>\n" after the generation prompt (thinking mode); this one does not, so the
+# tiny model answers the prompts' own <think>...</think><answer> format.
+QWEN3_VL_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 
-def build_mini_tokenizer():
-    """Byte-level BPE (``MINI_VOCAB_SIZE`` entries) with Qwen's special tokens and template."""
-    from socioseg import prompts
-    from socioseg.data.levels import FUNCTION_NAMES
-    from socioseg.data.synth.catalog import KINDS, PLACES
-
-    names = [kind.socio_class for kind in KINDS] + list(FUNCTION_NAMES)
-    for kind in KINDS:
-        for pattern in kind.names:
-            names += [pattern.format(p=place, n=n) for place in PLACES for n in (1, 2)]
-    corpus = [prompts.stage1_text(name) for name in names[:50]]
-    corpus += [prompts.stage2_text("School", '[{"bbox_2d": [10, 20, 30, 40]}]')]
-    corpus += [prompts.single_stage_text("Educational"), " ".join(names)]
-    corpus += [
-        f'<think>The map labels {name}; its outline is visible on the image.</think><answer>[{{"'
-        f'bbox_2d": [12, 34, 56, 78], "points": [[20, 40], [30, 50]]}}]</answer>'
-        for name in names[:20]
-    ]
-    return build_tiny_tokenizer(corpus=corpus, vocab_size=MINI_VOCAB_SIZE)
-
-
-def build_mini_vlm(out_dir: str | Path, seed: int = 0) -> Path:
-    """The untrained mini policy in ``out_dir``, with its frame and decoding limits recorded."""
-
-    out = build_tiny_vlm(
-        out_dir,
-        seed=seed,
-        tokenizer=build_mini_tokenizer(),
-        min_pixels=MINI_MIN_PIXELS,
-        max_pixels=MINI_MAX_PIXELS,
-        random_weights_flag=False,
-        **MINI_VLM,
-    )
-    ModelDefaults(MINI_MIN_PIXELS, MINI_MAX_PIXELS, dict(MINI_MAX_NEW_TOKENS)).write(out)
-    return Path(out)
-
-
-def build_mini_sam(out_dir: str | Path, seed: int = 0) -> Path:
-    """The untrained mini SAM2 (Hiera widths 32-256, 256 x 256 input) in ``out_dir``."""
-
-    return save_random_sam(
-        out_dir,
-        MINI_SAM_SIZE,
-        seed,
-        dims=(32, 64, 128, 256),
-        blocks=(1, 2, 4, 1),
-        heads=(1, 2, 4, 8),
-        windows=(8, 4, 8, 4),
-        global_block=5,  # the third block of stage 3: a global block may not open a q-pool stage
-        decoder=(64, 256, 4),
-        # The start the shipped SAM2 was trained from, kept so that make mini reproduces it.
-        # It cannot learn to read prompts (docs/mini.md); the next retrain starts from
-        # init="pytorch" with the encodings tied and trains with embedding_weight=0.01.
-        init="transformers",
-        tie_encodings=False,
-    )
-
-
-def build_tiny_sam(out_dir: str | Path, image_size: int = 256, seed: int = 0) -> Path:
-    """Save a ~0.35M-parameter random-weight SAM2 (input ``image_size``, a multiple of 64).
-
-    The folder holds ``config.json``, the weights and a ``preprocessor_config.json`` with the
-    input size, so ``Segmenter.from_pretrained(out_dir)`` reads it back. Same ``seed``, same
-    weights. Returns ``Path(out_dir)``.
-    """
-    if image_size % 64:
-        raise ValueError(f"image_size must be a multiple of 64 (four 2x stages), got {image_size}")
-    # transformers' init (std 0.02) leaves a model this small with ~1e-5 mask logits that
-    # hardly depend on the prompt; fan-in scaling gives O(1) logits that do, so tests can
-    # tell a wrong box or point from a right one.
-    return save_random_sam(
-        out_dir,
-        image_size,
-        seed,
-        dims=(16, 32, 64, 128),
-        blocks=(1, 1, 2, 1),
-        heads=(1, 1, 2, 2),
-        windows=(8, 4, 4, 2),
-        global_block=3,  # the second block of stage 3: a global block may not open a q-pool stage
-        decoder=(32, 64, 2),
-        init="fan_in",
-    )
-
-
-def tie_positional_encodings(model) -> None:
-    """Give the image and the prompts one positional encoding, as the released SAM2 has.
-
-    SAM2 encodes image positions and prompt coordinates with one random Fourier matrix (its
-    prompt encoder's ``pe_layer``), so a box corner's embedding matches the image positions it
-    names. transformers' ``Sam2Model`` holds two copies (``shared_image_embedding`` and
-    ``prompt_encoder.shared_embedding``), equal in converted checkpoints but drawn apart by a
-    random initialisation; this copies the prompt encoder's into the image's. Neither trains.
-    """
-    import torch
-
-    with torch.no_grad():
-        image = model.shared_image_embedding.positional_embedding
-        image.copy_(model.prompt_encoder.shared_embedding.positional_embedding)
-
-
-def save_random_sam(
-    out_dir: str | Path,
-    side: int,
-    seed: int,
-    *,
-    dims: tuple[int, int, int, int],
-    blocks: tuple[int, int, int, int],
-    heads: tuple[int, int, int, int],
-    windows: tuple[int, int, int, int],
-    global_block: int,
-    decoder: tuple[int, int, int],
-    init: Literal["transformers", "pytorch", "fan_in"] = "transformers",
-    tie_encodings: bool = True,
-) -> Path:
-    """Save a random-weight SAM2 with a 4-stage Hiera backbone, loadable by ``Segmenter``.
-
-    dims / blocks / heads / windows: per Hiera stage; global_block: index of the one global
-    attention block; decoder: (width of the FPN, prompt encoder and mask decoder, decoder MLP
-    width, decoder heads). ``side``: the square input size. Same ``seed``, same weights.
-    ``init``: "transformers" keeps ``Sam2Model``'s own (std 0.02, meant to be overwritten by
-    loaded weights: a small model's mask logits come out nearly constant); "pytorch" gives
-    every layer PyTorch's default, as the released SAM2 training code builds its model (what
-    training from scratch needs); "fan_in" draws matrices with std ``fan_in ** -0.5`` and
-    biases with std 0.1 (O(1) logits untrained, for tests). ``tie_encodings``: one positional
-    encoding for image and prompts (:func:`tie_positional_encodings`), as released.
-    """
-    import torch
-    from transformers import Sam2Config, Sam2Model
-
-    width, mlp_dim, decoder_heads = decoder
-    backbone = {
-        "model_type": "sam2_hiera_det_model",
-        "hidden_size": dims[0],
-        "image_size": [side, side],
-        "blocks_per_stage": list(blocks),
-        "embed_dim_per_stage": list(dims),
-        "num_attention_heads_per_stage": list(heads),
-        "window_size_per_stage": list(windows),
-        "global_attention_blocks": [global_block],
-        "window_positional_embedding_background_size": [4, 4],
+def _text_config(family: PolicyFamily, vocab: int, ids: dict[str, int]) -> dict:
+    """A 2-layer (Qwen3-VL) or 4-layer hybrid (Qwen3.5: 3 linear + 1 full) language model."""
+    config = {
+        "vocab_size": vocab,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 8192,
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
     }
-    config = Sam2Config(
-        vision_config={
-            "backbone_config": backbone,
-            "backbone_channel_list": list(reversed(dims)),
-            "backbone_feature_sizes": [[side // 4] * 2, [side // 8] * 2, [side // 16] * 2],
-            "fpn_hidden_size": width,
-        },
-        prompt_encoder_config={
-            "hidden_size": width,
-            "image_size": side,
-            "patch_size": 16,
-            "mask_input_channels": width // 4,
-        },
-        mask_decoder_config={
-            "hidden_size": width,
-            "mlp_dim": mlp_dim,
-            "num_attention_heads": decoder_heads,
-            "iou_head_hidden_dim": width,
-        },
+    rope = {"rope_type": "default", "mrope_interleaved": True}
+    if family is QWEN3_VL:
+        # head_dim 16: the interleaved T/H/W sections cover head_dim / 2 = 8 frequencies.
+        rope |= {"rope_theta": 5_000_000.0, "mrope_section": [4, 2, 2]}
+        return config | {"num_hidden_layers": 2, "head_dim": 16, "rope_parameters": rope}
+    # Qwen3.5: rotary on a quarter of head_dim 32 = 8 dims, 4 frequencies in sections 2/1/1.
+    rope |= {"rope_theta": 10_000_000.0, "partial_rotary_factor": 0.25, "mrope_section": [2, 1, 1]}
+    return config | {
+        "num_hidden_layers": 4,
+        "head_dim": 32,
+        "layer_types": ["linear_attention"] * 3 + ["full_attention"],
+        "linear_conv_kernel_dim": 4,
+        "linear_key_head_dim": 16,
+        "linear_value_head_dim": 16,
+        "linear_num_key_heads": 2,
+        "linear_num_value_heads": 4,
+        "rope_parameters": rope,
+    }
+
+
+def build_tiny_policy(out_dir: str | Path, family: str = "qwen2_5_vl", seed: int = 0) -> Path:
+    """Save a random small policy of ``family`` (a key of ``families.POLICIES``) to ``out_dir``.
+
+    Qwen3-VL: 2 text layers, a 2-block vision tower with DeepStack at both blocks; Qwen3.5:
+    3 linear-attention layers and 1 full-attention layer. Both use the tiny byte-level
+    tokenizer with Qwen's special tokens, patch 16, merge 2 and mean/std 0.5.
+    """
+    import torch
+    import transformers
+    from transformers import GenerationConfig
+
+    from socioseg.models.processor import VLMProcessor
+
+    chosen = POLICIES[family]
+    if chosen not in (QWEN3_VL, QWEN3_5):
+        return build_tiny_vlm(out_dir, seed=seed)
+    out_dir = Path(out_dir)
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.chat_template = QWEN3_VL_CHAT_TEMPLATE
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in QWEN_SPECIAL_TOKENS}
+    vision = {
+        "depth": 2,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_heads": 2,
+        "patch_size": chosen.patch_size,
+        "spatial_merge_size": chosen.merge_size,
+        "temporal_patch_size": 2,
+        "out_hidden_size": 64,
+        "num_position_embeddings": 64,  # a learned 8 x 8 grid, resampled to any image
+    }
+    if chosen is QWEN3_VL:
+        vision["deepstack_visual_indexes"] = [0, 1]
+    config_class = getattr(
+        transformers, chosen.model_class.replace("ForConditionalGeneration", "Config")
     )
+    config = config_class(
+        text_config=_text_config(chosen, len(tokenizer), ids),
+        vision_config=vision,
+        tie_word_embeddings=False,
+        **vision_token_fields(ids),
+    )
+    setattr(config, RANDOM_WEIGHTS_FLAG, True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = Sam2Model(config).eval()
-        if init == "pytorch":
-            for module in model.modules():
-                if module is not model and hasattr(module, "reset_parameters"):
-                    module.reset_parameters()
-        elif init == "fan_in":
-            with torch.no_grad():
-                for name, param in model.named_parameters():
-                    if param.dim() >= 2:
-                        param.normal_(0.0, param[0].numel() ** -0.5)
-                    elif name.endswith("bias"):
-                        param.normal_(0.0, 0.1)
-        if tie_encodings:
-            tie_positional_encodings(model)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    text = json.dumps(Preprocessing(size=side).to_dict(), indent=2)
-    (out / PREPROCESSOR_FILE).write_text(text + "\n")
-    return out
+        model = chosen.model_cls()(config).eval()
+    model.generation_config = GenerationConfig(
+        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
+        pad_token_id=ids["<|endoftext|>"],
+        bos_token_id=ids["<|endoftext|>"],
+    )
+    model.save_pretrained(out_dir)
+    processor = VLMProcessor.build(tokenizer, TINY_IMAGE_MIN_PIXELS, TINY_IMAGE_MAX_PIXELS, chosen)
+    processor.save_pretrained(out_dir)
+    return out_dir
