@@ -12,6 +12,7 @@ from socioseg.cli.model_options import (
     add_inference_args,
     add_model_args,
     load_reasoner,
+    model_ids,
 )
 
 
@@ -69,7 +70,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         shard=args.shard,
         save_masks=args.save_masks,
         config_json=_data_config(args, dataset),
-        model_ids={"vlm": args.vlm, "sam": args.sam},
+        model_ids=model_ids(args),
     )
     _print_summary(summary)
     print(f"wrote {result_dir(args.out, args.shard)}/metrics.json, predictions.jsonl and report.md")

@@ -11,10 +11,12 @@ from socioseg.cli.model_options import (
     add_inference_args,
     add_model_args,
     load_reasoner,
+    model_ids,
     reasoner_factory,
 )
 from socioseg.geometry import check_same_aspect
 from socioseg.models.segmenter import DEFAULT_SAM
+from socioseg.types import CONCEPT_MODE
 
 
 def _segment_inputs(args: argparse.Namespace):
@@ -48,11 +50,13 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     sat, map_, query, inputs = _segment_inputs(args)
     reasoner = load_reasoner(args)
     prediction = reasoner.segment(sat, map_, query)
-    models = {"vlm": args.vlm, "sam": args.sam}
-    written = write_prediction(prediction, sat, args.out, models=models, inputs=inputs)
+    written = write_prediction(prediction, sat, args.out, models=model_ids(args), inputs=inputs)
     stage1 = prediction.stage1.parsed
     print(f"query: {prediction.query!r}  mode: {prediction.mode}  final: {prediction.final_source}")
-    print(f"stage 1: {len(stage1.targets)} boxes, {len(stage1.problems)} parse problems")
+    if prediction.mode == CONCEPT_MODE:
+        print(f"{CONCEPT_MODE}: {len(prediction.stage1.targets_image)} instances kept")
+    else:
+        print(f"stage 1: {len(stage1.targets)} boxes, {len(stage1.problems)} parse problems")
     if prediction.stage2 is not None:
         stage2 = prediction.stage2.parsed
         print(f"stage 2: {len(stage2.targets)} objects, {len(stage2.problems)} parse problems")

@@ -9,6 +9,8 @@
   processor (chat template, image resize and patches, image-token expansion);
 - :mod:`~socioseg.models.segmenter`: the only module that runs SAM2 (embed an image once,
   prompt it many times), with its pre- and post-processing;
+- :mod:`~socioseg.models.concept`: SAM 3's concept segmenter given the query text alone (the
+  ``--mode sam3-concept`` baseline), with its pre- and post-processing;
 - :mod:`~socioseg.models.sources`: which names and folders hold which model (Hub ids, local
   folders, the shipped ``mini``); :mod:`~socioseg.models.defaults`: a checkpoint's own frame and
   answer-length defaults (``socioseg_inference.json``);

@@ -196,6 +196,17 @@ SEGMENTERS: dict[str, SegmenterFamily] = {f.name: f for f in (SAM2, SAM3_TRACKER
 POLICY_TYPES: tuple[str, ...] = tuple(POLICIES)
 SEGMENTER_TYPES: tuple[str, ...] = tuple(t for f in SEGMENTERS.values() for t in f.model_types)
 
+# SAM 3's concept segmenter (transformers' Sam3Model: an image and a noun phrase -> instances),
+# the `--mode sam3-concept` baseline of models/concept.py. Not a SegmenterFamily: it takes no
+# box or point, so the two-stage method cannot use it. It loads from its own model_type or from
+# SAM 3's video checkpoint (facebook/sam3), whose detector_config Sam3Model reads; its CLIP text
+# prompt is padded to 32 tokens (transformers' Sam3Processor).
+CONCEPT_FAMILY = "sam3"
+CONCEPT_TYPES: tuple[str, ...] = ("sam3", "sam3_video")
+CONCEPT_TITLE = "SAM 3 concept segmenter"
+CONCEPT_HUB_ID = "facebook/sam3"
+CONCEPT_TEXT_LENGTH = 32
+
 
 def policy_family(model_type: str) -> PolicyFamily:
     """The policy family of a ``config.json`` ``model_type``; ``ValueError`` lists the choices."""

@@ -39,6 +39,8 @@ from socioseg.models.builders.qwen import (
 )
 from socioseg.models.builders.sam import (
     TINY_SAM3_SIDE,
+    build_tiny_clip_tokenizer,
+    build_tiny_concept,
     build_tiny_sam,
     build_tiny_segmenter,
     save_random_sam,
@@ -49,6 +51,7 @@ from socioseg.models.builders.tiny import (
     VLM_FAMILIES,
     build_tiny_family_models,
     build_tiny_models,
+    sam_family_title,
 )
 
 __all__ = [
@@ -72,6 +75,8 @@ __all__ = [
     "build_mini_sam",
     "build_mini_tokenizer",
     "build_mini_vlm",
+    "build_tiny_clip_tokenizer",
+    "build_tiny_concept",
     "build_tiny_family_models",
     "build_tiny_models",
     "build_tiny_policy",
@@ -80,6 +85,7 @@ __all__ = [
     "build_tiny_tokenizer",
     "build_tiny_vlm",
     "has_random_weights",
+    "sam_family_title",
     "save_random_sam",
     "tie_positional_encodings",
     "vision_token_fields",

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from socioseg.models.families import SAM3_TRACKER, SEGMENTERS
+from socioseg.models.families import CONCEPT_FAMILY, CONCEPT_TEXT_LENGTH, SAM3_TRACKER, SEGMENTERS
 from socioseg.models.segmenter import PREPROCESSOR_FILE, Preprocessing
 
 TINY_SAM3_SIDE = 112  # 8 x 8 patches of 14 px; masks 32 x 32
@@ -146,7 +146,8 @@ def save_random_sam(
 
 
 def build_tiny_segmenter(out_dir: str | Path, family: str = "sam2", seed: int = 0) -> Path:
-    """Save a random small segmenter of ``family`` (a key of ``families.SEGMENTERS``).
+    """Save a random small segmenter of ``family`` (a key of ``families.SEGMENTERS``, or
+    ``"sam3"``: SAM 3's concept segmenter, :func:`build_tiny_concept`).
 
     SAM 3 tracker: a 2-layer ViT at 112 px (patch 14, an 8 x 8 grid, windows of 4), 3 FPN
     levels, masks 32 x 32, with mean/std 0.5 in its ``preprocessor_config.json``. Weights are
@@ -156,24 +157,15 @@ def build_tiny_segmenter(out_dir: str | Path, family: str = "sam2", seed: int = 
     import torch
     from transformers import Sam3TrackerConfig
 
+    if family == CONCEPT_FAMILY:
+        return build_tiny_concept(out_dir, seed)
     if SEGMENTERS[family] is not SAM3_TRACKER:
         return Path(build_tiny_sam(out_dir, seed=seed))
     side, patch = TINY_SAM3_SIDE, SAM3_TRACKER.patch_size
     grid = side // patch
     config = Sam3TrackerConfig(
         vision_config={
-            "backbone_config": {
-                "model_type": "sam3_vit_model",
-                "hidden_size": 32,
-                "intermediate_size": 64,
-                "num_hidden_layers": 2,
-                "num_attention_heads": 2,
-                "image_size": side,
-                "patch_size": patch,
-                "window_size": 4,
-                "global_attn_indexes": [1],
-                "pretrain_image_size": 56,
-            },
+            "backbone_config": _tiny_sam3_vit(side, patch),
             "fpn_hidden_size": 32,
             "scale_factors": [4.0, 2.0, 1.0],
             "backbone_feature_sizes": [[4 * grid] * 2, [2 * grid] * 2, [grid] * 2],
@@ -194,15 +186,121 @@ def build_tiny_segmenter(out_dir: str | Path, family: str = "sam2", seed: int = 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = SAM3_TRACKER.model_cls()(config).eval()
-        with torch.no_grad():
-            for name, param in model.named_parameters():
-                if param.dim() >= 2:
-                    param.normal_(0.0, param[0].numel() ** -0.5)
-                elif name.endswith("bias"):
-                    param.normal_(0.0, 0.1)
+        _fan_in_init(model)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     preprocessing = Preprocessing.for_family(SAM3_TRACKER, side).to_dict(SAM3_TRACKER)
+    (out / PREPROCESSOR_FILE).write_text(json.dumps(preprocessing, indent=2) + "\n")
+    return out
+
+
+def _tiny_sam3_vit(side: int, patch: int) -> dict:
+    """A 2-layer SAM 3 ViT at ``side`` px (``model_type`` is required inside the config)."""
+    return {
+        "model_type": "sam3_vit_model",
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "image_size": side,
+        "patch_size": patch,
+        "window_size": 4,
+        "global_attn_indexes": [1],
+        "pretrain_image_size": 56,
+    }
+
+
+def _fan_in_init(model) -> None:
+    """Matrices with std ``fan_in ** -0.5``, biases with std 0.1: O(1) outputs untrained."""
+    import torch
+
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.dim() >= 2:
+                param.normal_(0.0, param[0].numel() ** -0.5)
+            elif name.endswith("bias"):
+                param.normal_(0.0, 0.1)
+
+
+def build_tiny_clip_tokenizer(vocab_size: int = 512):
+    """A lower-casing byte-level BPE ``CLIPTokenizer`` (``</w>`` word ends, CLIP's start/end
+    tokens), its merges learned from the prompts' kinds of place names."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import CLIPTokenizer
+
+    from socioseg.data.levels import FUNCTION_NAMES
+
+    bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=["<|startoftext|>", "<|endoftext|>"],
+        end_of_word_suffix="</w>",
+        show_progress=False,
+    )
+    corpus = [" ".join(FUNCTION_NAMES).lower(), "jinan zoo park school hospital station stadium"]
+    bpe.train_from_iterator(corpus, trainer)
+    model = json.loads(bpe.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    return CLIPTokenizer(vocab=model["vocab"], merges=merges)
+
+
+def build_tiny_concept(out_dir: str | Path, seed: int = 0) -> Path:
+    """Save a random small SAM 3 concept segmenter (``Sam3Model``) with its CLIP tokenizer.
+
+    The tracker's 112 px ViT (4 FPN levels, as ``Sam3Model`` uses the first 3), a 1-layer CLIP
+    text encoder, 1-layer DETR encoder and decoder with 8 queries, masks 32 x 32. Weights drawn
+    as :func:`build_tiny_segmenter`'s, so scores and masks depend on image and text, with the
+    presence head biased towards "present" so that some instances pass the score threshold; the
+    config is marked as random weights.
+    """
+    import torch
+    from transformers import Sam3Config, Sam3Model
+
+    from socioseg.models.builders.qwen import RANDOM_WEIGHTS_FLAG
+
+    side, patch, width = TINY_SAM3_SIDE, SAM3_TRACKER.patch_size, 32
+    grid = side // patch
+    tokenizer = build_tiny_clip_tokenizer()
+    layers = {"hidden_size": width, "num_layers": 1, "num_attention_heads": 2}
+    config = Sam3Config(
+        vision_config={
+            "backbone_config": _tiny_sam3_vit(side, patch),
+            "fpn_hidden_size": width,
+            "backbone_feature_sizes": [[4 * grid] * 2, [2 * grid] * 2, [grid] * 2],
+        },
+        text_config={
+            "model_type": "clip_text_model",
+            "vocab_size": len(tokenizer),
+            "hidden_size": width,
+            "intermediate_size": 2 * width,
+            "projection_dim": width,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "max_position_embeddings": CONCEPT_TEXT_LENGTH,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        geometry_encoder_config=layers | {"intermediate_size": 2 * width},
+        detr_encoder_config=layers | {"intermediate_size": 2 * width},
+        detr_decoder_config=layers | {"intermediate_size": 2 * width, "num_queries": 8},
+        mask_decoder_config={"hidden_size": width, "num_upsampling_stages": 3},
+    )
+    setattr(config, RANDOM_WEIGHTS_FLAG, True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Sam3Model(config).eval()
+        _fan_in_init(model)
+        with torch.no_grad():  # "present" (sigmoid 0.98): queries then score about 0.1-0.5
+            model.detr_decoder.presence_head.layer3.bias.fill_(4.0)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    preprocessing = Preprocessing.for_family(SAM3_TRACKER, side).to_dict(SAM3_TRACKER)
+    preprocessing["image_processor_type"] = "Sam3ImageProcessor"
     (out / PREPROCESSOR_FILE).write_text(json.dumps(preprocessing, indent=2) + "\n")
     return out

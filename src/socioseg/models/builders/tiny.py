@@ -6,10 +6,16 @@ from pathlib import Path
 
 from socioseg.models.builders.qwen import build_tiny_policy, build_tiny_vlm
 from socioseg.models.builders.sam import build_tiny_sam, build_tiny_segmenter
-from socioseg.models.families import POLICIES, SEGMENTERS
+from socioseg.models.families import CONCEPT_FAMILY, CONCEPT_TITLE, POLICIES, SEGMENTERS
 
 VLM_FAMILIES: tuple[str, ...] = tuple(POLICIES)
-SAM_FAMILIES: tuple[str, ...] = tuple(SEGMENTERS)
+# The segmenters of the two-stage method, and SAM 3's concept segmenter (--mode sam3-concept).
+SAM_FAMILIES: tuple[str, ...] = (*SEGMENTERS, CONCEPT_FAMILY)
+
+
+def sam_family_title(family: str) -> str:
+    """How to name a tiny segmenter of ``family`` (a :data:`SAM_FAMILIES` entry)."""
+    return CONCEPT_TITLE if family == CONCEPT_FAMILY else SEGMENTERS[family].title
 
 
 def build_tiny_models(out_dir: str | Path, seed: int = 0) -> tuple[Path, Path]:
