@@ -56,6 +56,11 @@ class PolicyFamily:
     the update may backpropagate through a prompt's shared cache (the shared-prefix update);
     False where the cache's states are overwritten in place by the next forward. Every family
     shares a group's prefill in generation (cache rows gathered with ``reorder_cache``).
+    ``template_think``: what the family's published chat template writes of the response
+    itself at the end of the generation prompt (Qwen3.5's thinking mode opens ``<think>\n``);
+    when a checkpoint's template does so, responses are read with it in front
+    (``VLMProcessor.response_prefix``), so the answer parser and the rewards see the whole
+    ``<think>...</think><answer>...</answer>`` the prompts ask for.
     """
 
     model_type: str
@@ -70,6 +75,7 @@ class PolicyFamily:
     prefix_gradients: bool = True
     default_system_prompt: bool = False
     hub_example: str = ""
+    template_think: str = ""
 
     @property
     def factor(self) -> int:
@@ -166,6 +172,7 @@ QWEN3_5 = PolicyFamily(
     static_cache=False,
     prefix_gradients=False,
     hub_example="Qwen/Qwen3.5-2B",
+    template_think="<think>\n",
 )
 POLICIES: dict[str, PolicyFamily] = {f.model_type: f for f in (QWEN2_5_VL, QWEN3_VL, QWEN3_5)}
 

@@ -213,8 +213,9 @@ def build_tiny_vlm(
 
 # Qwen3-VL's and Qwen3.5's templates add no default system turn (Qwen2.5-VL's adds "You are a
 # helpful assistant."); the image placeholder is the same. The published Qwen3.5 template also
-# opens "<think>\n" after the generation prompt (thinking mode); this one does not, so the
-# tiny model answers the prompts' own <think>...</think><answer> format.
+# opens "<think>\n" after the generation prompt (thinking mode); this one does not. socioseg
+# reads responses of a template that does with that opening in front
+# (VLMProcessor.response_prefix; tests/test_template_think.py).
 QWEN3_VL_CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
     "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
