@@ -112,7 +112,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--shard", type=shard_spec, help="i/n: this process's share (then merge)")
     ev.add_argument("--save-masks", action="store_true", help="also write masks as PNG")
     add_model_args(ev)
-    add_inference_args(ev)
+    add_inference_args(ev, concept=True)
     add_image_limit(ev)
     ev.set_defaults(run=_cmd_eval)
 

@@ -92,7 +92,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     seg.add_argument("--example", help="a bundled example (index or name) instead of --sat/--map")
     seg.add_argument("--out", required=True, type=Path, help="output folder")
     add_model_args(seg)
-    add_inference_args(seg)
+    add_inference_args(seg, concept=True)
     add_image_limit(seg)
     seg.set_defaults(run=_cmd_segment)
 

@@ -31,14 +31,19 @@ def add_model_args(
     parser.add_argument("--dtype", default=None, help="float32, bfloat16 (default: auto)")
 
 
-def add_inference_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--mode",
-        choices=(*MODES, CONCEPT_MODE),
-        default="two-stage",
-        help=f"what to run ({CONCEPT_MODE}: SAM 3's concept segmenter given the query text "
-        "alone, a baseline without VLM or map; --sam names a SAM 3 model)",
-    )
+def add_inference_args(parser: argparse.ArgumentParser, concept: bool = False) -> None:
+    """The decoding and frame flags; ``concept``: ``--mode`` also offers the ``sam3-concept``
+    baseline (``segment`` and ``eval``)."""
+    if concept:
+        parser.add_argument(
+            "--mode",
+            choices=(*MODES, CONCEPT_MODE),
+            default="two-stage",
+            help=f"what to run ({CONCEPT_MODE}: SAM 3's concept segmenter given the query text "
+            "alone, a baseline without VLM or map; --sam names a SAM 3 model)",
+        )
+    else:
+        parser.add_argument("--mode", choices=MODES, default="two-stage", help="what to run")
     parser.add_argument("--greedy", action="store_true", help="deterministic greedy decoding")
     parser.add_argument("--seed", type=int_in(0, SEED_MAX), default=0, help="sampling seed")
     parser.add_argument(
