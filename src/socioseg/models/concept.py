@@ -8,7 +8,8 @@ with a mask, a box and a score) sees the satellite image and the query. transfor
   ``facebook/sam3``) with mean/std 0.5 (``Sam3ImageProcessor``'s: resize straight to the square,
   ``/ 255``, ``(x - 0.5) / 0.5``), as SAM 3's tracker is fed;
 - text: the checkpoint's CLIP tokenizer, padded to :data:`TEXT_LENGTH` tokens with an attention
-  mask, as ``Sam3Processor`` does;
+  mask, as ``Sam3Processor`` does (a longer query is cut there: the text encoder has 32
+  positions);
 - output (``Sam3ImageProcessor.post_process_instance_segmentation``'s rule): an instance's score
   is ``sigmoid(pred_logits) * sigmoid(presence_logits)``; instances scoring above
   :data:`SCORE_THRESHOLD` are kept, their mask probabilities (``sigmoid`` of the ``S/3.5``-side
@@ -108,10 +109,8 @@ class ConceptSegmenter:
 
     def text_inputs(self, text: str) -> dict:
         """``input_ids`` and ``attention_mask``, both 1 x :data:`TEXT_LENGTH` int64."""
-        encoded = self.tokenizer(
-            [text], padding="max_length", max_length=TEXT_LENGTH, truncation=True,
-            return_tensors="pt",
-        )  # fmt: skip
+        padding = {"padding": "max_length", "max_length": TEXT_LENGTH, "truncation": True}
+        encoded = self.tokenizer([text], return_tensors="pt", **padding)
         return {k: encoded[k].to(self.device) for k in ("input_ids", "attention_mask")}
 
     def segment(
