@@ -1,7 +1,10 @@
 """Seconds per phase of a GRPO step and of two-stage inference: shared vs unshared prompts,
-eager vs compiled decoding, with a random Qwen2.5-VL at the real 3B widths cut to few layers.
+eager vs compiled decoding, with a random Qwen2.5-VL at the real 3B widths cut to few layers
+(``--vlm-family qwen3_vl`` / ``qwen3_5``: those families at their 4B widths).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_engine.py --groups 1 4 8 --batches 1
+    OMP_NUM_THREADS=1 python benchmarks/bench_engine.py --vlm-family qwen3_5 --size 128 \\
+        --groups 4 --batches 1 --kinds infer step
     python benchmarks/bench_engine.py --device cuda --text-layers 36 --vision-depth 32 \\
         --dtype bfloat16 --tokens 200 --batches 1 8 32 --kinds infer --decoding eager compiled
 
@@ -34,46 +37,64 @@ from socioseg import engine
 from socioseg.data import load_example
 from socioseg.geometry import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from socioseg.models.builders import (
+    QWEN3_VL_CHAT_TEMPLATE,
     QWEN_SPECIAL_TOKENS,
     build_tiny_sam,
     build_tiny_tokenizer,
     vision_token_fields,
 )
+from socioseg.models.families import POLICIES, QWEN2_5_VL
 from socioseg.models.processor import VLMProcessor
 from socioseg.models.segmenter import Segmenter
 from socioseg.models.vlm import SamplingSettings, VisionLanguageModel, pad_right
 from socioseg.train.algorithms import clipped_policy_loss, group_advantages
 from socioseg.train.config import RolloutSettings
-from socioseg.train.memory_plan import QWEN25_VL_3B
+from socioseg.train.memory_plan import KNOWN_CONFIGS, QWEN25_VL_3B
 from socioseg.train.rollout import collect_rollouts, policy_logprobs
 
+# The built-in architecture each newer family is cut from.
+CUT_FROM = {"qwen3_vl": "Qwen/Qwen3-VL-4B-Instruct", "qwen3_5": "Qwen/Qwen3.5-4B"}
 
-def cut_3b(text_layers, vision_depth, device, dtype, min_pixels) -> VisionLanguageModel:
-    """A random Qwen2.5-VL at 3B widths with ``text_layers`` / ``vision_depth`` layers."""
-    from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
+def cut_model(family, text_layers, vision_depth, device, dtype, min_pixels) -> VisionLanguageModel:
+    """A random policy of ``family`` (a ``families.POLICIES`` key) at real widths, cut to
+    ``text_layers`` / ``vision_depth`` layers: Qwen2.5-VL at the 3B's, Qwen3-VL and Qwen3.5 at
+    their 4B's (the built-in configs of the memory planner). Qwen3-VL keeps DeepStack on its
+    first blocks; Qwen3.5 keeps its pattern of 3 linear-attention layers per full-attention one
+    (the last layer is full attention when the cut leaves none)."""
+    from transformers import AutoConfig, GenerationConfig
+
+    chosen = POLICIES[family]
     tokenizer = build_tiny_tokenizer()
+    if chosen is not QWEN2_5_VL:
+        tokenizer.chat_template = QWEN3_VL_CHAT_TEMPLATE
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
-    config = Qwen2_5_VLConfig(
-        text_config={
-            **QWEN25_VL_3B["text_config"],
-            "num_hidden_layers": text_layers,
-            "pad_token_id": ids["<|endoftext|>"],
-        },
-        vision_config={
-            **QWEN25_VL_3B["vision_config"],
-            "depth": vision_depth,
-            "fullatt_block_indexes": [vision_depth - 1],
-        },
-        tie_word_embeddings=QWEN25_VL_3B["tie_word_embeddings"],
+    fields = QWEN25_VL_3B if chosen is QWEN2_5_VL else KNOWN_CONFIGS[CUT_FROM[family]][1]
+    text = {**fields["text_config"], "num_hidden_layers": text_layers}
+    text["pad_token_id"] = ids["<|endoftext|>"]
+    vision = {**fields["vision_config"], "depth": vision_depth}
+    if chosen is QWEN2_5_VL:
+        vision["fullatt_block_indexes"] = [vision_depth - 1]
+    if "deepstack_visual_indexes" in vision:
+        vision["deepstack_visual_indexes"] = list(range(min(3, vision_depth)))
+    if "layer_types" in text:
+        kinds = text["layer_types"][:text_layers]
+        if "full_attention" not in kinds:
+            kinds[-1] = "full_attention"
+        text["layer_types"] = kinds
+    config = AutoConfig.for_model(
+        chosen.model_type,
+        text_config=text,
+        vision_config=vision,
+        tie_word_embeddings=fields["tie_word_embeddings"],
         **vision_token_fields(ids),
     )
     torch.manual_seed(0)
-    model = Qwen2_5_VLForConditionalGeneration(config).to(device, getattr(torch, dtype)).eval()
+    model = chosen.model_cls()(config).to(device, getattr(torch, dtype)).eval()
     # No EOS: every response runs to the token limit, so configurations compare.
     model.generation_config = GenerationConfig(pad_token_id=ids["<|endoftext|>"])
-    processor = VLMProcessor.build(tokenizer, min_pixels=min_pixels, max_pixels=DEFAULT_MAX_PIXELS)
-    return VisionLanguageModel(model, processor, name="cut-3b")
+    processor = VLMProcessor.build(tokenizer, min_pixels, DEFAULT_MAX_PIXELS, chosen)
+    return VisionLanguageModel(model, processor, name=f"cut-{family}")
 
 
 def min_pixels(vlm: VisionLanguageModel) -> int:
@@ -231,7 +252,15 @@ def inference(vlm, segmenter, batch, g, share, decoding, tokens, phases, mode="t
     )
     with phases.phase("rollout"):
         jobs = [
-            engine.prepare(segmenter, s.sat, s.map, s.query, min_pixels(vlm), DEFAULT_MAX_PIXELS)
+            engine.prepare(
+                segmenter,
+                s.sat,
+                s.map,
+                s.query,
+                min_pixels(vlm),
+                DEFAULT_MAX_PIXELS,
+                vlm.family.factor,
+            )
             for s in batch
         ]
         out = engine.run(vlm, segmenter, jobs, settings)
@@ -303,11 +332,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="runs per configuration (min)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument(
+        "--vlm-family",
+        choices=tuple(POLICIES),
+        default="qwen2_5_vl",
+        help="policy architecture (Qwen3-VL and Qwen3.5 at their 4B widths)",
+    )
     args = parser.parse_args()
     frame_min = min(DEFAULT_MIN_PIXELS, args.size**2)  # smaller samples keep their size
-    vlm = cut_3b(args.text_layers, args.vision_depth, args.device, args.dtype, frame_min)
+    vlm = cut_model(
+        args.vlm_family, args.text_layers, args.vision_depth, args.device, args.dtype, frame_min
+    )
     segmenter = Segmenter.from_pretrained(build_tiny_sam(tempfile.mkdtemp()), device=args.device)
-    base = {"text_layers": args.text_layers, "vision_depth": args.vision_depth}
+    base = {"vlm_family": args.vlm_family, "text_layers": args.text_layers}
+    base |= {"vision_depth": args.vision_depth}
     base |= {"tokens": args.tokens, "size": args.size, "device": args.device, "dtype": args.dtype}
     # One untimed run first: the process's first forward pays one-time costs.
     warm = Phases(vlm, segmenter)

@@ -17,7 +17,7 @@ import time
 import torch
 
 from socioseg.data import load_example
-from socioseg.models.builders import build_tiny_models
+from socioseg.models.builders import VLM_FAMILIES, build_tiny_family_models
 from socioseg.models.vlm import SamplingSettings
 from socioseg.socioreasoner import InferenceConfig, SocioReasoner
 
@@ -30,9 +30,15 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument(
+        "--vlm-family",
+        choices=VLM_FAMILIES,
+        default="qwen2_5_vl",
+        help="policy architecture of the tiny random model",
+    )
     args = parser.parse_args()
     if args.vlm is None or args.sam is None:
-        vlm, sam = build_tiny_models(tempfile.mkdtemp())
+        vlm, sam = build_tiny_family_models(tempfile.mkdtemp(), args.vlm_family)
         args.vlm, args.sam = args.vlm or str(vlm), args.sam or str(sam)
     config = InferenceConfig(
         sampling=SamplingSettings(greedy=True, max_new_tokens=args.max_new_tokens)

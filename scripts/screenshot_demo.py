@@ -84,13 +84,14 @@ def segment_example(page, url: str, example_label: str) -> None:
     )
 
 
-def tiny_reasoner(model_dir: Path):
-    """A SocioReasoner over freshly built tiny models, set up to answer fast on CPU."""
-    from socioseg.models.builders import build_tiny_models
+def tiny_reasoner(model_dir: Path, vlm_family: str = "qwen2_5_vl"):
+    """A SocioReasoner over freshly built tiny models (policy of ``vlm_family``), set up to
+    answer fast on CPU."""
+    from socioseg.models.builders import build_tiny_family_models
     from socioseg.models.vlm import SamplingSettings
     from socioseg.socioreasoner import InferenceConfig, SocioReasoner
 
-    vlm_dir, sam_dir = build_tiny_models(model_dir)
+    vlm_dir, sam_dir = build_tiny_family_models(model_dir, vlm_family)
     config = InferenceConfig(
         min_pixels=56 * 56, max_pixels=336 * 336, sampling=SamplingSettings(max_new_tokens=64)
     )
@@ -98,12 +99,20 @@ def tiny_reasoner(model_dir: Path):
 
 
 def main() -> None:
+    from socioseg.models.families import POLICIES
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("docs/demo.png"))
     parser.add_argument("--vlm", default="mini", help="VLM hub id or folder (default: mini)")
     parser.add_argument("--sam", help="SAM2 hub id or folder (default: mini with --vlm mini, "
                         "else SAM2-large)")  # fmt: skip
     parser.add_argument("--tiny", action="store_true", help="the random-weight test models")
+    parser.add_argument(
+        "--vlm-family",
+        choices=tuple(POLICIES),
+        default="qwen2_5_vl",
+        help="policy architecture of the --tiny models",
+    )
     parser.add_argument("--greedy", action="store_true", help="greedy decoding")
     parser.add_argument("--device", default=None)
     parser.add_argument("--example", type=int, default=0, help="index of the bundled example")
@@ -116,7 +125,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.tiny:
-            reasoner = tiny_reasoner(Path(tmp))
+            reasoner = tiny_reasoner(Path(tmp), args.vlm_family)
         else:
             from socioseg.socioreasoner import DEFAULT_SAM, SocioReasoner
 

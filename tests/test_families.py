@@ -11,8 +11,8 @@ from PIL import Image
 
 from socioseg import engine
 from socioseg.geometry import Frames
+from socioseg.models.builders import build_tiny_policy, build_tiny_segmenter
 from socioseg.models.families import POLICIES, QWEN3_VL, SEGMENTERS
-from socioseg.models.family_builders import build_tiny_policy, build_tiny_segmenter
 from socioseg.models.processor import VLMProcessor
 from socioseg.models.segmenter import Segmenter
 from socioseg.models.vlm import Generation, SamplingSettings, VisionLanguageModel

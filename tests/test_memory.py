@@ -183,3 +183,26 @@ def test_qwen3_vl_plans_fit_the_cards_their_configs_name():
     assert not plan(
         load_config(CONFIGS / "qwen3vl_4b_1gpu.yaml", ["rollout.generation_batch_size=32"])
     ).fits(80)
+
+
+def test_qwen3_5_plans_fit_the_cards_their_configs_name():
+    """Qwen3.5-2B/4B: full-parameter on 80 GB (4B with AdamW's moments in host memory; on the
+    GPU they do not fit), LoRA on 24 GB; the rollout cache of a hybrid model by hand."""
+    lora_24 = ["model.lora={}", "model.offload_reference=false", "rollout.generation_batch_size=8"]
+    for name, low, high in (("qwen3_5_2b_1gpu", 2.2e9, 2.25e9), ("qwen3_5_4b_1gpu", 4.5e9, 4.6e9)):
+        cfg = load_config(CONFIGS / f"{name}.yaml")
+        p = plan(cfg)
+        assert low < p.parameters < high and p.fits(80)
+        assert plan(load_config(CONFIGS / f"{name}.yaml", lora_24)).fits(24)
+    moments_on_gpu = ["optim.offload_optimizer_states=false"]
+    assert not plan(load_config(CONFIGS / "qwen3_5_4b_1gpu.yaml", moments_on_gpu)).fits(80)
+
+    # 2B: 24 layers, 6 of them full attention (2 KV heads of 256) and 18 Gated-DeltaNet ones
+    # (16 key and 16 value heads of 128, conv kernel 4); bfloat16 cache, float32 recurrent state.
+    cfg = load_config(CONFIGS / "qwen3_5_2b_1gpu.yaml")
+    prompt, _ = prompt_shape(cfg, 768, "qwen3_5")
+    rows, tokens = 32, prompt + 2048
+    keys_values = rows * tokens * 2 * 6 * (2 * 256) * 2
+    conv = (2 * 16 * 128 + 16 * 128) * 4 * 2
+    recurrent = 16 * 128 * 128 * 4
+    assert plan(cfg).gpu["KV cache (rollout)"] == keys_values + rows * 18 * (conv + recurrent)

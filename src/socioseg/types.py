@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 Mode = Literal["two-stage", "stage1", "single-stage"]
 MODES: tuple[str, ...] = ("two-stage", "stage1", "single-stage")
+# A baseline beside the method's modes: SAM 3's concept segmenter given the query text alone
+# (no VLM, no map; socioseg.models.concept). Its eval report row is named so.
+CONCEPT_MODE = "sam3-concept"
 
 Level = Literal["socio-name", "socio-class", "socio-function", "unknown"]
 # Bounds of sizes, one set whether a value comes from a command-line flag or a config file:

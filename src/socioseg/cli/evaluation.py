@@ -12,6 +12,7 @@ from socioseg.cli.model_options import (
     add_inference_args,
     add_model_args,
     load_reasoner,
+    model_ids,
 )
 
 
@@ -69,7 +70,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         shard=args.shard,
         save_masks=args.save_masks,
         config_json=_data_config(args, dataset),
-        model_ids={"vlm": args.vlm, "sam": args.sam},
+        model_ids=model_ids(args),
     )
     _print_summary(summary)
     print(f"wrote {result_dir(args.out, args.shard)}/metrics.json, predictions.jsonl and report.md")
@@ -111,7 +112,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--shard", type=shard_spec, help="i/n: this process's share (then merge)")
     ev.add_argument("--save-masks", action="store_true", help="also write masks as PNG")
     add_model_args(ev)
-    add_inference_args(ev)
+    add_inference_args(ev, concept=True)
     add_image_limit(ev)
     ev.set_defaults(run=_cmd_eval)
 

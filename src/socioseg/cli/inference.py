@@ -12,10 +12,12 @@ from socioseg.cli.model_options import (
     add_inference_args,
     add_model_args,
     load_reasoner,
+    model_ids,
     reasoner_factory,
 )
 from socioseg.geometry import check_same_aspect
 from socioseg.models.segmenter import DEFAULT_SAM
+from socioseg.types import CONCEPT_MODE
 
 
 def _segment_inputs(args: argparse.Namespace):
@@ -50,8 +52,7 @@ def _gis_plan(args: argparse.Namespace, sat, map_):
     from socioseg.region.gis_outputs import vector_settings
     from socioseg.region.raster import GIS_INSTALL_HINT, check_same_extent, read_georef
 
-    models = {"vlm": str(args.vlm), "sam": str(args.sam)}
-    settings = vector_settings(args.simplify, args.min_area_m2, args.dst_crs, models)
+    settings = vector_settings(args.simplify, args.min_area_m2, args.dst_crs, model_ids(args))
     georef = None if args.sat is None else read_georef(args.sat)
     if georef is not None:
         check_same_extent(
@@ -78,7 +79,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     gis = _gis_plan(args, sat, map_)
     reasoner = load_reasoner(args)
     prediction = reasoner.segment(sat, map_, query)
-    models = {"vlm": args.vlm, "sam": args.sam}
+    models = model_ids(args)
     stage = staging_dir(args.out)  # written whole, then renamed into --out
     extra, gis_files = {}, {}
     if gis is not None:  # written first: result.json, the record, lists them
@@ -95,7 +96,10 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     publish_dir(stage, args.out, replace=replaceable)
     stage1 = prediction.stage1.parsed
     print(f"query: {prediction.query!r}  mode: {prediction.mode}  final: {prediction.final_source}")
-    print(f"stage 1: {len(stage1.targets)} boxes, {len(stage1.problems)} parse problems")
+    if prediction.mode == CONCEPT_MODE:
+        print(f"{CONCEPT_MODE}: {len(prediction.stage1.targets_image)} instances kept")
+    else:
+        print(f"stage 1: {len(stage1.targets)} boxes, {len(stage1.problems)} parse problems")
     if prediction.stage2 is not None:
         stage2 = prediction.stage2.parsed
         print(f"stage 2: {len(stage2.targets)} objects, {len(stage2.problems)} parse problems")
@@ -142,7 +146,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         )
     )
     add_model_args(seg)
-    add_inference_args(seg)
+    add_inference_args(seg, concept=True)
     add_image_limit(seg)
     seg.set_defaults(run=_cmd_segment)
 

@@ -15,7 +15,7 @@ from socioseg.images import DEFAULT_MAX_IMAGE_PIXELS, PIXEL_LIMIT_ENV
 from socioseg.models.builders import RANDOM_MODEL_MAX_NEW_TOKENS
 from socioseg.models.vlm import SamplingSettings
 from socioseg.socioreasoner import DEFAULT_SAM, DEFAULT_VLM
-from socioseg.types import MODES
+from socioseg.types import CONCEPT_MODE, MODES
 
 
 def add_model_args(
@@ -31,8 +31,19 @@ def add_model_args(
     parser.add_argument("--dtype", default=None, help="float32, bfloat16 (default: auto)")
 
 
-def add_inference_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--mode", choices=MODES, default="two-stage", help="what to run")
+def add_inference_args(parser: argparse.ArgumentParser, concept: bool = False) -> None:
+    """The decoding and frame flags; ``concept``: ``--mode`` also offers the ``sam3-concept``
+    baseline (``segment`` and ``eval``)."""
+    if concept:
+        parser.add_argument(
+            "--mode",
+            choices=(*MODES, CONCEPT_MODE),
+            default="two-stage",
+            help=f"what to run ({CONCEPT_MODE}: SAM 3's concept segmenter given the query text "
+            "alone, a baseline without VLM or map; --sam names a SAM 3 model)",
+        )
+    else:
+        parser.add_argument("--mode", choices=MODES, default="two-stage", help="what to run")
     parser.add_argument("--greedy", action="store_true", help="deterministic greedy decoding")
     parser.add_argument("--seed", type=int_in(0, SEED_MAX), default=0, help="sampling seed")
     parser.add_argument(
@@ -111,6 +122,9 @@ def inference_config(args: argparse.Namespace, defaults):
 
 
 def load_reasoner(args: argparse.Namespace):
+    """The method (``SocioReasoner``), or with ``--mode sam3-concept`` SAM 3 alone."""
+    if args.mode == CONCEPT_MODE:
+        return load_concept(args)
     from socioseg.models.sources import check_models
 
     # both, before torch and transformers even import
@@ -150,6 +164,27 @@ def load_reasoner(args: argparse.Namespace):
             file=sys.stderr,
         )
     return reasoner
+
+
+def load_concept(args: argparse.Namespace):
+    """SAM 3's concept segmenter from ``--sam`` (``models.concept.ConceptBaseline``)."""
+    from socioseg.models.builders.qwen import RANDOM_WEIGHTS_FLAG
+    from socioseg.models.concept import ConceptBaseline, ConceptSegmenter
+
+    try:
+        segmenter = ConceptSegmenter.from_pretrained(args.sam, args.device, args.dtype)
+    except (OSError, ValueError) as error:  # the loader's messages say what to pass
+        raise CommandError(str(error)) from error
+    if getattr(segmenter.model.config, RANDOM_WEIGHTS_FLAG, False):
+        print(f"note: {args.sam} holds random weights: its masks are meaningless", file=sys.stderr)
+    return ConceptBaseline(segmenter)
+
+
+def model_ids(args: argparse.Namespace) -> dict[str, str]:
+    """The models a command ran, as recorded with its outputs (no VLM for sam3-concept)."""
+    if args.mode == CONCEPT_MODE:
+        return {"sam": str(args.sam)}
+    return {"vlm": str(args.vlm), "sam": str(args.sam)}
 
 
 def reasoner_factory(args: argparse.Namespace):

@@ -6,12 +6,16 @@ import argparse
 from pathlib import Path
 
 from socioseg.cli.common import SEED_MAX, int_in
-from socioseg.models.families import POLICIES, SEGMENTERS
+from socioseg.models.builders.tiny import SAM_FAMILIES
+from socioseg.models.families import POLICIES
 
 
 def _cmd_tiny_models(args: argparse.Namespace) -> int:
-    from socioseg.models.builders import build_tiny_models
-    from socioseg.models.family_builders import build_tiny_family_models
+    from socioseg.models.builders import (
+        build_tiny_family_models,
+        build_tiny_models,
+        sam_family_title,
+    )
 
     if (args.vlm_family, args.sam_family) == ("qwen2_5_vl", "sam2"):
         vlm_dir, sam_dir = build_tiny_models(args.out, seed=args.seed)
@@ -19,7 +23,7 @@ def _cmd_tiny_models(args: argparse.Namespace) -> int:
         vlm_dir, sam_dir = build_tiny_family_models(
             args.out, args.vlm_family, args.sam_family, args.seed
         )
-    vlm_title, sam_title = POLICIES[args.vlm_family].title, SEGMENTERS[args.sam_family].title
+    vlm_title, sam_title = POLICIES[args.vlm_family].title, sam_family_title(args.sam_family)
     print(f"wrote random-weight {vlm_title} to {vlm_dir} and {sam_title} to {sam_dir}")
     print("their masks are meaningless; use them for tests and offline runs only")
     return 0
@@ -34,6 +38,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--vlm-family", choices=tuple(POLICIES), default="qwen2_5_vl", help="policy architecture"
     )
     tiny.add_argument(
-        "--sam-family", choices=tuple(SEGMENTERS), default="sam2", help="segmenter architecture"
+        "--sam-family",
+        choices=SAM_FAMILIES,
+        default="sam2",
+        help="segmenter architecture (sam3: SAM 3's concept segmenter, for --mode sam3-concept)",
     )
     tiny.set_defaults(run=_cmd_tiny_models)

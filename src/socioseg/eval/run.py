@@ -20,6 +20,10 @@ run.json, predictions.jsonl and summary in ``out_dir/shard-<i>-of-<n>/``; :func:
 the n shards into ``out_dir``. Under torchrun (``WORLD_SIZE`` > 1, ``RANK``) the shard is the
 rank, and rank 0 merges once every rank has passed a barrier (gloo).
 
+With mode ``sam3-concept`` (SAM 3's concept segmenter given the query alone,
+:mod:`socioseg.models.concept`), a row holds one score, named ``sam3-concept``, which is the
+report's one row; ``save_masks`` writes ``masks/`` only.
+
 A row (:mod:`socioseg.eval.files`) holds the sample's id, level and class, its ``stage1`` and
 ``final`` scores at the GT resolution, and the prediction's JSON
 (:func:`socioseg.outputs.prediction_to_json`: raw responses, answers, parse problems,
@@ -73,7 +77,7 @@ from socioseg.outputs import config_to_json, prediction_to_json
 from socioseg.publish import write_text_atomic
 from socioseg.render import mask_image
 from socioseg.torchrun import barrier, rank_and_world
-from socioseg.types import InputError, Prediction
+from socioseg.types import CONCEPT_MODE, InputError, Prediction
 
 __all__ = ["evaluate", "merge", "result_dir"]
 
@@ -99,8 +103,9 @@ def evaluate(
     """Run ``reasoner`` over the first ``limit`` samples of ``dataset``; resume if interrupted.
 
     Args:
-        reasoner: a :class:`~socioseg.socioreasoner.SocioReasoner` (``segment_batch`` and
-            ``config`` are used).
+        reasoner: a :class:`~socioseg.socioreasoner.SocioReasoner`, or SAM 3 alone
+            (:class:`socioseg.models.concept.ConceptBaseline`); ``segment_batch`` and
+            ``config`` are used.
         dataset: from :func:`socioseg.data.load_socioseg`; its ``on_error`` decides whether
             a broken sample stops the run (``"raise"``) or is listed as skipped.
         out_dir: output folder (see the module docstring); rerun with it to resume.
@@ -169,7 +174,13 @@ def _run_record(inference, batch_size, dataset, limit, config_json, model_ids, s
         "limit": limit,
         **(config_json or {}),
     }
-    return run_info("evaluate", ["stage1", "final"], config, model_ids, dataset, selected)
+    return run_info("evaluate", stages(inference.mode), config, model_ids, dataset, selected)
+
+
+def stages(mode: str) -> list[str]:
+    """The rows of a run's report: stage 1 and the final mask, or the one mask of a baseline
+    (``sam3-concept``), named so."""
+    return [CONCEPT_MODE] if mode == CONCEPT_MODE else ["stage1", "final"]
 
 
 @dataclass
@@ -206,15 +217,18 @@ class _Job:
         return sorted(rows, key=lambda row: row["index"])
 
     def _row(self, index: int, sample: Sample, prediction: Prediction) -> dict[str, Any]:
-        masks = {
-            "stage1": at_gt(prediction.stage1.mask, sample.mask),
-            "final": at_gt(prediction.mask, sample.mask),
-        }
+        final = at_gt(prediction.mask, sample.mask)
+        if self.mode == CONCEPT_MODE:
+            masks, folders = {CONCEPT_MODE: final}, {MASKS_DIR: final}
+        else:
+            stage1 = at_gt(prediction.stage1.mask, sample.mask)
+            masks = {"stage1": stage1, "final": final}
+            folders = {STAGE1_MASKS_DIR: stage1, MASKS_DIR: final}
         scores = {stage: score_sample(mask, sample.mask) for stage, mask in masks.items()}
         if index in self.contact:
             save_contact_tile(self.out_dir, index, sample, masks, scores)
         if self.save_masks:
-            for folder, mask in ((STAGE1_MASKS_DIR, masks["stage1"]), (MASKS_DIR, masks["final"])):
+            for folder, mask in folders.items():
                 path = id_file(self.out_dir / folder, sample.id)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 mask_image(mask).save(path)

@@ -56,6 +56,11 @@ class PolicyFamily:
     the update may backpropagate through a prompt's shared cache (the shared-prefix update);
     False where the cache's states are overwritten in place by the next forward. Every family
     shares a group's prefill in generation (cache rows gathered with ``reorder_cache``).
+    ``template_think``: what the family's published chat template writes of the response
+    itself at the end of the generation prompt (Qwen3.5's thinking mode opens ``<think>\n``);
+    when a checkpoint's template does so, responses are read with it in front
+    (``VLMProcessor.response_prefix``), so the answer parser and the rewards see the whole
+    ``<think>...</think><answer>...</answer>`` the prompts ask for.
     """
 
     model_type: str
@@ -70,6 +75,7 @@ class PolicyFamily:
     prefix_gradients: bool = True
     default_system_prompt: bool = False
     hub_example: str = ""
+    template_think: str = ""
 
     @property
     def factor(self) -> int:
@@ -166,6 +172,7 @@ QWEN3_5 = PolicyFamily(
     static_cache=False,
     prefix_gradients=False,
     hub_example="Qwen/Qwen3.5-2B",
+    template_think="<think>\n",
 )
 POLICIES: dict[str, PolicyFamily] = {f.model_type: f for f in (QWEN2_5_VL, QWEN3_VL, QWEN3_5)}
 
@@ -195,6 +202,17 @@ SEGMENTERS: dict[str, SegmenterFamily] = {f.name: f for f in (SAM2, SAM3_TRACKER
 
 POLICY_TYPES: tuple[str, ...] = tuple(POLICIES)
 SEGMENTER_TYPES: tuple[str, ...] = tuple(t for f in SEGMENTERS.values() for t in f.model_types)
+
+# SAM 3's concept segmenter (transformers' Sam3Model: an image and a noun phrase -> instances),
+# the `--mode sam3-concept` baseline of models/concept.py. Not a SegmenterFamily: it takes no
+# box or point, so the two-stage method cannot use it. It loads from its own model_type or from
+# SAM 3's video checkpoint (facebook/sam3), whose detector_config Sam3Model reads; its CLIP text
+# prompt is padded to 32 tokens (transformers' Sam3Processor).
+CONCEPT_FAMILY = "sam3"
+CONCEPT_TYPES: tuple[str, ...] = ("sam3", "sam3_video")
+CONCEPT_TITLE = "SAM 3 concept segmenter"
+CONCEPT_HUB_ID = "facebook/sam3"
+CONCEPT_TEXT_LENGTH = 32
 
 
 def policy_family(model_type: str) -> PolicyFamily:

@@ -89,6 +89,9 @@ class VLMProcessor:
         self.tokenizer.padding_side = "left"
         self.image_token_id = tokenizer.convert_tokens_to_ids(family.image_token)
         self.vision_token_ids = [tokenizer.convert_tokens_to_ids(t) for t in family.vision_tokens]
+        # What the template's generation prompt already wrote of each response ("" mostly).
+        opening = family.template_think
+        self.response_prefix = opening if opening and self.chat_text("").endswith(opening) else ""
 
     @classmethod
     def build(
@@ -160,6 +163,19 @@ class VLMProcessor:
         return self.tokenizer.apply_chat_template(
             chat_messages(user_text), tokenize=False, add_generation_prompt=True
         )
+
+    def full_response(self, generated: str) -> str:
+        """A response as the prompts ask for it: the generated text after what the chat
+        template's generation prompt already opened (:attr:`response_prefix`)."""
+        return self.response_prefix + generated
+
+    def generated_part(self, response: str) -> str:
+        """What the model itself writes of a full ``response`` (a teacher answer): without
+        the opening the template already wrote (``<think>`` for Qwen3.5's thinking mode)."""
+        opening = self.response_prefix.strip()
+        if opening and response.startswith(opening):
+            return response[len(opening) :].lstrip("\n")
+        return response
 
     def __call__(self, texts: Sequence[str], images: Sequence[Sequence[Image.Image]]):
         """Tokenize ``texts`` (already templated), each with its images, into model inputs."""

@@ -255,7 +255,7 @@ class Segmenter:
                 f"written by {family.model_class}.save_pretrained or `socioseg tiny-models`, or "
                 f"the Hub id of a transformers-format checkpoint such as {family.hub_example!r}"
             ) from error
-        preprocessing = _read_preprocessing(source, _prompt_image_size(model.config), family)
+        preprocessing = read_preprocessing(source, _prompt_image_size(model.config), family)
         return cls(model.to(torch_device), preprocessing)
 
     @property
@@ -375,7 +375,9 @@ def _check_source(name_or_path: str | Path) -> str:
     return model_source(name_or_path, SAM_TYPES, SAM_WHAT)
 
 
-def _read_preprocessing(source: str, default_size: int, family: SegmenterFamily) -> Preprocessing:
+def read_preprocessing(source: str, default_size: int, family: SegmenterFamily) -> Preprocessing:
+    """A checkpoint's ``preprocessor_config.json`` (folder or Hub cache), else the family's own
+    preprocessing at ``default_size``."""
     path = Path(source) / PREPROCESSOR_FILE
     if not Path(source).is_dir():
         from transformers.utils import cached_file

@@ -62,6 +62,10 @@ class SamplingSettings:
 class Generation:
     """One response: decoded text and its token ids (no padding, special tokens kept).
 
+    ``text`` starts with what the chat template's generation prompt already opened of the
+    response (``VLMProcessor.response_prefix``: Qwen3.5's ``<think>\n``, else nothing);
+    ``token_ids`` are the generated tokens only.
+
     ``mean_logprob``: the mean over its tokens of log p(token) under the policy's own
     distribution (before temperature, top-k and top-p), a confidence; ``None`` if not measured.
     """
@@ -253,7 +257,10 @@ class VisionLanguageModel:
                 ids.append(token)
                 if token in eos_ids:
                     break
-            text = self.processor.tokenizer.decode(ids, skip_special_tokens=True)
+            # With the opening the chat template wrote (Qwen3.5's "<think>\n"), if any.
+            text = self.processor.full_response(
+                self.processor.tokenizer.decode(ids, skip_special_tokens=True)
+            )
             mean = None
             if logprobs is not None and ids:
                 mean = float(logprobs[i, : len(ids)].mean())

@@ -24,7 +24,9 @@ parameters; everything else is arithmetic on the config, stated per component:
 - logits: response positions only (the LM head never runs on prompt positions), compute
   dtype + a float32 copy + its float32 gradient per vocabulary entry.
 - rollout KV cache: ``generation_batch_size`` rows of prompt + max response tokens, keys and
-  values of every layer in the compute dtype, plus one layer's prefill working set.
+  values of every full-attention layer in the compute dtype, plus one layer's prefill working
+  set; a linear-attention layer (Qwen3.5) holds a fixed-size conv and recurrent state per row
+  instead. Activations of a linear-attention layer are estimated as an attention layer's.
 
 Two peaks follow: the rollout phase (weights, states, reference, autocast copies, KV cache)
 and the update phase (weights, gradients, states, reference, activations, logits). The
@@ -109,12 +111,51 @@ def _qwen3_vl(hidden: int, inner: int, layers: int, heads: int) -> dict:
     return {"text_config": text, "vision_config": vision, "tie_word_embeddings": True}
 
 
+# Qwen3.5-2B/4B's architectures (natively multimodal, hybrid: 3 Gated-DeltaNet layers then
+# one gated full-attention layer, repeated). The text sizes are those of the Megatron model
+# scripts of slime / miles (two copies agree), which are written from the published
+# config.json files; vocabulary 248320, head_dim 256, a quarter of it rotary, tied embeddings.
+# ASSUMED, not read from the Hub files: the linear-attention heads (16 key heads of 128; value
+# heads 16 for 2B as Qwen3.5-0.8B has, 32 for 4B, transformers' default) and a vision tower
+# like Qwen3-VL-2B/4B's without DeepStack. They give 2.213 B / 4.539 B parameters
+# (tests/test_memory.py); the published parameter counts were not at hand to compare.
+def _qwen3_5(hidden: int, inner: int, layers: int, heads: int, kv: int, values: int) -> dict:
+    text = {
+        "hidden_size": hidden,
+        "intermediate_size": inner,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv,
+        "head_dim": 256,
+        "vocab_size": 248320,
+        "layer_types": (["linear_attention"] * 3 + ["full_attention"]) * (layers // 4),
+        "linear_conv_kernel_dim": 4,
+        "linear_key_head_dim": 128,
+        "linear_value_head_dim": 128,
+        "linear_num_key_heads": 16,
+        "linear_num_value_heads": values,
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": 10_000_000.0,
+            "partial_rotary_factor": 0.25,
+            "mrope_section": [11, 11, 10],
+            "mrope_interleaved": True,
+        },
+        "tie_word_embeddings": True,
+    }
+    vision = {k: v for k, v in _QWEN3_VL_VISION.items() if k != "deepstack_visual_indexes"}
+    vision["out_hidden_size"] = hidden
+    return {"text_config": text, "vision_config": vision, "tie_word_embeddings": True}
+
+
 # Hub id -> (model_type, config fields).
 KNOWN_CONFIGS = {
     "Qwen/Qwen2.5-VL-3B-Instruct": ("qwen2_5_vl", QWEN25_VL_3B),
     "vvangfaye/SocioReasoner-3B": ("qwen2_5_vl", QWEN25_VL_3B),
     "Qwen/Qwen3-VL-2B-Instruct": ("qwen3_vl", _qwen3_vl(2048, 6144, 28, 16)),
     "Qwen/Qwen3-VL-4B-Instruct": ("qwen3_vl", _qwen3_vl(2560, 9728, 36, 32)),
+    "Qwen/Qwen3.5-2B": ("qwen3_5", _qwen3_5(2048, 6144, 24, 8, 2, 16)),
+    "Qwen/Qwen3.5-4B": ("qwen3_5", _qwen3_5(2560, 9216, 32, 16, 4, 32)),
 }
 PROMPT_TEXT_TOKENS = 190  # chat template + stage-2 prompt text around the image tokens
 
@@ -276,12 +317,31 @@ def _sequence_bytes(config: TrainConfig, model_cfg, precision, prompt: int, patc
             config, model_cfg, tokens, patches, (residual, compute)
         ),
         "logits (update)": config.optim.micro_batch_size * response * t.vocab_size * (compute + 8),
-        "KV cache (rollout)": rows * tokens * 2 * t.num_hidden_layers * kv_width * compute,
+        "KV cache (rollout)": _cache_bytes(t, rows, tokens, kv_width, compute),
         "prefill (rollout)": rows
         * prompt
         * compute
         * (4 * t.hidden_size + 3 * t.intermediate_size),
     }
+
+
+def _cache_bytes(t, rows: int, tokens: int, kv_width: int, compute: int) -> int:
+    """The rollout cache: keys and values of the full-attention layers (every layer unless the
+    config's ``layer_types`` says otherwise), plus, per row and linear-attention layer (Qwen3.5),
+    a conv state (``conv_dim x kernel``, compute dtype) and a float32 recurrent state (``value
+    heads x key dim x value dim``), which do not grow with the tokens."""
+    kinds = list(getattr(t, "layer_types", None) or ["full_attention"] * t.num_hidden_layers)
+    full, linear = kinds.count("full_attention"), kinds.count("linear_attention")
+    if full + linear != len(kinds):
+        raise ValueError(f"unknown layer types in {sorted(set(kinds))}")
+    cache = rows * tokens * 2 * full * kv_width * compute
+    if linear:
+        keys = t.linear_num_key_heads * t.linear_key_head_dim
+        values = t.linear_num_value_heads * t.linear_value_head_dim
+        conv = (2 * keys + values) * t.linear_conv_kernel_dim * compute
+        recurrent = t.linear_num_value_heads * t.linear_key_head_dim * t.linear_value_head_dim * 4
+        cache += rows * linear * (conv + recurrent)
+    return cache
 
 
 def plan(

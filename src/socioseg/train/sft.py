@@ -250,11 +250,16 @@ def answer_nll(policy, examples: list[tuple[Prompt, str]], chunk: int = 16) -> f
 
 
 def _answer_logprobs(policy, examples: list[tuple[Prompt, str]]):
-    """Per-token log-probabilities of each answer and ``<|im_end|>`` after it, with their mask."""
+    """Per-token log-probabilities of each answer and ``<|im_end|>`` after it, with their mask.
+
+    The answer's tokens are the part the model writes: without what the chat template's
+    generation prompt already opened (``VLMProcessor.generated_part``: Qwen3.5's ``<think>``).
+    """
     tokenizer = policy.processor.tokenizer
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     inputs = policy.encode([p.text for p, _ in examples], [list(p.images) for p, _ in examples])
-    sequences = [[*tokenizer(answer).input_ids, end] for _, answer in examples]
+    generated = [policy.processor.generated_part(answer) for _, answer in examples]
+    sequences = [[*tokenizer(answer).input_ids, end] for answer in generated]
     ids, mask = pad_right(sequences, tokenizer.pad_token_id)
     logp = policy.response_logprobs(inputs, ids, mask)
     return logp, mask.to(logp.device, logp.dtype)

@@ -1,0 +1,36 @@
+"""Both tiny models in one folder (``socioseg tiny-models OUT``): ``OUT/vlm`` and ``OUT/sam``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from socioseg.models.builders.qwen import build_tiny_policy, build_tiny_vlm
+from socioseg.models.builders.sam import build_tiny_sam, build_tiny_segmenter
+from socioseg.models.families import CONCEPT_FAMILY, CONCEPT_TITLE, POLICIES, SEGMENTERS
+
+VLM_FAMILIES: tuple[str, ...] = tuple(POLICIES)
+# The segmenters of the two-stage method, and SAM 3's concept segmenter (--mode sam3-concept).
+SAM_FAMILIES: tuple[str, ...] = (*SEGMENTERS, CONCEPT_FAMILY)
+
+
+def sam_family_title(family: str) -> str:
+    """How to name a tiny segmenter of ``family`` (a :data:`SAM_FAMILIES` entry)."""
+    return CONCEPT_TITLE if family == CONCEPT_FAMILY else SEGMENTERS[family].title
+
+
+def build_tiny_models(out_dir: str | Path, seed: int = 0) -> tuple[Path, Path]:
+    """The released pair (Qwen2.5-VL, SAM2) under ``out_dir/vlm`` and ``out_dir/sam``."""
+    out_dir = Path(out_dir)
+    vlm_dir = build_tiny_vlm(out_dir / "vlm", seed=seed)
+    sam_dir = build_tiny_sam(out_dir / "sam")
+    return vlm_dir, Path(sam_dir)
+
+
+def build_tiny_family_models(
+    out_dir: str | Path, vlm_family: str = "qwen2_5_vl", sam_family: str = "sam2", seed: int = 0
+) -> tuple[Path, Path]:
+    """Both tiny models of the named families under ``out_dir/vlm`` and ``out_dir/sam``."""
+    out_dir = Path(out_dir)
+    vlm = build_tiny_policy(out_dir / "vlm", vlm_family, seed)
+    sam = build_tiny_segmenter(out_dir / "sam", sam_family, seed)
+    return vlm, sam
