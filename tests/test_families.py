@@ -328,6 +328,19 @@ def test_tiny_models_then_segment_from_the_command_line(tmp_path, capsys):
         == 0
     )
     assert "Qwen3-VL" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["sam", "tiny-models.json", "vlm"]
+    # A rerun replaces its own output; a folder of the user's is refused and left alone.
+    assert main(["tiny-models", str(tmp_path / "m"), "--vlm-family", "qwen3_vl"]) == 0
+    mine = tmp_path / "mine"
+    (mine / "vlm").mkdir(parents=True)
+    (mine / "vlm" / "config.json").write_text("{}")
+    capsys.readouterr()
+    assert main(["tiny-models", str(mine)]) == 2
+    assert "holds files tiny-models did not write (vlm)" in capsys.readouterr().err
+    assert [p.name for p in mine.iterdir()] == ["vlm"]
+    assert (mine / "vlm" / "config.json").read_text() == "{}"
+    assert main(["tiny-models", str(tmp_path / "m"), "--vlm-family", "qwen3_vl",
+                 "--sam-family", "sam3_tracker"]) == 0  # fmt: skip
     out = tmp_path / "out"
     code = main(
         [

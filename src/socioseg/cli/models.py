@@ -11,18 +11,9 @@ from socioseg.models.families import POLICIES
 
 
 def _cmd_tiny_models(args: argparse.Namespace) -> int:
-    from socioseg.models.builders import (
-        build_tiny_family_models,
-        build_tiny_models,
-        sam_family_title,
-    )
+    from socioseg.models.builders.tiny import sam_family_title, write_tiny_models
 
-    if (args.vlm_family, args.sam_family) == ("qwen2_5_vl", "sam2"):
-        vlm_dir, sam_dir = build_tiny_models(args.out, seed=args.seed)
-    else:
-        vlm_dir, sam_dir = build_tiny_family_models(
-            args.out, args.vlm_family, args.sam_family, args.seed
-        )
+    vlm_dir, sam_dir = write_tiny_models(args.out, args.vlm_family, args.sam_family, args.seed)
     vlm_title, sam_title = POLICIES[args.vlm_family].title, sam_family_title(args.sam_family)
     print(f"wrote random-weight {vlm_title} to {vlm_dir} and {sam_title} to {sam_dir}")
     print("their masks are meaningless; use them for tests and offline runs only")
