@@ -191,6 +191,13 @@ def _cmd_make_dataset(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """The region commands' parsers, each with its handler as ``run``."""
+    _add_segment_area(sub)
+    _add_map(sub)
+    _add_make_dataset(sub)
+
+
+def _add_segment_area(sub: argparse._SubParsersAction) -> None:
+    """``segment-area``: a large raster tiled, segmented and stitched."""
     area = sub.add_parser("segment-area", help="tile, segment and stitch large (geo)rasters")
     area.add_argument("--sat", required=True, type=Path, help="satellite raster (GeoTIFF/PNG)")
     area.add_argument("--map", type=Path, help="map raster on the same grid (or --osm, ...)")
@@ -222,7 +229,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_model_args(area)
     add_inference_args(area)
     add_image_limit(area)
+    area.set_defaults(run=_cmd_segment_area)
 
+
+def _add_map(sub: argparse._SubParsersAction) -> None:
+    """``map``: a web map on a raster's grid."""
     map_ = sub.add_parser("map", help="a web map on a GeoTIFF's grid from OSM data or tiles")
     map_.add_argument("--like", required=True, type=Path, help="raster whose grid the map takes")
     map_.add_argument(
@@ -232,7 +243,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--overwrite", action="store_true", help="replace a map an earlier `socioseg map` wrote"
     )
     _add_map_source_args(map_)
+    map_.set_defaults(run=_cmd_map)
 
+
+def _add_make_dataset(sub: argparse._SubParsersAction) -> None:
+    """``make-dataset``: a SocioSeg folder dataset from rasters and labels."""
     make = sub.add_parser("make-dataset", help="a SocioSeg folder dataset from rasters + labels")
     make.add_argument("--sat", required=True, type=Path, help="satellite GeoTIFF")
     make.add_argument("--map", required=True, type=Path, help="map GeoTIFF on the same grid")
@@ -256,6 +271,4 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help=f"write more than {LARGE_SAMPLES:,} samples (asked for, as they take GBs)",
     )
     make.add_argument("--no-progress", action="store_true", help="no progress bar")
-    area.set_defaults(run=_cmd_segment_area)
-    map_.set_defaults(run=_cmd_map)
     make.set_defaults(run=_cmd_make_dataset)

@@ -93,6 +93,8 @@ def score_predictions(
     if not run_path.is_file():
         refuse_foreign_files(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # Claimed first: a run that fails half-way leaves a folder its rerun recognises as its own.
+    write_text_atomic(run_path, json.dumps(info, indent=2) + "\n")
     skip_data_errors = getattr(dataset, "on_error", "raise") == "skip"
     rows = []
     for index in tqdm(range(n), desc="score", unit="sample", disable=not progress):
@@ -104,7 +106,6 @@ def score_predictions(
             rows.append(skipped_row(index, ids[index], str(error)))
             continue
         rows.append(_score_file(pred_dir, index, sample, index in absent, info, out_dir))
-    write_text_atomic(run_path, json.dumps(info, indent=2) + "\n")
     write_rows(out_dir / ROWS_FILE, rows)
     return write_summary(out_dir, rows, info, out_dir / TILES_DIR)
 

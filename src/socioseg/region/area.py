@@ -323,17 +323,8 @@ def segment_area(
             input_gsd, scale, notes = _scale(sat, gsd)
             notes += map_notes(map_path)  # e.g. OSM nodes skipped while the map was made
             side, margin = max(1, round(tile / scale)), round(overlap / scale)
-            settings = {
-                "queries": [q["text"] for q in queries],
-                "levels": [q["level"] for q in queries],
-                "mode": mode,
-                "size": list(sat.size),
-                "tile": tile,
-                "overlap": overlap,
-                "scale": scale,
-                "map_source": map_source,
-                "inputs": input_record({"sat": sat_path, "map": map_path}),
-            }
+            settings = {"mode": mode, "size": list(sat.size), "tile": tile, "overlap": overlap}
+            settings |= _run_sources(queries, scale, map_source, sat_path, map_path)
             run = RunDir(out, settings, rank if world > 1 else None)
             tiles = tile_grid(sat.size, side, margin)
             items = [(q, t) for q in queries for t in tiles]
@@ -350,6 +341,18 @@ def segment_area(
         facts = {"ran": ran, "resumed": resumed, "gsd": input_gsd, "scale": scale}
         facts |= {"sat": Path(sat_path), "vectors": vectors}
         return _write_outputs(run, tiles, size, georef, queries, min_area_px, facts, notes, began)
+
+
+def _run_sources(queries, scale, map_source, sat_path, map_path) -> dict:
+    """What ``run.json`` records of a run's inputs: queries, levels, resampling and where the
+    rasters (and the map) came from; a rerun with other sources is refused."""
+    return {
+        "queries": [q["text"] for q in queries],
+        "levels": [q["level"] for q in queries],
+        "scale": scale,
+        "map_source": map_source,
+        "inputs": input_record({"sat": sat_path, "map": map_path}),
+    }
 
 
 def _write_outputs(run, tiles, size, georef, queries, min_area_px, facts, notes, began):
