@@ -131,6 +131,16 @@ def _append(path: Path, row: dict) -> None:
         writer.writerow(row)
 
 
+def _trim(path: Path, step: int) -> None:
+    """Drop the rows after ``step`` (a killed session's, redone from the checkpoint)."""
+    if path.exists():
+        lines = path.read_text().splitlines(keepends=True)
+        kept = [lines[0]] + [line for line in lines[1:] if int(line.split(",")[0]) <= step]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(kept))
+        tmp.rename(path)
+
+
 def _save(out: Path, policy, updates, rng, step: int, elapsed: float) -> None:
     """The checkpoint, written beside and renamed into place."""
     import torch
@@ -220,6 +230,8 @@ def main(argv: list[str] | None = None) -> dict:
         for i in range(args.held_out)
     ]
     step, result = progress["step"], {"passed": False}
+    for name in ("metrics.csv", "gate.csv"):
+        _trim(out / name, step)
     started = time.perf_counter() - progress["elapsed_s"]
     policy.model.train()
     while step < args.steps:

@@ -44,9 +44,15 @@ def test_a_run_stopped_and_resumed_ends_where_an_unbroken_run_does(tmp_path):
     gate.main([str(tmp_path / "parts"), *common, "--stop-after", "1"])
     rows = list(csv.DictReader((tmp_path / "parts" / "metrics.csv").open()))
     assert [r["step"] for r in rows] == ["1"] and float(rows[0]["aux_position"]) > 0
+    with (tmp_path / "parts" / "metrics.csv").open("a") as file:
+        file.write("2,9.9,9.9,9.9\n")  # a killed session's step after the checkpoint
     resumed = gate.main([str(tmp_path / "parts"), *common])
     assert resumed.pop("elapsed_s") > 0 and whole.pop("elapsed_s") > 0
     assert resumed == whole
+    lines = [
+        (tmp_path / run / "metrics.csv").read_text().splitlines() for run in ("whole", "parts")
+    ]
+    assert [line.split(",")[:3] for line in lines[0]] == [line.split(",")[:3] for line in lines[1]]
     weights = [
         load_file(tmp_path / run / "checkpoint/vlm/model.safetensors") for run in ("whole", "parts")
     ]
