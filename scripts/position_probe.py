@@ -75,8 +75,11 @@ def _overlap(a: list[int], b: list[int]) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-def build_policy(out: Path, frame: int, rope_theta: float, seed: int):
-    """An untrained mini-sized policy seeing a ``frame`` x ``frame`` VLM frame."""
+def build_policy(
+    out: Path, frame: int, rope_theta: float, seed: int, mrope_section: list[int] | None = None
+):
+    """An untrained mini-sized policy seeing a ``frame`` x ``frame`` VLM frame (``mrope_section``:
+    the text RoPE's (time, height, width) frequencies; None: Qwen's 2:3:3)."""
     from socioseg.models.builders import MINI_VLM, build_mini_tokenizer, build_tiny_vlm
     from socioseg.models.vlm import VisionLanguageModel
 
@@ -87,6 +90,7 @@ def build_policy(out: Path, frame: int, rope_theta: float, seed: int):
         min_pixels=frame * frame,
         max_pixels=frame * frame,
         rope_theta=rope_theta,
+        mrope_section=mrope_section,
         random_weights_flag=False,
         **MINI_VLM,
     )

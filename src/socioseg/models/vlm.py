@@ -364,6 +364,41 @@ class VisionLanguageModel:
         chosen = logits.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
         return chosen - torch.logsumexp(logits, dim=-1)
 
+    def logprobs_and_image_logits(self, inputs, response_ids, response_mask):
+        """:meth:`response_logprobs` plus the LM head's logits at every image token.
+
+        One forward of the language model; the LM head runs on the response positions (as
+        :meth:`response_logprobs`, the same values) and on the prompt's image tokens (the
+        merged tokens the vision tower writes, ``image_token_id`` in ``input_ids``).
+
+        Returns:
+            ``(logp, image_logits)``: B x T float32 log-probs, and N x V float32 logits, N the
+            image tokens of the batch in ``input_ids`` order (row 0's images first, each image's
+            merged tokens row-major, as the processor lays them out).
+        """
+        import torch
+
+        response_ids = response_ids.to(self.device)
+        response_mask = response_mask.to(self.device)
+        prompt_ids = inputs["input_ids"]
+        hidden = self.model.model(
+            input_ids=torch.cat([prompt_ids, response_ids], dim=1),
+            attention_mask=torch.cat([inputs["attention_mask"], response_mask.long()], dim=1),
+            pixel_values=inputs["pixel_values"],
+            image_grid_thw=inputs["image_grid_thw"],
+            mm_token_type_ids=torch.cat(
+                [inputs["mm_token_type_ids"], torch.zeros_like(response_ids, dtype=torch.int32)],
+                dim=1,
+            ),
+            use_cache=False,
+        )[0]
+        head, length = self.model.lm_head, prompt_ids.shape[1]
+        logits = head(hidden[:, length - 1 : length + response_ids.shape[1] - 1]).float()
+        chosen = logits.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
+        is_image = prompt_ids == self.model.config.image_token_id
+        image_logits = head(hidden[:, :length][is_image]).float()
+        return chosen - torch.logsumexp(logits, dim=-1), image_logits
+
     def grouped_logprobs(
         self,
         prompts: Sequence[EncodedPrompt],

@@ -104,6 +104,28 @@ class SupervisedConfig(_Section):
 
 
 @dataclass
+class AuxSettings(_Section):
+    """The ``aux:`` section of ``socioseg sft``: dense labels on the image tokens (training
+    only; :mod:`socioseg.train.aux_labels`). At each merged image token the LM head predicts
+    the token's column (map) / row (satellite) digit, weighted by ``position``, and the
+    socio-class token of the entity under it or "none", weighted by ``entity``. Both 0: the
+    answer loss alone, computed as without this section."""
+
+    position: float = 0.0
+    entity: float = 0.0
+
+    def _checks(self) -> list[tuple[bool, str]]:
+        return [
+            (self.position >= 0, f"position must be >= 0, got {self.position}"),
+            (self.entity >= 0, f"entity must be >= 0, got {self.entity}"),
+        ]
+
+    @property
+    def active(self) -> bool:
+        return self.position > 0 or self.entity > 0
+
+
+@dataclass
 class LoraSettings(_Section):
     """LoRA adapters (peft). The reference policy is the base with adapters disabled."""
 

@@ -29,8 +29,8 @@ from socioseg.geometry import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, Frames
 from socioseg.models.families import QWEN2_5_VL, AnswerFrame, PolicyFamily
 from socioseg.models.vlm import pad_right
 from socioseg.render import feedback_images
-from socioseg.train import model_folder
-from socioseg.train.config import SupervisedConfig
+from socioseg.train import aux_labels, model_folder
+from socioseg.train.config import AuxSettings, SupervisedConfig
 from socioseg.train.optim import SupervisedUpdates
 from socioseg.train.rewards import gt_boxes_from_mask
 from socioseg.train.runlog import RunLog
@@ -54,6 +54,8 @@ class SftConfig(SupervisedConfig):
     # Share of samples that also give a single-stage example (boxes and points in one answer,
     # the paper's "w/o reflection" prompt), so that one policy answers all three prompts.
     single_stage_share: float = 0.0
+    # Dense labels on the image tokens (training only): see AuxSettings.
+    aux: AuxSettings = dataclasses.field(default_factory=AuxSettings)
 
     def _checks(self) -> list[tuple[bool, str]]:
         low, high = self.min_pixels, self.max_pixels
@@ -237,6 +239,55 @@ def supervised_loss(policy, examples: list[tuple[Prompt, str]]) -> torch.Tensor:
     return -(logp * mask).sum() / mask.sum()
 
 
+def sample_aux_labels(
+    sample, frames: Frames, family: PolicyFamily, tokenizer
+) -> tuple[np.ndarray, np.ndarray]:
+    """Position and entity labels (:mod:`socioseg.train.aux_labels`) of the image tokens of
+    each of ``sample``'s teacher examples (all show the two images in the VLM frame)."""
+    width, height = frames.vlm_size
+    grid = (height // family.factor, width // family.factor)
+    tokens = aux_labels.LabelTokens.of(tokenizer)
+    return aux_labels.example_labels(
+        np.asarray(sample.mask, dtype=bool),
+        tokens.of_class(tokenizer, sample.socio_class),
+        frames,
+        (grid, grid),
+        tokens,
+    )
+
+
+def supervised_losses(
+    policy,
+    examples: list[tuple[Prompt, str]],
+    labels: list[tuple[np.ndarray, np.ndarray]],
+    aux: AuxSettings,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss of one step and its parts: answer NLL (:func:`supervised_loss`, the same value),
+    plus ``aux.position`` x the position cross-entropy and ``aux.entity`` x the entity one at
+    the image tokens. ``labels``: each example's (position, entity) label ids, its images'
+    tokens in order. Without ``aux`` weights only the answer NLL runs."""
+    if not aux.active:
+        loss = supervised_loss(policy, examples)
+        return loss, {"nll": float(loss.detach())}
+    tokenizer = policy.processor.tokenizer
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    inputs = policy.encode([p.text for p, _ in examples], [list(p.images) for p, _ in examples])
+    sequences = [[*tokenizer(answer).input_ids, end] for _, answer in examples]
+    ids, mask = pad_right(sequences, tokenizer.pad_token_id)
+    logp, image_logits = policy.logprobs_and_image_logits(inputs, ids, mask)
+    mask = mask.to(logp.device, logp.dtype)
+    nll = -(logp * mask).sum() / mask.sum()
+    position = torch.from_numpy(np.concatenate([p for p, _ in labels]))
+    entity = torch.from_numpy(np.concatenate([e for _, e in labels]))
+    if len(position) != image_logits.shape[0]:
+        raise ValueError(
+            f"{len(position)} image-token labels for {image_logits.shape[0]} image tokens"
+        )
+    parts = aux_labels.aux_losses(image_logits, position, entity)
+    loss = nll + aux.position * parts["aux_position"] + aux.entity * parts["aux_entity"]
+    return loss, {"nll": float(nll.detach())} | {k: float(v.detach()) for k, v in parts.items()}
+
+
 def answer_nll(policy, examples: list[tuple[Prompt, str]], chunk: int = 16) -> float:
     """:func:`supervised_loss` over all of ``examples`` without gradients, ``chunk`` at a time
     (the token mean over every answer, not a mean of chunk means)."""
@@ -294,10 +345,9 @@ def train_sft(
     started, stats = time.perf_counter(), {}
     for step in range(1, config.steps + 1):
         batch = [dataset[int(i)] for i in rng.integers(0, len(dataset), config.batch_size)]
-        examples = [
-            ex
-            for sample in batch
-            for ex in teacher_examples(
+        examples, labels = [], []
+        for sample in batch:
+            own = teacher_examples(
                 sample,
                 low,
                 high,
@@ -306,10 +356,14 @@ def train_sft(
                 bool(rng.random() < config.single_stage_share),
                 policy.family,
             )
-        ]
-        loss = supervised_loss(policy, examples)
+            examples += own
+            if config.aux.active:
+                frames = Frames.for_image(sample.sat.size, low, high, policy.family.factor)
+                tokenizer = policy.processor.tokenizer
+                labels += [sample_aux_labels(sample, frames, policy.family, tokenizer)] * len(own)
+        loss, stats = supervised_losses(policy, examples, labels, config.aux)
         updates.step(loss)
-        stats = {"nll": float(loss.detach()), "elapsed_s": time.perf_counter() - started}
+        stats["elapsed_s"] = time.perf_counter() - started
         if step % config.log_every == 0 or step == config.steps:
             log.log(step, stats, csv_only=("elapsed_s",))
             if on_log is not None:

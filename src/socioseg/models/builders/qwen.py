@@ -139,6 +139,7 @@ def build_tiny_vlm(
     head_dim: int = 16,
     vision_heads: int = 2,
     rope_theta: float = 1_000_000.0,
+    mrope_section: list[int] | None = None,
     tokenizer=None,
     min_pixels: int = TINY_IMAGE_MIN_PIXELS,
     max_pixels: int = TINY_IMAGE_MAX_PIXELS,
@@ -148,6 +149,8 @@ def build_tiny_vlm(
 
     The defaults give about 0.24M parameters; the sizes can grow for learning experiments.
     ``rope_theta``: the language model's RoPE base (Qwen2.5-VL's 1e6 by default).
+    ``mrope_section``: frequencies of (time, height, width), summing to ``head_dim // 2``
+    (default 2:3:3 as Qwen).
     ``tokenizer``: a Qwen2 tokenizer with Qwen's special tokens (default: the tiny one).
     ``random_weights_flag``: mark the config as random weights (off for a model to be trained,
     such as socioseg-mini, whose trained checkpoints inherit the config).
@@ -162,6 +165,12 @@ def build_tiny_vlm(
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in QWEN_SPECIAL_TOKENS}
     # 3D RoPE splits half the head dimension over (time, height, width) as Qwen does (2:3:3).
     mrope = [head_dim // 8, 3 * head_dim // 16, head_dim // 2 - head_dim // 8 - 3 * head_dim // 16]
+    if mrope_section is not None:
+        if len(mrope_section) != 3 or sum(mrope_section) != head_dim // 2:
+            raise ValueError(
+                f"mrope_section {mrope_section} must be 3 sizes summing to {head_dim // 2}"
+            )
+        mrope = list(mrope_section)
     config = Qwen2_5_VLConfig(
         text_config={
             "vocab_size": len(tokenizer),

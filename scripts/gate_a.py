@@ -1,0 +1,270 @@
+"""Gate A of the socioseg-mini curriculum: does the policy read a square's place off its images?
+
+Trains an untrained socioseg-mini policy (``position_probe.build_policy``: mini sizes and
+tokenizer, RoPE base and ``mrope_section`` as asked) on 1-4 coloured squares
+(``position_probe.squares_sample``; the number drawn per question), with the warm-up's answer
+loss plus ``--aux-position`` x the position labels of :mod:`socioseg.train.aux_labels` (each
+map token predicts its column digit, each satellite token its row digit, through the LM head).
+Every ``--every`` steps it answers held-out 3-square questions greedily and measures the
+target IoU of each answer (its boxes, filled, against the asked-for square, in the VLM frame).
+The gate passes when IoU > 0.5 on at least half of them; the run stops there.
+
+    python scripts/gate_a.py runs/gate-a --steps 1500 --every 100
+
+Resumable: ``OUT`` holds the settings (``run.json``; a resumed run must ask for the same), the
+latest checkpoint (``vlm/``, ``state.pt``: optimiser, schedule, random states) and the curves
+(``metrics.csv``: step, losses, seconds; ``gate.csv``: step, IoU share, mean IoU). Run again
+with the same arguments to continue after a kill (``--stop-after N`` ends a session after N
+steps, with a checkpoint). Exit status 0 when the gate passed, 1 when
+the steps ran out first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.util
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from socioseg.answers import parse_answer
+from socioseg.engine import Prompt
+from socioseg.metrics import mask_iou
+from socioseg.train import aux_labels
+from socioseg.train.sft import pad_right
+
+GATE_IOU = 0.5
+GATE_SHARE = 0.5
+GATE_SQUARES = 3
+MAX_NEW_TOKENS = 96
+
+
+def _probe():
+    """scripts/position_probe.py (its squares and policy builder), loaded once."""
+    if "position_probe" not in sys.modules:
+        path = Path(__file__).with_name("position_probe.py")
+        spec = importlib.util.spec_from_file_location("position_probe", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["position_probe"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["position_probe"]
+
+
+def position_targets(policy, count: int, frame: int) -> np.ndarray:
+    """Position label ids of ``count`` examples' images (map columns, satellite rows)."""
+    tokens = aux_labels.LabelTokens.of(policy.processor.tokenizer)
+    side = frame // policy.family.factor
+    one = np.concatenate(
+        [aux_labels.position_labels((side, side), tokens, a) for a in ("column", "row")]
+    )
+    return np.tile(one, count)
+
+
+def train_loss(policy, batch: list[tuple[Prompt, str]], weight: float, frame: int):
+    """Answer NLL + ``weight`` x position cross-entropy; returns (loss, parts)."""
+    import torch
+
+    from socioseg.train.sft import supervised_loss
+
+    if weight == 0:
+        loss = supervised_loss(policy, batch)
+        return loss, {"nll": float(loss.detach())}
+    tokenizer = policy.processor.tokenizer
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    inputs = policy.encode([p.text for p, _ in batch], [list(p.images) for p, _ in batch])
+    ids, mask = pad_right(
+        [[*tokenizer(a).input_ids, end] for _, a in batch], tokenizer.pad_token_id
+    )
+    logp, image_logits = policy.logprobs_and_image_logits(inputs, ids, mask)
+    mask = mask.to(logp.device, logp.dtype)
+    nll = -(logp * mask).sum() / mask.sum()
+    labels = torch.from_numpy(position_targets(policy, len(batch), frame))
+    position = torch.nn.functional.cross_entropy(image_logits, labels.to(image_logits.device))
+    loss = nll + weight * position
+    return loss, {"nll": float(nll.detach()), "aux_position": float(position.detach())}
+
+
+def answer_iou(text: str, box: list[int], frame: int) -> float:
+    """IoU of an answer's boxes (filled, VLM frame) with the square ``box`` (252 px tile)."""
+    probe = _probe()
+    parsed = parse_answer(text, (frame, frame))
+    truth = np.zeros((frame, frame), bool)
+    x1, y1, x2, y2 = (round(v * frame / probe.TILE) for v in box)
+    truth[y1:y2, x1:x2] = True
+    answer = np.zeros_like(truth)
+    for target in parsed.targets:
+        b = target.box
+        cols = slice(max(round(b.x1), 0), max(round(b.x2), 0))
+        rows = slice(max(round(b.y1), 0), max(round(b.y2), 0))
+        answer[rows, cols] = True
+    return float(mask_iou(answer, truth))
+
+
+def gate(policy, held_out, frame: int, chunk: int = 16) -> tuple[float, float]:
+    """(share of held-out questions with target IoU > 0.5, mean IoU), greedy answers."""
+    from socioseg.models.vlm import SamplingSettings
+
+    sampling = SamplingSettings(greedy=True, max_new_tokens=MAX_NEW_TOKENS)
+    policy.model.eval()
+    ious = []
+    for start in range(0, len(held_out), chunk):
+        part = held_out[start : start + chunk]
+        inputs = policy.encode([p.text for p, _, _ in part], [list(p.images) for p, _, _ in part])
+        for (_, _, box), answer in zip(part, policy.generate(inputs, sampling), strict=True):
+            ious.append(answer_iou(answer.text, box, frame))
+    policy.model.train()
+    ious = np.asarray(ious)
+    return float((ious > GATE_IOU).mean()), float(ious.mean())
+
+
+def _append(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def _trim(path: Path, step: int) -> None:
+    """Drop the rows after ``step`` (a killed session's, redone from the checkpoint)."""
+    if path.exists():
+        lines = path.read_text().splitlines(keepends=True)
+        kept = [lines[0]] + [line for line in lines[1:] if int(line.split(",")[0]) <= step]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(kept))
+        tmp.rename(path)
+
+
+def _save(out: Path, policy, updates, rng, step: int, elapsed: float) -> None:
+    """The checkpoint, written beside and renamed into place."""
+    import torch
+
+    tmp = out / "checkpoint.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    policy.model.save_pretrained(tmp / "vlm")
+    policy.processor.save_pretrained(tmp / "vlm")
+    torch.save(
+        {
+            "optimizer": updates.optimizer.state_dict(),
+            "scheduler": updates.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        },
+        tmp / "state.pt",
+    )
+    (tmp / "progress.json").write_text(
+        json.dumps({"step": step, "elapsed_s": elapsed, "rng": rng.bit_generator.state})
+    )
+    old = out / "checkpoint"
+    if old.exists():
+        old.rename(out / "checkpoint.old")
+    tmp.rename(old)
+    shutil.rmtree(out / "checkpoint.old", ignore_errors=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path, help="run folder (created, or resumed)")
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--every", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--aux-position", type=float, default=1.0)
+    parser.add_argument("--rope-theta", type=float, default=1_000_000.0)
+    parser.add_argument("--mrope-section", default=None, help="time,height,width e.g. 2,7,7")
+    parser.add_argument("--frame", type=int, default=252)
+    parser.add_argument("--held-out", type=int, default=48)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--stop-after", type=int, default=None, help="end this session after N steps (resumable)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    import torch
+
+    from socioseg.models.vlm import VisionLanguageModel
+    from socioseg.train.config import AdamWSettings, SupervisedConfig
+    from socioseg.train.optim import SupervisedUpdates
+
+    args = _parser().parse_args(argv)
+    probe = _probe()
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "stop_after")}
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / "run.json").exists():
+        if json.loads((out / "run.json").read_text()) != settings:
+            sys.exit(f"{out}/run.json: a different run; use another folder")
+    else:
+        (out / "run.json").write_text(json.dumps(settings, indent=1))
+    checkpoint = out / "checkpoint"
+    mrope = [int(v) for v in args.mrope_section.split(",")] if args.mrope_section else None
+    torch.manual_seed(args.seed)
+    if checkpoint.exists():
+        policy = VisionLanguageModel.from_pretrained(str(checkpoint / "vlm"), "cpu", "float32")
+        progress = json.loads((checkpoint / "progress.json").read_text())
+    else:
+        policy = probe.build_policy(out / "initial", args.frame, args.rope_theta, args.seed, mrope)
+        progress = {"step": 0, "elapsed_s": 0.0, "rng": None}
+    config = SupervisedConfig(
+        steps=args.steps, batch_size=args.batch_size, optim=AdamWSettings(lr=args.lr)
+    )
+    updates = SupervisedUpdates(policy.model.parameters(), config)
+    rng = np.random.default_rng(args.seed)
+    if progress["rng"] is not None:
+        state = torch.load(checkpoint / "state.pt", weights_only=True)
+        updates.optimizer.load_state_dict(state["optimizer"])
+        updates.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        rng.bit_generator.state = progress["rng"]
+    held_out = [
+        probe.squares_sample(
+            np.random.default_rng([probe.HELD_OUT_SEED, i]), GATE_SQUARES, args.frame
+        )
+        for i in range(args.held_out)
+    ]
+    step, result = progress["step"], {"passed": False}
+    for name in ("metrics.csv", "gate.csv"):
+        _trim(out / name, step)
+    started = time.perf_counter() - progress["elapsed_s"]
+    policy.model.train()
+    while step < args.steps:
+        step += 1
+        counts = rng.integers(1, len(probe.COLORS) + 1, args.batch_size)
+        batch = [probe.squares_sample(rng, int(n), args.frame)[:2] for n in counts]
+        loss, parts = train_loss(policy, batch, args.aux_position, args.frame)
+        updates.step(loss)
+        _append(
+            out / "metrics.csv", {"step": step, **parts, "elapsed_s": time.perf_counter() - started}
+        )
+        if step % args.every == 0 or step == args.steps:
+            share, mean = gate(policy, held_out, args.frame)
+            elapsed = time.perf_counter() - started
+            result = {"step": step, "iou_share": share, "mean_iou": mean, "elapsed_s": elapsed}
+            _append(out / "gate.csv", result)
+            passed = share >= GATE_SHARE
+            print(
+                f"step {step}: loss {parts}; held-out {GATE_SQUARES}-square questions with IoU >"
+                f" {GATE_IOU}: {share:.1%} (mean IoU {mean:.3f}); gate A"
+                f" {'passed' if passed else 'not yet'} ({elapsed:.0f} s)",
+                flush=True,
+            )
+            _save(out, policy, updates, rng, step, elapsed)
+            result["passed"] = passed
+            if passed:
+                break
+        elif step - progress["step"] == args.stop_after:
+            _save(out, policy, updates, rng, step, time.perf_counter() - started)
+        if step - progress["step"] == args.stop_after:
+            break
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main(sys.argv[1:])["passed"] else 1)

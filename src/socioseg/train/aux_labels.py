@@ -1,0 +1,145 @@
+"""Dense labels on the image tokens: where each token is, and what lies under it.
+
+A policy localises only if its image tokens carry their own position in their content (the
+vision tower has relative RoPE only; the language model's M-RoPE rotates queries and keys, not
+values). The warm-up (``socioseg sft``, ``aux:`` section) can ask the model's own LM head, at
+every merged image token (the language model's image tokens), to predict:
+
+- position: the token's column on the merged token grid for the map (the first image), its row
+  for the satellite image (the second), as a digit token. A grid side of at most 10 tokens
+  gives the index itself (0-9); a longer side, whose indices would need two digit tokens,
+  gives the index's tenth of the side, ``index * 10 // side`` (still 0-9, still ordered).
+- entity: the first token of the target's ``socio_class`` name where the sample's mask covers
+  more than half of the token's pixels, else the first token of ``"none"``. Classes whose
+  names start with the same token share a label. A target with no known class (a
+  socio-function query over several classes) gives no entity label on its covered tokens
+  (``IGNORE``); its other tokens are still "none".
+
+Inference, prompts and answers do not change: these are extra training targets only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from socioseg.geometry import Frames
+
+IGNORE = -100  # cross_entropy's ignore_index: a token without a label
+DIGITS = 10
+NONE_CLASS = "none"
+MAJORITY = 0.5  # a token is on the entity when the mask covers more than this share
+
+
+def position_digit(index: np.ndarray, side: int) -> np.ndarray:
+    """The digit (0-9) that stands for ``index`` on a grid side of ``side`` tokens."""
+    index = np.asarray(index)
+    return index if side <= DIGITS else index * DIGITS // side
+
+
+def token_coverage(mask: np.ndarray, frames: Frames, grid: tuple[int, int]) -> np.ndarray:
+    """Share of each merged token's pixels that ``mask`` covers.
+
+    ``mask``: H x W bool in the image frame; ``grid``: (rows, columns) of merged tokens over
+    the VLM frame (each token a ``factor``-px square there). A mask pixel belongs to the token
+    its centre falls in, after moving to the VLM frame through ``frames``. Returns a
+    rows x columns float64 array in [0, 1].
+    """
+    rows, cols = grid
+    height, width = mask.shape
+    vlm_w, vlm_h = frames.vlm_size
+    centres = frames.points_array(
+        np.stack(np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5), -1).reshape(-1, 2),
+        "image",
+        "vlm",
+    )
+    col = np.minimum((centres[:, 0] * cols / vlm_w).astype(int), cols - 1)
+    row = np.minimum((centres[:, 1] * rows / vlm_h).astype(int), rows - 1)
+    cell = row * cols + col
+    pixels = np.bincount(cell, minlength=rows * cols)
+    covered = np.bincount(cell, weights=mask.reshape(-1).astype(float), minlength=rows * cols)
+    return (covered / np.maximum(pixels, 1)).reshape(rows, cols)
+
+
+@dataclass(frozen=True)
+class LabelTokens:
+    """Token ids of the labels in one tokenizer: ``digits[d]`` for digit d, class names."""
+
+    digits: tuple[int, ...]
+    none: int
+
+    @classmethod
+    def of(cls, tokenizer) -> LabelTokens:
+        digits = []
+        for d in range(DIGITS):
+            ids = tokenizer(str(d)).input_ids
+            if len(ids) != 1:
+                raise ValueError(f"the tokenizer writes the digit {d} as {len(ids)} tokens, not 1")
+            digits.append(ids[0])
+        return cls(tuple(digits), tokenizer(NONE_CLASS).input_ids[0])
+
+    @staticmethod
+    def of_class(tokenizer, socio_class: str | None) -> int:
+        """The entity label of ``socio_class``: the first token of its name (IGNORE if None)."""
+        return IGNORE if socio_class is None else tokenizer(socio_class).input_ids[0]
+
+
+def image_labels(
+    mask: np.ndarray,
+    class_token: int,
+    frames: Frames,
+    grid: tuple[int, int],
+    tokens: LabelTokens,
+    axis: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(position, entity)`` label token ids of one image's merged tokens, row-major.
+
+    ``axis``: "column" (the map) or "row" (the satellite image); ``class_token`` from
+    :meth:`LabelTokens.of_class`. Both arrays are int64 of length rows x columns.
+    """
+    position = position_labels(grid, tokens, axis)
+    on_entity = token_coverage(mask, frames, grid).reshape(-1) > MAJORITY
+    entity = np.where(on_entity, class_token, tokens.none).astype(np.int64)
+    return position, entity
+
+
+def position_labels(grid: tuple[int, int], tokens: LabelTokens, axis: str) -> np.ndarray:
+    """Digit token ids of each merged token's column (``axis`` "column") or row ("row"),
+    row-major over the (rows, columns) ``grid``; int64."""
+    rows, cols = grid
+    r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    index, side = (c, cols) if axis == "column" else (r, rows)
+    return np.asarray(tokens.digits, dtype=np.int64)[position_digit(index, side)].reshape(-1)
+
+
+def example_labels(
+    mask: np.ndarray, class_token: int, frames: Frames, grids, tokens: LabelTokens
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labels of one example's two images (map then satellite, ``grids`` their merged
+    (rows, columns)), concatenated in the order of their image tokens."""
+    parts = [
+        image_labels(mask, class_token, frames, grid, tokens, axis)
+        for grid, axis in zip(grids, ("column", "row"), strict=True)
+    ]
+    return np.concatenate([p for p, _ in parts]), np.concatenate([e for _, e in parts])
+
+
+def merged_grids(image_grid_thw: torch.Tensor, merge: int) -> list[tuple[int, int]]:
+    """(rows, columns) of merged tokens of each image, from the processor's patch grids."""
+    return [(int(h) // merge, int(w) // merge) for _, h, w in image_grid_thw.tolist()]
+
+
+def aux_losses(
+    image_logits: torch.Tensor, position: torch.Tensor, entity: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Token-mean cross-entropies of the LM head's image-token logits (N x V) against the
+    position and entity labels (N long each; ``IGNORE`` left out)."""
+    ce = torch.nn.functional.cross_entropy
+    out = {"aux_position": ce(image_logits, position.to(image_logits.device))}
+    if (entity != IGNORE).any():
+        out["aux_entity"] = ce(image_logits, entity.to(image_logits.device), ignore_index=IGNORE)
+    else:
+        out["aux_entity"] = image_logits.sum() * 0.0
+    return out

@@ -1,0 +1,121 @@
+"""Dense labels on the image tokens (``aux:`` of ``socioseg sft``): what they are, what they do."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from socioseg.data.synth import generate_sample, write_dataset
+from socioseg.geometry import Frames
+from socioseg.train.aux_labels import (
+    IGNORE,
+    LabelTokens,
+    example_labels,
+    position_digit,
+    token_coverage,
+)
+from socioseg.train.config import AuxSettings
+from socioseg.train.sft import (
+    SftConfig,
+    sample_aux_labels,
+    supervised_loss,
+    supervised_losses,
+    teacher_examples,
+    train_sft,
+)
+
+
+def _hand_made_mask(scale: int) -> np.ndarray:
+    """A 2 x 3-token image (56 x 84 px in the VLM frame, ``scale`` x that in the image frame).
+
+    Token (row, column) -> share of its 28 x 28 px covered:
+    (0,0) all, (0,1) 17/28 columns, (0,2) exactly half, (1,0) 11/28 rows, (1,1) none, (1,2) all.
+    """
+    mask = np.zeros((56, 84), bool)
+    mask[0:28, 0:28] = True
+    mask[0:28, 28 : 28 + 17] = True
+    mask[0:14, 56:84] = True
+    mask[28 : 28 + 11, 0:28] = True
+    mask[28:56, 56:84] = True
+    return mask.repeat(scale, 0).repeat(scale, 1)
+
+
+@pytest.mark.parametrize("scale", [1, 2])
+def test_labels_of_a_hand_made_2x3_token_image(scale):
+    from socioseg.models.builders import build_mini_tokenizer
+
+    tokenizer = build_mini_tokenizer()
+    tokens = LabelTokens.of(tokenizer)
+    digit = {d: tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)}
+    frames = Frames((84 * scale, 56 * scale), (84, 56))
+    mask = _hand_made_mask(scale)
+    coverage = token_coverage(mask, frames, (2, 3))
+    assert np.allclose(coverage, [[1, 17 / 28, 0.5], [11 / 28, 0, 1]])
+    school = tokenizer("School").input_ids[0]
+    none = tokenizer("none").input_ids[0]
+    position, entity = example_labels(mask, school, frames, ((2, 3), (2, 3)), tokens)
+    # map: each token's column, row-major; satellite: each token's row
+    columns = [digit[c] for c in (0, 1, 2, 0, 1, 2)]
+    rows = [digit[r] for r in (0, 0, 0, 1, 1, 1)]
+    assert position.tolist() == columns + rows
+    # more than half covered: the class; half or less: "none"; the same on both images
+    one_image = [school, school, none, none, none, school]
+    assert entity.tolist() == one_image + one_image
+    # a target of no known class: its tokens are left out, the others are still "none"
+    _, unknown = example_labels(mask, IGNORE, frames, ((2, 3), (2, 3)), tokens)
+    assert unknown.tolist() == [IGNORE, IGNORE, none, none, none, IGNORE] * 2
+
+
+def test_a_side_longer_than_ten_tokens_gives_each_index_its_tenth():
+    assert position_digit(np.arange(10), 10).tolist() == list(range(10))
+    assert position_digit(np.array([0, 1, 2, 9, 10, 19]), 20).tolist() == [0, 0, 1, 4, 5, 9]
+
+
+def test_the_default_config_computes_todays_loss_and_aux_losses_change_only_the_total(tiny_vlm):
+    sample = generate_sample(1, size=128)
+    examples = teacher_examples(sample, 3136, 12544)
+    frames = Frames.for_image(sample.sat.size, 3136, 12544, tiny_vlm.family.factor)
+    labels = [sample_aux_labels(sample, frames, tiny_vlm.family, tiny_vlm.processor.tokenizer)]
+    labels *= len(examples)
+    with torch.no_grad():
+        today = supervised_loss(tiny_vlm, examples)
+        loss, parts = supervised_losses(tiny_vlm, examples, labels, AuxSettings())
+        assert torch.equal(loss, today) and parts == {"nll": float(today)}
+        both, parts = supervised_losses(tiny_vlm, examples, labels, AuxSettings(0.5, 2.0))
+    assert parts["nll"] == pytest.approx(float(today), rel=1e-5)
+    expected = parts["nll"] + 0.5 * parts["aux_position"] + 2.0 * parts["aux_entity"]
+    assert float(both) == pytest.approx(expected, rel=1e-5)
+    assert parts["aux_position"] > 0 and parts["aux_entity"] > 0
+
+
+def _sft(tmp_path, vlm, name: str, aux: AuxSettings):
+    config = SftConfig(
+        vlm=str(vlm),
+        data=str(tmp_path / "data"),
+        steps=2,
+        batch_size=1,
+        min_pixels=3136,
+        max_pixels=12544,
+        log_every=1,
+        aux=aux,
+    )
+    return train_sft(config, tmp_path / name)
+
+
+def test_a_run_with_aux_weights_logs_them_and_trains_the_lm_head_and_vision_tower(
+    tiny_models, tmp_path
+):
+    write_dataset(tmp_path / "data", n=4, seed=0, size=128)
+    plain = _sft(tmp_path, tiny_models[0], "plain", AuxSettings())
+    aux = _sft(tmp_path, tiny_models[0], "aux", AuxSettings(position=1.0, entity=1.0))
+    assert (plain / "metrics.csv").read_text().splitlines()[0] == "step,nll,elapsed_s"
+    rows = (aux / "metrics.csv").read_text().splitlines()
+    assert rows[0] == "step,nll,aux_position,aux_entity,elapsed_s"
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2"]
+    before, after = load_file(plain / "model.safetensors"), load_file(aux / "model.safetensors")
+    changed = [name for name in before if not torch.equal(before[name], after[name])]
+    head = [n for n in changed if "lm_head" in n or "embed_tokens" in n]
+    vision = [n for n in changed if "visual" in n]
+    assert head and vision  # same seed and data: only the aux losses differ

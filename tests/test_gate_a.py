@@ -1,0 +1,61 @@
+"""scripts/gate_a.py: gate A of the mini curriculum, its IoU and its resumable run folder."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from tests.scripts import load_script
+
+
+def test_the_answer_iou_is_that_of_its_filled_boxes_with_the_square():
+    gate = load_script("gate_a")
+    box = [0, 0, 126, 126]  # tile px: the top-left quarter of a 252 px tile; 56 px frame: 28
+    answer = '<answer>[{"bbox_2d": [0, 0, 28, 28]}]</answer>'
+    assert gate.answer_iou(answer, box, 56) == 1.0
+    half = '<answer>[{"bbox_2d": [0, 0, 14, 28]}]</answer>'
+    assert gate.answer_iou(half, box, 56) == pytest.approx(0.5)
+    # two boxes: their union; 28 x 28 of a 42 x 28 union
+    two = '<answer>[{"bbox_2d": [0, 0, 28, 28]}, {"bbox_2d": [28, 0, 42, 28]}]</answer>'
+    assert gate.answer_iou(two, box, 56) == pytest.approx(28 * 28 / (42 * 28))
+    assert gate.answer_iou("no answer", box, 56) == 0.0
+
+
+def test_position_targets_are_map_columns_then_satellite_rows(tmp_path):
+    probe = load_script("position_probe")
+    gate = load_script("gate_a")
+    policy = probe.build_policy(tmp_path / "vlm", 56, 10.0, seed=0, mrope_section=[2, 7, 7])
+    assert policy.model.config.text_config.rope_parameters["mrope_section"] == [2, 7, 7]
+    digit = [policy.processor.tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)]
+    targets = gate.position_targets(policy, 2, 56).tolist()
+    one = [digit[c] for c in (0, 1) * 2] + [digit[r] for r in (0, 0, 1, 1)]
+    assert targets == one + one  # 56 px: 2 x 2 merged tokens per image
+
+
+def test_a_run_stopped_and_resumed_ends_where_an_unbroken_run_does(tmp_path):
+    gate = load_script("gate_a")
+    common = ["--steps", "2", "--every", "2", "--held-out", "2", "--batch-size", "1"]
+    common += ["--frame", "56"]
+    whole = gate.main([str(tmp_path / "whole"), *common])
+    assert whole["step"] == 2 and 0 <= whole["iou_share"] <= 1 and not whole["passed"]
+    gate.main([str(tmp_path / "parts"), *common, "--stop-after", "1"])
+    rows = list(csv.DictReader((tmp_path / "parts" / "metrics.csv").open()))
+    assert [r["step"] for r in rows] == ["1"] and float(rows[0]["aux_position"]) > 0
+    with (tmp_path / "parts" / "metrics.csv").open("a") as file:
+        file.write("2,9.9,9.9,9.9\n")  # a killed session's step after the checkpoint
+    resumed = gate.main([str(tmp_path / "parts"), *common])
+    assert resumed.pop("elapsed_s") > 0 and whole.pop("elapsed_s") > 0
+    assert resumed == whole
+    lines = [
+        (tmp_path / run / "metrics.csv").read_text().splitlines() for run in ("whole", "parts")
+    ]
+    assert [line.split(",")[:3] for line in lines[0]] == [line.split(",")[:3] for line in lines[1]]
+    weights = [
+        load_file(tmp_path / run / "checkpoint/vlm/model.safetensors") for run in ("whole", "parts")
+    ]
+    assert all(np.array_equal(weights[0][k], weights[1][k]) for k in weights[0])
+    with pytest.raises(SystemExit, match="a different run"):
+        gate.main([str(tmp_path / "parts"), *common, "--lr", "0.5"])
