@@ -129,12 +129,7 @@ def save_random_sam(
                 if module is not model and hasattr(module, "reset_parameters"):
                     module.reset_parameters()
         elif init == "fan_in":
-            with torch.no_grad():
-                for name, param in model.named_parameters():
-                    if param.dim() >= 2:
-                        param.normal_(0.0, param[0].numel() ** -0.5)
-                    elif name.endswith("bias"):
-                        param.normal_(0.0, 0.1)
+            _fan_in_init(model)
         if tie_encodings:
             tie_positional_encodings(model)
     out = Path(out_dir)
