@@ -35,8 +35,9 @@ import numpy as np
 from socioseg.answers import parse_answer
 from socioseg.engine import Prompt
 from socioseg.metrics import mask_iou
+from socioseg.models.vlm import pad_right
 from socioseg.train import aux_labels
-from socioseg.train.sft import pad_right
+from socioseg.train.checkpoint import safe_load
 
 GATE_IOU = 0.5
 GATE_SHARE = 0.5
@@ -218,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict:
     updates = SupervisedUpdates(policy.model.parameters(), config)
     rng = np.random.default_rng(args.seed)
     if progress["rng"] is not None:
-        state = torch.load(checkpoint / "state.pt", weights_only=True)
+        state = safe_load(checkpoint / "state.pt")
         updates.optimizer.load_state_dict(state["optimizer"])
         updates.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])

@@ -38,11 +38,11 @@ def write_text_atomic(path: Path, text: str) -> None:
 def same_path(a: str | Path, b: str | Path) -> bool:
     """Whether two paths name the same file (hard links and symlinks included)."""
     a, b = Path(a), Path(b)
-    try:
-        if a.exists() and b.exists():
+    if a.exists() and b.exists():
+        try:
             return os.path.samefile(a, b)
-    except OSError:
-        pass
+        except OSError:  # one vanished or cannot be stat-ed between the checks: compare paths
+            return a.resolve() == b.resolve()
     return a.resolve() == b.resolve()
 
 

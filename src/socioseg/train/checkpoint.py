@@ -100,13 +100,13 @@ def _problem(path: Path) -> str | None:
     for name in sizes:
         if name.endswith(".pt"):
             try:  # memory-mapped: the check reads the structure, not every tensor
-                _safe_load(path / name, mmap=True)
+                safe_load(path / name, mmap=True)
             except CheckpointError as error:
                 return str(error)
     return None
 
 
-def _safe_load(file: Path, device=None, mmap: bool = False):
+def safe_load(file: Path, device=None, mmap: bool = False):
     """``torch.load`` that never unpickles code (tensors, numbers, strings, containers)."""
     import pickle
 
@@ -226,8 +226,8 @@ def load_training_state(path: Path, trainer, rank: int) -> int:
             f"{path} was written by {state['world_size']} processes, this run has "
             f"{trainer.world}: resume with the same number of processes"
         )
-    saved = _safe_load(path / "optimizer.pt", trainer.device)
+    saved = safe_load(path / "optimizer.pt", trainer.device)
     parallel.load_optimizer_state(trainer.policy.model, trainer.optimizer, saved["optimizer"])
     trainer.scheduler.load_state_dict(saved["scheduler"])
-    _set_rng_state(_safe_load(path / f"rng-rank{rank}.pt"))
+    _set_rng_state(safe_load(path / f"rng-rank{rank}.pt"))
     return int(state["step"])
