@@ -83,12 +83,11 @@ def earlier_prediction_files(out_dir: str | Path) -> set[str]:
 
     An earlier run is recognised by its ``result.json``; its files are :data:`PREDICTION_FILES`
     and the GIS files that ``result.json`` lists."""
-    from socioseg.publish import OutputError, entries
+    from socioseg.publish import OutputError, others_listed
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out} is a file; pass a folder path")
-    present = {path.name for path in entries(out)}
     ours: set[str] = set()
     record = out / "result.json"
     if record.is_file():
@@ -100,9 +99,8 @@ def earlier_prediction_files(out_dir: str | Path) -> set[str]:
             gis = data.get("gis") if isinstance(data.get("gis"), dict) else {}
             listed = gis.get("files") if isinstance(gis.get("files"), dict) else {}
             ours = set(PREDICTION_FILES) | {n for n in listed.values() if isinstance(n, str)}
-    foreign = sorted(present - ours)
-    if foreign:
-        shown = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
+    shown = others_listed(out, ours)
+    if shown:
         raise OutputError(
             f"--out {out} holds files socioseg did not write ({shown}); they are left alone: "
             "pick a new or empty folder"

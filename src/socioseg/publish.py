@@ -81,6 +81,14 @@ def entries(out: Path) -> list[Path]:
     return sorted(p for p in out.iterdir() if not is_staging(p))
 
 
+def others_listed(out: Path, ours: Iterable[str] = ()) -> str:
+    """What ``out`` holds besides the names ``ours`` (and a staging folder of ours), as the
+    first three names for a message (``"a, b, c, ..."``); ``""`` when it holds nothing else."""
+    ours = set(ours)
+    names = [p.name for p in entries(out) if p.name not in ours]
+    return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+
+
 def staging_dir(out: str | Path) -> Path:
     """A fresh, empty staging folder inside ``out`` (created with its parents). A leftover
     staging folder of an earlier failed run is removed; a folder of that name without our

@@ -113,11 +113,10 @@ def run_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]
 def refuse_foreign_files(folder: Path) -> None:
     """:class:`EvalError` for a folder without ``run.json`` that holds anything: its files are
     the user's, and a run would write metrics.json, report.md, ... over them."""
-    from socioseg.publish import entries
+    from socioseg.publish import others_listed
 
-    present = entries(folder)
-    if present:
-        shown = ", ".join(p.name for p in present[:3]) + (" ..." if len(present) > 3 else "")
+    shown = others_listed(folder)
+    if shown:
         raise EvalError(
             f"{folder} holds files but no {RUN_FILE} ({shown}): it is not a socioseg "
             "evaluation folder and is left alone; choose a new or empty output folder"

@@ -14,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-from socioseg.publish import entries
+from socioseg.publish import others_listed
 from socioseg.region.raster import AreaError
 
 LARGE_SAMPLES = 20_000  # above this many samples make-dataset asks for --allow-large
@@ -23,9 +23,8 @@ FILES_PER_SAMPLE = 4  # sat.png, map.png, mask.png, question.json
 
 def check_out(out: Path) -> None:
     """Refuse an ``--out`` that holds anything but a staging folder of an earlier failed run."""
-    held = entries(out)
-    if held:
-        names = ", ".join(p.name for p in held[:3]) + (", ..." if len(held) > 3 else "")
+    names = others_listed(out)
+    if names:
         raise AreaError(f"--out {out} is not empty ({names}); choose a new folder or delete it")
 
 

@@ -37,7 +37,7 @@ def claim_out(out: Path, inputs: dict[str, Path]) -> None:
     non-empty folder without ``run.json`` (the user's files: never used, never overwritten).
     The one exception is a folder holding only a map socioseg rendered there (a run stopped
     before it wrote ``run.json``)."""
-    from socioseg.publish import entries, same_path
+    from socioseg.publish import others_listed, same_path
     from socioseg.region.map_file import is_our_map
 
     if out.exists() and not out.is_dir():
@@ -49,12 +49,11 @@ def claim_out(out: Path, inputs: dict[str, Path]) -> None:
                     f"--out {out}: its {name} would replace the input {flag} {path}; "
                     "pick another --out"
                 )
-    held = entries(out)
-    if not held or (out / SETTINGS_FILE).is_file():
+    names = others_listed(out)
+    if not names or (out / SETTINGS_FILE).is_file():
         return
-    if [p.name for p in held] == [MAP_FILE] and is_our_map(out / MAP_FILE):
+    if names == MAP_FILE and is_our_map(out / MAP_FILE):
         return
-    names = ", ".join(p.name for p in held[:3]) + (", ..." if len(held) > 3 else "")
     raise AreaError(
         f"--out {out} holds files segment-area did not write ({names}; no {SETTINGS_FILE}); "
         "they are left alone: pick a new or empty --out"

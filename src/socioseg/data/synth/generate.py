@@ -291,11 +291,10 @@ def _encode(job: tuple[int, int, int, int, str]) -> list[Encoded]:
 def _check_out(out: Path) -> None:
     """Refuse an output folder that holds anything but a dataset socioseg wrote (one with its
     ``levels.json``): its split folders would be replaced."""
-    from socioseg.publish import OutputError, entries
+    from socioseg.publish import OutputError, others_listed
 
-    present = entries(out)
-    if present and not (out / "levels.json").is_file():
-        shown = ", ".join(p.name for p in present[:3]) + (" ..." if len(present) > 3 else "")
+    shown = "" if (out / "levels.json").is_file() else others_listed(out)
+    if shown:
         raise OutputError(
             f"OUT {out} holds files that are no socioseg dataset ({shown}); they are left "
             "alone: pick a new or empty folder"

@@ -47,14 +47,14 @@ def write_tiny_models(
 
     An ``out_dir`` holding anything but an earlier ``tiny-models`` output is refused
     (:class:`~socioseg.publish.OutputError`, one line); an earlier output is replaced."""
-    from socioseg.publish import OutputError, entries, publish_dir, staging_dir
+    from socioseg.publish import OutputError, others_listed, publish_dir, staging_dir
 
     out = Path(out_dir)
     ours = {"vlm", "sam", RECORD_FILE} if (out / RECORD_FILE).is_file() else set()
-    foreign = sorted(p.name for p in entries(out) if p.name not in ours)
-    if foreign:
+    shown = others_listed(out, ours)
+    if shown:
         raise OutputError(
-            f"OUT {out} holds files tiny-models did not write ({', '.join(foreign[:3])}); "
+            f"OUT {out} holds files tiny-models did not write ({shown}); "
             "they are left alone: pick a new or empty folder"
         )
     stage = staging_dir(out)
