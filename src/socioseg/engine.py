@@ -242,7 +242,7 @@ def _stage(vlm, segmenter, out, name, prompt_ids, per_prompt, settings, reward, 
     sampling = settings.stage1 if name == "stage1" else settings.stage2
     started = time.perf_counter()
     chosen = [out.prompts[i] for i in prompt_ids]
-    generations = _generate(vlm, chosen, per_prompt, sampling, settings)
+    generations = _generate(vlm, chosen, per_prompt, sampling, settings, out.shared)
     _share_time(out, f"{name}_generate", started)
     rows = [i for i in prompt_ids for _ in range(per_prompt)]
     results = []
@@ -288,9 +288,10 @@ def parse_in_vlm_frame(vlm, text: str, frames: Frames) -> ParsedAnswer:
     return replace(parsed, targets=frames.targets(parsed.targets, answer_frame, "vlm"))
 
 
-def _generate(vlm, stage_prompts, per_prompt, sampling, settings) -> list[Generation]:
+def _generate(vlm, stage_prompts, per_prompt, sampling, settings, shared) -> list[Generation]:
     """``per_prompt`` generations per prompt, prompt-major, in calls of at most
-    ``rows_per_call`` rows (at least one prompt's group per call)."""
+    ``rows_per_call`` rows (at least one prompt's group per call); ``shared``: the run's
+    choice (:attr:`Run.shared`), whether the prompts carry their encodings."""
     per_call = settings.rows_per_call or len(stage_prompts) * per_prompt
     step = max(1, per_call // per_prompt)
     out = []
@@ -299,7 +300,7 @@ def _generate(vlm, stage_prompts, per_prompt, sampling, settings) -> list[Genera
         call = sampling
         if sampling.seed is not None:
             call = replace(sampling, seed=sampling.seed + 1_000_003 * start)
-        if settings.share_prefix:
+        if shared:
             inputs = vlm.collate([p.encoded for p in chunk])
             _check_length(inputs, settings.max_prompt_tokens)
             out.extend(vlm.generate(inputs, call, per_prompt))
