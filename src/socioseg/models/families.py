@@ -251,5 +251,14 @@ def read_model_type(source: str | Path) -> str | None:
         if not found:
             return None
         path = Path(found)
-    data = json.loads(path.read_text(encoding="utf-8"))
+    return config_model_type(path)
+
+
+def config_model_type(config: Path) -> str | None:
+    """``model_type`` of a ``config.json`` file (``None`` when it names none); an unreadable
+    file is a one-line ``ValueError``."""
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise ValueError(f"{config}: unreadable config.json ({error})") from error
     return data.get("model_type") if isinstance(data, dict) else None

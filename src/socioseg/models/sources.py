@@ -13,7 +13,6 @@ would otherwise build a full-size default Qwen2.5-VL).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from socioseg.hub import (
     check_hub_repo,
     looks_local,
 )
-from socioseg.models.families import POLICY_TYPES, SEGMENTER_TYPES
+from socioseg.models.families import POLICY_TYPES, SEGMENTER_TYPES, config_model_type
 
 __all__ = ["SourceError", "SourceNotFoundError", "WrongSourceError", "check_models", "model_source"]
 
@@ -102,10 +101,9 @@ def _packaged_mini(model_types: tuple[str, ...], what: str) -> str:
 
 def _check_model_type(config: Path, name: str, model_types: tuple[str, ...], what: str) -> None:
     try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise WrongSourceError(f"{config}: unreadable config.json ({error})") from error
-    model_type = data.get("model_type") if isinstance(data, dict) else None
+        model_type = config_model_type(config)
+    except ValueError as error:
+        raise WrongSourceError(str(error)) from error
     if model_type not in model_types:
         raise WrongSourceError(
             f"{name} holds a {model_type!r} model, not {what.split(' (')[0]} "
