@@ -59,7 +59,7 @@ def _gis_plan(args: argparse.Namespace, sat, map_):
             (str(args.sat), georef, sat.size), (str(args.map), read_georef(args.map), map_.size)
         )
     if georef is None and args.sat is not None and args.sat.suffix.lower() in (".tif", ".tiff"):
-        from socioseg.region.gis_outputs import has_rasterio
+        from socioseg.region.raster import has_rasterio
 
         if not has_rasterio():
             print(f"note: {args.sat} may be georeferenced; mask.tif and entities.geojson/.gpkg "

@@ -174,13 +174,6 @@ def has_pyogrio() -> bool:
     return find_spec("pyogrio") is not None
 
 
-def has_rasterio() -> bool:
-    """Whether rasterio (``socioseg[gis]``) is installed: it reads where a raster lies."""
-    from importlib.util import find_spec
-
-    return find_spec("rasterio") is not None
-
-
 def query_color(index: int) -> tuple[int, int, int]:
     return QUERY_COLORS[index % len(QUERY_COLORS)]
 

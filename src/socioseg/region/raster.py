@@ -42,6 +42,11 @@ def _rasterio():
     return rasterio
 
 
+def has_rasterio() -> bool:
+    """Whether rasterio (``socioseg[gis]``) is installed: it reads where a raster lies."""
+    return _rasterio() is not None
+
+
 @dataclass(frozen=True)
 class Georef:
     """Where a raster lies: its CRS (a ``rasterio.crs.CRS`` or ``None``) and affine transform."""
