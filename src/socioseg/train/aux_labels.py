@@ -126,11 +126,6 @@ def example_labels(
     return np.concatenate([p for p, _ in parts]), np.concatenate([e for _, e in parts])
 
 
-def merged_grids(image_grid_thw: torch.Tensor, merge: int) -> list[tuple[int, int]]:
-    """(rows, columns) of merged tokens of each image, from the processor's patch grids."""
-    return [(int(h) // merge, int(w) // merge) for _, h, w in image_grid_thw.tolist()]
-
-
 def aux_losses(
     image_logits: torch.Tensor, position: torch.Tensor, entity: torch.Tensor
 ) -> dict[str, torch.Tensor]:
