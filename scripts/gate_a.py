@@ -66,8 +66,11 @@ def position_targets(policy, count: int, frame: int) -> np.ndarray:
     return np.tile(one, count)
 
 
-def train_loss(policy, batch: list[tuple[Prompt, str]], weight: float, frame: int):
-    """Answer NLL + ``weight`` x position cross-entropy; returns (loss, parts)."""
+def train_loss(
+    policy, batch: list[tuple[Prompt, str]], weight: float, frame: int, layer: int | None = None
+):
+    """Answer NLL + ``weight`` x position cross-entropy (the image tokens read after decoder
+    layer ``layer``, None: the last); returns (loss, parts)."""
     import torch
 
     from socioseg.train.sft import supervised_loss
@@ -81,7 +84,7 @@ def train_loss(policy, batch: list[tuple[Prompt, str]], weight: float, frame: in
     ids, mask = pad_right(
         [[*tokenizer(a).input_ids, end] for _, a in batch], tokenizer.pad_token_id
     )
-    logp, image_logits = policy.logprobs_and_image_logits(inputs, ids, mask)
+    logp, image_logits = policy.logprobs_and_image_logits(inputs, ids, mask, layer)
     mask = mask.to(logp.device, logp.dtype)
     nll = -(logp * mask).sum() / mask.sum()
     labels = torch.from_numpy(position_targets(policy, len(batch), frame))
@@ -178,6 +181,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--aux-position", type=float, default=1.0)
     parser.add_argument("--rope-theta", type=float, default=1_000_000.0)
     parser.add_argument("--mrope-section", default=None, help="time,height,width e.g. 2,7,7")
+    parser.add_argument("--text-layers", type=int, default=None, help="decoder layers (mini: 4)")
+    parser.add_argument(
+        "--aux-layer", type=int, default=None, help="position labels after this layer (last)"
+    )
     parser.add_argument("--frame", type=int, default=252)
     parser.add_argument("--held-out", type=int, default=48)
     parser.add_argument("--seed", type=int, default=0)
@@ -211,7 +218,9 @@ def main(argv: list[str] | None = None) -> dict:
         policy = VisionLanguageModel.from_pretrained(str(checkpoint / "vlm"), "cpu", "float32")
         progress = json.loads((checkpoint / "progress.json").read_text())
     else:
-        policy = probe.build_policy(out / "initial", args.frame, args.rope_theta, args.seed, mrope)
+        policy = probe.build_policy(
+            out / "initial", args.frame, args.rope_theta, args.seed, mrope, args.text_layers
+        )
         progress = {"step": 0, "elapsed_s": 0.0, "rng": None}
     config = SupervisedConfig(
         steps=args.steps, batch_size=args.batch_size, optim=AdamWSettings(lr=args.lr)
@@ -239,7 +248,7 @@ def main(argv: list[str] | None = None) -> dict:
         step += 1
         counts = rng.integers(1, len(probe.COLORS) + 1, args.batch_size)
         batch = [probe.squares_sample(rng, int(n), args.frame)[:2] for n in counts]
-        loss, parts = train_loss(policy, batch, args.aux_position, args.frame)
+        loss, parts = train_loss(policy, batch, args.aux_position, args.frame, args.aux_layer)
         updates.step(loss)
         _append(
             out / "metrics.csv", {"step": step, **parts, "elapsed_s": time.perf_counter() - started}

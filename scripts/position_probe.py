@@ -76,10 +76,16 @@ def _overlap(a: list[int], b: list[int]) -> bool:
 
 
 def build_policy(
-    out: Path, frame: int, rope_theta: float, seed: int, mrope_section: list[int] | None = None
+    out: Path,
+    frame: int,
+    rope_theta: float,
+    seed: int,
+    mrope_section: list[int] | None = None,
+    text_layers: int | None = None,
 ):
     """An untrained mini-sized policy seeing a ``frame`` x ``frame`` VLM frame (``mrope_section``:
-    the text RoPE's (time, height, width) frequencies; None: Qwen's 2:3:3)."""
+    the text RoPE's (time, height, width) frequencies; None: Qwen's 2:3:3; ``text_layers``:
+    decoder layers, None: the mini's)."""
     from socioseg.models.builders import MINI_VLM, build_mini_tokenizer, build_tiny_vlm
     from socioseg.models.vlm import VisionLanguageModel
 
@@ -92,7 +98,7 @@ def build_policy(
         rope_theta=rope_theta,
         mrope_section=mrope_section,
         random_weights_flag=False,
-        **MINI_VLM,
+        **{**MINI_VLM, **({"text_layers": text_layers} if text_layers else {})},
     )
     return VisionLanguageModel.from_pretrained(str(path), "cpu", "float32")
 

@@ -364,12 +364,17 @@ class VisionLanguageModel:
         chosen = logits.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
         return chosen - torch.logsumexp(logits, dim=-1)
 
-    def logprobs_and_image_logits(self, inputs, response_ids, response_mask):
+    def logprobs_and_image_logits(
+        self, inputs, response_ids, response_mask, image_layer: int | None = None
+    ):
         """:meth:`response_logprobs` plus the LM head's logits at every image token.
 
         One forward of the language model; the LM head runs on the response positions (as
         :meth:`response_logprobs`, the same values) and on the prompt's image tokens (the
         merged tokens the vision tower writes, ``image_token_id`` in ``input_ids``).
+        ``image_layer``: read the image tokens' hidden states after this many decoder layers
+        (through the final norm, then the LM head) instead of after the last one, so that what
+        they are taught there is in their content for the layers above (None: the last).
 
         Returns:
             ``(logp, image_logits)``: B x T float32 log-probs, and N x V float32 logits, N the
@@ -381,22 +386,42 @@ class VisionLanguageModel:
         response_ids = response_ids.to(self.device)
         response_mask = response_mask.to(self.device)
         prompt_ids = inputs["input_ids"]
-        hidden = self.model.model(
-            input_ids=torch.cat([prompt_ids, response_ids], dim=1),
-            attention_mask=torch.cat([inputs["attention_mask"], response_mask.long()], dim=1),
-            pixel_values=inputs["pixel_values"],
-            image_grid_thw=inputs["image_grid_thw"],
-            mm_token_type_ids=torch.cat(
-                [inputs["mm_token_type_ids"], torch.zeros_like(response_ids, dtype=torch.int32)],
-                dim=1,
-            ),
-            use_cache=False,
-        )[0]
+        decoder = self.model.get_decoder()
+        layers = len(decoder.layers)
+        if image_layer is not None and not 1 <= image_layer <= layers:
+            raise ValueError(f"image_layer {image_layer}: the model has decoder layers 1-{layers}")
+        captured = []
+        hook = None
+        if image_layer is not None and image_layer < layers:
+            hook = decoder.layers[image_layer - 1].register_forward_hook(
+                lambda _module, _args, output: captured.append(
+                    output[0] if isinstance(output, tuple) else output
+                )
+            )
+        try:
+            hidden = self.model.model(
+                input_ids=torch.cat([prompt_ids, response_ids], dim=1),
+                attention_mask=torch.cat([inputs["attention_mask"], response_mask.long()], dim=1),
+                pixel_values=inputs["pixel_values"],
+                image_grid_thw=inputs["image_grid_thw"],
+                mm_token_type_ids=torch.cat(
+                    [
+                        inputs["mm_token_type_ids"],
+                        torch.zeros_like(response_ids, dtype=torch.int32),
+                    ],
+                    dim=1,
+                ),
+                use_cache=False,
+            )[0]
+        finally:
+            if hook is not None:
+                hook.remove()
         head, length = self.model.lm_head, prompt_ids.shape[1]
         logits = head(hidden[:, length - 1 : length + response_ids.shape[1] - 1]).float()
         chosen = logits.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
         is_image = prompt_ids == self.model.config.image_token_id
-        image_logits = head(hidden[:, :length][is_image]).float()
+        image_hidden = decoder.norm(captured[0]) if captured else hidden
+        image_logits = head(image_hidden[:, :length][is_image]).float()
         return chosen - torch.logsumexp(logits, dim=-1), image_logits
 
     def grouped_logprobs(
