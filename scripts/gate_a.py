@@ -35,7 +35,6 @@ import numpy as np
 from socioseg.answers import parse_answer
 from socioseg.engine import Prompt
 from socioseg.metrics import mask_iou
-from socioseg.models.vlm import pad_right
 from socioseg.train import aux_labels
 from socioseg.train.checkpoint import safe_load
 
@@ -56,41 +55,25 @@ def _probe():
     return sys.modules["position_probe"]
 
 
-def position_targets(policy, count: int, frame: int) -> np.ndarray:
-    """Position label ids of ``count`` examples' images (map columns, satellite rows)."""
+def position_targets(policy, frame: int) -> np.ndarray:
+    """Position label ids of one example's images (map columns, then satellite rows)."""
     tokens = aux_labels.LabelTokens.of(policy.processor.tokenizer)
     side = frame // policy.family.factor
-    one = np.concatenate(
+    return np.concatenate(
         [aux_labels.position_labels((side, side), tokens, a) for a in ("column", "row")]
     )
-    return np.tile(one, count)
 
 
-def train_loss(
-    policy, batch: list[tuple[Prompt, str]], weight: float, frame: int, layer: int | None = None
-):
-    """Answer NLL + ``weight`` x position cross-entropy (the image tokens read after decoder
-    layer ``layer``, None: the last); returns (loss, parts)."""
-    import torch
+def train_loss(policy, batch: list[tuple[Prompt, str]], aux, frame: int):
+    """The warm-up's loss (:func:`socioseg.train.sft.supervised_losses`) with position labels
+    only (``aux``: an ``AuxSettings``; no entity labels); returns (loss, parts)."""
+    from socioseg.train.sft import supervised_losses
 
-    from socioseg.train.sft import supervised_loss
-
-    if weight == 0:
-        loss = supervised_loss(policy, batch)
-        return loss, {"nll": float(loss.detach())}
-    tokenizer = policy.processor.tokenizer
-    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    inputs = policy.encode([p.text for p, _ in batch], [list(p.images) for p, _ in batch])
-    ids, mask = pad_right(
-        [[*tokenizer(a).input_ids, end] for _, a in batch], tokenizer.pad_token_id
-    )
-    logp, image_logits = policy.logprobs_and_image_logits(inputs, ids, mask, layer)
-    mask = mask.to(logp.device, logp.dtype)
-    nll = -(logp * mask).sum() / mask.sum()
-    labels = torch.from_numpy(position_targets(policy, len(batch), frame))
-    position = torch.nn.functional.cross_entropy(image_logits, labels.to(image_logits.device))
-    loss = nll + weight * position
-    return loss, {"nll": float(nll.detach()), "aux_position": float(position.detach())}
+    position = position_targets(policy, frame)
+    labels = [(position, np.full_like(position, aux_labels.IGNORE))] * len(batch)
+    loss, parts = supervised_losses(policy, batch, labels, aux)
+    parts.pop("aux_entity", None)
+    return loss, parts
 
 
 def answer_iou(text: str, box: list[int], frame: int) -> float:
@@ -198,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from socioseg.models.vlm import VisionLanguageModel
-    from socioseg.train.config import AdamWSettings, SupervisedConfig
+    from socioseg.train.config import AdamWSettings, AuxSettings, SupervisedConfig
     from socioseg.train.optim import SupervisedUpdates
 
     args = _parser().parse_args(argv)
@@ -226,6 +209,7 @@ def main(argv: list[str] | None = None) -> dict:
         steps=args.steps, batch_size=args.batch_size, optim=AdamWSettings(lr=args.lr)
     )
     updates = SupervisedUpdates(policy.model.parameters(), config)
+    aux = AuxSettings(position=args.aux_position, layer=args.aux_layer)
     rng = np.random.default_rng(args.seed)
     if progress["rng"] is not None:
         state = safe_load(checkpoint / "state.pt")
@@ -248,7 +232,7 @@ def main(argv: list[str] | None = None) -> dict:
         step += 1
         counts = rng.integers(1, len(probe.COLORS) + 1, args.batch_size)
         batch = [probe.squares_sample(rng, int(n), args.frame)[:2] for n in counts]
-        loss, parts = train_loss(policy, batch, args.aux_position, args.frame, args.aux_layer)
+        loss, parts = train_loss(policy, batch, aux, args.frame)
         updates.step(loss)
         _append(
             out / "metrics.csv", {"step": step, **parts, "elapsed_s": time.perf_counter() - started}

@@ -16,7 +16,7 @@ from socioseg.train.aux_labels import (
     position_digit,
     token_coverage,
 )
-from socioseg.train.config import AuxSettings
+from socioseg.train.config import AuxSettings, ConfigError
 from socioseg.train.sft import (
     SftConfig,
     sample_aux_labels,
@@ -119,3 +119,40 @@ def test_a_run_with_aux_weights_logs_them_and_trains_the_lm_head_and_vision_towe
     head = [n for n in changed if "lm_head" in n or "embed_tokens" in n]
     vision = [n for n in changed if "visual" in n]
     assert head and vision  # same seed and data: only the aux losses differ
+
+
+def test_labels_read_after_an_earlier_layer_are_that_layers_hidden_states(tiny_vlm):
+    """``aux.layer``: the image logits are the LM head on the (normed) hidden states after that
+    layer, as transformers' own ``output_hidden_states`` gives them; the answer is unchanged,
+    and the layers above get no gradient from these labels."""
+    from socioseg.models.vlm import pad_right
+
+    sample = generate_sample(1, size=128)
+    prompt, answer = teacher_examples(sample, 3136, 12544)[0]
+    tokenizer = tiny_vlm.processor.tokenizer
+    inputs = tiny_vlm.encode([prompt.text], [list(prompt.images)])
+    ids, mask = pad_right([tokenizer(answer).input_ids], tokenizer.pad_token_id)
+    model = tiny_vlm.model
+    layers = model.config.text_config.num_hidden_layers
+    assert layers == 2
+    with torch.no_grad():
+        last_logp, last = tiny_vlm.logprobs_and_image_logits(inputs, ids, mask)
+        _, same = tiny_vlm.logprobs_and_image_logits(inputs, ids, mask, layers)
+        first_logp, first = tiny_vlm.logprobs_and_image_logits(inputs, ids, mask, 1)
+        hidden = model.model(**inputs, output_hidden_states=True).hidden_states
+    assert torch.equal(same, last) and torch.equal(first_logp, last_logp)
+    with pytest.raises(ConfigError, match="layer must be >= 1"):
+        AuxSettings(position=1.0, layer=0)
+    is_image = inputs["input_ids"] == model.config.image_token_id
+    decoder = model.model.language_model
+    expected = model.lm_head(decoder.norm(hidden[1])[is_image]).float()
+    assert torch.allclose(first, expected, atol=1e-5)
+    assert not torch.allclose(first, last, atol=1e-3)
+    with pytest.raises(ValueError, match="decoder layers 1-2"):
+        tiny_vlm.logprobs_and_image_logits(inputs, ids, mask, 3)
+    model.zero_grad()
+    tiny_vlm.logprobs_and_image_logits(inputs, ids, mask, 1)[1].logsumexp(-1).sum().backward()
+    top = [p.grad for p in decoder.layers[1].parameters()]
+    assert all(g is None or not g.any() for g in top)
+    assert any(p.grad is not None and p.grad.any() for p in decoder.layers[0].parameters())
+    model.zero_grad()

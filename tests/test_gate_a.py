@@ -30,9 +30,9 @@ def test_position_targets_are_map_columns_then_satellite_rows(tmp_path):
     policy = probe.build_policy(tmp_path / "vlm", 56, 10.0, seed=0, mrope_section=[2, 7, 7])
     assert policy.model.config.text_config.rope_parameters["mrope_section"] == [2, 7, 7]
     digit = [policy.processor.tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)]
-    targets = gate.position_targets(policy, 2, 56).tolist()
-    one = [digit[c] for c in (0, 1) * 2] + [digit[r] for r in (0, 0, 1, 1)]
-    assert targets == one + one  # 56 px: 2 x 2 merged tokens per image
+    targets = gate.position_targets(policy, 56).tolist()
+    # 56 px: 2 x 2 merged tokens per image, row-major
+    assert targets == [digit[c] for c in (0, 1) * 2] + [digit[r] for r in (0, 0, 1, 1)]
 
 
 def test_a_run_stopped_and_resumed_ends_where_an_unbroken_run_does(tmp_path):

@@ -109,15 +109,20 @@ class AuxSettings(_Section):
     only; :mod:`socioseg.train.aux_labels`). At each merged image token the LM head predicts
     the token's column (map) / row (satellite) digit, weighted by ``position``, and the
     socio-class token of the entity under it or "none", weighted by ``entity``. Both 0: the
-    answer loss alone, computed as without this section."""
+    answer loss alone, computed as without this section. ``layer``: the image tokens are read
+    after this many decoder layers (then the final norm and the LM head), so that what they
+    learn is in their content for the layers above, where an answer can copy it; None: after
+    the last layer."""
 
     position: float = 0.0
     entity: float = 0.0
+    layer: int | None = None
 
     def _checks(self) -> list[tuple[bool, str]]:
         return [
             (self.position >= 0, f"position must be >= 0, got {self.position}"),
             (self.entity >= 0, f"entity must be >= 0, got {self.entity}"),
+            (self.layer is None or self.layer >= 1, f"layer must be >= 1, got {self.layer}"),
         ]
 
     @property

@@ -264,8 +264,9 @@ def supervised_losses(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The loss of one step and its parts: answer NLL (:func:`supervised_loss`, the same value),
     plus ``aux.position`` x the position cross-entropy and ``aux.entity`` x the entity one at
-    the image tokens. ``labels``: each example's (position, entity) label ids, its images'
-    tokens in order. Without ``aux`` weights only the answer NLL runs."""
+    the image tokens (read after decoder layer ``aux.layer``). ``labels``: each example's
+    (position, entity) label ids, its images' tokens in order. Without ``aux`` weights only
+    the answer NLL runs."""
     if not aux.active:
         loss = supervised_loss(policy, examples)
         return loss, {"nll": float(loss.detach())}
@@ -274,7 +275,7 @@ def supervised_losses(
     inputs = policy.encode([p.text for p, _ in examples], [list(p.images) for p, _ in examples])
     sequences = [[*tokenizer(answer).input_ids, end] for _, answer in examples]
     ids, mask = pad_right(sequences, tokenizer.pad_token_id)
-    logp, image_logits = policy.logprobs_and_image_logits(inputs, ids, mask)
+    logp, image_logits = policy.logprobs_and_image_logits(inputs, ids, mask, aux.layer)
     mask = mask.to(logp.device, logp.dtype)
     nll = -(logp * mask).sum() / mask.sum()
     position = torch.from_numpy(np.concatenate([p for p, _ in labels]))
