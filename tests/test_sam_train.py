@@ -11,7 +11,8 @@ import torch
 from socioseg.cli import main
 from socioseg.data.synth import generate_sample, write_dataset
 from socioseg.models.builders import build_tiny_sam
-from socioseg.models.segmenter import Preprocessing, Segmenter
+from socioseg.models.segmenter import Preprocessing, Segmenter, preprocess
+from socioseg.train.config import ConfigError
 from socioseg.train.rewards import gt_boxes_from_mask
 from socioseg.train.sam import SamTrainConfig, entities, make_batch, sam_loss, sample_target
 
@@ -151,3 +152,33 @@ def test_a_failed_train_sam_leaves_nothing_beside_out_and_the_rerun_works(tmp_pa
     assert main([*args, f"data={tmp_path / 'data'}"]) == 0  # no --overwrite needed
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
     assert Segmenter.from_pretrained(str(out), device="cpu").input_size == 128
+
+
+def test_a_batch_in_the_vlm_frame_is_the_image_the_pipeline_embeds():
+    """With min/max pixels, SAM trains on the satellite image resized to the VLM frame (as
+    ``engine.prepare`` embeds it) and the prompt lands on the same place of SAM's input."""
+    from PIL import Image
+
+    from socioseg.engine import prepare
+
+    sample = generate_sample(3, size=128)
+    frame = {"min_pixels": 112 * 112, "max_pixels": 112 * 112}  # 128 px tile -> 112 px frame
+    prep = Preprocessing(size=256)
+    tile = make_batch([sample], np.random.default_rng(0), SamTrainConfig(), 256, prep)
+    vlm = make_batch([sample], np.random.default_rng(0), SamTrainConfig(**frame), 256, prep)
+    assert torch.allclose(vlm["input_points"], tile["input_points"], atol=1e-4)
+    assert torch.equal(vlm["target"], tile["target"])
+    # the pixels: the tile resized to 112 px (bicubic), then to SAM's 256 px input
+    small = sample.sat.convert("RGB").resize((112, 112), Image.Resampling.BICUBIC)
+    assert torch.equal(vlm["pixel_values"][0], preprocess(small, prep)[0])
+    assert not torch.equal(vlm["pixel_values"], tile["pixel_values"])
+
+    class Embeds:  # records what the pipeline hands SAM2
+        def embed(self, image):
+            return image
+
+    job = prepare(Embeds(), sample.sat, sample.map, "q", 112 * 112, 112 * 112)
+    assert job.embedding.size == (112, 112)
+    assert torch.equal(preprocess(job.embedding, prep)[0], vlm["pixel_values"][0])
+    with pytest.raises(ConfigError, match="give both"):
+        SamTrainConfig(min_pixels=112 * 112)

@@ -59,9 +59,13 @@ def vlm_images(
     Both images take the satellite's VLM frame size (Qwen's BICUBIC resample), so the
     processor's own resize is the identity and both images share one coordinate frame.
     """
-    size = frames.vlm_size
-    resample = Image.Resampling.BICUBIC
-    return map_.convert("RGB").resize(size, resample), sat.convert("RGB").resize(size, resample)
+    return vlm_image(map_, frames), vlm_image(sat, frames)
+
+
+def vlm_image(image: Image.Image, frames: Frames) -> Image.Image:
+    """``image`` as RGB in the VLM frame (Qwen's BICUBIC resample): what the policy reads and
+    what SAM2 embeds."""
+    return image.convert("RGB").resize(frames.vlm_size, Image.Resampling.BICUBIC)
 
 
 @dataclass

@@ -13,8 +13,11 @@ The image goes through :func:`socioseg.models.segmenter.preprocess` and the prom
 :func:`~socioseg.models.segmenter.prompt_coords`, exactly as
 :class:`~socioseg.models.segmenter.Segmenter` prompts at inference (box corners with labels 2 and
 3, points with label 1, the prompt encoder's padding point), so what is learned is what is
-used. The image is the tile as stored; the pipeline embeds it resized to the VLM frame, which
-for socioseg-mini (256 -> 252 px) is a 2% scale SAM's own resize to S x S absorbs.
+used. With ``min_pixels`` / ``max_pixels`` (and the policy family's ``factor``) the image is
+first resized to that VLM frame (:func:`socioseg.engine.vlm_image`) and the prompt moved there
+through :class:`~socioseg.geometry.Frames`, as the pipeline embeds the satellite image it
+shows the policy (socioseg-mini: the 256 px tile at 252 px, resampled twice on its way to
+SAM's 256 px input); without them SAM trains on the tile as stored.
 
 Loss (SAM): ``focal_weight`` x sigmoid focal
 (alpha 0.25, gamma 2) + ``dice_weight`` x dice on the best of the three multimask outputs
@@ -45,6 +48,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from socioseg.engine import vlm_image
+from socioseg.geometry import VLM_FACTOR, Frames
 from socioseg.models.segmenter import (
     PREPROCESSOR_FILE,
     Segmenter,
@@ -83,10 +88,24 @@ class SamTrainConfig(SupervisedConfig):
     dice_weight: float = 1.0
     iou_weight: float = 1.0
     embedding_weight: float = 0.0  # x mean square of the image embedding (module docstring)
+    # The VLM frame the pipeline embeds (module docstring); None: the tile as stored.
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+    factor: int = VLM_FACTOR  # the policy family's frame multiple (Qwen2.5-VL: 28)
 
     def _checks(self) -> list[tuple[bool, str]]:
+        frame = (self.min_pixels, self.max_pixels)
         return [
             *super()._checks(),
+            (
+                (None not in frame) or frame == (None, None),
+                "min_pixels and max_pixels: give both (the VLM frame) or neither",
+            ),
+            (
+                None in frame or 0 < frame[0] <= frame[1],
+                f"min_pixels {frame[0]} must be > 0 and <= max_pixels {frame[1]}",
+            ),
+            (self.factor >= 1, f"factor must be >= 1, got {self.factor}"),
             (0 <= self.point_prob <= 1, "point_prob must be in [0, 1]"),
             (self.max_points >= 1, "max_points must be >= 1"),
             (0 <= self.box_noise < 1, "box_noise must be in [0, 1)"),
@@ -147,8 +166,15 @@ def make_batch(samples: list, rng: np.random.Generator, config: SamTrainConfig, 
         found = entities(mask)
         box, entity = found[int(rng.integers(0, len(found)))]
         xy, point_labels = point_prompt(sample_target(rng, box, entity, n_points, config.box_noise))
-        pixels.append(preprocess(sample.sat, prep)[0])
-        points.append(prompt_coords(xy, sample.sat.size, side))
+        image = sample.sat
+        if config.min_pixels is not None:
+            frames = Frames.for_image(
+                image.size, config.min_pixels, config.max_pixels, config.factor
+            )
+            image = vlm_image(image, frames)
+            xy = frames.points_array(np.asarray(xy, dtype=np.float64), "image", "vlm")
+        pixels.append(preprocess(image, prep)[0])
+        points.append(prompt_coords(xy, image.size, side))
         labels.append(point_labels)
         resized = F.interpolate(
             torch.from_numpy(entity)[None, None].float(),
@@ -255,20 +281,3 @@ def _draw(dataset, rng: np.random.Generator):
         if entities(np.asarray(sample.mask, dtype=bool)):
             return sample
     raise ValueError(f"no sample with a mask entity in {_MAX_DRAWS} draws: is the dataset empty?")
-
-
-def box_prompt_miou(segmenter: Segmenter, dataset, limit: int, n_points: int = 0) -> float:
-    """Mean IoU of ``segmenter`` on each entity of the first ``limit`` samples, prompted with
-    its exact GT box (and, with ``n_points``, that many points from :func:`sample_target`,
-    seed 0), through the inference path (``Segmenter.embed`` / ``segment``)."""
-    rng = np.random.default_rng(0)
-    scores = []
-    for index in range(min(limit, len(dataset))):
-        sample = dataset[index]
-        embedding = segmenter.embed(sample.sat)
-        for box, entity in entities(np.asarray(sample.mask, dtype=bool)):
-            target = sample_target(rng, box, entity, n_points, 0.0)
-            pred = segmenter.segment(embedding, [target])
-            union = (pred | entity).sum()
-            scores.append(float((pred & entity).sum() / union) if union else 1.0)
-    return float(np.mean(scores)) if scores else float("nan")
