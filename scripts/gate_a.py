@@ -13,7 +13,9 @@ The gate passes when IoU > 0.5 on at least half of them; the run stops there.
 
 Resumable: ``OUT`` holds the settings (``run.json``; a resumed run must ask for the same), the
 latest checkpoint (``vlm/``, ``state.pt``: optimiser, schedule, random states) and the curves
-(``metrics.csv``: step, losses, seconds; ``gate.csv``: step, IoU share, mean IoU). Run again
+(``metrics.csv``: step, losses, seconds; ``gate.csv``: step, IoU share, mean IoU, and
+the answer's attention on the asked-for square, ``position_probe.target_attention``'s best
+layer, beside uniform attention's share). Run again
 with the same arguments to continue after a kill (``--stop-after N`` ends a session after N
 steps, with a checkpoint). Exit status 0 when the gate passed, 1 when
 the steps ran out first.
@@ -42,6 +44,7 @@ GATE_IOU = 0.5
 GATE_SHARE = 0.5
 GATE_SQUARES = 3
 MAX_NEW_TOKENS = 96
+ATTENTION_QUESTIONS = 16  # held-out questions whose answer attention is measured
 
 
 def _probe():
@@ -239,13 +242,23 @@ def main(argv: list[str] | None = None) -> dict:
         )
         if step % args.every == 0 or step == args.steps:
             share, mean = gate(policy, held_out, args.frame)
+            looks = probe.target_attention(policy, held_out[:ATTENTION_QUESTIONS], args.frame)
             elapsed = time.perf_counter() - started
-            result = {"step": step, "iou_share": share, "mean_iou": mean, "elapsed_s": elapsed}
+            result = {
+                "step": step,
+                "iou_share": share,
+                "mean_iou": mean,
+                "attention_on_target": max(on for on, _ in looks),
+                "attention_uniform": looks[0][1],
+                "elapsed_s": elapsed,
+            }
             _append(out / "gate.csv", result)
             passed = share >= GATE_SHARE
             print(
                 f"step {step}: loss {parts}; held-out {GATE_SQUARES}-square questions with IoU >"
-                f" {GATE_IOU}: {share:.1%} (mean IoU {mean:.3f}); gate A"
+                f" {GATE_IOU}: {share:.1%} (mean IoU {mean:.3f}); attention on the square"
+                f" {result['attention_on_target']:.3f} (uniform {result['attention_uniform']:.3f});"
+                " gate A"
                 f" {'passed' if passed else 'not yet'} ({elapsed:.0f} s)",
                 flush=True,
             )

@@ -116,6 +116,63 @@ def image_gap(policy, held_out: list[tuple[Prompt, str, list[int]]]) -> tuple[fl
     return nll_own, nll_other
 
 
+def target_attention(policy, held_out, frame: int) -> list[tuple[float, float]]:
+    """Per decoder layer: how much of the attention that the answer pays to the images, at the
+    position that writes its first coordinate digit (teacher-forced, heads averaged), lands on
+    the asked-for square's tokens (mean over ``held_out``), beside the share of image tokens
+    that square covers (what uniform attention would give). Link (b) of docs/mini.md: an
+    answer that reads the image looks at the square it is asked for."""
+    import torch
+
+    from socioseg.geometry import Frames
+    from socioseg.train.aux_labels import token_coverage
+
+    tokenizer = policy.processor.tokenizer
+    digits = {tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)}
+    model, image_id = policy.model, policy.model.config.image_token_id
+    side = frame // policy.family.factor
+    previous = model.config._attn_implementation
+    model.set_attn_implementation("eager")  # attention weights are returned by eager only
+    model.eval()
+    on_target, uniform = [], []
+    try:
+        for prompt, answer, box in held_out:
+            inputs = policy.encode([prompt.text], [list(prompt.images)])
+            answer_ids = tokenizer(answer).input_ids  # no digit before the first coordinate
+            first = next(i for i, t in enumerate(answer_ids) if t in digits)
+            ids = torch.tensor([answer_ids])
+            length = inputs["input_ids"].shape[1]
+            with torch.no_grad():
+                out = model.model(
+                    input_ids=torch.cat([inputs["input_ids"], ids], 1),
+                    attention_mask=torch.ones(1, length + ids.shape[1], dtype=torch.long),
+                    pixel_values=inputs["pixel_values"],
+                    image_grid_thw=inputs["image_grid_thw"],
+                    mm_token_type_ids=torch.cat(
+                        [inputs["mm_token_type_ids"], torch.zeros_like(ids, dtype=torch.int32)], 1
+                    ),
+                    output_attentions=True,
+                    use_cache=False,
+                )
+            square = np.zeros((TILE, TILE), bool)
+            square[box[1] : box[3], box[0] : box[2]] = True
+            cover = token_coverage(square, Frames((TILE, TILE), (frame, frame)), (side, side))
+            target = np.tile(cover.reshape(-1) > 0.5, 2)  # map tokens, then satellite tokens
+            is_image = (inputs["input_ids"][0] == image_id).numpy()
+            query = length + first - 1  # the position that predicts the digit
+            rows = []
+            for layer in out.attentions:
+                weights = layer[0, :, query, :length].mean(0).numpy()[is_image]
+                rows.append(float(weights[target].sum() / weights.sum()))
+            on_target.append(rows)
+            uniform.append(float(target.mean()))
+    finally:
+        model.set_attn_implementation(previous)
+        model.train()
+    means = np.mean(on_target, axis=0)
+    return [(float(m), float(np.mean(uniform))) for m in means]
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     import torch
 

@@ -59,3 +59,14 @@ def test_a_run_stopped_and_resumed_ends_where_an_unbroken_run_does(tmp_path):
     assert all(np.array_equal(weights[0][k], weights[1][k]) for k in weights[0])
     with pytest.raises(SystemExit, match="a different run"):
         gate.main([str(tmp_path / "parts"), *common, "--lr", "0.5"])
+
+
+def test_target_attention_compares_with_the_share_the_square_covers(tmp_path):
+    probe = load_script("position_probe")
+    policy = probe.build_policy(tmp_path / "vlm", 56, 10.0, seed=0)
+    prompt, answer, _ = probe.squares_sample(np.random.default_rng(0), 2, 56)
+    quarter = [0, 0, 126, 126]  # the top-left merged token of a 2 x 2 grid, on both images
+    rows = probe.target_attention(policy, [(prompt, answer, quarter)], 56)
+    assert len(rows) == policy.model.config.text_config.num_hidden_layers
+    assert all(0 <= on <= 1 and uniform == 0.25 for on, uniform in rows)
+    assert policy.model.config._attn_implementation != "eager"  # put back as it was
