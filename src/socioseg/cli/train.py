@@ -77,7 +77,7 @@ def _cmd_sft(args: argparse.Namespace) -> int:
 def _cmd_train_sam(args: argparse.Namespace) -> int:
     from socioseg.train.sam import SamTrainConfig, train_sam
 
-    wrote = "wrote SAM2 to {out} (pass it as --sam or model.sam)"
+    wrote = "wrote the trained segmenter to {out} (pass it as --sam or model.sam)"
     return _run_supervised(args, SamTrainConfig, train_sam, "sam", wrote)
 
 
