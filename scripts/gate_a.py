@@ -67,14 +67,28 @@ def position_targets(policy, frame: int) -> np.ndarray:
     )
 
 
-def train_loss(policy, batch: list[tuple[Prompt, str]], aux, frame: int):
+def square_tokens(box: list[int], policy, frame: int) -> np.ndarray:
+    """The look labels of one question: its two images' tokens that the asked-for square
+    (``box``, tile pixels) covers at all, map then satellite."""
+    from socioseg.geometry import Frames
+
+    side = frame // policy.family.factor
+    square = np.zeros((_probe().TILE, _probe().TILE), bool)
+    square[box[1] : box[3], box[0] : box[2]] = True
+    frames = Frames((_probe().TILE, _probe().TILE), (frame, frame))
+    return np.tile(aux_labels.token_coverage(square, frames, (side, side)).reshape(-1) > 0, 2)
+
+
+def train_loss(policy, batch: list[tuple[Prompt, str, list[int]]], aux, frame: int):
     """The warm-up's loss (:func:`socioseg.train.sft.supervised_losses`) with position labels
-    only (``aux``: an ``AuxSettings``; no entity labels); returns (loss, parts)."""
+    and the answer's attention label (``aux``: an ``AuxSettings``; no entity labels); returns
+    (loss, parts)."""
     from socioseg.train.sft import supervised_losses
 
     position = position_targets(policy, frame)
-    labels = [(position, np.full_like(position, aux_labels.IGNORE))] * len(batch)
-    loss, parts = supervised_losses(policy, batch, labels, aux)
+    entity = np.full_like(position, aux_labels.IGNORE)
+    labels = [(position, entity, square_tokens(box, policy, frame)) for _, _, box in batch]
+    loss, parts = supervised_losses(policy, [(p, a) for p, a, _ in batch], labels, aux)
     parts.pop("aux_entity", None)
     return loss, parts
 
@@ -167,6 +181,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--aux-position", type=float, default=1.0)
     parser.add_argument("--rope-theta", type=float, default=1_000_000.0)
     parser.add_argument("--mrope-section", default=None, help="time,height,width e.g. 2,7,7")
+    parser.add_argument(
+        "--aux-attention", type=float, default=0.0, help="weight of the answer's attention label"
+    )
+    parser.add_argument("--attention-layer", type=int, default=None, help="its layer (last)")
     parser.add_argument("--text-layers", type=int, default=None, help="decoder layers (mini: 4)")
     parser.add_argument(
         "--aux-layer", type=int, default=None, help="position labels after this layer (last)"
@@ -212,7 +230,12 @@ def main(argv: list[str] | None = None) -> dict:
         steps=args.steps, batch_size=args.batch_size, optim=AdamWSettings(lr=args.lr)
     )
     updates = SupervisedUpdates(policy.model.parameters(), config)
-    aux = AuxSettings(position=args.aux_position, layer=args.aux_layer)
+    aux = AuxSettings(
+        position=args.aux_position,
+        layer=args.aux_layer,
+        attention=args.aux_attention,
+        attention_layer=args.attention_layer,
+    )
     rng = np.random.default_rng(args.seed)
     if progress["rng"] is not None:
         state = safe_load(checkpoint / "state.pt")
@@ -234,7 +257,7 @@ def main(argv: list[str] | None = None) -> dict:
     while step < args.steps:
         step += 1
         counts = rng.integers(1, len(probe.COLORS) + 1, args.batch_size)
-        batch = [probe.squares_sample(rng, int(n), args.frame)[:2] for n in counts]
+        batch = [probe.squares_sample(rng, int(n), args.frame) for n in counts]
         loss, parts = train_loss(policy, batch, aux, args.frame)
         updates.step(loss)
         _append(

@@ -136,9 +136,9 @@ def test_labels_read_after_an_earlier_layer_are_that_layers_hidden_states(tiny_v
     layers = model.config.text_config.num_hidden_layers
     assert layers == 2
     with torch.no_grad():
-        last_logp, last = tiny_vlm.logprobs_and_image_logits(inputs, ids, mask)
-        _, same = tiny_vlm.logprobs_and_image_logits(inputs, ids, mask, layers)
-        first_logp, first = tiny_vlm.logprobs_and_image_logits(inputs, ids, mask, 1)
+        last_logp, last, none = tiny_vlm.logprobs_and_image_logits(inputs, ids, mask)
+        _, same, _ = tiny_vlm.logprobs_and_image_logits(inputs, ids, mask, layers)
+        first_logp, first, _ = tiny_vlm.logprobs_and_image_logits(inputs, ids, mask, 1)
         hidden = model.model(**inputs, output_hidden_states=True).hidden_states
     assert torch.equal(same, last) and torch.equal(first_logp, last_logp)
     with pytest.raises(ConfigError, match="layer must be >= 1"):

@@ -365,7 +365,12 @@ class VisionLanguageModel:
         return chosen - torch.logsumexp(logits, dim=-1)
 
     def logprobs_and_image_logits(
-        self, inputs, response_ids, response_mask, image_layer: int | None = None
+        self,
+        inputs,
+        response_ids,
+        response_mask,
+        image_layer: int | None = None,
+        attention_layer: int | None = None,
     ):
         """:meth:`response_logprobs` plus the LM head's logits at every image token.
 
@@ -375,11 +380,14 @@ class VisionLanguageModel:
         ``image_layer``: read the image tokens' hidden states after this many decoder layers
         (through the final norm, then the LM head) instead of after the last one, so that what
         they are taught there is in their content for the layers above (None: the last).
+        ``attention_layer``: also return that decoder layer's attention weights (computed with
+        eager attention for this forward, which alone returns them).
 
         Returns:
-            ``(logp, image_logits)``: B x T float32 log-probs, and N x V float32 logits, N the
-            image tokens of the batch in ``input_ids`` order (row 0's images first, each image's
-            merged tokens row-major, as the processor lays them out).
+            ``(logp, image_logits, attention)``: B x T float32 log-probs; N x V float32 logits,
+            N the image tokens of the batch in ``input_ids`` order (row 0's images first, each
+            image's merged tokens row-major, as the processor lays them out); B x heads x L x L
+            attention weights over the prompt and response (L positions), or None.
         """
         import torch
 
@@ -388,14 +396,24 @@ class VisionLanguageModel:
         prompt_ids = inputs["input_ids"]
         decoder = self.model.get_decoder()
         layers = len(decoder.layers)
-        if image_layer is not None and not 1 <= image_layer <= layers:
-            raise ValueError(f"image_layer {image_layer}: the model has decoder layers 1-{layers}")
-        captured = []
-        hook = None
+        for name, value in (("image_layer", image_layer), ("attention_layer", attention_layer)):
+            if value is not None and not 1 <= value <= layers:
+                raise ValueError(f"{name} {value}: the model has decoder layers 1-{layers}")
+        captured, weights, hooks = [], [], []
         if image_layer is not None and image_layer < layers:
-            hook = decoder.layers[image_layer - 1].register_forward_hook(
-                lambda _module, _args, output: captured.append(
-                    output[0] if isinstance(output, tuple) else output
+            hooks.append(
+                decoder.layers[image_layer - 1].register_forward_hook(
+                    lambda _module, _args, output: captured.append(
+                        output[0] if isinstance(output, tuple) else output
+                    )
+                )
+            )
+        attention = self.model.config._attn_implementation
+        if attention_layer is not None:
+            self.model.set_attn_implementation("eager")
+            hooks.append(
+                decoder.layers[attention_layer - 1].self_attn.register_forward_hook(
+                    lambda _module, _args, output: weights.append(output[1])
                 )
             )
         try:
@@ -414,15 +432,18 @@ class VisionLanguageModel:
                 use_cache=False,
             )[0]
         finally:
-            if hook is not None:
+            for hook in hooks:
                 hook.remove()
+            if attention_layer is not None:
+                self.model.set_attn_implementation(attention)
         head, length = self.model.lm_head, prompt_ids.shape[1]
         logits = head(hidden[:, length - 1 : length + response_ids.shape[1] - 1]).float()
         chosen = logits.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
         is_image = prompt_ids == self.model.config.image_token_id
         image_hidden = decoder.norm(captured[0]) if captured else hidden
         image_logits = head(image_hidden[:, :length][is_image]).float()
-        return chosen - torch.logsumexp(logits, dim=-1), image_logits
+        logp = chosen - torch.logsumexp(logits, dim=-1)
+        return logp, image_logits, (weights[0] if weights else None)
 
     def grouped_logprobs(
         self,

@@ -15,6 +15,12 @@ every merged image token (the language model's image tokens), to predict:
   socio-function query over several classes) gives no entity label on its covered tokens
   (``IGNORE``); its other tokens are still "none".
 
+- attention: the answer's coordinate digits (the digit tokens after ``<answer>``) should be
+  written while one head (head 0 of one decoder layer) looks at the tokens the target covers
+  (any of their pixels): the loss is minus the log of that head's attention mass on them,
+  averaged over the digits. It teaches the link that the position labels leave to chance:
+  the answer reading the place of the entity it is asked for (docs/mini.md).
+
 Inference, prompts and answers do not change: these are extra training targets only.
 """
 
@@ -94,15 +100,17 @@ def image_labels(
     tokens: LabelTokens,
     axis: str,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(position, entity)`` label token ids of one image's merged tokens, row-major.
+    """``(position, entity, look)`` labels of one image's merged tokens, row-major.
 
     ``axis``: "column" (the map) or "row" (the satellite image); ``class_token`` from
-    :meth:`LabelTokens.of_class`. Both arrays are int64 of length rows x columns.
+    :meth:`LabelTokens.of_class`. ``position`` and ``entity``: int64 token ids; ``look``: bool,
+    the tokens the mask covers at all (where the answer's attention label points). Each of
+    length rows x columns.
     """
     position = position_labels(grid, tokens, axis)
-    on_entity = token_coverage(mask, frames, grid).reshape(-1) > MAJORITY
-    entity = np.where(on_entity, class_token, tokens.none).astype(np.int64)
-    return position, entity
+    coverage = token_coverage(mask, frames, grid).reshape(-1)
+    entity = np.where(coverage > MAJORITY, class_token, tokens.none).astype(np.int64)
+    return position, entity, coverage > 0
 
 
 def position_labels(grid: tuple[int, int], tokens: LabelTokens, axis: str) -> np.ndarray:
@@ -116,14 +124,51 @@ def position_labels(grid: tuple[int, int], tokens: LabelTokens, axis: str) -> np
 
 def example_labels(
     mask: np.ndarray, class_token: int, frames: Frames, grids, tokens: LabelTokens
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Labels of one example's two images (map then satellite, ``grids`` their merged
-    (rows, columns)), concatenated in the order of their image tokens."""
+    (rows, columns)): :func:`image_labels`' three arrays, each concatenated in the order of
+    their image tokens."""
     parts = [
         image_labels(mask, class_token, frames, grid, tokens, axis)
         for grid, axis in zip(grids, ("column", "row"), strict=True)
     ]
-    return np.concatenate([p for p, _ in parts]), np.concatenate([e for _, e in parts])
+    return tuple(np.concatenate(arrays) for arrays in zip(*parts, strict=True))
+
+
+def coordinate_positions(tokenizer, answer: str) -> list[int]:
+    """Indices of ``answer``'s tokens that are digits written after ``<answer>`` (its
+    coordinates; a digit in the reasoning, as in a place name, is not one)."""
+    start = answer.find("<answer>")
+    if start < 0:
+        return []
+    encoded = tokenizer(answer, return_offsets_mapping=True)
+    digits = {tokenizer.convert_tokens_to_ids(str(d)) for d in range(DIGITS)}
+    return [
+        i
+        for i, (token, (begin, _)) in enumerate(
+            zip(encoded.input_ids, encoded.offset_mapping, strict=True)
+        )
+        if token in digits and begin >= start
+    ]
+
+
+def attention_loss(
+    weights: torch.Tensor, queries: list[torch.Tensor], look: torch.Tensor, head: int = 0
+) -> torch.Tensor:
+    """Minus the log of ``head``'s attention mass on the ``look`` positions, mean over queries.
+
+    ``weights``: B x heads x L x L attention (rows: queries); ``queries``: per row, the
+    positions that write a coordinate digit; ``look``: B x L bool, the tokens to look at.
+    """
+    terms = []
+    for row, positions in enumerate(queries):
+        if len(positions):
+            rows = weights[row, head, positions.to(weights.device)]
+            mass = (rows * look[row].to(rows.device, rows.dtype)).sum(-1)
+            terms.append(-torch.log(mass.float() + 1e-6))
+    if not terms:
+        return weights.sum() * 0.0
+    return torch.cat(terms).mean()
 
 
 def aux_losses(

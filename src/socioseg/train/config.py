@@ -112,22 +112,31 @@ class AuxSettings(_Section):
     answer loss alone, computed as without this section. ``layer``: the image tokens are read
     after this many decoder layers (then the final norm and the LM head), so that what they
     learn is in their content for the layers above, where an answer can copy it; None: after
-    the last layer."""
+    the last layer. ``attention`` weights the answer's attention label (head 0 of decoder layer
+    ``attention_layer``, None: the last, looks at the target's tokens while the coordinates
+    are written)."""
 
     position: float = 0.0
     entity: float = 0.0
     layer: int | None = None
+    attention: float = 0.0
+    attention_layer: int | None = None
 
     def _checks(self) -> list[tuple[bool, str]]:
         return [
             (self.position >= 0, f"position must be >= 0, got {self.position}"),
             (self.entity >= 0, f"entity must be >= 0, got {self.entity}"),
             (self.layer is None or self.layer >= 1, f"layer must be >= 1, got {self.layer}"),
+            (self.attention >= 0, f"attention must be >= 0, got {self.attention}"),
+            (
+                self.attention_layer is None or self.attention_layer >= 1,
+                f"attention_layer must be >= 1, got {self.attention_layer}",
+            ),
         ]
 
     @property
     def active(self) -> bool:
-        return self.position > 0 or self.entity > 0
+        return self.position > 0 or self.entity > 0 or self.attention > 0
 
 
 @dataclass

@@ -241,9 +241,9 @@ def supervised_loss(policy, examples: list[tuple[Prompt, str]]) -> torch.Tensor:
 
 def sample_aux_labels(
     sample, frames: Frames, family: PolicyFamily, tokenizer
-) -> tuple[np.ndarray, np.ndarray]:
-    """Position and entity labels (:mod:`socioseg.train.aux_labels`) of the image tokens of
-    each of ``sample``'s teacher examples (all show the two images in the VLM frame)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Position, entity and look labels (:mod:`socioseg.train.aux_labels`) of the image tokens
+    of each of ``sample``'s teacher examples (all show the two images in the VLM frame)."""
     width, height = frames.vlm_size
     grid = (height // family.factor, width // family.factor)
     tokens = aux_labels.LabelTokens.of(tokenizer)
@@ -259,14 +259,14 @@ def sample_aux_labels(
 def supervised_losses(
     policy,
     examples: list[tuple[Prompt, str]],
-    labels: list[tuple[np.ndarray, np.ndarray]],
+    labels: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
     aux: AuxSettings,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The loss of one step and its parts: answer NLL (:func:`supervised_loss`, the same value),
     plus ``aux.position`` x the position cross-entropy and ``aux.entity`` x the entity one at
-    the image tokens (read after decoder layer ``aux.layer``). ``labels``: each example's
-    (position, entity) label ids, its images' tokens in order. Without ``aux`` weights only
-    the answer NLL runs."""
+    the image tokens (read after decoder layer ``aux.layer``), plus ``aux.attention`` x the
+    answer's attention label. ``labels``: each example's (position, entity, look) labels, its
+    images' tokens in order. Without ``aux`` weights only the answer NLL runs."""
     if not aux.active:
         loss = supervised_loss(policy, examples)
         return loss, {"nll": float(loss.detach())}
@@ -275,17 +275,38 @@ def supervised_losses(
     inputs = policy.encode([p.text for p, _ in examples], [list(p.images) for p, _ in examples])
     sequences = [[*tokenizer(answer).input_ids, end] for _, answer in examples]
     ids, mask = pad_right(sequences, tokenizer.pad_token_id)
-    logp, image_logits = policy.logprobs_and_image_logits(inputs, ids, mask, aux.layer)
+    layers = policy.model.get_decoder().config.num_hidden_layers
+    attention_layer = (aux.attention_layer or layers) if aux.attention > 0 else None
+    logp, image_logits, weights = policy.logprobs_and_image_logits(
+        inputs, ids, mask, aux.layer, attention_layer
+    )
     mask = mask.to(logp.device, logp.dtype)
     nll = -(logp * mask).sum() / mask.sum()
-    position = torch.from_numpy(np.concatenate([p for p, _ in labels]))
-    entity = torch.from_numpy(np.concatenate([e for _, e in labels]))
+    position = torch.from_numpy(np.concatenate([p for p, _, _ in labels]))
+    entity = torch.from_numpy(np.concatenate([e for _, e, _ in labels]))
     if len(position) != image_logits.shape[0]:
         raise ValueError(
             f"{len(position)} image-token labels for {image_logits.shape[0]} image tokens"
         )
     parts = aux_labels.aux_losses(image_logits, position, entity)
     loss = nll + aux.position * parts["aux_position"] + aux.entity * parts["aux_entity"]
+    if weights is not None:
+        prompt_ids = inputs["input_ids"].cpu()
+        look = torch.zeros(ids.shape[0], weights.shape[-1], dtype=torch.bool)
+        image_rows, image_columns = torch.nonzero(
+            prompt_ids == policy.model.config.image_token_id, as_tuple=True
+        )
+        on_target = np.concatenate([k for _, _, k in labels])
+        look[image_rows, image_columns] = torch.from_numpy(on_target)
+        length = prompt_ids.shape[1]
+        queries = [
+            torch.tensor(aux_labels.coordinate_positions(tokenizer, answer), dtype=torch.long)
+            + length
+            - 1
+            for _, answer in examples
+        ]
+        parts["aux_attention"] = aux_labels.attention_loss(weights, queries, look)
+        loss = loss + aux.attention * parts["aux_attention"]
     return loss, {"nll": float(nll.detach())} | {k: float(v.detach()) for k, v in parts.items()}
 
 
