@@ -12,6 +12,8 @@ from socioseg.geometry import Frames
 from socioseg.train.aux_labels import (
     IGNORE,
     LabelTokens,
+    attention_loss,
+    coordinate_positions,
     example_labels,
     position_digit,
     token_coverage,
@@ -55,7 +57,7 @@ def test_labels_of_a_hand_made_2x3_token_image(scale):
     assert np.allclose(coverage, [[1, 17 / 28, 0.5], [11 / 28, 0, 1]])
     school = tokenizer("School").input_ids[0]
     none = tokenizer("none").input_ids[0]
-    position, entity = example_labels(mask, school, frames, ((2, 3), (2, 3)), tokens)
+    position, entity, look = example_labels(mask, school, frames, ((2, 3), (2, 3)), tokens)
     # map: each token's column, row-major; satellite: each token's row
     columns = [digit[c] for c in (0, 1, 2, 0, 1, 2)]
     rows = [digit[r] for r in (0, 0, 0, 1, 1, 1)]
@@ -63,8 +65,10 @@ def test_labels_of_a_hand_made_2x3_token_image(scale):
     # more than half covered: the class; half or less: "none"; the same on both images
     one_image = [school, school, none, none, none, school]
     assert entity.tolist() == one_image + one_image
+    # the answer's attention label: every token the mask touches at all
+    assert look.tolist() == [True, True, True, True, False, True] * 2
     # a target of no known class: its tokens are left out, the others are still "none"
-    _, unknown = example_labels(mask, IGNORE, frames, ((2, 3), (2, 3)), tokens)
+    _, unknown, _ = example_labels(mask, IGNORE, frames, ((2, 3), (2, 3)), tokens)
     assert unknown.tolist() == [IGNORE, IGNORE, none, none, none, IGNORE] * 2
 
 
@@ -136,7 +140,7 @@ def test_labels_read_after_an_earlier_layer_are_that_layers_hidden_states(tiny_v
     layers = model.config.text_config.num_hidden_layers
     assert layers == 2
     with torch.no_grad():
-        last_logp, last, none = tiny_vlm.logprobs_and_image_logits(inputs, ids, mask)
+        last_logp, last, _ = tiny_vlm.logprobs_and_image_logits(inputs, ids, mask)
         _, same, _ = tiny_vlm.logprobs_and_image_logits(inputs, ids, mask, layers)
         first_logp, first, _ = tiny_vlm.logprobs_and_image_logits(inputs, ids, mask, 1)
         hidden = model.model(**inputs, output_hidden_states=True).hidden_states
@@ -156,3 +160,75 @@ def test_labels_read_after_an_earlier_layer_are_that_layers_hidden_states(tiny_v
     assert all(g is None or not g.any() for g in top)
     assert any(p.grad is not None and p.grad.any() for p in decoder.layers[0].parameters())
     model.zero_grad()
+
+
+def test_the_attention_label_is_minus_the_log_mass_on_the_target_at_coordinate_digits():
+    from socioseg.models.builders import build_mini_tokenizer
+
+    tokenizer = build_mini_tokenizer()
+    answer = '<think>Bay 2 School</think><answer>[{"bbox_2d": [7, 45, 9, 10]}]</answer>'
+    ids = tokenizer(answer).input_ids
+    found = coordinate_positions(tokenizer, answer)
+    # neither the digit in the place name nor bbox_2d's is a coordinate; 7 4 5 9 1 0 are
+    assert "".join(tokenizer.decode([ids[i]]) for i in found) == "745910"
+    assert coordinate_positions(tokenizer, "no answer 3") == []
+    weights = torch.zeros(2, 2, 4, 4)
+    weights[0, 0, 2] = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    weights[0, 0, 3] = torch.tensor([0.5, 0.25, 0.25, 0.0])
+    weights[0, 1] = 1.0  # another head: not read
+    look = torch.tensor([[False, True, True, False], [True, True, True, True]])
+    queries = [torch.tensor([2, 3]), torch.tensor([], dtype=torch.long)]
+    expected = -(np.log(0.5) + np.log(0.5)) / 2
+    assert float(attention_loss(weights, queries, look)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_attention_label_reads_the_layer_transformers_returns(tiny_vlm):
+    from socioseg.models.vlm import pad_right
+
+    sample = generate_sample(1, size=128)
+    examples = teacher_examples(sample, 3136, 12544)[:1]
+    prompt, answer = examples[0]
+    tokenizer = tiny_vlm.processor.tokenizer
+    frames = Frames.for_image(sample.sat.size, 3136, 12544, tiny_vlm.family.factor)
+    labels = [sample_aux_labels(sample, frames, tiny_vlm.family, tokenizer)]
+    aux = AuxSettings(attention=2.0, attention_layer=1)
+    model = tiny_vlm.model
+    before = model.config._attn_implementation
+    with torch.no_grad():
+        loss, parts = supervised_losses(tiny_vlm, examples, labels, aux)
+        assert model.config._attn_implementation == before
+        inputs = tiny_vlm.encode([prompt.text], [list(prompt.images)])
+        end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        ids, _ = pad_right([[*tokenizer(answer).input_ids, end]], tokenizer.pad_token_id)
+        model.set_attn_implementation("eager")
+        try:
+            out = model.model(
+                input_ids=torch.cat([inputs["input_ids"], ids], 1),
+                pixel_values=inputs["pixel_values"],
+                image_grid_thw=inputs["image_grid_thw"],
+                mm_token_type_ids=torch.cat(
+                    [inputs["mm_token_type_ids"], torch.zeros_like(ids, dtype=torch.int32)], 1
+                ),
+                output_attentions=True,
+            )
+        finally:
+            model.set_attn_implementation(before)
+    first = out.attentions[0][0, 0]  # layer 1, head 0
+    image = torch.nonzero(inputs["input_ids"][0] == model.config.image_token_id)[:, 0]
+    target = image[torch.from_numpy(labels[0][2])]
+    length = inputs["input_ids"].shape[1]
+    digits = {tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)}
+    start = len(tokenizer(answer.split("<answer>")[0]).input_ids)
+    pieces = [tokenizer.decode([t]) for t in ids[0].tolist()]
+    rows = [  # digits after <answer> that open or continue a number (not bbox_2d's 2)
+        length - 1 + j
+        for j, t in enumerate(ids[0].tolist())
+        if t in digits
+        and j >= start
+        and not (pieces[j - 1][-1].isalpha() or pieces[j - 1][-1] == "_")
+    ]
+    assert len(rows) >= 4  # at least one box's four numbers
+    mass = first[rows][:, target].sum(-1)
+    assert parts["aux_attention"] == pytest.approx(float(-torch.log(mass + 1e-6).mean()), rel=1e-4)
+    total = parts["nll"] + 2.0 * parts["aux_attention"]
+    assert float(loss) == pytest.approx(total, rel=1e-5)

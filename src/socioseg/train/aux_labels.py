@@ -26,6 +26,7 @@ Inference, prompts and answers do not change: these are extra training targets o
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +38,7 @@ IGNORE = -100  # cross_entropy's ignore_index: a token without a label
 DIGITS = 10
 NONE_CLASS = "none"
 MAJORITY = 0.5  # a token is on the entity when the mask covers more than this share
+_NUMBER = re.compile(r"(?<!\w)\d+")  # a number, not the digit of a name such as bbox_2d
 
 
 def position_digit(index: np.ndarray, side: int) -> np.ndarray:
@@ -136,11 +138,14 @@ def example_labels(
 
 
 def coordinate_positions(tokenizer, answer: str) -> list[int]:
-    """Indices of ``answer``'s tokens that are digits written after ``<answer>`` (its
-    coordinates; a digit in the reasoning, as in a place name, is not one)."""
+    """Indices of ``answer``'s digit tokens that write a number after ``<answer>`` (its
+    coordinates: not a digit of the reasoning, as in a place name, nor the 2 of ``bbox_2d``)."""
     start = answer.find("<answer>")
     if start < 0:
         return []
+    numbers = np.zeros(len(answer) + 1, bool)
+    for match in _NUMBER.finditer(answer, start):
+        numbers[match.start() : match.end()] = True
     encoded = tokenizer(answer, return_offsets_mapping=True)
     digits = {tokenizer.convert_tokens_to_ids(str(d)) for d in range(DIGITS)}
     return [
@@ -148,7 +153,7 @@ def coordinate_positions(tokenizer, answer: str) -> list[int]:
         for i, (token, (begin, _)) in enumerate(
             zip(encoded.input_ids, encoded.offset_mapping, strict=True)
         )
-        if token in digits and begin >= start
+        if token in digits and numbers[begin]
     ]
 
 
