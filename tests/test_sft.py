@@ -2,11 +2,14 @@
 
 import math
 
+import pytest
 import torch
 
 from socioseg.answers import answer_text
 from socioseg.data.synth import generate_sample
 from socioseg.geometry import Frames
+from socioseg.models.families import QWEN2_5_VL
+from socioseg.train.config import ConfigError
 from socioseg.train.rewards import stage1_rewards, stage2_rewards
 from socioseg.train.sft import supervised_loss, teacher_boxes, teacher_examples
 
@@ -100,3 +103,60 @@ def test_teacher_answers_of_a_relative_family_are_0_to_1000_and_earn_the_full_re
     assert (reward.format, reward.accuracy, reward.length) == (2.0, 1.0, 1.0)
     stage2 = stage2_rewards(answer2, answer_text(answer1), sample.mask, sample.mask)
     assert stage2.format == 2.0
+
+
+def test_stages_choose_which_teacher_examples_a_sample_gives():
+    import numpy as np
+
+    from socioseg import prompts
+    from socioseg.train.sft import SftConfig, step_examples
+
+    sample = generate_sample(2, size=128)
+    frame = (3136, 12544)
+    both = step_examples(sample, SftConfig(), frame, np.random.default_rng(0), QWEN2_5_VL)
+    assert len(both) == 2 and both[0][0].text == prompts.stage1_text(sample.query)
+    one = SftConfig(stages=["stage1"], single_stage_share=1.0)
+    stage1 = step_examples(sample, one, frame, np.random.default_rng(0), QWEN2_5_VL)
+    assert [p.text for p, _ in stage1] == [
+        prompts.stage1_text(sample.query),
+        prompts.single_stage_text(sample.query),
+    ]
+    with pytest.raises(ConfigError, match="stages must list"):
+        SftConfig(stages=[])
+    with pytest.raises(ConfigError, match="does not match"):
+        SftConfig(stages=["stage3"])
+
+
+def test_level_shares_and_kind_word_names_pick_the_samples_a_step_draws(tmp_path):
+    import numpy as np
+
+    from socioseg.data.dataset import load_socioseg
+    from socioseg.data.synth import write_dataset
+    from socioseg.train.sft import SampleDraws, SftConfig, has_kind_word
+
+    assert has_kind_word("Jinan No. 2 Middle School", "School")
+    assert has_kind_word("Licheng Football Field", "Soccer Field")  # "field"
+    assert not has_kind_word("Licheng Zoo", "School") and not has_kind_word("Zoo", None)
+    write_dataset(tmp_path / "data", n=30, seed=0, size=128, queries=3)
+    dataset = load_socioseg(tmp_path / "data", "train")
+    levels = [dataset.level(i) for i in range(len(dataset))]
+    rng = np.random.default_rng(0)
+    classes = SampleDraws(dataset, SftConfig(level_shares={"socio-class": 1.0}))
+    assert {levels[i][0] for i in classes.draw(rng, 50)} == {"socio-class"}
+    named = SampleDraws(dataset, SftConfig(level_shares={"socio-name": 1}, kind_word_names=True))
+    drawn = named.draw(rng, 50)
+    assert {levels[i][0] for i in drawn} == {"socio-name"}
+    assert all(has_kind_word(dataset.query(i), levels[i][1]) for i in drawn)
+    kind_word = sum(
+        has_kind_word(dataset.query(i), c) for i, (lv, c) in enumerate(levels) if lv == "socio-name"
+    )
+    assert len(set(drawn)) <= kind_word < sum(lv == "socio-name" for lv, _ in levels)
+    mix = SampleDraws(dataset, SftConfig(level_shares={"socio-class": 1, "socio-name": 3}))
+    drawn = [levels[i][0] for i in mix.draw(rng, 400)]
+    assert 0.68 < drawn.count("socio-name") / 400 < 0.82
+    uniform = SampleDraws(dataset, SftConfig())
+    assert uniform.draw(np.random.default_rng(1), 5) == [
+        int(i) for i in np.random.default_rng(1).integers(0, len(dataset), 5)
+    ]
+    with pytest.raises(ConfigError, match="level_shares"):
+        SftConfig(level_shares={"socio-place": 1.0})

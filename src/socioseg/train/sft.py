@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -34,8 +35,10 @@ from socioseg.train.config import AuxSettings, SupervisedConfig
 from socioseg.train.optim import SupervisedUpdates
 from socioseg.train.rewards import gt_boxes_from_mask
 from socioseg.train.runlog import RunLog
+from socioseg.types import LEVELS
 
 POINTS_PER_BOX = 2
+STAGE_KINDS = ("stage1", "stage2", "single")  # teacher_examples' order
 
 
 @dataclass
@@ -54,6 +57,16 @@ class SftConfig(SupervisedConfig):
     # Share of samples that also give a single-stage example (boxes and points in one answer,
     # the paper's "w/o reflection" prompt), so that one policy answers all three prompts.
     single_stage_share: float = 0.0
+    # Which teacher examples each sample gives: "stage1" (its boxes) and "stage2" (boxes and
+    # points, reading the drawn stage-1 answer); single_stage_share adds the third.
+    stages: list[Literal["stage1", "stage2"]] = dataclasses.field(
+        default_factory=lambda: ["stage1", "stage2"]
+    )
+    # Share of each step's samples per query level (socio-name, socio-class, socio-function);
+    # None: samples drawn uniformly. kind_word_names: name queries only where the name holds
+    # a word of the target's socio-class ("Jinan No. 2 Middle School": "School").
+    level_shares: dict[str, float] | None = None
+    kind_word_names: bool = False
     # Dense labels on the image tokens (training only): see AuxSettings.
     aux: AuxSettings = dataclasses.field(default_factory=AuxSettings)
 
@@ -65,6 +78,20 @@ class SftConfig(SupervisedConfig):
             (0 <= self.single_stage_share <= 1, "single_stage_share must be in [0, 1]"),
             (low is None or low >= 1, "min_pixels must be >= 1 or null"),
             (high is None or high >= (low or 1), "max_pixels must be >= min_pixels or null"),
+            (
+                len(self.stages) == len(set(self.stages)) >= 1,
+                f"stages must list stage1 and/or stage2 once each, got {self.stages}",
+            ),
+            (
+                self.level_shares is None
+                or (
+                    set(self.level_shares) <= set(LEVELS)
+                    and all(v >= 0 for v in self.level_shares.values())
+                    and sum(self.level_shares.values()) > 0
+                ),
+                f"level_shares: shares >= 0 (not all 0) of the levels {', '.join(LEVELS)};"
+                f" got {self.level_shares}",
+            ),
         ]
 
 
@@ -338,6 +365,69 @@ def _answer_logprobs(policy, examples: list[tuple[Prompt, str]]):
     return logp, mask.to(logp.device, logp.dtype)
 
 
+def has_kind_word(query: str, socio_class: str | None) -> bool:
+    """Whether a name ``query`` holds a word of its target's ``socio_class`` (any case)."""
+    words = set(query.lower().split())
+    return socio_class is not None and any(w in words for w in socio_class.lower().split())
+
+
+class SampleDraws:
+    """Which samples a warm-up step trains on (:class:`SftConfig`'s ``level_shares`` and
+    ``kind_word_names``): uniform over the dataset when neither is set; else a level drawn by
+    its share, then a sample of that level (name queries without a kind word left out)."""
+
+    def __init__(self, dataset, config: SftConfig) -> None:
+        self.size = len(dataset)
+        self.pools: dict[str, np.ndarray] | None = None
+        if config.level_shares is None and not config.kind_word_names:
+            return
+        pools: dict[str, list[int]] = {}
+        for index in range(len(dataset)):
+            level, socio_class = dataset.level(index)
+            named = config.kind_word_names and level == "socio-name"
+            if named and not has_kind_word(dataset.query(index), socio_class):
+                continue
+            pools.setdefault(level, []).append(index)
+        shares = config.level_shares or {level: float(len(p)) for level, p in pools.items()}
+        missing = [level for level, share in shares.items() if share > 0 and level not in pools]
+        if missing:
+            raise ValueError(
+                f"level_shares: the data has no sample of level {', '.join(missing)}"
+                + (" with a kind word in its name" if "socio-name" in missing else "")
+                + "; give that level the share 0 or use other data"
+            )
+        self.levels = [level for level in shares if shares[level] > 0]
+        weights = np.array([shares[level] for level in self.levels], dtype=float)
+        self.weights = weights / weights.sum()
+        self.pools = {level: np.asarray(pools[level]) for level in self.levels}
+
+    def draw(self, rng: np.random.Generator, count: int) -> list[int]:
+        if self.pools is None:
+            return [int(i) for i in rng.integers(0, self.size, count)]
+        out = []
+        for _ in range(count):
+            pool = self.pools[self.levels[int(rng.choice(len(self.levels), p=self.weights))]]
+            out.append(int(pool[int(rng.integers(0, len(pool)))]))
+        return out
+
+
+def step_examples(
+    sample, config: SftConfig, frame: tuple[int, int], rng: np.random.Generator, family
+) -> list[tuple[Prompt, str]]:
+    """The teacher examples one sample gives a warm-up step: ``config.stages`` of
+    :func:`teacher_examples`, plus the single-stage one on a ``single_stage_share`` of draws."""
+    own = teacher_examples(
+        sample,
+        *frame,
+        rng,
+        config.stage2_box_noise,
+        bool(rng.random() < config.single_stage_share),
+        family,
+    )
+    kept = [*config.stages, "single"]
+    return [example for kind, example in zip(STAGE_KINDS, own, strict=False) if kind in kept]
+
+
 def train_sft(
     config: SftConfig,
     out: str | Path,
@@ -365,19 +455,12 @@ def train_sft(
     updates = SupervisedUpdates((p for p in policy.model.parameters() if p.requires_grad), config)
     policy.model.train()
     started, stats = time.perf_counter(), {}
+    draws = SampleDraws(dataset, config)
     for step in range(1, config.steps + 1):
-        batch = [dataset[int(i)] for i in rng.integers(0, len(dataset), config.batch_size)]
+        batch = [dataset[i] for i in draws.draw(rng, config.batch_size)]
         examples, labels = [], []
         for sample in batch:
-            own = teacher_examples(
-                sample,
-                low,
-                high,
-                rng,
-                config.stage2_box_noise,
-                bool(rng.random() < config.single_stage_share),
-                policy.family,
-            )
+            own = step_examples(sample, config, (low, high), rng, policy.family)
             examples += own
             if config.aux.active:
                 frames = Frames.for_image(sample.sat.size, low, high, policy.family.factor)
