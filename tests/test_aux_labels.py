@@ -169,16 +169,23 @@ def test_the_attention_label_is_minus_the_log_mass_on_the_target_at_coordinate_d
     answer = '<think>Bay 2 School</think><answer>[{"bbox_2d": [7, 45, 9, 10]}]</answer>'
     ids = tokenizer(answer).input_ids
     found = coordinate_positions(tokenizer, answer)
-    # neither the digit in the place name nor bbox_2d's is a coordinate; 7 4 5 9 1 0 are
-    assert "".join(tokenizer.decode([ids[i]]) for i in found) == "745910"
+    # neither the digit in the place name nor bbox_2d's is a coordinate; 7 4 5 9 1 0 are,
+    # of the numbers x 7, y 45, x 9, y 10
+    assert "".join(tokenizer.decode([ids[i]]) for i, _ in found) == "745910"
+    assert [axis for _, axis in found] == [0, 1, 1, 0, 1, 1]
     assert coordinate_positions(tokenizer, "no answer 3") == []
     weights = torch.zeros(2, 2, 4, 4)
     weights[0, 0, 2] = torch.tensor([0.1, 0.2, 0.3, 0.4])
     weights[0, 0, 3] = torch.tensor([0.5, 0.25, 0.25, 0.0])
     weights[0, 1] = 1.0  # another head: not read
-    look = torch.tensor([[False, True, True, False], [True, True, True, True]])
-    queries = [torch.tensor([2, 3]), torch.tensor([], dtype=torch.long)]
-    expected = -(np.log(0.5) + np.log(0.5)) / 2
+    look = torch.zeros(2, 2, 4, dtype=torch.bool)
+    look[0, 0, 1:3] = True  # x digits look at positions 1, 2
+    look[0, 1, 0] = True  # y digits at position 0
+    queries = [
+        (torch.tensor([2, 3]), torch.tensor([0, 1])),
+        (torch.tensor([], dtype=torch.long), torch.tensor([], dtype=torch.long)),
+    ]
+    expected = -(np.log(0.2 + 0.3) + np.log(0.5)) / 2
     assert float(attention_loss(weights, queries, look)) == pytest.approx(expected, rel=1e-5)
 
 
@@ -215,20 +222,22 @@ def test_the_attention_label_reads_the_layer_transformers_returns(tiny_vlm):
             model.set_attn_implementation(before)
     first = out.attentions[0][0, 0]  # layer 1, head 0
     image = torch.nonzero(inputs["input_ids"][0] == model.config.image_token_id)[:, 0]
-    target = image[torch.from_numpy(labels[0][2])]
+    half = len(image) // 2  # the map's tokens, then the satellite image's
+    on_target = torch.from_numpy(labels[0][2])
+    looks = (image[:half][on_target[:half]], image[half:][on_target[half:]])
     length = inputs["input_ids"].shape[1]
     digits = {tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)}
     start = len(tokenizer(answer.split("<answer>")[0]).input_ids)
     pieces = [tokenizer.decode([t]) for t in ids[0].tolist()]
-    rows = [  # digits after <answer> that open or continue a number (not bbox_2d's 2)
-        length - 1 + j
-        for j, t in enumerate(ids[0].tolist())
-        if t in digits
-        and j >= start
-        and not (pieces[j - 1][-1].isalpha() or pieces[j - 1][-1] == "_")
-    ]
-    assert len(rows) >= 4  # at least one box's four numbers
-    mass = first[rows][:, target].sum(-1)
+    masses, number = [], -1
+    for j, t in enumerate(ids[0].tolist()):
+        if j < start or t not in digits or pieces[j - 1][-1].isalpha() or pieces[j - 1][-1] == "_":
+            continue
+        if not pieces[j - 1][-1].isdigit():
+            number += 1  # a new number: x, y, x, y, ...
+        masses.append(first[length - 1 + j, looks[number % 2]].sum())
+    assert number >= 3  # at least one box's four numbers
+    mass = torch.stack(masses)
     assert parts["aux_attention"] == pytest.approx(float(-torch.log(mass + 1e-6).mean()), rel=1e-4)
     total = parts["nll"] + 2.0 * parts["aux_attention"]
     assert float(loss) == pytest.approx(total, rel=1e-5)

@@ -17,9 +17,11 @@ every merged image token (the language model's image tokens), to predict:
 
 - attention: the answer's coordinate digits (the digit tokens after ``<answer>``) should be
   written while one head (head 0 of one decoder layer) looks at the tokens the target covers
-  (any of their pixels): the loss is minus the log of that head's attention mass on them,
-  averaged over the digits. It teaches the link that the position labels leave to chance:
-  the answer reading the place of the entity it is asked for (docs/mini.md).
+  (any of their pixels): an x's digits at the map's (which know their column), a y's at the
+  satellite image's (which know their row). The loss is minus the log of that head's
+  attention mass on them, averaged over the digits. It teaches the link that the position
+  labels leave to chance: the answer reading the place of the entity it is asked for
+  (docs/mini.md).
 
 Inference, prompts and answers do not change: these are extra training targets only.
 """
@@ -137,40 +139,47 @@ def example_labels(
     return tuple(np.concatenate(arrays) for arrays in zip(*parts, strict=True))
 
 
-def coordinate_positions(tokenizer, answer: str) -> list[int]:
-    """Indices of ``answer``'s digit tokens that write a number after ``<answer>`` (its
-    coordinates: not a digit of the reasoning, as in a place name, nor the 2 of ``bbox_2d``)."""
+def coordinate_positions(tokenizer, answer: str) -> list[tuple[int, int]]:
+    """``(index, axis)`` of ``answer``'s digit tokens that write a number after ``<answer>``
+    (its coordinates: not a digit of the reasoning, as in a place name, nor the 2 of
+    ``bbox_2d``). ``axis``: 0 for an x (the 1st, 3rd, ... number: boxes and points both list
+    x before y), 1 for a y."""
     start = answer.find("<answer>")
     if start < 0:
         return []
-    numbers = np.zeros(len(answer) + 1, bool)
-    for match in _NUMBER.finditer(answer, start):
-        numbers[match.start() : match.end()] = True
+    number = np.full(len(answer) + 1, -1)
+    for k, match in enumerate(_NUMBER.finditer(answer, start)):
+        number[match.start() : match.end()] = k
     encoded = tokenizer(answer, return_offsets_mapping=True)
     digits = {tokenizer.convert_tokens_to_ids(str(d)) for d in range(DIGITS)}
     return [
-        i
+        (i, int(number[begin]) % 2)
         for i, (token, (begin, _)) in enumerate(
             zip(encoded.input_ids, encoded.offset_mapping, strict=True)
         )
-        if token in digits and numbers[begin]
+        if token in digits and number[begin] >= 0
     ]
 
 
 def attention_loss(
-    weights: torch.Tensor, queries: list[torch.Tensor], look: torch.Tensor, head: int = 0
+    weights: torch.Tensor,
+    queries: list[tuple[torch.Tensor, torch.Tensor]],
+    look: torch.Tensor,
+    head: int = 0,
 ) -> torch.Tensor:
-    """Minus the log of ``head``'s attention mass on the ``look`` positions, mean over queries.
+    """Minus the log of ``head``'s attention mass on the tokens to look at, mean over queries.
 
     ``weights``: B x heads x L x L attention (rows: queries); ``queries``: per row, the
-    positions that write a coordinate digit; ``look``: B x L bool, the tokens to look at.
+    positions that write a coordinate digit and their axes (0: x, 1: y); ``look``: B x 2 x L
+    bool, the tokens an x digit looks at (the target's on the map, whose tokens know their
+    column) and those a y digit looks at (on the satellite image, whose tokens know their row).
     """
     terms = []
-    for row, positions in enumerate(queries):
+    for row, (positions, axes) in enumerate(queries):
         if len(positions):
             rows = weights[row, head, positions.to(weights.device)]
-            mass = (rows * look[row].to(rows.device, rows.dtype)).sum(-1)
-            terms.append(-torch.log(mass.float() + 1e-6))
+            targets = look[row, axes].to(rows.device, rows.dtype)
+            terms.append(-torch.log((rows * targets).sum(-1).float() + 1e-6))
     if not terms:
         return weights.sum() * 0.0
     return torch.cat(terms).mean()

@@ -319,19 +319,18 @@ def supervised_losses(
     loss = nll + aux.position * parts["aux_position"] + aux.entity * parts["aux_entity"]
     if weights is not None:
         prompt_ids = inputs["input_ids"].cpu()
-        look = torch.zeros(ids.shape[0], weights.shape[-1], dtype=torch.bool)
-        image_rows, image_columns = torch.nonzero(
-            prompt_ids == policy.model.config.image_token_id, as_tuple=True
-        )
-        on_target = np.concatenate([k for _, _, k in labels])
-        look[image_rows, image_columns] = torch.from_numpy(on_target)
+        look = torch.zeros(ids.shape[0], 2, weights.shape[-1], dtype=torch.bool)
+        for row, (_, _, on_target) in enumerate(labels):
+            # an example's image tokens: the map's, then as many of the satellite image's
+            where = torch.nonzero(prompt_ids[row] == policy.model.config.image_token_id)[:, 0]
+            axis = torch.arange(len(where)) >= len(where) // 2
+            look[row, axis.long(), where] = torch.from_numpy(on_target)
         length = prompt_ids.shape[1]
-        queries = [
-            torch.tensor(aux_labels.coordinate_positions(tokenizer, answer), dtype=torch.long)
-            + length
-            - 1
-            for _, answer in examples
-        ]
+        queries = []
+        for _, answer in examples:
+            found = aux_labels.coordinate_positions(tokenizer, answer)
+            positions = torch.tensor([i for i, _ in found], dtype=torch.long) + length - 1
+            queries.append((positions, torch.tensor([a for _, a in found], dtype=torch.long)))
         parts["aux_attention"] = aux_labels.attention_loss(weights, queries, look)
         loss = loss + aux.attention * parts["aux_attention"]
     return loss, {"nll": float(nll.detach())} | {k: float(v.detach()) for k, v in parts.items()}
