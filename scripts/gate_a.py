@@ -1,15 +1,19 @@
 """Gate A of the socioseg-mini curriculum: does the policy read a square's place off its images?
 
 Trains an untrained socioseg-mini policy (``position_probe.build_policy``: mini sizes and
-tokenizer, RoPE base and ``mrope_section`` as asked) on 1-4 coloured squares
-(``position_probe.squares_sample``; the number drawn per question), with the warm-up's answer
-loss plus ``--aux-position`` x the position labels of :mod:`socioseg.train.aux_labels` (each
-map token predicts its column digit, each satellite token its row digit, through the LM head).
+tokenizer, ``--text-layers``, RoPE base and ``mrope_section`` as asked) on 1-4 coloured squares
+(``position_probe.squares_sample``; the number drawn per question), with the warm-up's loss
+(:func:`socioseg.train.sft.supervised_losses`): the answer NLL plus ``--aux-position`` x the
+position labels of :mod:`socioseg.train.aux_labels` (each map token predicts its column
+digit, each satellite token its row digit, through the LM head, read after decoder layer
+``--aux-layer``) plus ``--aux-attention`` x the answer's attention label (head 0 of
+``--attention-layer`` looks at the asked-for square while the coordinates are written).
 Every ``--every`` steps it answers held-out 3-square questions greedily and measures the
 target IoU of each answer (its boxes, filled, against the asked-for square, in the VLM frame).
 The gate passes when IoU > 0.5 on at least half of them; the run stops there.
 
-    python scripts/gate_a.py runs/gate-a --steps 1500 --every 100
+    python scripts/gate_a.py runs/gate-a --steps 1600 --every 100 --text-layers 6 --aux-layer 2 \
+        --aux-attention 1 --attention-layer 4 --rope-theta 10 --mrope-section 6,5,5
 
 Resumable: ``OUT`` holds the settings (``run.json``; a resumed run must ask for the same), the
 latest checkpoint (``vlm/``, ``state.pt``: optimiser, schedule, random states) and the curves
