@@ -10,6 +10,7 @@ which also moves the conv and recurrent states of Qwen3.5's linear-attention lay
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -395,28 +396,7 @@ class VisionLanguageModel:
         response_mask = response_mask.to(self.device)
         prompt_ids = inputs["input_ids"]
         decoder = self.model.get_decoder()
-        layers = len(decoder.layers)
-        for name, value in (("image_layer", image_layer), ("attention_layer", attention_layer)):
-            if value is not None and not 1 <= value <= layers:
-                raise ValueError(f"{name} {value}: the model has decoder layers 1-{layers}")
-        captured, weights, hooks = [], [], []
-        if image_layer is not None and image_layer < layers:
-            hooks.append(
-                decoder.layers[image_layer - 1].register_forward_hook(
-                    lambda _module, _args, output: captured.append(
-                        output[0] if isinstance(output, tuple) else output
-                    )
-                )
-            )
-        attention = self.model.config._attn_implementation
-        if attention_layer is not None:
-            self.model.set_attn_implementation("eager")
-            hooks.append(
-                decoder.layers[attention_layer - 1].self_attn.register_forward_hook(
-                    lambda _module, _args, output: weights.append(output[1])
-                )
-            )
-        try:
+        with _layer_probes(self.model, image_layer, attention_layer) as (captured, weights):
             hidden = self.model.model(
                 input_ids=torch.cat([prompt_ids, response_ids], dim=1),
                 attention_mask=torch.cat([inputs["attention_mask"], response_mask.long()], dim=1),
@@ -431,11 +411,6 @@ class VisionLanguageModel:
                 ),
                 use_cache=False,
             )[0]
-        finally:
-            for hook in hooks:
-                hook.remove()
-            if attention_layer is not None:
-                self.model.set_attn_implementation(attention)
         head, length = self.model.lm_head, prompt_ids.shape[1]
         logits = head(hidden[:, length - 1 : length + response_ids.shape[1] - 1]).float()
         chosen = logits.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
@@ -546,3 +521,40 @@ def _is_checkpointing(model) -> bool:
             continue
         return bool(value)
     return False
+
+
+@contextlib.contextmanager
+def _layer_probes(model, image_layer: int | None, attention_layer: int | None):
+    """Hooks that keep, during one forward of ``model``, the hidden states after decoder layer
+    ``image_layer`` (when it is not the last) and the attention weights of decoder layer
+    ``attention_layer`` (eager attention meanwhile, the one implementation that returns them).
+    Yields the two lists they fill."""
+    decoder = model.get_decoder()
+    layers = len(decoder.layers)
+    for name, value in (("image_layer", image_layer), ("attention_layer", attention_layer)):
+        if value is not None and not 1 <= value <= layers:
+            raise ValueError(f"{name} {value}: the model has decoder layers 1-{layers}")
+    captured, weights, hooks = [], [], []
+    if image_layer is not None and image_layer < layers:
+        hooks.append(
+            decoder.layers[image_layer - 1].register_forward_hook(
+                lambda _module, _args, output: captured.append(
+                    output[0] if isinstance(output, tuple) else output
+                )
+            )
+        )
+    implementation = model.config._attn_implementation
+    if attention_layer is not None:
+        model.set_attn_implementation("eager")
+        hooks.append(
+            decoder.layers[attention_layer - 1].self_attn.register_forward_hook(
+                lambda _module, _args, output: weights.append(output[1])
+            )
+        )
+    try:
+        yield captured, weights
+    finally:
+        for hook in hooks:
+            hook.remove()
+        if attention_layer is not None:
+            model.set_attn_implementation(implementation)
