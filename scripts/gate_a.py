@@ -74,13 +74,8 @@ def position_targets(policy, frame: int) -> np.ndarray:
 def square_tokens(box: list[int], policy, frame: int) -> np.ndarray:
     """The look labels of one question: its two images' tokens that the asked-for square
     (``box``, tile pixels) covers at all, map then satellite."""
-    from socioseg.geometry import Frames
-
     side = frame // policy.family.factor
-    square = np.zeros((_probe().TILE, _probe().TILE), bool)
-    square[box[1] : box[3], box[0] : box[2]] = True
-    frames = Frames((_probe().TILE, _probe().TILE), (frame, frame))
-    return np.tile(aux_labels.token_coverage(square, frames, (side, side)).reshape(-1) > 0, 2)
+    return np.tile(_probe().square_coverage(box, frame, side) > 0, 2)
 
 
 def train_loss(policy, batch: list[tuple[Prompt, str, list[int]]], aux, frame: int):

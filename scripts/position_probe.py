@@ -116,6 +116,18 @@ def image_gap(policy, held_out: list[tuple[Prompt, str, list[int]]]) -> tuple[fl
     return nll_own, nll_other
 
 
+def square_coverage(box: list[int], frame: int, side: int) -> np.ndarray:
+    """Share of each merged token (``side`` x ``side`` over the ``frame`` px VLM frame,
+    row-major) that the square ``box`` (tile pixels) covers."""
+    from socioseg.geometry import Frames
+    from socioseg.train.aux_labels import token_coverage
+
+    square = np.zeros((TILE, TILE), bool)
+    square[box[1] : box[3], box[0] : box[2]] = True
+    frames = Frames((TILE, TILE), (frame, frame))
+    return token_coverage(square, frames, (side, side)).reshape(-1)
+
+
 def target_attention(policy, held_out, frame: int) -> list[tuple[float, float]]:
     """Per decoder layer: how much of the attention that the answer pays to the images, at the
     position that writes its first coordinate digit (teacher-forced, heads averaged), lands on
@@ -123,9 +135,6 @@ def target_attention(policy, held_out, frame: int) -> list[tuple[float, float]]:
     that square covers (what uniform attention would give). Link (b) of docs/mini.md: an
     answer that reads the image looks at the square it is asked for."""
     import torch
-
-    from socioseg.geometry import Frames
-    from socioseg.train.aux_labels import token_coverage
 
     tokenizer = policy.processor.tokenizer
     digits = {tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)}
@@ -154,10 +163,8 @@ def target_attention(policy, held_out, frame: int) -> list[tuple[float, float]]:
                     output_attentions=True,
                     use_cache=False,
                 )
-            square = np.zeros((TILE, TILE), bool)
-            square[box[1] : box[3], box[0] : box[2]] = True
-            cover = token_coverage(square, Frames((TILE, TILE), (frame, frame)), (side, side))
-            target = np.tile(cover.reshape(-1) > 0.5, 2)  # map tokens, then satellite tokens
+            # map tokens, then satellite tokens
+            target = np.tile(square_coverage(box, frame, side) > 0.5, 2)
             is_image = (inputs["input_ids"][0] == image_id).numpy()
             query = length + first - 1  # the position that predicts the digit
             rows = []
