@@ -94,6 +94,23 @@ def test_the_default_config_computes_todays_loss_and_aux_losses_change_only_the_
     assert parts["aux_position"] > 0 and parts["aux_entity"] > 0
 
 
+def test_the_entity_labels_are_read_at_their_own_layer(tiny_vlm):
+    """``aux.entity_layer``: the entity labels read after that layer, the position labels
+    after ``aux.layer``; each value is the one both labels get when read at its layer."""
+    sample = generate_sample(1, size=128)
+    examples = teacher_examples(sample, 3136, 12544)[:1]
+    frames = Frames.for_image(sample.sat.size, 3136, 12544, tiny_vlm.family.factor)
+    labels = [sample_aux_labels(sample, frames, tiny_vlm.family, tiny_vlm.processor.tokenizer)]
+    with torch.no_grad():
+        _, split = supervised_losses(tiny_vlm, examples, labels, AuxSettings(1, 1, 1, 2))
+        _, first = supervised_losses(tiny_vlm, examples, labels, AuxSettings(1, 1, 1))
+        _, last = supervised_losses(tiny_vlm, examples, labels, AuxSettings(1, 1, 2))
+    assert split["aux_position"] == first["aux_position"] != last["aux_position"]
+    assert split["aux_entity"] == last["aux_entity"] != first["aux_entity"]
+    with pytest.raises(ConfigError, match="entity_layer must be >= 1"):
+        AuxSettings(entity=1.0, entity_layer=0)
+
+
 def _sft(tmp_path, vlm, name: str, aux: AuxSettings):
     config = SftConfig(
         vlm=str(vlm),
@@ -140,11 +157,14 @@ def test_labels_read_after_an_earlier_layer_are_that_layers_hidden_states(tiny_v
     layers = model.config.text_config.num_hidden_layers
     assert layers == 2
     with torch.no_grad():
-        last_logp, last, _ = tiny_vlm.logprobs_and_image_logits(inputs, ids, mask)
-        _, same, _ = tiny_vlm.logprobs_and_image_logits(inputs, ids, mask, layers)
-        first_logp, first, _ = tiny_vlm.logprobs_and_image_logits(inputs, ids, mask, 1)
+        last_logp, (last,), _ = tiny_vlm.logprobs_and_image_logits(inputs, ids, mask)
+        _, (same,), _ = tiny_vlm.logprobs_and_image_logits(inputs, ids, mask, (layers,))
+        first_logp, (first, both), _ = tiny_vlm.logprobs_and_image_logits(
+            inputs, ids, mask, (1, None)
+        )
         hidden = model.model(**inputs, output_hidden_states=True).hidden_states
     assert torch.equal(same, last) and torch.equal(first_logp, last_logp)
+    assert torch.equal(both, last)
     with pytest.raises(ConfigError, match="layer must be >= 1"):
         AuxSettings(position=1.0, layer=0)
     is_image = inputs["input_ids"] == model.config.image_token_id
@@ -153,9 +173,9 @@ def test_labels_read_after_an_earlier_layer_are_that_layers_hidden_states(tiny_v
     assert torch.allclose(first, expected, atol=1e-5)
     assert not torch.allclose(first, last, atol=1e-3)
     with pytest.raises(ValueError, match="decoder layers 1-2"):
-        tiny_vlm.logprobs_and_image_logits(inputs, ids, mask, 3)
+        tiny_vlm.logprobs_and_image_logits(inputs, ids, mask, (1, 3))
     model.zero_grad()
-    tiny_vlm.logprobs_and_image_logits(inputs, ids, mask, 1)[1].logsumexp(-1).sum().backward()
+    tiny_vlm.logprobs_and_image_logits(inputs, ids, mask, (1,))[1][0].logsumexp(-1).sum().backward()
     top = [p.grad for p in decoder.layers[1].parameters()]
     assert all(g is None or not g.any() for g in top)
     assert any(p.grad is not None and p.grad.any() for p in decoder.layers[0].parameters())

@@ -370,7 +370,7 @@ class VisionLanguageModel:
         inputs,
         response_ids,
         response_mask,
-        image_layer: int | None = None,
+        image_layers: Sequence[int | None] = (None,),
         attention_layer: int | None = None,
     ):
         """:meth:`response_logprobs` plus the LM head's logits at every image token.
@@ -378,15 +378,17 @@ class VisionLanguageModel:
         One forward of the language model; the LM head runs on the response positions (as
         :meth:`response_logprobs`, the same values) and on the prompt's image tokens (the
         merged tokens the vision tower writes, ``image_token_id`` in ``input_ids``).
-        ``image_layer``: read the image tokens' hidden states after this many decoder layers
-        (through the final norm, then the LM head) instead of after the last one, so that what
-        they are taught there is in their content for the layers above (None: the last).
+        ``image_layers``: read the image tokens' hidden states after each of these many decoder
+        layers (through the final norm, then the LM head) instead of after the last one, so
+        that what they are taught there is in their content for the layers above (None: the
+        last); one set of logits per entry.
         ``attention_layer``: also return that decoder layer's attention weights (computed with
         eager attention for this forward, which alone returns them).
 
         Returns:
-            ``(logp, image_logits, attention)``: B x T float32 log-probs; N x V float32 logits,
-            N the image tokens of the batch in ``input_ids`` order (row 0's images first, each
+            ``(logp, image_logits, attention)``: B x T float32 log-probs; a list of N x V float32
+            logits, one per ``image_layers`` entry, N the image tokens of the batch in
+            ``input_ids`` order (row 0's images first, each
             image's merged tokens row-major, as the processor lays them out); B x heads x L x L
             attention weights over the prompt and response (L positions), or None.
         """
@@ -396,7 +398,7 @@ class VisionLanguageModel:
         response_mask = response_mask.to(self.device)
         prompt_ids = inputs["input_ids"]
         decoder = self.model.get_decoder()
-        with _layer_probes(self.model, image_layer, attention_layer) as (captured, weights):
+        with _layer_probes(self.model, image_layers, attention_layer) as (captured, weights):
             hidden = self.model.model(
                 input_ids=torch.cat([prompt_ids, response_ids], dim=1),
                 attention_mask=torch.cat([inputs["attention_mask"], response_mask.long()], dim=1),
@@ -415,8 +417,9 @@ class VisionLanguageModel:
         logits = head(hidden[:, length - 1 : length + response_ids.shape[1] - 1]).float()
         chosen = logits.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
         is_image = prompt_ids == self.model.config.image_token_id
-        image_hidden = decoder.norm(captured[0]) if captured else hidden
-        image_logits = head(image_hidden[:, :length][is_image]).float()
+        # the model's output is after the final norm; a kept layer's is not yet
+        read = [decoder.norm(captured[k]) if k in captured else hidden for k in image_layers]
+        image_logits = [head(states[:, :length][is_image]).float() for states in read]
         logp = chosen - torch.logsumexp(logits, dim=-1)
         return logp, image_logits, (weights[0] if weights else None)
 
@@ -524,25 +527,27 @@ def _is_checkpointing(model) -> bool:
 
 
 @contextlib.contextmanager
-def _layer_probes(model, image_layer: int | None, attention_layer: int | None):
-    """Hooks that keep, during one forward of ``model``, the hidden states after decoder layer
-    ``image_layer`` (when it is not the last) and the attention weights of decoder layer
-    ``attention_layer`` (eager attention meanwhile, the one implementation that returns them).
-    Yields the two lists they fill."""
+def _layer_probes(model, image_layers: Sequence[int | None], attention_layer: int | None):
+    """Hooks that keep, during one forward of ``model``, the hidden states after each decoder
+    layer of ``image_layers`` that is not the last (a dict by layer number) and the attention
+    weights of decoder layer ``attention_layer`` (eager attention meanwhile, the one
+    implementation that returns them, in a list). Yields the dict and the list they fill."""
     decoder = model.get_decoder()
     layers = len(decoder.layers)
-    for name, value in (("image_layer", image_layer), ("attention_layer", attention_layer)):
+    named = [("image_layers", value) for value in image_layers]
+    for name, value in [*named, ("attention_layer", attention_layer)]:
         if value is not None and not 1 <= value <= layers:
             raise ValueError(f"{name} {value}: the model has decoder layers 1-{layers}")
-    captured, weights, hooks = [], [], []
-    if image_layer is not None and image_layer < layers:
-        hooks.append(
-            decoder.layers[image_layer - 1].register_forward_hook(
-                lambda _module, _args, output: captured.append(
-                    output[0] if isinstance(output, tuple) else output
-                )
-            )
-        )
+    captured, weights, hooks = {}, [], []
+
+    def keep(layer: int):
+        def hook(_module, _args, output):
+            captured[layer] = output[0] if isinstance(output, tuple) else output
+
+        return hook
+
+    for layer in {value for value in image_layers if value is not None and value < layers}:
+        hooks.append(decoder.layers[layer - 1].register_forward_hook(keep(layer)))
     implementation = model.config._attn_implementation
     if attention_layer is not None:
         model.set_attn_implementation("eager")

@@ -186,14 +186,19 @@ def attention_loss(
 
 
 def aux_losses(
-    image_logits: torch.Tensor, position: torch.Tensor, entity: torch.Tensor
+    position_logits: torch.Tensor,
+    entity_logits: torch.Tensor,
+    position: torch.Tensor,
+    entity: torch.Tensor,
 ) -> dict[str, torch.Tensor]:
-    """Token-mean cross-entropies of the LM head's image-token logits (N x V) against the
-    position and entity labels (N long each; ``IGNORE`` left out)."""
+    """Token-mean cross-entropies of the LM head's image-token logits (N x V each, read where
+    each label is taught) against the position and entity labels (N long each; ``IGNORE``
+    left out)."""
     ce = torch.nn.functional.cross_entropy
-    out = {"aux_position": ce(image_logits, position.to(image_logits.device))}
+    device = position_logits.device
+    out = {"aux_position": ce(position_logits, position.to(device))}
     if (entity != IGNORE).any():
-        out["aux_entity"] = ce(image_logits, entity.to(image_logits.device), ignore_index=IGNORE)
+        out["aux_entity"] = ce(entity_logits, entity.to(device), ignore_index=IGNORE)
     else:
-        out["aux_entity"] = image_logits.sum() * 0.0
+        out["aux_entity"] = entity_logits.sum() * 0.0
     return out

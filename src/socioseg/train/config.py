@@ -109,16 +109,19 @@ class AuxSettings(_Section):
     only; :mod:`socioseg.train.aux_labels`). At each merged image token the LM head predicts
     the token's column (map) / row (satellite) digit, weighted by ``position``, and the
     socio-class token of the entity under it or "none", weighted by ``entity``. Both 0: the
-    answer loss alone, computed as without this section. ``layer``: the image tokens are read
-    after this many decoder layers (then the final norm and the LM head), so that what they
-    learn is in their content for the layers above, where an answer can copy it; None: after
-    the last layer. ``attention`` weights the answer's attention label (head 0 of decoder layer
-    ``attention_layer``, None: the last, looks at the target's tokens while the coordinates
-    are written)."""
+    answer loss alone, computed as without this section. ``layer``: the position labels are
+    read after this many decoder layers (then the final norm and the LM head), so that what
+    the tokens learn is in their content for the layers above, where an answer can copy it;
+    None: after the last layer. ``entity_layer``: the same for the entity labels (None: as
+    ``layer``); read where the position labels are, the two ask one softmax for two tokens
+    (at best half the mass each), so give them different layers. ``attention`` weights the
+    answer's attention label (head 0 of decoder layer ``attention_layer``, None: the last,
+    looks at the target's tokens while the coordinates are written)."""
 
     position: float = 0.0
     entity: float = 0.0
     layer: int | None = None
+    entity_layer: int | None = None
     attention: float = 0.0
     attention_layer: int | None = None
 
@@ -127,6 +130,10 @@ class AuxSettings(_Section):
             (self.position >= 0, f"position must be >= 0, got {self.position}"),
             (self.entity >= 0, f"entity must be >= 0, got {self.entity}"),
             (self.layer is None or self.layer >= 1, f"layer must be >= 1, got {self.layer}"),
+            (
+                self.entity_layer is None or self.entity_layer >= 1,
+                f"entity_layer must be >= 1, got {self.entity_layer}",
+            ),
             (self.attention >= 0, f"attention must be >= 0, got {self.attention}"),
             (
                 self.attention_layer is None or self.attention_layer >= 1,

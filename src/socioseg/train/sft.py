@@ -291,9 +291,10 @@ def supervised_losses(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The loss of one step and its parts: answer NLL (:func:`supervised_loss`, the same value),
     plus ``aux.position`` x the position cross-entropy and ``aux.entity`` x the entity one at
-    the image tokens (read after decoder layer ``aux.layer``), plus ``aux.attention`` x the
-    answer's attention label. ``labels``: each example's (position, entity, look) labels, its
-    images' tokens in order. Without ``aux`` weights only the answer NLL runs."""
+    the image tokens (read after decoder layers ``aux.layer`` and ``aux.entity_layer``), plus
+    ``aux.attention`` x the answer's attention label. ``labels``: each example's (position,
+    entity, look) labels, its images' tokens in order. Without ``aux`` weights only the
+    answer NLL runs."""
     if not aux.active:
         loss = supervised_loss(policy, examples)
         return loss, {"nll": float(loss.detach())}
@@ -304,18 +305,19 @@ def supervised_losses(
     ids, mask = pad_right(sequences, tokenizer.pad_token_id)
     layers = policy.model.get_decoder().config.num_hidden_layers
     attention_layer = (aux.attention_layer or layers) if aux.attention > 0 else None
+    entity_layer = aux.layer if aux.entity_layer is None else aux.entity_layer
     logp, image_logits, weights = policy.logprobs_and_image_logits(
-        inputs, ids, mask, aux.layer, attention_layer
+        inputs, ids, mask, (aux.layer, entity_layer), attention_layer
     )
     mask = mask.to(logp.device, logp.dtype)
     nll = -(logp * mask).sum() / mask.sum()
     position = torch.from_numpy(np.concatenate([p for p, _, _ in labels]))
     entity = torch.from_numpy(np.concatenate([e for _, e, _ in labels]))
-    if len(position) != image_logits.shape[0]:
+    if len(position) != image_logits[0].shape[0]:
         raise ValueError(
-            f"{len(position)} image-token labels for {image_logits.shape[0]} image tokens"
+            f"{len(position)} image-token labels for {image_logits[0].shape[0]} image tokens"
         )
-    parts = aux_labels.aux_losses(image_logits, position, entity)
+    parts = aux_labels.aux_losses(*image_logits, position, entity)
     loss = nll + aux.position * parts["aux_position"] + aux.entity * parts["aux_entity"]
     if weights is not None:
         prompt_ids = inputs["input_ids"].cpu()
