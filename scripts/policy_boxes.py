@@ -15,7 +15,14 @@ and compared with the entity the question asks about and with the tile's other e
   (the warm-up's) with the tile's own map and satellite image and with another tile's; equal
   values mean the policy answers from the text alone.
 
+``--levels`` and ``--kind-word-names`` keep the questions a curriculum phase trains on (as
+``socioseg sft``'s ``level_shares`` and ``kind_word_names`` draw them); ``--questions`` stops
+once that many are asked. ``--gate IOU,DISTINCT`` checks gate B of docs/mini.md (mean target
+IoU above IOU and more than DISTINCT different answers) and exits 1 when it fails.
+
     python scripts/policy_boxes.py --vlm mini --tiles 20
+    python scripts/policy_boxes.py --vlm runs/mini/phase-b --questions 90 \
+        --levels socio-class,socio-function,socio-name --kind-word-names --gate 0.3,40
 """
 
 from __future__ import annotations
@@ -30,7 +37,8 @@ from socioseg.data.synth import MAX_QUERIES, generate_tile
 from socioseg.engine import Prompt
 from socioseg.metrics import mask_iou
 from socioseg.socioreasoner import SocioReasoner
-from socioseg.train.sft import answer_nll, teacher_examples
+from socioseg.train.sft import answer_nll, has_kind_word, teacher_examples
+from socioseg.types import LEVELS
 
 
 def box_mask(box, shape: tuple[int, int]) -> np.ndarray:
@@ -40,17 +48,31 @@ def box_mask(box, shape: tuple[int, int]) -> np.ndarray:
     return (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
 
 
-def tile_scores(reasoner: SocioReasoner, tile: list) -> tuple[list, list[float], list[float]]:
-    """Stage-1 boxes (image frame) of each question of ``tile``, the IoU of each answer's
-    boxes with its entity, and of each box with the entity on the tile it covers best."""
+def asked(sample, levels: tuple[str, ...], kind_word_names: bool) -> bool:
+    """Whether a curriculum phase of ``levels`` (names only with a kind word when
+    ``kind_word_names``) trains on questions like ``sample``."""
+    if sample.level not in levels:
+        return False
+    named = kind_word_names and sample.level == "socio-name"
+    return not named or has_kind_word(sample.query, sample.socio_class)
+
+
+def tile_scores(
+    reasoner: SocioReasoner, tile: list, questions: list
+) -> tuple[list, list[float], list[float]]:
+    """Stage-1 boxes (image frame) of each of ``questions`` (samples of ``tile``), the IoU of
+    each answer's boxes with its entity, and of each box with the entity on the tile it covers
+    best."""
     # The tile's own query may ask for several entities (its mask's pieces); the others
     # ask for one entity each.
     count, pieces = cv2.connectedComponents(np.asarray(tile[0].mask, np.uint8))
     entities = [pieces == k for k in range(1, count)]
     entities += [np.asarray(s.mask, bool) for s in tile[1:]]
-    predictions = reasoner.segment_batch([(s.sat, s.map, s.query) for s in tile], mode="stage1")
+    predictions = reasoner.segment_batch(
+        [(s.sat, s.map, s.query) for s in questions], mode="stage1"
+    )
     answers, target, best = [], [], []
-    for sample, prediction in zip(tile, predictions, strict=True):
+    for sample, prediction in zip(questions, predictions, strict=True):
         boxes = [t.box.as_list() for t in prediction.stage1.targets_image]
         answers.append(tuple(tuple(round(v) for v in box) for box in boxes))
         shape = np.asarray(sample.mask).shape
@@ -64,8 +86,9 @@ def tile_scores(reasoner: SocioReasoner, tile: list) -> tuple[list, list[float],
 
 
 def image_reliance(reasoner: SocioReasoner, tiles: list[list]) -> tuple[float, float]:
-    """Stage-1 teacher answer NLL of every question of ``tiles`` with its tile's images and
-    with the next tile's (the last tile's questions get the first tile's images)."""
+    """Stage-1 teacher answer NLL of every question of ``tiles`` (lists of samples of one
+    tile each) with its tile's images and with the next tile's (the last tile's questions get
+    the first tile's images)."""
     low, high = reasoner.config.min_pixels, reasoner.config.max_pixels
     stage1 = [[teacher_examples(sample, low, high)[0] for sample in tile] for tile in tiles]
     own = [example for examples in stage1 for example in examples]
@@ -77,28 +100,45 @@ def image_reliance(reasoner: SocioReasoner, tiles: list[list]) -> tuple[float, f
     return answer_nll(reasoner.vlm, own), answer_nll(reasoner.vlm, other)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vlm", default="mini", help="policy folder, Hub id or 'mini'")
     parser.add_argument("--sam", default="mini", help="SAM2 (loaded, not used for the boxes)")
-    parser.add_argument("--tiles", type=int, default=20)
+    parser.add_argument("--tiles", type=int, default=20, help="at most this many tiles")
+    parser.add_argument("--questions", type=int, default=None, help="stop after this many")
     parser.add_argument("--seed", type=int, default=1000, help="synthetic seed (held out: 1000)")
     parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--levels", default=",".join(LEVELS), help="query levels to ask")
+    parser.add_argument(
+        "--kind-word-names", action="store_true", help="names only with a word of their class"
+    )
+    parser.add_argument("--gate", default=None, help="IOU,DISTINCT: exit 1 unless both beaten")
     args = parser.parse_args(argv)
+    levels = tuple(args.levels.split(","))
+    if not set(levels) <= set(LEVELS):
+        parser.error(f"--levels: pick from {', '.join(LEVELS)}, got {args.levels}")
     reasoner = SocioReasoner.from_pretrained(vlm=args.vlm, sam=args.sam, device="cpu")
     sampling = replace(reasoner.config.sampling, greedy=True)
     reasoner.config = replace(reasoner.config, sampling=sampling)
-    answers, target, best, tiles = [], [], [], []
+    answers, target, best, asked_tiles = [], [], [], []
+    wanted = args.questions or args.tiles * MAX_QUERIES
     for index in range(args.tiles):
         tile = generate_tile(args.seed, index, args.size, MAX_QUERIES, placement="random")
-        tiles.append(tile)
-        for into, values in zip((answers, target, best), tile_scores(reasoner, tile), strict=True):
+        questions = [s for s in tile if asked(s, levels, args.kind_word_names)]
+        questions = questions[: wanted - len(answers)]
+        if not questions:
+            continue
+        asked_tiles.append(questions)
+        scores = tile_scores(reasoner, tile, questions)
+        for into, values in zip((answers, target, best), scores, strict=True):
             into.extend(values)
-    own, other = image_reliance(reasoner, tiles)
+        if len(answers) == wanted:
+            break
+    own, other = image_reliance(reasoner, asked_tiles)
     target, best = np.array(target), np.array(best)
     boxes = sum(len(answer) for answer in answers) / len(answers)
     best_text = f"{best.mean():.3f} ({(best > 0.5).mean():.0%})" if len(best) else "no boxes"
-    print(f"{args.vlm}: {len(target)} questions on {args.tiles} tiles (seed {args.seed})")
+    print(f"{args.vlm}: {len(target)} questions on {len(asked_tiles)} tiles (seed {args.seed})")
     print(
         "| distinct answers | boxes per answer | target IoU (> 0.5) | best entity IoU (> 0.5) "
         "| answer NLL, own vs other images |"
@@ -109,7 +149,16 @@ def main(argv: list[str] | None = None) -> None:
         f"| {target.mean():.3f} ({(target > 0.5).mean():.0%}) | {best_text} "
         f"| {own:.4f} vs {other:.4f} |"
     )
+    if args.gate is None:
+        return 0
+    iou, distinct = (float(v) for v in args.gate.split(","))
+    passed = target.mean() > iou and len(set(answers)) > distinct
+    print(
+        f"gate {'passed' if passed else 'failed'}: target IoU {target.mean():.3f} (needs > {iou}),"
+        f" {len(set(answers))} distinct answers of {len(answers)} (needs > {distinct:g})"
+    )
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

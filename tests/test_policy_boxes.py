@@ -44,13 +44,13 @@ def test_boxes_of_the_asked_for_entity_score_high_and_one_box_for_all_does_not()
     masks = {s.query: np.asarray(s.mask, bool) for s in tile}
 
     answers, target, best = script.tile_scores(
-        _Answers(lambda q: [Target(_gt_box(masks[q[2]]))]), tile
+        _Answers(lambda q: [Target(_gt_box(masks[q[2]]))]), tile, tile
     )
     assert len(set(answers)) == len(tile) > 1
     assert min(target) > 0.6 and best == target  # near-rectangles; the best is the target
 
     corner = Box(0, 0, 8, 8)
-    answers, target, best = script.tile_scores(_Answers(lambda q: [Target(corner)]), tile)
+    answers, target, best = script.tile_scores(_Answers(lambda q: [Target(corner)]), tile, tile)
     assert answers == [((0, 0, 8, 8),)] * len(tile)
     for got, sample in zip(target, tile, strict=True):
         inside = np.asarray(sample.mask, bool)[:8, :8].sum()
@@ -78,3 +78,25 @@ def test_answer_nll_changes_with_the_images_only_when_they_differ(tiny_vlm):
     assert own == pytest.approx(other, rel=1e-6)
     own, other = script.image_reliance(reasoner, [first, second])
     assert abs(own - other) > 1e-4
+
+
+def test_a_phase_asks_its_levels_and_names_with_a_kind_word_only():
+    script = load_script("policy_boxes")
+    sample = SimpleNamespace(level="socio-name", query="Riverside Middle School")
+    levels = ("socio-class", "socio-name")
+    assert script.asked(SimpleNamespace(**vars(sample), socio_class="School"), levels, True)
+    assert not script.asked(SimpleNamespace(**vars(sample), socio_class="Park"), levels, True)
+    assert script.asked(SimpleNamespace(**vars(sample), socio_class="Park"), levels, False)
+    function = SimpleNamespace(level="socio-function", query="Educational", socio_class=None)
+    assert not script.asked(function, levels, False)
+
+
+def test_the_gate_asks_the_wanted_questions_and_fails_with_its_numbers(tiny_models, capsys):
+    """A random policy does not pass gate B: exit 1, and the numbers are printed."""
+    script = load_script("policy_boxes")
+    vlm, sam = (str(folder) for folder in tiny_models)
+    argv = ["--vlm", vlm, "--sam", sam, "--size", "128", "--questions", "3", "--gate", "0.3,2"]
+    assert script.main([*argv, "--levels", "socio-name"]) == 1
+    out = capsys.readouterr().out
+    assert ": 3 questions on " in out
+    assert "gate failed: target IoU " in out and "(needs > 0.3)" in out
