@@ -182,3 +182,56 @@ def test_a_batch_in_the_vlm_frame_is_the_image_the_pipeline_embeds():
     assert torch.equal(preprocess(job.embedding, prep)[0], vlm["pixel_values"][0])
     with pytest.raises(ConfigError, match="give both"):
         SamTrainConfig(min_pixels=112 * 112)
+
+
+class _Killed(Exception):
+    pass
+
+
+def _kill_at(step: int):
+    def on_log(at: int, _stats) -> None:
+        if at == step:
+            raise _Killed
+
+    return on_log
+
+
+def _rows(folder) -> list[list[str]]:
+    """metrics.csv without its wall-time column."""
+    lines = [line.split(",") for line in (folder / "metrics.csv").read_text().splitlines()]
+    keep = [i for i, name in enumerate(lines[0]) if name != "elapsed_s"]
+    return [[row[i] for i in keep] for row in lines]
+
+
+def test_a_killed_train_sam_resumes_to_the_weights_and_log_of_an_uninterrupted_run(
+    tmp_path, capsys
+):
+    from socioseg.train.sam import train_sam
+
+    write_dataset(tmp_path / "data", n=6, seed=0, size=128)
+    sam = build_tiny_sam(tmp_path / "sam0", 128)
+    config = SamTrainConfig(
+        sam=str(sam),
+        data=str(tmp_path / "data"),
+        steps=5,
+        batch_size=2,
+        log_every=1,
+        save_every=2,
+    )
+    whole = train_sam(config, tmp_path / "whole")
+    with pytest.raises(_Killed):  # killed while logging step 3: the state of step 2 is kept
+        train_sam(config, tmp_path / "cut", on_log=_kill_at(3))
+    assert not (tmp_path / "cut" / "metrics.csv").exists()  # nothing published
+    args = ["train-sam", "--out", str(tmp_path / "cut"), f"sam={sam}"]
+    args += [f"data={tmp_path / 'data'}", "steps=5", "batch_size=2", "log_every=1"]
+    assert main([*args, "save_every=3", "--resume"]) == 2  # not the run it was
+    assert "another config (save_every)" in capsys.readouterr().err
+    assert main([*args, "save_every=2", "--resume"]) == 0
+    assert "sam step 2:" not in capsys.readouterr().out  # from step 3 on
+    assert _rows(tmp_path / "cut") == _rows(whole)  # steps 1-5 once each, the same values
+    ours, theirs = (
+        Segmenter.from_pretrained(str(folder), device="cpu").model.state_dict()
+        for folder in (tmp_path / "cut", whole)
+    )
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    assert sorted(p.name for p in (tmp_path / "cut").iterdir() if "resume" in p.name) == []

@@ -160,3 +160,44 @@ def test_level_shares_and_kind_word_names_pick_the_samples_a_step_draws(tmp_path
     ]
     with pytest.raises(ConfigError, match="level_shares"):
         SftConfig(level_shares={"socio-place": 1.0})
+
+
+def test_a_killed_sft_resumes_to_the_policy_of_an_uninterrupted_run(tiny_models, tmp_path):
+    from safetensors.torch import load_file
+
+    from socioseg.data.synth import write_dataset
+    from socioseg.train.config import AuxSettings
+    from socioseg.train.sft import SftConfig, train_sft
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_step_2(step: int, _stats) -> None:
+        if step == 2:
+            raise Killed
+
+    write_dataset(tmp_path / "data", n=4, seed=0, size=128, queries=2)
+    config = SftConfig(
+        vlm=str(tiny_models[0]),
+        data=str(tmp_path / "data"),
+        steps=3,
+        batch_size=1,
+        min_pixels=3136,
+        max_pixels=12544,
+        log_every=1,
+        save_every=1,
+        single_stage_share=0.5,  # a draw from the run's generator at every step
+        aux=AuxSettings(position=1.0, attention=1.0),
+    )
+    whole = train_sft(config, tmp_path / "whole")
+    with pytest.raises(Killed):
+        train_sft(config, tmp_path / "cut", on_log=kill_at_step_2)
+    cut = train_sft(config, tmp_path / "cut", resume=True)
+
+    def rows(folder):
+        lines = (folder / "metrics.csv").read_text().splitlines()
+        return [line.rsplit(",", 1)[0] for line in lines]  # elapsed_s is the last column
+
+    assert rows(cut) == rows(whole) and len(rows(cut)) == 4
+    ours, theirs = (load_file(folder / "model.safetensors") for folder in (cut, whole))
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)

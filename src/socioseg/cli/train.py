@@ -60,7 +60,9 @@ def _run_supervised(args: argparse.Namespace, config_cls, train, tag: str, wrote
 
     config = load_config(args.config, args.overrides, cls=config_cls)
     try:
-        out = train(config, args.out, args.overwrite, on_log=_supervised_log(tag))
+        out = train(
+            config, args.out, args.overwrite, on_log=_supervised_log(tag), resume=args.resume
+        )
     except CheckpointError as error:
         raise CommandError(str(error)) from error
     print(wrote.format(out=out))
@@ -124,6 +126,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         sup.add_argument("--out", type=Path, required=True, help="model folder to write")
         sup.add_argument(
             "--overwrite", action="store_true", help="replace the model this command wrote in --out"
+        )
+        sup.add_argument(
+            "--resume",
+            action="store_true",
+            help="continue the run a kill interrupted in --out (its config's save_every)",
         )
         sup.add_argument("overrides", nargs="*", help="field=value overrides")
         sup.set_defaults(run=handler)

@@ -94,12 +94,18 @@ class SupervisedConfig(_Section):
     seed: int = 0
     device: str | None = None  # None: CUDA when available, else CPU
     log_every: int = 10
+    # Steps between resumable states (--resume after a kill); None: none kept.
+    save_every: int | None = None
 
     def _checks(self) -> list[tuple[bool, str]]:
         return [
             _bounded("steps", self.steps, 1, MAX_STEPS),
             _bounded("batch_size", self.batch_size, 1, MAX_BATCH_SIZE),
             (self.log_every >= 1, "log_every must be >= 1"),
+            (
+                self.save_every is None or self.save_every >= 1,
+                f"save_every must be >= 1 or null, got {self.save_every}",
+            ),
         ]
 
 

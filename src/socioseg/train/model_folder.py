@@ -7,22 +7,38 @@ rerun; ``training.json`` in it records how it was made and which files the run w
 existing non-empty folder is refused unless ``overwrite`` is given, and even then only a folder
 these commands wrote (one holding ``training.json``) takes the new model, replacing only the
 files its record names: nothing else of the user's is ever deleted.
+
+A run with ``save_every`` keeps its resumable state in the staging folder
+(:class:`SupervisedRun`); after a kill, the same command with ``--resume`` continues it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
+import shutil
 from pathlib import Path
 
-from socioseg.publish import STAGING_MARK, entries, publish_dir, staging_dir
-from socioseg.train.checkpoint import CheckpointError
+import numpy as np
+import torch
+
+from socioseg.publish import STAGING, STAGING_MARK, entries, is_staging, publish_dir, staging_dir
+from socioseg.train.checkpoint import CheckpointError, safe_load
+from socioseg.train.runlog import RunLog
 
 RECORD_FILE = "training.json"
+_STATE = re.compile(r"^resume-(\d+)$")  # a saved state in the staging folder
+STATE_FILE, PROGRESS_FILE = "state.pt", "progress.json"
 
 
-def prepare(out: str | Path, overwrite: bool) -> Path:
-    """Check ``out`` can take a new model; returns the empty staging folder to write into."""
+def prepare(out: str | Path, overwrite: bool, resume: bool = False) -> Path:
+    """Check ``out`` can take a new model; returns the empty staging folder to write into
+    (``resume``: the staging folder an interrupted run left, as it is, when there is one)."""
     out = Path(out)
+    stage = out / STAGING
+    if resume and is_staging(stage) and not stage.is_symlink():
+        return stage
     if out.exists():
         if not out.is_dir():
             raise CheckpointError(f"--out {out} is a file; pass a folder path")
@@ -67,3 +83,111 @@ def publish(tmp: Path, out: str | Path, record: dict) -> Path:
             stale.unlink()
     publish_dir(tmp, out, replace=written_before)
     return out
+
+
+class SupervisedRun:
+    """The staging folder of one ``sft`` / ``train-sam`` run, its log, and its saved state.
+
+    Every ``config.save_every`` steps (never when it is None) the model's weights, the
+    optimiser and schedule, both RNGs, the step and the wall time so far go to
+    ``resume-N/`` in the staging folder (written under another name, then renamed; the older
+    state is removed), so a killed run loses at most ``save_every`` steps. ``resume``:
+    continue from the newest state an interrupted run left in ``out``, which must have been
+    made with the same config; with none there, the run starts from step 0.
+    """
+
+    def __init__(self, out: str | Path, config, overwrite: bool, resume: bool) -> None:
+        if resume and overwrite:
+            raise CheckpointError("--resume and --overwrite exclude each other: pick one")
+        self.out, self.config, self.resume = Path(out), config, resume
+        self.tmp = prepare(out, overwrite, resume)
+        self.log: RunLog | None = None
+
+    def restore(self, model, updates, rng: np.random.Generator) -> tuple[int, float]:
+        """Load the newest saved state (with ``resume``) into ``model``, ``updates`` (a
+        ``SupervisedUpdates``) and ``rng``, and open the log from there. Returns the step
+        reached and the seconds it took (0 and 0.0 for a new run)."""
+        step, elapsed = 0, 0.0
+        saved = self._saved()
+        if self.resume and saved:
+            folder = saved[-1][1]
+            progress = json.loads((folder / PROGRESS_FILE).read_text())
+            differs = _differences(progress.get("config", {}), _plain(self.config))
+            if differs:
+                raise CheckpointError(
+                    f"{self.out} holds an interrupted run with another config ({differs}): "
+                    "resume it with its config, or drop --resume and pass --overwrite"
+                )
+            state = safe_load(folder / STATE_FILE)
+            model.load_state_dict(state["model"])
+            updates.optimizer.load_state_dict(state["optimizer"])
+            updates.scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["torch_rng"])
+            rng.bit_generator.state = progress["rng"]
+            step, elapsed = int(progress["step"]), float(progress["elapsed_s"])
+        self.log = RunLog(self.tmp, start_step=step)  # metrics.csv + tensorboard/ in the folder
+        return step, elapsed
+
+    def save(self, step: int, elapsed: float, model, updates, rng: np.random.Generator) -> None:
+        """Keep the state after ``step`` when ``save_every`` asks for it (not at the end)."""
+        every = self.config.save_every
+        if every is None or step % every or step == self.config.steps:
+            return
+        partial = self.tmp / f".resume-{step}.tmp"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir()
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": updates.optimizer.state_dict(),
+                "scheduler": updates.scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+            },
+            partial / STATE_FILE,
+        )
+        progress = {
+            "step": step,
+            "elapsed_s": elapsed,
+            "rng": rng.bit_generator.state,
+            "config": _plain(self.config),
+        }
+        (partial / PROGRESS_FILE).write_text(json.dumps(progress, indent=1) + "\n")
+        partial.rename(self.tmp / f"resume-{step}")
+        for older, folder in self._saved():
+            if older != step:
+                shutil.rmtree(folder)
+
+    def publish(self, record: dict) -> Path:
+        """Close the log, drop the saved states and publish the model folder (:func:`publish`)."""
+        if self.log is not None:
+            self.log.close()
+        for _, folder in self._saved():
+            shutil.rmtree(folder)
+        return publish(self.tmp, self.out, record)
+
+    def _saved(self) -> list[tuple[int, Path]]:
+        """The complete saved states in the staging folder, oldest first."""
+        found = []
+        for path in self.tmp.iterdir():
+            match = _STATE.match(path.name)
+            if match and (path / PROGRESS_FILE).is_file() and (path / STATE_FILE).is_file():
+                found.append((int(match.group(1)), path))
+        return sorted(found)
+
+
+def _plain(config) -> dict:
+    """``config`` as JSON reads it back (tuples as lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def _differences(saved: dict, current: dict, prefix: str = "") -> str:
+    """The config fields (dotted) whose values differ, as one short phrase."""
+    names = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            inner = _differences(a, b, f"{prefix}{key}.")
+            names += [inner] if inner else []
+        elif a != b:
+            names.append(f"{prefix}{key}")
+    return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")

@@ -61,7 +61,6 @@ from socioseg.train import model_folder
 from socioseg.train.config import AdamWSettings, SupervisedConfig
 from socioseg.train.optim import SupervisedUpdates
 from socioseg.train.rewards import GT_MIN_CONTOUR_AREA
-from socioseg.train.runlog import RunLog
 from socioseg.types import Box, Point, Target
 
 # SAM caps the box jitter at 20 px of its 1024-px frame.
@@ -230,15 +229,16 @@ def train_sam(
     out: str | Path,
     overwrite: bool = False,
     on_log: Callable[[int, dict[str, float]], None] | None = None,
+    resume: bool = False,
 ) -> Path:
     """Train SAM2 as the module docstring says; write it (weights + preprocessing) to ``out``.
 
     ``out`` ends up loadable by ``Segmenter.from_pretrained``. Returns ``Path(out)``.
+    ``resume``: continue the interrupted run in ``out`` (:class:`model_folder.SupervisedRun`).
     """
     from socioseg.data.dataset import load_socioseg
 
-    tmp = model_folder.prepare(out, overwrite)
-    log = RunLog(tmp)  # metrics.csv + tensorboard/ in the model folder
+    run = model_folder.SupervisedRun(out, config, overwrite, resume)
     segmenter = Segmenter.from_pretrained(config.sam, device=config.device, dtype="float32")
     dataset = load_socioseg(config.data, config.split)
     if len(dataset) == 0:
@@ -247,8 +247,9 @@ def train_sam(
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
     updates = SupervisedUpdates(model.parameters(), config)
-    started, stats = time.perf_counter(), {}
-    for step in range(1, config.steps + 1):
+    done, elapsed = run.restore(model, updates, rng)
+    started, stats = time.perf_counter() - elapsed, {}
+    for step in range(done + 1, config.steps + 1):
         samples = [_draw(dataset, rng) for _ in range(config.batch_size)]
         batch = {
             k: v.to(segmenter.device)
@@ -264,14 +265,14 @@ def train_sam(
         updates.step(loss)
         stats = {"loss": float(loss.detach()), **stats, "elapsed_s": time.perf_counter() - started}
         if step % config.log_every == 0 or step == config.steps:
-            log.log(step, stats, csv_only=("elapsed_s",))
+            run.log.log(step, stats, csv_only=("elapsed_s",))
             if on_log is not None:
                 on_log(step, stats)
-    log.close()
-    model.eval().save_pretrained(tmp)
-    (tmp / PREPROCESSOR_FILE).write_text(json.dumps(prep.to_dict(), indent=2) + "\n")
+        run.save(step, stats["elapsed_s"], model, updates, rng)
+    model.eval().save_pretrained(run.tmp)
+    (run.tmp / PREPROCESSOR_FILE).write_text(json.dumps(prep.to_dict(), indent=2) + "\n")
     record = {"command": "train-sam", "config": dataclasses.asdict(config), "last": stats}
-    return model_folder.publish(tmp, out, record)
+    return run.publish(record)
 
 
 def _draw(dataset, rng: np.random.Generator):

@@ -34,7 +34,6 @@ from socioseg.train import aux_labels, model_folder
 from socioseg.train.config import AuxSettings, SupervisedConfig
 from socioseg.train.optim import SupervisedUpdates
 from socioseg.train.rewards import gt_boxes_from_mask
-from socioseg.train.runlog import RunLog
 from socioseg.types import LEVELS
 
 POINTS_PER_BOX = 2
@@ -434,13 +433,14 @@ def train_sft(
     out: str | Path,
     overwrite: bool = False,
     on_log: Callable[[int, dict[str, float]], None] | None = None,
+    resume: bool = False,
 ) -> Path:
-    """Run the warm-up as the module docstring says; write the policy to ``out`` (float32)."""
+    """Run the warm-up as the module docstring says; write the policy to ``out`` (float32).
+    ``resume``: continue the interrupted run in ``out`` (:class:`model_folder.SupervisedRun`)."""
     from socioseg.data.dataset import load_socioseg
     from socioseg.models.vlm import VisionLanguageModel
 
-    tmp = model_folder.prepare(out, overwrite)
-    log = RunLog(tmp)  # metrics.csv + tensorboard/ in the model folder
+    run = model_folder.SupervisedRun(out, config, overwrite, resume)
     policy = VisionLanguageModel.from_pretrained(
         config.vlm, config.device, "float32", config.min_pixels, config.max_pixels
     )
@@ -455,9 +455,10 @@ def train_sft(
     torch.manual_seed(config.seed)
     updates = SupervisedUpdates((p for p in policy.model.parameters() if p.requires_grad), config)
     policy.model.train()
-    started, stats = time.perf_counter(), {}
     draws = SampleDraws(dataset, config)
-    for step in range(1, config.steps + 1):
+    done, elapsed = run.restore(policy.model, updates, rng)
+    started, stats = time.perf_counter() - elapsed, {}
+    for step in range(done + 1, config.steps + 1):
         batch = [dataset[i] for i in draws.draw(rng, config.batch_size)]
         examples, labels = [], []
         for sample in batch:
@@ -471,11 +472,11 @@ def train_sft(
         updates.step(loss)
         stats["elapsed_s"] = time.perf_counter() - started
         if step % config.log_every == 0 or step == config.steps:
-            log.log(step, stats, csv_only=("elapsed_s",))
+            run.log.log(step, stats, csv_only=("elapsed_s",))
             if on_log is not None:
                 on_log(step, stats)
-    log.close()
-    policy.model.eval().save_pretrained(tmp)
-    policy.processor.save_pretrained(tmp)
+        run.save(step, stats["elapsed_s"], policy.model, updates, rng)
+    policy.model.eval().save_pretrained(run.tmp)
+    policy.processor.save_pretrained(run.tmp)
     record = {"command": "sft", "config": dataclasses.asdict(config), "last": stats}
-    return model_folder.publish(tmp, out, record)
+    return run.publish(record)
