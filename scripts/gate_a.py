@@ -12,8 +12,11 @@ Every ``--every`` steps it answers held-out 3-square questions greedily and meas
 target IoU of each answer (its boxes, filled, against the asked-for square, in the VLM frame).
 The gate passes when IoU > 0.5 on at least half of them; the run stops there.
 
-    python scripts/gate_a.py runs/gate-a --steps 1600 --every 100 --text-layers 6 --aux-layer 2 \
-        --aux-attention 1 --attention-layer 4 --rope-theta 10 --mrope-section 6,5,5
+    python scripts/gate_a.py runs/gate-a --steps 1600 --every 100 --aux-layer 2 \
+        --aux-attention 1 --attention-layer 4
+
+(the mini's architecture: 6 decoder layers, RoPE base 10, ``mrope_section`` 6:5:5; the
+flags change it for a variation.)
 
 Resumable: ``OUT`` holds the settings (``run.json``; a resumed run must ask for the same), the
 latest checkpoint (``vlm/``, ``state.pt``: optimiser, schedule, random states) and the curves
@@ -178,19 +181,22 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--aux-position", type=float, default=1.0)
-    parser.add_argument("--rope-theta", type=float, default=1_000_000.0)
-    parser.add_argument("--mrope-section", default=None, help="time,height,width e.g. 2,7,7")
+    parser.add_argument("--rope-theta", type=float, default=None, help="RoPE base (mini's: 10)")
+    parser.add_argument(
+        "--mrope-section", default=None, help="time,height,width e.g. 2,7,7 (mini's: 6,5,5)"
+    )
     parser.add_argument(
         "--aux-attention", type=float, default=0.0, help="weight of the answer's attention label"
     )
     parser.add_argument("--attention-layer", type=int, default=None, help="its layer (last)")
-    parser.add_argument("--text-layers", type=int, default=None, help="decoder layers (mini: 4)")
+    parser.add_argument("--text-layers", type=int, default=None, help="decoder layers (mini: 6)")
     parser.add_argument(
         "--aux-layer", type=int, default=None, help="position labels after this layer (last)"
     )
     parser.add_argument("--frame", type=int, default=252)
     parser.add_argument("--held-out", type=int, default=48)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (not part of the run)")
     parser.add_argument(
         "--stop-after", type=int, default=None, help="end this session after N steps (resumable)"
     )
@@ -206,7 +212,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     args = _parser().parse_args(argv)
     probe = _probe()
-    settings = {k: v for k, v in vars(args).items() if k not in ("out", "stop_after")}
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "stop_after", "device")}
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     if (out / "run.json").exists():
@@ -218,11 +224,19 @@ def main(argv: list[str] | None = None) -> dict:
     mrope = [int(v) for v in args.mrope_section.split(",")] if args.mrope_section else None
     torch.manual_seed(args.seed)
     if checkpoint.exists():
-        policy = VisionLanguageModel.from_pretrained(str(checkpoint / "vlm"), "cpu", "float32")
+        policy = VisionLanguageModel.from_pretrained(
+            str(checkpoint / "vlm"), args.device, "float32"
+        )
         progress = json.loads((checkpoint / "progress.json").read_text())
     else:
         policy = probe.build_policy(
-            out / "initial", args.frame, args.rope_theta, args.seed, mrope, args.text_layers
+            out / "initial",
+            args.frame,
+            args.rope_theta,
+            args.seed,
+            mrope,
+            args.text_layers,
+            args.device,
         )
         progress = {"step": 0, "elapsed_s": 0.0, "rng": None}
     config = SupervisedConfig(

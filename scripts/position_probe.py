@@ -78,29 +78,30 @@ def _overlap(a: list[int], b: list[int]) -> bool:
 def build_policy(
     out: Path,
     frame: int,
-    rope_theta: float,
+    rope_theta: float | None,
     seed: int,
     mrope_section: list[int] | None = None,
     text_layers: int | None = None,
+    device: str = "cpu",
 ):
-    """An untrained mini-sized policy seeing a ``frame`` x ``frame`` VLM frame (``mrope_section``:
-    the text RoPE's (time, height, width) frequencies; None: Qwen's 2:3:3; ``text_layers``:
-    decoder layers, None: the mini's)."""
+    """An untrained mini-sized policy seeing a ``frame`` x ``frame`` VLM frame: the mini's
+    architecture (``MINI_VLM``) except where ``rope_theta`` (the text RoPE base),
+    ``mrope_section`` (its (time, height, width) frequencies) or ``text_layers`` (decoder
+    layers) say otherwise (None: the mini's)."""
     from socioseg.models.builders import MINI_VLM, build_mini_tokenizer, build_tiny_vlm
     from socioseg.models.vlm import VisionLanguageModel
 
+    asked = {"rope_theta": rope_theta, "mrope_section": mrope_section, "text_layers": text_layers}
     path = build_tiny_vlm(
         out,
         seed=seed,
         tokenizer=build_mini_tokenizer(),
         min_pixels=frame * frame,
         max_pixels=frame * frame,
-        rope_theta=rope_theta,
-        mrope_section=mrope_section,
         random_weights_flag=False,
-        **{**MINI_VLM, **({"text_layers": text_layers} if text_layers else {})},
+        **{**MINI_VLM, **{k: v for k, v in asked.items() if v is not None}},
     )
-    return VisionLanguageModel.from_pretrained(str(path), "cpu", "float32")
+    return VisionLanguageModel.from_pretrained(str(path), device, "float32")
 
 
 def image_gap(policy, held_out: list[tuple[Prompt, str, list[int]]]) -> tuple[float, float]:
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--squares", type=int, default=1, choices=range(1, len(COLORS) + 1))
-    parser.add_argument("--rope-theta", type=float, default=1_000_000.0)
+    parser.add_argument("--rope-theta", type=float, default=None, help="RoPE base (mini's: 10)")
     parser.add_argument("--frame", type=int, default=252, help="VLM frame side (multiple of 28)")
     parser.add_argument("--filler", type=int, default=0, help="0..N place names after the colour")
     parser.add_argument("--steps", type=int, default=600)

@@ -1,27 +1,37 @@
 """Reproduce socioseg-mini from scratch with socioseg's own commands (``make mini``).
 
-Steps (each skipped when its output is already there, so an interrupted run continues;
-``--fresh`` starts over):
+A gated curriculum (docs/mini.md). Each step is skipped when its output is already there, and
+each long one continues where a kill stopped it: run the same command again (``--fresh``
+starts over). A gate that fails stops the run with its numbers.
 
-1. ``socioseg synth``: training cities (seed S) and held-out test cities (seed S + 1000,
-   never used for training), 256 px tiles;
-2. the untrained models (:mod:`socioseg.models.builders`): a ~4M-parameter Qwen2.5-VL and a
-   ~2M SAM2;
-3. ``socioseg train-sam`` (configs/mini_sam.yaml), in a second process (log in
-   ``<out>/sam.log``) while
-4. ``socioseg sft`` (configs/mini_sft.yaml), the warm-up on teacher answers, runs here: the two
-   are independent, one core each;
-5. ``socioseg train`` (configs/mini_grpo.yaml): GRPO on both stages, in ``--grpo-procs``
-   processes (``torchrun``, gloo: the batch is split over the cores);
-6. the policy to ship is chosen on the validation split of the training cities (150 samples,
-   two-stage, greedy): the warm-up or its last GRPO checkpoint, whichever has the higher final
-   gIoU; it and the SAM folder are exported to ``--ship`` (by default the package's
-   ``socioseg/assets/mini``), weights only;
-7. ``socioseg eval`` on the held-out test split: two-stage, stage 1 only and single-stage for
-   both policies (warm-up, warm-up + GRPO); the tables go to ``<out>/results.md``.
+1. data (``socioseg synth``, 256 px tiles): training tiles whose entities sit on random blocks,
+   five questions each (seed S; the same tiles with their own question only for GRPO), and
+   held-out test tiles (seed S + 1000, never trained on), randomly placed and with the
+   default placement;
+2. SAM2 (``socioseg train-sam``, configs/mini_sam.yaml) from the untrained mini SAM2, on the
+   satellite image in the policy's VLM frame, in a second process (log ``<out>/sam.log``)
+   while phase A runs: the two are independent, one core each;
+3. phase A (``scripts/gate_a.py``): the untrained mini policy on 1-4 coloured squares with the
+   position and attention labels, until gate A (greedy target IoU > 0.5 on at least half of 48
+   held-out 3-square questions);
+4. phase B (``socioseg sft``, configs/mini_phase_b.yaml): stage 1 on the training tiles (class
+   and function queries, names with a kind word), with the image-token labels; gate B:
+   ``scripts/policy_boxes.py`` on 90 such questions of held-out tiles, mean target IoU > 0.3
+   with more than 40 distinct answers;
+5. phase C (``socioseg sft``, configs/mini_sft.yaml): the full warm-up, stage 1, stage 2 and
+   single-stage answers;
+6. phase D (``socioseg train``, configs/mini_grpo.yaml): GRPO on both stages, in
+   ``--grpo-procs`` processes (``torchrun``, gloo) on CPU;
+7. the policy to ship is chosen on the validation split of the training tiles (150 samples,
+   two-stage, greedy): the warm-up (phase C) or its last GRPO checkpoint, whichever has the
+   higher final gIoU; it and the SAM folder are exported to ``--ship`` (by default the
+   package's ``socioseg/assets/mini``), weights only;
+8. ``socioseg eval`` on the held-out test tiles: two-stage, stage 1 only and single-stage for
+   both policies on the randomly placed ones, two-stage on the default placement; the tables
+   go to ``<out>/results.md``.
 
 Every step takes the seed, so a run is deterministic for a seed on a given machine.
-See docs/mini.md for the time budget.
+``--device cuda`` runs every step on the GPU. See docs/mini.md for the time budget.
 
     python scripts/train_mini.py --out runs/mini --seed 0
 """
@@ -29,6 +39,7 @@ See docs/mini.md for the time budget.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import shutil
@@ -38,12 +49,19 @@ import time
 from pathlib import Path
 
 from socioseg.cli import main as socioseg
-from socioseg.models.builders import build_mini_sam, build_mini_vlm
+from socioseg.models.builders import build_mini_sam
 from socioseg.models.sources import MINI_DIR
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS, SCRIPTS = ROOT / "configs", ROOT / "scripts"
 TEST_SEED_OFFSET = 1000
 SELECT_SAMPLES = 150  # validation samples that choose the shipped policy
+# Phase A (scripts/gate_a.py) as docs/mini.md measured it; the mini's architecture.
+PHASE_A = ["--steps", "1600", "--every", "100", "--aux-layer", "2", "--aux-attention", "1"]
+PHASE_A += ["--attention-layer", "4"]
+GATE_A_SHARE = 0.5
+GATE_B = "0.3,40"  # mean target IoU, distinct answers (scripts/policy_boxes.py --gate)
+GATE_B_QUESTIONS = 90
 # Checkpoint files that are training state, not the model.
 _NOT_SHIPPED = (
     "optimizer.pt",
@@ -65,11 +83,12 @@ def run(*argv: str) -> None:
     print(f"  ({time.perf_counter() - started:.0f}s)", flush=True)
 
 
-def launch(argv: list[str], log: Path | None = None) -> subprocess.Popen:
-    """Start ``argv`` (a command line) in its own process, one thread, output to ``log``."""
-    print("$ " + " ".join(argv) + (f" > {log}" if log else ""), flush=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    output = open(log, "w") if log else None  # noqa: SIM115 (closed with the process)
+def launch(argv: list[str], log: Path | None = None, threads: int | None = 1) -> subprocess.Popen:
+    """Start ``argv`` (a command line) in its own process with ``threads`` threads (None: as
+    this one), output appended to ``log`` (None: this console)."""
+    print("$ " + " ".join(argv) + (f" >> {log}" if log else ""), flush=True)
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    output = open(log, "a") if log else None  # noqa: SIM115 (closed with the process)
     return subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT if log else None, env=env)
 
 
@@ -91,65 +110,76 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/mini"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--train-samples", type=int, default=3000)
-    parser.add_argument("--test-samples", type=int, default=400, help="30%% become the test split")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: where every step runs")
+    parser.add_argument("--train-tiles", type=int, default=5000)
+    parser.add_argument("--test-tiles", type=int, default=400, help="30%% become the test split")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--grpo-procs", type=int, default=2, help="GRPO processes (cores)")
+    parser.add_argument("--grpo-procs", type=int, default=2, help="GRPO processes (CPU cores)")
+    parser.add_argument(
+        "--phase-a", type=Path, default=None, help="a phase-A policy folder: skip phase A"
+    )
     parser.add_argument("--ship", type=Path, default=MINI_DIR, help="where the models go")
     parser.add_argument("--fresh", action="store_true", help="delete --out first")
-    parser.add_argument("overrides", nargs="*", help="step:field=value, e.g. sft:steps=50")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="step:field=value, e.g. phase-b:steps=50 (sam, phase-b, sft, grpo)",
+    )
     args = parser.parse_args()
     out, seed = args.out, str(args.seed)
     import torch
 
-    torch.set_num_threads(1)  # the warm-up here, SAM2 in its own process: one core each
+    torch.set_num_threads(1)  # phase A and SAM2 run side by side: one core each
     if args.fresh:
         shutil.rmtree(out, ignore_errors=True)
-    extra = {"sam": [], "sft": [], "grpo": []}
+    extra = {"sam": [], "phase-b": [], "sft": [], "grpo": []}
     for item in args.overrides:
         step, _, override = item.partition(":")
+        if step not in extra:
+            parser.error(f"{item}: the step must be one of {', '.join(extra)}")
         extra[step].append(override)
     started = time.perf_counter()
-    data, test = out / "data" / "train", out / "data" / "test"
-    size = ["--size", "256", "--workers", str(args.workers)]
-    if not (data / "levels.json").is_file():
-        run("synth", str(data), "--n", str(args.train_samples), "--seed", seed, *size)
-    if not (test / "levels.json").is_file():
-        test_seed = str(args.seed + TEST_SEED_OFFSET)
-        run("synth", str(test), "--n", str(args.test_samples), "--seed", test_seed, *size)
-    base = out / "base"
-    if not (base / "sam" / "config.json").is_file():
-        build_mini_vlm(base / "vlm", seed=args.seed)
-        build_mini_sam(base / "sam", seed=args.seed)
-    sam, sft, grpo = out / "sam", out / "sft", out / "grpo"
-    common = [f"data={data}", f"seed={seed}"]
-    cli = [sys.executable, "-m", "socioseg.cli"]
+    data = make_data(out, args)
+    device = [f"device={args.device}"]
+    sam = out / "sam"
     sam_job = None
     if not (sam / "config.json").is_file():
-        sam_job = launch([*cli, "train-sam", "--config", str(CONFIGS / "mini_sam.yaml"),
-                          "--out", str(sam), "--overwrite", f"sam={base / 'sam'}", *common,
-                          *extra["sam"]], out / "sam.log")  # fmt: skip
-    if not (sft / "config.json").is_file():
-        run("sft", "--config", str(CONFIGS / "mini_sft.yaml"), "--out", str(sft), "--overwrite",
-            f"vlm={base / 'vlm'}", *common, *extra["sft"])  # fmt: skip
+        if not (out / "base" / "sam" / "config.json").is_file():
+            build_mini_sam(out / "base" / "sam", seed=args.seed)
+        sam_job = launch([*CLI, "train-sam", "--config", str(CONFIGS / "mini_sam.yaml"),
+                          "--out", str(sam), "--resume", f"sam={out / 'base' / 'sam'}",
+                          f"data={data['train']}", f"seed={seed}", *device, *extra["sam"]],
+                         out / "sam.log")  # fmt: skip
+    phase_a = args.phase_a or run_phase_a(out / "phase-a", args)
     wait(sam_job, "socioseg train-sam")
+    if args.device == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)  # alone from here on
+    phase_b, sft, grpo = out / "phase-b", out / "sft", out / "grpo"
+    common = [f"data={data['train']}", f"seed={seed}", *device]
+    if not (phase_b / "config.json").is_file():
+        run("sft", "--config", str(CONFIGS / "mini_phase_b.yaml"), "--out", str(phase_b),
+            "--resume", f"vlm={phase_a}", *common, *extra["phase-b"])  # fmt: skip
+    gate_b(phase_b, sam, args.seed + TEST_SEED_OFFSET, out / "gate-b.txt")
+    if not (sft / "config.json").is_file():
+        run("sft", "--config", str(CONFIGS / "mini_sft.yaml"), "--out", str(sft), "--resume",
+            f"vlm={phase_b}", *common, *extra["sft"])  # fmt: skip
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     procs = [*torchrun, f"--nproc-per-node={args.grpo_procs}", "-m", "socioseg.cli"]
-    grpo_job = launch([*(procs if args.grpo_procs > 1 else cli), "train", "--config",
+    several = args.grpo_procs > 1 and args.device == "cpu"
+    grpo_job = launch([*(procs if several else CLI), "train", "--config",
                        str(CONFIGS / "mini_grpo.yaml"), "--out", str(grpo), "--resume",
-                       f"model.vlm={sft}", f"model.sam={sam}", f"data.train={data}",
-                       f"data.val={data}", f"seed={seed}", *extra["grpo"]])  # fmt: skip
+                       f"model.vlm={sft}", f"model.sam={sam}", f"data.train={data['grpo']}",
+                       f"data.val={data['grpo']}", f"seed={seed}", *extra["grpo"]],
+                      threads=1 if several else None)  # fmt: skip
     wait(grpo_job, "socioseg train")
     last = max(grpo.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     # Which policy ships: the warm-up or warm-up + GRPO, whichever scores the higher final gIoU
-    # on the validation split of the training cities (never the test cities of the tables).
+    # on the validation split of the training tiles (never the test tiles of the tables).
     policies = {"warmup": sft, "grpo": last}
     validation = {}
     for name, vlm in policies.items():
-        folder = out / "select" / name
-        run("eval", "--data", str(data), "--split", "val", "--limit", str(SELECT_SAMPLES),
-            "--out", str(folder), "--vlm", str(vlm), "--sam", str(sam), "--greedy")  # fmt: skip
-        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics = evaluate(out / "select" / name, data["grpo"], "val", vlm, sam, "two-stage",
+                           args.device, limit=SELECT_SAMPLES)  # fmt: skip
         validation[name] = metrics["metrics"]["final"]["all"]["gIoU"]
     chosen = max(validation, key=lambda name: validation[name])  # a tie keeps the warm-up
     print(f"validation gIoU: {validation}; shipping the {chosen} policy", flush=True)
@@ -159,13 +189,85 @@ def main() -> None:
     for name, vlm in policies.items():
         for mode in ("two-stage", "stage1", "single-stage"):
             folder = out / "eval" / f"{name}-{mode}"
-            run("eval", "--data", str(test), "--split", "test", "--out", str(folder),
-                "--vlm", str(vlm), "--sam", str(args.ship / "sam"), "--mode", mode,
-                "--greedy")  # fmt: skip
-            metrics = json.loads((folder / "metrics.json").read_text())
-            results.append((f"{name}-{mode}", metrics))
+            metrics = evaluate(folder, data["test"], "test", vlm, args.ship / "sam", mode,
+                               args.device)  # fmt: skip
+            results.append((f"{name}, {mode}, random placement", metrics))
+    metrics = evaluate(out / "eval" / "shipped-default-placement", data["test-default"], "test",
+                       args.ship / "vlm", args.ship / "sam", "two-stage", args.device)  # fmt: skip
+    results.append(("shipped, two-stage, default placement", metrics))
     write_results(out / "results.md", results, validation, chosen)
     print(f"done in {(time.perf_counter() - started) / 60:.0f} min", flush=True)
+
+
+CLI = [sys.executable, "-m", "socioseg.cli"]
+
+
+def make_data(out: Path, args: argparse.Namespace) -> dict[str, Path]:
+    """The synthetic tiles of every step (``socioseg synth``), made once."""
+    folders = {name: out / "data" / name for name in ("train", "grpo", "test", "test-default")}
+    test_seed = args.seed + TEST_SEED_OFFSET
+    size = ["--size", "256", "--workers", str(args.workers)]
+    tiles = {
+        "train": [str(args.train_tiles), str(args.seed), "--queries", "5", "--placement", "random"],
+        "grpo": [str(args.train_tiles), str(args.seed), "--placement", "random"],
+        "test": [str(args.test_tiles), str(test_seed), "--placement", "random"],
+        "test-default": [str(args.test_tiles), str(test_seed)],
+    }
+    for name, (n, seed, *rest) in tiles.items():
+        if not (folders[name] / "levels.json").is_file():
+            run("synth", str(folders[name]), "--n", n, "--seed", seed, *size, *rest)
+    return folders
+
+
+def run_phase_a(folder: Path, args: argparse.Namespace) -> Path:
+    """Phase A (``scripts/gate_a.py``, resumable from ``folder``) until its gate passes;
+    returns the policy folder. A run whose steps end before the gate stops everything."""
+    gate = folder / "gate.csv"
+    if not _gate_a_passed(gate):
+        job = launch([sys.executable, str(SCRIPTS / "gate_a.py"), str(folder), *PHASE_A,
+                      "--seed", str(args.seed), "--device", args.device])  # fmt: skip
+        if job.wait() or not _gate_a_passed(gate):
+            sys.exit(f"gate A failed (exit code {job.returncode}): its numbers are in {gate}")
+    return folder / "checkpoint" / "vlm"
+
+
+def _gate_a_passed(gate: Path) -> bool:
+    if not gate.is_file():
+        return False
+    with gate.open() as f:
+        rows = list(csv.DictReader(f))
+    return bool(rows) and float(rows[-1]["iou_share"]) >= GATE_A_SHARE
+
+
+def gate_b(policy: Path, sam: Path, seed: int, record: Path) -> None:
+    """Gate B (``scripts/policy_boxes.py --gate``) on held-out tiles of ``seed``; its table
+    goes to ``record`` and the console; a failed gate stops everything."""
+    argv = [sys.executable, str(SCRIPTS / "policy_boxes.py"), "--vlm", str(policy), "--sam",
+            str(sam), "--seed", str(seed), "--tiles", "200", "--questions",
+            str(GATE_B_QUESTIONS), "--kind-word-names", "--gate", GATE_B]  # fmt: skip
+    print("$ " + " ".join(argv), flush=True)
+    done = subprocess.run(argv, capture_output=True, text=True)
+    record.write_text(done.stdout + done.stderr)
+    print(done.stdout + done.stderr, end="", flush=True)
+    if done.returncode:
+        sys.exit(f"gate B failed: see {record}")
+
+
+def evaluate(
+    folder: Path,
+    data: Path,
+    split: str,
+    vlm: Path,
+    sam: Path,
+    mode: str,
+    device: str,
+    limit: int | None = None,
+) -> dict:
+    """``socioseg eval`` (greedy) into ``folder``; its metrics."""
+    argv = ["eval", "--data", str(data), "--split", split, "--out", str(folder)]
+    argv += ["--vlm", str(vlm), "--sam", str(sam), "--mode", mode, "--greedy", "--device", device]
+    run(*argv, *(["--limit", str(limit)] if limit else []))
+    return json.loads((folder / "metrics.json").read_text())
 
 
 def write_results(

@@ -115,8 +115,17 @@ def test_the_mini_configs_load():
     from socioseg.train.sft import SftConfig
 
     configs = Path(__file__).resolve().parents[1] / "configs"
-    assert load_config(configs / "mini_sam.yaml", cls=SamTrainConfig).multimask_loss == "all"
-    assert load_config(configs / "mini_sft.yaml", cls=SftConfig).min_pixels is None
+    sam = load_config(configs / "mini_sam.yaml", cls=SamTrainConfig)
+    assert sam.multimask_loss == "all" and sam.embedding_weight > 0
+    frame = (224 * 224, 252 * 252)  # the mini's VLM frame, where SAM2 learns too
+    assert (sam.min_pixels, sam.max_pixels) == frame
+    phase_b = load_config(configs / "mini_phase_b.yaml", cls=SftConfig)
+    assert phase_b.stages == ["stage1"] and phase_b.kind_word_names
+    assert phase_b.aux.layer != phase_b.aux.entity_layer  # two labels, two layers
+    phase_c = load_config(configs / "mini_sft.yaml", cls=SftConfig)
+    assert phase_c.stages == ["stage1", "stage2"] and phase_c.single_stage_share > 0
+    for sft in (phase_b, phase_c):
+        assert (sft.min_pixels, sft.max_pixels) == frame and sft.save_every
     grpo = load_config(configs / "mini_grpo.yaml")
     assert isinstance(grpo, TrainConfig) and grpo.batch_size % 2 == 0  # two GRPO processes
     assert (grpo.model.min_pixels, grpo.model.max_pixels) == (224 * 224, 252 * 252)

@@ -24,13 +24,18 @@ MINI_MAX_PIXELS = 252 * 252
 MINI_MAX_NEW_TOKENS = {"stage1": 160, "stage2": 224}
 MINI_SAM_SIZE = 256
 MINI_VOCAB_SIZE = 2048
+# The curriculum's policy (docs/mini.md, gate A): 6 decoder layers, RoPE base 10 (near
+# rows and columns told apart in a few steps), and M-RoPE with 6 of 16 frequencies for time
+# (the one section that compares an answer with every token of an image at one distance).
 MINI_VLM = {
     "text_hidden": 256,
-    "text_layers": 4,
+    "text_layers": 6,
     "head_dim": 32,
     "vision_hidden": 128,
     "vision_depth": 4,
     "vision_heads": 4,
+    "rope_theta": 10.0,
+    "mrope_section": [6, 5, 5],
 }
 
 
@@ -84,9 +89,9 @@ def build_mini_sam(out_dir: str | Path, seed: int = 0) -> Path:
         windows=(8, 4, 8, 4),
         global_block=5,  # the third block of stage 3: a global block may not open a q-pool stage
         decoder=(64, 256, 4),
-        # The start the shipped SAM2 was trained from, kept so that make mini reproduces it.
-        # It cannot learn to read prompts (docs/mini.md); the next retrain starts from
-        # init="pytorch" with the encodings tied and trains with embedding_weight=0.01.
-        init="transformers",
-        tie_encodings=False,
+        # PyTorch's initialisation and one positional encoding for image and prompts: with
+        # train-sam's embedding_weight (configs/mini_sam.yaml) it learns to read its prompts;
+        # Sam2Model's own std-0.02 start does not (docs/mini.md).
+        init="pytorch",
+        tie_encodings=True,
     )
