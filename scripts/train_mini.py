@@ -57,8 +57,8 @@ CONFIGS, SCRIPTS = ROOT / "configs", ROOT / "scripts"
 TEST_SEED_OFFSET = 1000
 SELECT_SAMPLES = 150  # validation samples that choose the shipped policy
 # Phase A (scripts/gate_a.py) as docs/mini.md measured it; the mini's architecture.
-PHASE_A = ["--steps", "1600", "--every", "100", "--aux-layer", "2", "--aux-attention", "1"]
-PHASE_A += ["--attention-layer", "4"]
+PHASE_A = ["--aux-layer", "2", "--aux-attention", "1", "--attention-layer", "4"]
+GATE_A_EVERY = 100
 GATE_A_SHARE = 0.5
 GATE_B = "0.3,40"  # mean target IoU, distinct answers (scripts/policy_boxes.py --gate)
 GATE_B_QUESTIONS = 90
@@ -119,6 +119,10 @@ def main() -> None:
         "--phase-a", type=Path, default=None, help="a phase-A policy folder: skip phase A"
     )
     parser.add_argument("--ship", type=Path, default=MINI_DIR, help="where the models go")
+    parser.add_argument("--phase-a-steps", type=int, default=1600, help="at most this many")
+    parser.add_argument(
+        "--ungated", action="store_true", help="print the gates, never stop (machinery checks)"
+    )
     parser.add_argument("--fresh", action="store_true", help="delete --out first")
     parser.add_argument(
         "overrides",
@@ -159,7 +163,7 @@ def main() -> None:
     if not (phase_b / "config.json").is_file():
         run("sft", "--config", str(CONFIGS / "mini_phase_b.yaml"), "--out", str(phase_b),
             "--resume", f"vlm={phase_a}", *common, *extra["phase-b"])  # fmt: skip
-    gate_b(phase_b, sam, args.seed + TEST_SEED_OFFSET, out / "gate-b.txt")
+    gate_b(phase_b, sam, args.seed + TEST_SEED_OFFSET, out / "gate-b.txt", args.ungated)
     if not (sft / "config.json").is_file():
         run("sft", "--config", str(CONFIGS / "mini_sft.yaml"), "--out", str(sft), "--resume",
             f"vlm={phase_b}", *common, *extra["sft"])  # fmt: skip
@@ -224,9 +228,11 @@ def run_phase_a(folder: Path, args: argparse.Namespace) -> Path:
     returns the policy folder. A run whose steps end before the gate stops everything."""
     gate = folder / "gate.csv"
     if not _gate_a_passed(gate):
+        steps = args.phase_a_steps
         job = launch([sys.executable, str(SCRIPTS / "gate_a.py"), str(folder), *PHASE_A,
+                      "--steps", str(steps), "--every", str(min(GATE_A_EVERY, steps)),
                       "--seed", str(args.seed), "--device", args.device])  # fmt: skip
-        if job.wait() or not _gate_a_passed(gate):
+        if (job.wait() or not _gate_a_passed(gate)) and not args.ungated:
             sys.exit(f"gate A failed (exit code {job.returncode}): its numbers are in {gate}")
     return folder / "checkpoint" / "vlm"
 
@@ -239,9 +245,9 @@ def _gate_a_passed(gate: Path) -> bool:
     return bool(rows) and float(rows[-1]["iou_share"]) >= GATE_A_SHARE
 
 
-def gate_b(policy: Path, sam: Path, seed: int, record: Path) -> None:
+def gate_b(policy: Path, sam: Path, seed: int, record: Path, ungated: bool = False) -> None:
     """Gate B (``scripts/policy_boxes.py --gate``) on held-out tiles of ``seed``; its table
-    goes to ``record`` and the console; a failed gate stops everything."""
+    goes to ``record`` and the console; a failed gate stops everything (unless ``ungated``)."""
     argv = [sys.executable, str(SCRIPTS / "policy_boxes.py"), "--vlm", str(policy), "--sam",
             str(sam), "--seed", str(seed), "--tiles", "200", "--questions",
             str(GATE_B_QUESTIONS), "--kind-word-names", "--gate", GATE_B]  # fmt: skip
@@ -249,7 +255,7 @@ def gate_b(policy: Path, sam: Path, seed: int, record: Path) -> None:
     done = subprocess.run(argv, capture_output=True, text=True)
     record.write_text(done.stdout + done.stderr)
     print(done.stdout + done.stderr, end="", flush=True)
-    if done.returncode:
+    if done.returncode and not ungated:
         sys.exit(f"gate B failed: see {record}")
 
 
