@@ -88,7 +88,13 @@ def build_policy(
     architecture (``MINI_VLM``) except where ``rope_theta`` (the text RoPE base),
     ``mrope_section`` (its (time, height, width) frequencies) or ``text_layers`` (decoder
     layers) say otherwise (None: the mini's)."""
-    from socioseg.models.builders import MINI_VLM, build_mini_tokenizer, build_tiny_vlm
+    from socioseg.models.builders import (
+        MINI_MAX_NEW_TOKENS,
+        MINI_VLM,
+        build_mini_tokenizer,
+        build_tiny_vlm,
+    )
+    from socioseg.models.defaults import ModelDefaults
     from socioseg.models.vlm import VisionLanguageModel
 
     asked = {"rope_theta": rope_theta, "mrope_section": mrope_section, "text_layers": text_layers}
@@ -101,6 +107,8 @@ def build_policy(
         random_weights_flag=False,
         **{**MINI_VLM, **{k: v for k, v in asked.items() if v is not None}},
     )
+    # its frame and the mini's answer lengths, for the phases that go on from it
+    ModelDefaults(frame * frame, frame * frame, dict(MINI_MAX_NEW_TOKENS)).write(path)
     return VisionLanguageModel.from_pretrained(str(path), device, "float32")
 
 

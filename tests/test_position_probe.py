@@ -41,8 +41,20 @@ def test_a_short_run_reports_the_nll_with_own_and_other_images():
 
 
 def test_the_probed_policy_has_the_asked_for_rope_base_and_frame(tmp_path):
-    policy = load_script("position_probe").build_policy(tmp_path / "vlm", 56, 10.0, seed=0)
+    from socioseg.models.builders import MINI_MAX_NEW_TOKENS
+
+    probe = load_script("position_probe")
+    policy = probe.build_policy(tmp_path / "vlm", 56, 10.0, seed=0)
     assert policy.model.config.text_config.rope_parameters["rope_theta"] == 10.0
+    # the phases after gate A load its policy with the frame and the mini's answer lengths
+    assert policy.processor.defaults.max_new_tokens == MINI_MAX_NEW_TOKENS
+    assert (policy.processor.defaults.min_pixels, policy.processor.defaults.max_pixels) == (
+        56 * 56,
+        56 * 56,
+    )
+    text = probe.build_policy(tmp_path / "mini", 56, None, seed=0).model.config.text_config
+    assert text.num_hidden_layers == 6 and text.rope_parameters["rope_theta"] == 10.0
+    assert text.rope_parameters["mrope_section"] == [6, 5, 5]  # the mini's, none asked
     image = np.zeros((252, 252, 3), np.uint8)
     inputs = policy.encode(["x"], [[image, image]])
     assert inputs["image_grid_thw"].tolist() == [[1, 4, 4]] * 2  # 56 px: 4 x 4 patches of 14
