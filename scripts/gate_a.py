@@ -89,7 +89,13 @@ def train_loss(policy, batch: list[tuple[Prompt, str, list[int]]], aux, frame: i
 
     position = position_targets(policy, frame)
     entity = np.full_like(position, aux_labels.IGNORE)
-    labels = [(position, entity, square_tokens(box, policy, frame)) for _, _, box in batch]
+    side = frame // policy.family.factor
+    labels = [
+        aux_labels.TokenLabels(
+            position, entity, square_tokens(box, policy, frame), (side, side), (side / frame,) * 2
+        )
+        for _, _, box in batch
+    ]
     loss, parts = supervised_losses(policy, [(p, a) for p, a, _ in batch], labels, aux)
     parts.pop("aux_entity", None)
     return loss, parts

@@ -57,7 +57,9 @@ def test_labels_of_a_hand_made_2x3_token_image(scale):
     assert np.allclose(coverage, [[1, 17 / 28, 0.5], [11 / 28, 0, 1]])
     school = tokenizer("School").input_ids[0]
     none = tokenizer("none").input_ids[0]
-    position, entity, look = example_labels(mask, school, frames, ((2, 3), (2, 3)), tokens)
+    labels = example_labels(mask, school, frames, (2, 3), tokens)
+    position, entity, look = labels.position, labels.entity, labels.look
+    assert labels.scale == (3 / 84, 2 / 56)  # token lines per VLM pixel on x and y
     # map: each token's column, row-major; satellite: each token's row
     columns = [digit[c] for c in (0, 1, 2, 0, 1, 2)]
     rows = [digit[r] for r in (0, 0, 0, 1, 1, 1)]
@@ -68,7 +70,7 @@ def test_labels_of_a_hand_made_2x3_token_image(scale):
     # the answer's attention label: every token the mask touches at all
     assert look.tolist() == [True, True, True, True, False, True] * 2
     # a target of no known class: its tokens are left out, the others are still "none"
-    _, unknown, _ = example_labels(mask, IGNORE, frames, ((2, 3), (2, 3)), tokens)
+    unknown = example_labels(mask, IGNORE, frames, (2, 3), tokens).entity
     assert unknown.tolist() == [IGNORE, IGNORE, none, none, none, IGNORE] * 2
 
 
@@ -191,22 +193,23 @@ def test_the_attention_label_is_minus_the_log_mass_on_the_target_at_coordinate_d
     found = coordinate_positions(tokenizer, answer)
     # neither the digit in the place name nor bbox_2d's is a coordinate; 7 4 5 9 1 0 are,
     # of the numbers x 7, y 45, x 9, y 10
-    assert "".join(tokenizer.decode([ids[i]]) for i, _ in found) == "745910"
-    assert [axis for _, axis in found] == [0, 1, 1, 0, 1, 1]
+    assert "".join(tokenizer.decode([ids[i]]) for i, _, _ in found) == "745910"
+    assert [axis for _, axis, _ in found] == [0, 1, 1, 0, 1, 1]
+    assert [value for _, _, value in found] == [7, 45, 45, 9, 10, 10]
     assert coordinate_positions(tokenizer, "no answer 3") == []
     weights = torch.zeros(2, 2, 4, 4)
     weights[0, 0, 2] = torch.tensor([0.1, 0.2, 0.3, 0.4])
     weights[0, 0, 3] = torch.tensor([0.5, 0.25, 0.25, 0.0])
     weights[0, 1] = 1.0  # another head: not read
-    look = torch.zeros(2, 2, 4, dtype=torch.bool)
-    look[0, 0, 1:3] = True  # x digits look at positions 1, 2
-    look[0, 1, 0] = True  # y digits at position 0
-    queries = [
-        (torch.tensor([2, 3]), torch.tensor([0, 1])),
-        (torch.tensor([], dtype=torch.long), torch.tensor([], dtype=torch.long)),
+    looks = torch.zeros(3, 4, dtype=torch.bool)
+    looks[0, 1:3] = True  # the digit at position 2 looks at positions 1, 2
+    looks[1, 0] = True  # the one at 3 at position 0
+    queries = [  # position 1 has nothing to look at: left out
+        (torch.tensor([2, 3, 1]), looks),
+        (torch.tensor([], dtype=torch.long), torch.zeros(0, 4, dtype=torch.bool)),
     ]
     expected = -(np.log(0.2 + 0.3) + np.log(0.5)) / 2
-    assert float(attention_loss(weights, queries, look)) == pytest.approx(expected, rel=1e-5)
+    assert float(attention_loss(weights, queries)) == pytest.approx(expected, rel=1e-5)
 
 
 def test_the_attention_label_reads_the_layer_transformers_returns(tiny_vlm):
@@ -224,6 +227,11 @@ def test_the_attention_label_reads_the_layer_transformers_returns(tiny_vlm):
     with torch.no_grad():
         loss, parts = supervised_losses(tiny_vlm, examples, labels, aux)
         assert model.config._attn_implementation == before
+        edges = AuxSettings(attention=2.0, attention_layer=1, attention_edges=True)
+        _, edge_parts = supervised_losses(tiny_vlm, examples, labels, edges)
+    # each number looks at part of the target's tokens: less mass, a higher loss
+    assert edge_parts["aux_attention"] > parts["aux_attention"]
+    with torch.no_grad():
         inputs = tiny_vlm.encode([prompt.text], [list(prompt.images)])
         end = tokenizer.convert_tokens_to_ids("<|im_end|>")
         ids, _ = pad_right([[*tokenizer(answer).input_ids, end]], tokenizer.pad_token_id)
@@ -243,7 +251,7 @@ def test_the_attention_label_reads_the_layer_transformers_returns(tiny_vlm):
     first = out.attentions[0][0, 0]  # layer 1, head 0
     image = torch.nonzero(inputs["input_ids"][0] == model.config.image_token_id)[:, 0]
     half = len(image) // 2  # the map's tokens, then the satellite image's
-    on_target = torch.from_numpy(labels[0][2])
+    on_target = torch.from_numpy(labels[0].look)
     looks = (image[:half][on_target[:half]], image[half:][on_target[half:]])
     length = inputs["input_ids"].shape[1]
     digits = {tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)}
@@ -261,3 +269,35 @@ def test_the_attention_label_reads_the_layer_transformers_returns(tiny_vlm):
     assert parts["aux_attention"] == pytest.approx(float(-torch.log(mass + 1e-6).mean()), rel=1e-4)
     total = parts["nll"] + 2.0 * parts["aux_attention"]
     assert float(loss) == pytest.approx(total, rel=1e-5)
+
+
+def test_with_edges_each_number_looks_at_the_targets_line_nearest_it():
+    """A target on columns 1-3 and rows 0-1 of a 3 x 4 grid (both images), 28 px tokens: a
+    box's x1 (30) looks at its left column, x2 (112) at its right one, y1 (0) at its top row,
+    y2 (56) at its bottom row; without edges every x looks at all its map tokens."""
+    from socioseg.train.aux_labels import digit_looks
+
+    on = np.zeros((3, 4), bool)
+    on[0:2, 1:4] = True
+    look = np.concatenate([on.reshape(-1), on.reshape(-1)])
+    digits = [(5, 0, 30), (6, 1, 0), (7, 0, 112), (8, 1, 56)]
+    looks = digit_looks(look, (3, 4), digits, (1 / 28, 1 / 28), edges=True)
+
+    def tokens(image: int, cells) -> list[bool]:
+        want = np.zeros((2, 3, 4), bool)
+        for r, c in cells:
+            want[image, r, c] = True
+        return want.reshape(-1).tolist()
+
+    assert looks[0].tolist() == tokens(0, [(0, 1), (1, 1)])  # x1: the map's left column
+    assert looks[1].tolist() == tokens(1, [(0, 1), (0, 2), (0, 3)])  # y1: the top row
+    assert looks[2].tolist() == tokens(0, [(0, 3), (1, 3)])  # x2 = 112 = 4 x 28: right column
+    assert looks[3].tolist() == tokens(1, [(1, 1), (1, 2), (1, 3)])  # y2 = 56: bottom row
+    plain = digit_looks(look, (3, 4), digits, (1 / 28, 1 / 28), edges=False)
+    assert (
+        plain[0].tolist()
+        == plain[2].tolist()
+        == tokens(0, [(r, c) for r in (0, 1) for c in (1, 2, 3)])
+    )
+    nothing = digit_looks(np.zeros(24, bool), (3, 4), digits, (1 / 28, 1 / 28), edges=True)
+    assert not nothing.any()

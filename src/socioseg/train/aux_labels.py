@@ -21,7 +21,9 @@ every merged image token (the language model's image tokens), to predict:
   satellite image's (which know their row). The loss is minus the log of that head's
   attention mass on them, averaged over the digits. It teaches the link that the position
   labels leave to chance: the answer reading the place of the entity it is asked for
-  (docs/mini.md).
+  (docs/mini.md). With ``edges``, each number's digits look only at the target's tokens in
+  the column (x) or row (y) nearest the number, the line whose position label is the one
+  the number writes: the left column of the target for a box's x1, the right one for x2.
 
 Inference, prompts and answers do not change: these are extra training targets only.
 """
@@ -126,34 +128,54 @@ def position_labels(grid: tuple[int, int], tokens: LabelTokens, axis: str) -> np
     return np.asarray(tokens.digits, dtype=np.int64)[position_digit(index, side)].reshape(-1)
 
 
+@dataclass(frozen=True)
+class TokenLabels:
+    """The labels of one example's image tokens (map then satellite, each row-major over
+    ``grid`` = (rows, columns) merged tokens): ``position`` and ``entity`` token ids, ``look``
+    the on-target tokens; ``scale``: token lines per answer unit on x and y."""
+
+    position: np.ndarray
+    entity: np.ndarray
+    look: np.ndarray
+    grid: tuple[int, int]
+    scale: tuple[float, float]
+
+
 def example_labels(
-    mask: np.ndarray, class_token: int, frames: Frames, grids, tokens: LabelTokens
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Labels of one example's two images (map then satellite, ``grids`` their merged
-    (rows, columns)): :func:`image_labels`' three arrays, each concatenated in the order of
-    their image tokens."""
-    parts = [
-        image_labels(mask, class_token, frames, grid, tokens, axis)
-        for grid, axis in zip(grids, ("column", "row"), strict=True)
-    ]
-    return tuple(np.concatenate(arrays) for arrays in zip(*parts, strict=True))
+    mask: np.ndarray,
+    class_token: int,
+    frames: Frames,
+    grid: tuple[int, int],
+    tokens: LabelTokens,
+    answer_frame: str = "vlm",
+) -> TokenLabels:
+    """Labels of one example's two images (map then satellite, both ``grid`` = (rows,
+    columns) merged tokens over the VLM frame): :func:`image_labels`' three arrays, each
+    concatenated in the order of their image tokens. ``answer_frame``: the frame of the
+    answer's numbers (``vlm`` pixels or ``relative``), for ``scale``."""
+    parts = [image_labels(mask, class_token, frames, grid, tokens, a) for a in ("column", "row")]
+    position, entity, look = (np.concatenate(arrays) for arrays in zip(*parts, strict=True))
+    width, height = frames.size(answer_frame)
+    return TokenLabels(position, entity, look, grid, (grid[1] / width, grid[0] / height))
 
 
-def coordinate_positions(tokenizer, answer: str) -> list[tuple[int, int]]:
-    """``(index, axis)`` of ``answer``'s digit tokens that write a number after ``<answer>``
-    (its coordinates: not a digit of the reasoning, as in a place name, nor the 2 of
-    ``bbox_2d``). ``axis``: 0 for an x (the 1st, 3rd, ... number: boxes and points both list
-    x before y), 1 for a y."""
+def coordinate_positions(tokenizer, answer: str) -> list[tuple[int, int, int]]:
+    """``(index, axis, value)`` of ``answer``'s digit tokens that write a number after
+    ``<answer>`` (its coordinates: not a digit of the reasoning, as in a place name, nor the
+    2 of ``bbox_2d``). ``axis``: 0 for an x (the 1st, 3rd, ... number: boxes and points both
+    list x before y), 1 for a y; ``value``: the number the digit is part of."""
     start = answer.find("<answer>")
     if start < 0:
         return []
     number = np.full(len(answer) + 1, -1)
+    values = []
     for k, match in enumerate(_NUMBER.finditer(answer, start)):
         number[match.start() : match.end()] = k
+        values.append(int(match.group()))
     encoded = tokenizer(answer, return_offsets_mapping=True)
     digits = {tokenizer.convert_tokens_to_ids(str(d)) for d in range(DIGITS)}
     return [
-        (i, int(number[begin]) % 2)
+        (i, int(number[begin]) % 2, values[number[begin]])
         for i, (token, (begin, _)) in enumerate(
             zip(encoded.input_ids, encoded.offset_mapping, strict=True)
         )
@@ -161,24 +183,61 @@ def coordinate_positions(tokenizer, answer: str) -> list[tuple[int, int]]:
     ]
 
 
+def digit_looks(
+    look: np.ndarray,
+    grid: tuple[int, int],
+    digits: list[tuple[int, int, int]],
+    scale: tuple[float, float],
+    edges: bool,
+) -> np.ndarray:
+    """The image tokens each coordinate digit's attention label points at.
+
+    ``look``: the on-target tokens of the two images (map then satellite, each a
+    ``grid`` = (rows, columns) row-major); ``digits``: :func:`coordinate_positions`' triples;
+    ``scale``: token lines per answer unit on x and y (the grid side over the answer frame's
+    extent). Without ``edges``, an x digit looks at the map's on-target tokens, a y digit at
+    the satellite image's; with ``edges``, only at those in the column (x) / row (y) whose
+    centre is nearest the digit's number. Returns ``len(digits)`` x ``look.size`` bool; a
+    digit of a target with no tokens on its image gets an empty row.
+    """
+    rows, cols = grid
+    size = rows * cols
+    if look.size != 2 * size:
+        raise ValueError(f"{look.size} look labels for two images of {rows} x {cols} tokens")
+    out = np.zeros((len(digits), look.size), bool)
+    for k, (_, axis, value) in enumerate(digits):
+        on = look[axis * size : (axis + 1) * size].reshape(rows, cols)
+        if edges and on.any():
+            lines = np.nonzero(on.any(axis=0) if axis == 0 else on.any(axis=1))[0]
+            line = lines[np.argmin(np.abs(lines + 0.5 - value * scale[axis]))]
+            keep = np.zeros_like(on)
+            if axis == 0:
+                keep[:, line] = on[:, line]
+            else:
+                keep[line] = on[line]
+            on = keep
+        out[k, axis * size : (axis + 1) * size] = on.reshape(-1)
+    return out
+
+
 def attention_loss(
     weights: torch.Tensor,
     queries: list[tuple[torch.Tensor, torch.Tensor]],
-    look: torch.Tensor,
     head: int = 0,
 ) -> torch.Tensor:
     """Minus the log of ``head``'s attention mass on the tokens to look at, mean over queries.
 
     ``weights``: B x heads x L x L attention (rows: queries); ``queries``: per row, the
-    positions that write a coordinate digit and their axes (0: x, 1: y); ``look``: B x 2 x L
-    bool, the tokens an x digit looks at (the target's on the map, whose tokens know their
-    column) and those a y digit looks at (on the satellite image, whose tokens know their row).
+    positions that write a coordinate digit (n long) and what each looks at (n x L bool,
+    :func:`digit_looks` placed at the image tokens' positions); a digit with nothing to look
+    at is left out.
     """
     terms = []
-    for row, (positions, axes) in enumerate(queries):
-        if len(positions):
-            rows = weights[row, head, positions.to(weights.device)]
-            targets = look[row, axes].to(rows.device, rows.dtype)
+    for row, (positions, looks) in enumerate(queries):
+        kept = looks.any(-1)
+        if kept.any():
+            rows = weights[row, head, positions[kept].to(weights.device)]
+            targets = looks[kept].to(rows.device, rows.dtype)
             terms.append(-torch.log((rows * targets).sum(-1).float() + 1e-6))
     if not terms:
         return weights.sum() * 0.0

@@ -122,7 +122,9 @@ class AuxSettings(_Section):
     ``layer``); read where the position labels are, the two ask one softmax for two tokens
     (at best half the mass each), so give them different layers. ``attention`` weights the
     answer's attention label (head 0 of decoder layer ``attention_layer``, None: the last,
-    looks at the target's tokens while the coordinates are written)."""
+    looks at the target's tokens while the coordinates are written); ``attention_edges``:
+    each number looks only at the target's tokens in the column (x) or row (y) nearest it
+    (a box's left edge for x1, its right edge for x2)."""
 
     position: float = 0.0
     entity: float = 0.0
@@ -130,6 +132,7 @@ class AuxSettings(_Section):
     entity_layer: int | None = None
     attention: float = 0.0
     attention_layer: int | None = None
+    attention_edges: bool = False
 
     def _checks(self) -> list[tuple[bool, str]]:
         return [

@@ -267,33 +267,33 @@ def supervised_loss(policy, examples: list[tuple[Prompt, str]]) -> torch.Tensor:
 
 def sample_aux_labels(
     sample, frames: Frames, family: PolicyFamily, tokenizer
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> aux_labels.TokenLabels:
     """Position, entity and look labels (:mod:`socioseg.train.aux_labels`) of the image tokens
     of each of ``sample``'s teacher examples (all show the two images in the VLM frame)."""
     width, height = frames.vlm_size
-    grid = (height // family.factor, width // family.factor)
     tokens = aux_labels.LabelTokens.of(tokenizer)
     return aux_labels.example_labels(
         np.asarray(sample.mask, dtype=bool),
         tokens.of_class(tokenizer, sample.socio_class),
         frames,
-        (grid, grid),
+        (height // family.factor, width // family.factor),
         tokens,
+        family.answer_frame,
     )
 
 
 def supervised_losses(
     policy,
     examples: list[tuple[Prompt, str]],
-    labels: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    labels: list[aux_labels.TokenLabels],
     aux: AuxSettings,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The loss of one step and its parts: answer NLL (:func:`supervised_loss`, the same value),
     plus ``aux.position`` x the position cross-entropy and ``aux.entity`` x the entity one at
     the image tokens (read after decoder layers ``aux.layer`` and ``aux.entity_layer``), plus
-    ``aux.attention`` x the answer's attention label. ``labels``: each example's (position,
-    entity, look) labels, its images' tokens in order. Without ``aux`` weights only the
-    answer NLL runs."""
+    ``aux.attention`` x the answer's attention label (``aux.attention_edges``: each number
+    looks at the target's line nearest it). ``labels``: each example's image-token labels.
+    Without ``aux`` weights only the answer NLL runs."""
     if not aux.active:
         loss = supervised_loss(policy, examples)
         return loss, {"nll": float(loss.detach())}
@@ -310,8 +310,8 @@ def supervised_losses(
     )
     mask = mask.to(logp.device, logp.dtype)
     nll = -(logp * mask).sum() / mask.sum()
-    position = torch.from_numpy(np.concatenate([p for p, _, _ in labels]))
-    entity = torch.from_numpy(np.concatenate([e for _, e, _ in labels]))
+    position = torch.from_numpy(np.concatenate([label.position for label in labels]))
+    entity = torch.from_numpy(np.concatenate([label.entity for label in labels]))
     if len(position) != image_logits[0].shape[0]:
         raise ValueError(
             f"{len(position)} image-token labels for {image_logits[0].shape[0]} image tokens"
@@ -320,19 +320,20 @@ def supervised_losses(
     loss = nll + aux.position * parts["aux_position"] + aux.entity * parts["aux_entity"]
     if weights is not None:
         prompt_ids = inputs["input_ids"].cpu()
-        look = torch.zeros(ids.shape[0], 2, weights.shape[-1], dtype=torch.bool)
-        for row, (_, _, on_target) in enumerate(labels):
-            # an example's image tokens: the map's, then as many of the satellite image's
-            where = torch.nonzero(prompt_ids[row] == policy.model.config.image_token_id)[:, 0]
-            axis = torch.arange(len(where)) >= len(where) // 2
-            look[row, axis.long(), where] = torch.from_numpy(on_target)
         length = prompt_ids.shape[1]
         queries = []
-        for _, answer in examples:
+        for row, ((_, answer), label) in enumerate(zip(examples, labels, strict=True)):
             found = aux_labels.coordinate_positions(tokenizer, answer)
-            positions = torch.tensor([i for i, _ in found], dtype=torch.long) + length - 1
-            queries.append((positions, torch.tensor([a for _, a in found], dtype=torch.long)))
-        parts["aux_attention"] = aux_labels.attention_loss(weights, queries, look)
+            digits = aux_labels.digit_looks(
+                label.look, label.grid, found, label.scale, aux.attention_edges
+            )
+            # the example's image tokens in the sequence: the map's, then the satellite image's
+            where = torch.nonzero(prompt_ids[row] == policy.model.config.image_token_id)[:, 0]
+            looks = torch.zeros(len(found), weights.shape[-1], dtype=torch.bool)
+            looks[:, where] = torch.from_numpy(digits)
+            positions = torch.tensor([i for i, _, _ in found], dtype=torch.long) + length - 1
+            queries.append((positions, looks))
+        parts["aux_attention"] = aux_labels.attention_loss(weights, queries)
         loss = loss + aux.attention * parts["aux_attention"]
     return loss, {"nll": float(nll.detach())} | {k: float(v.detach()) for k, v in parts.items()}
 
