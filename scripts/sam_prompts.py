@@ -33,7 +33,7 @@ def segment(segmenter: Segmenter, embedding, box: Target, shape: tuple[int, int]
     return mask if mask.shape == shape else resize_mask_nearest(mask, shape[::-1])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sam", default="mini", help="SAM2 folder, Hub id or 'mini'")
     parser.add_argument("--tiles", type=int, default=40)
@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--min-pixels", type=int, default=None, help="VLM frame (with max)")
     parser.add_argument("--max-pixels", type=int, default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     segmenter = Segmenter.from_pretrained(args.sam, device="cpu")
     own, other, same = [], [], []
     for index in range(args.tiles):
