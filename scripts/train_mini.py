@@ -106,7 +106,7 @@ def export(checkpoint: Path, dest: Path) -> None:
             shutil.copy2(file, dest / file.name)
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/mini"))
     parser.add_argument("--seed", type=int, default=0)
@@ -118,24 +118,28 @@ def main() -> None:
     parser.add_argument(
         "--phase-a", type=Path, default=None, help="a phase-A policy folder: skip phase A"
     )
-    parser.add_argument("--ship", type=Path, default=MINI_DIR, help="where the models go")
     parser.add_argument("--phase-a-steps", type=int, default=1600, help="at most this many")
     parser.add_argument(
         "--ungated", action="store_true", help="print the gates, never stop (machinery checks)"
     )
+    parser.add_argument("--ship", type=Path, default=MINI_DIR, help="where the models go")
     parser.add_argument("--fresh", action="store_true", help="delete --out first")
     parser.add_argument(
         "overrides",
         nargs="*",
         help="step:field=value, e.g. phase-b:steps=50 (sam, phase-b, sft, grpo)",
     )
+    return parser
+
+
+def main() -> None:
+    parser = _parser()
     args = parser.parse_args()
-    out, seed = args.out, str(args.seed)
     import torch
 
     torch.set_num_threads(1)  # phase A and SAM2 run side by side: one core each
     if args.fresh:
-        shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(args.out, ignore_errors=True)
     extra = {"sam": [], "phase-b": [], "sft": [], "grpo": []}
     for item in args.overrides:
         step, _, override = item.partition(":")
@@ -143,23 +147,36 @@ def main() -> None:
             parser.error(f"{item}: the step must be one of {', '.join(extra)}")
         extra[step].append(override)
     started = time.perf_counter()
-    data = make_data(out, args)
-    device = [f"device={args.device}"]
-    sam = out / "sam"
-    sam_job = None
+    data = make_data(args.out, args)
+    sam, sam_job = args.out / "sam", None
     if not (sam / "config.json").is_file():
-        if not (out / "base" / "sam" / "config.json").is_file():
-            build_mini_sam(out / "base" / "sam", seed=args.seed)
-        sam_job = launch([*CLI, "train-sam", "--config", str(CONFIGS / "mini_sam.yaml"),
-                          "--out", str(sam), "--resume", f"sam={out / 'base' / 'sam'}",
-                          f"data={data['train']}", f"seed={seed}", *device, *extra["sam"]],
-                         out / "sam.log")  # fmt: skip
-    phase_a = args.phase_a or run_phase_a(out / "phase-a", args)
+        sam_job = start_sam(sam, data["train"], args, extra["sam"])
+    phase_a = args.phase_a or run_phase_a(args.out / "phase-a", args)
     wait(sam_job, "socioseg train-sam")
     if args.device == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)  # alone from here on
-    phase_b, sft, grpo = out / "phase-b", out / "sft", out / "grpo"
-    common = [f"data={data['train']}", f"seed={seed}", *device]
+    warmup = run_warmups(args.out, data, phase_a, sam, args, extra)
+    last = run_grpo(args.out / "grpo", warmup, sam, data, args, extra["grpo"])
+    ship_and_report(args.out, data, {"warmup": warmup, "grpo": last}, sam, args)
+    print(f"done in {(time.perf_counter() - started) / 60:.0f} min", flush=True)
+
+
+def start_sam(sam: Path, train: Path, args: argparse.Namespace, extra: list[str]):
+    """``socioseg train-sam`` from the untrained mini SAM2, in a process of its own."""
+    base = args.out / "base" / "sam"
+    if not (base / "config.json").is_file():
+        build_mini_sam(base, seed=args.seed)
+    return launch([*CLI, "train-sam", "--config", str(CONFIGS / "mini_sam.yaml"), "--out",
+                   str(sam), "--resume", f"sam={base}", f"data={train}", f"seed={args.seed}",
+                   f"device={args.device}", *extra], args.out / "sam.log")  # fmt: skip
+
+
+def run_warmups(
+    out: Path, data: dict[str, Path], phase_a: Path, sam: Path, args, extra: dict
+) -> Path:
+    """Phase B and its gate, then phase C (both ``socioseg sft``); returns phase C's policy."""
+    phase_b, sft = out / "phase-b", out / "sft"
+    common = [f"data={data['train']}", f"seed={args.seed}", f"device={args.device}"]
     if not (phase_b / "config.json").is_file():
         run("sft", "--config", str(CONFIGS / "mini_phase_b.yaml"), "--out", str(phase_b),
             "--resume", f"vlm={phase_a}", *common, *extra["phase-b"])  # fmt: skip
@@ -167,19 +184,30 @@ def main() -> None:
     if not (sft / "config.json").is_file():
         run("sft", "--config", str(CONFIGS / "mini_sft.yaml"), "--out", str(sft), "--resume",
             f"vlm={phase_b}", *common, *extra["sft"])  # fmt: skip
+    return sft
+
+
+def run_grpo(grpo: Path, warmup: Path, sam: Path, data: dict[str, Path], args, extra) -> Path:
+    """Phase D: ``socioseg train`` (GRPO), resumable; returns its last checkpoint."""
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     procs = [*torchrun, f"--nproc-per-node={args.grpo_procs}", "-m", "socioseg.cli"]
     several = args.grpo_procs > 1 and args.device == "cpu"
-    grpo_job = launch([*(procs if several else CLI), "train", "--config",
-                       str(CONFIGS / "mini_grpo.yaml"), "--out", str(grpo), "--resume",
-                       f"model.vlm={sft}", f"model.sam={sam}", f"data.train={data['grpo']}",
-                       f"data.val={data['grpo']}", f"seed={seed}", *extra["grpo"]],
-                      threads=1 if several else None)  # fmt: skip
-    wait(grpo_job, "socioseg train")
-    last = max(grpo.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    job = launch([*(procs if several else CLI), "train", "--config",
+                  str(CONFIGS / "mini_grpo.yaml"), "--out", str(grpo), "--resume",
+                  f"model.vlm={warmup}", f"model.sam={sam}", f"data.train={data['grpo']}",
+                  f"data.val={data['grpo']}", f"seed={args.seed}", *extra],
+                 threads=1 if several else None)  # fmt: skip
+    wait(job, "socioseg train")
+    return max(grpo.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+
+
+def ship_and_report(
+    out: Path, data: dict[str, Path], policies: dict[str, Path], sam: Path, args
+) -> None:
+    """Choose the policy to ship on validation tiles, export it with the SAM2, and write the
+    held-out tables to ``out/results.md``."""
     # Which policy ships: the warm-up or warm-up + GRPO, whichever scores the higher final gIoU
     # on the validation split of the training tiles (never the test tiles of the tables).
-    policies = {"warmup": sft, "grpo": last}
     validation = {}
     for name, vlm in policies.items():
         metrics = evaluate(out / "select" / name, data["grpo"], "val", vlm, sam, "two-stage",
@@ -200,7 +228,6 @@ def main() -> None:
                        args.ship / "vlm", args.ship / "sam", "two-stage", args.device)  # fmt: skip
     results.append(("shipped, two-stage, default placement", metrics))
     write_results(out / "results.md", results, validation, chosen)
-    print(f"done in {(time.perf_counter() - started) / 60:.0f} min", flush=True)
 
 
 CLI = [sys.executable, "-m", "socioseg.cli"]
