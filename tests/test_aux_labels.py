@@ -301,3 +301,47 @@ def test_with_edges_each_number_looks_at_the_targets_line_nearest_it():
     )
     nothing = digit_looks(np.zeros(24, bool), (3, 4), digits, (1 / 28, 1 / 28), edges=True)
     assert not nothing.any()
+
+
+def test_other_entities_of_the_place_label_their_own_tokens():
+    """The target holds token (0, 0); another entity of class "Park" covers (1, 2) fully and
+    (0, 1) by a quarter; one of unknown class covers (1, 0). Only (1, 2) becomes "Park", on
+    both images; the target's tokens keep the target's class."""
+    from socioseg.models.builders import build_mini_tokenizer
+
+    tokenizer = build_mini_tokenizer()
+    tokens = LabelTokens.of(tokenizer)
+    school, park = (tokenizer(name).input_ids[0] for name in ("School", "Park"))
+    frames = Frames((84, 56), (84, 56))
+    target = np.zeros((56, 84), bool)
+    target[0:28, 0:28] = True
+    other = np.zeros((56, 84), bool)
+    other[28:56, 56:84] = True
+    other[0:14, 28:42] = True  # a quarter of token (0, 1)
+    unknown = np.zeros((56, 84), bool)
+    unknown[28:56, 0:28] = True
+    labels = example_labels(
+        target, school, frames, (2, 3), tokens, others=[(other, park), (unknown, IGNORE)]
+    )
+    none = tokens.none
+    assert labels.entity.tolist() == [school, none, none, none, none, park] * 2
+    alone = example_labels(target, school, frames, (2, 3), tokens)
+    assert alone.entity.tolist() == [school, none, none, none, none, none] * 2
+    assert np.array_equal(labels.look, alone.look)  # the attention label stays the target's
+
+
+def test_same_place_groups_the_questions_about_one_tile(tmp_path):
+    from socioseg.data.dataset import load_socioseg
+    from socioseg.data.synth import write_dataset
+    from socioseg.train.sft import same_place
+
+    write_dataset(tmp_path / "data", n=6, seed=0, size=128, queries=3)
+    dataset = load_socioseg(tmp_path / "data", "train")
+    ids = dataset.ids
+    places = same_place(dataset)
+    tile = [i.rsplit("-", 1)[0] if i.count("-") == 2 else i for i in ids]  # synth-NNNNN[-k]
+    for index, others in places.items():
+        assert sorted(others) == [
+            j for j in range(len(ids)) if j != index and tile[j] == tile[index]
+        ]
+    assert any(places.values())  # some tiles have several questions

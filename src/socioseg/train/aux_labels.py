@@ -13,7 +13,11 @@ every merged image token (the language model's image tokens), to predict:
   more than half of the token's pixels, else the first token of ``"none"``. Classes whose
   names start with the same token share a label. A target with no known class (a
   socio-function query over several classes) gives no entity label on its covered tokens
-  (``IGNORE``); its other tokens are still "none".
+  (``IGNORE``); its other tokens are still "none". Where the other entities
+  of the same place are known (``others``: the other questions about the same images), each
+  labels its own tokens with its class the same way: the image tokens come before the
+  question, so the same block should not be "School" for one question and "none" for
+  another.
 
 - attention: the answer's coordinate digits (the digit tokens after ``<answer>``) should be
   written while one head (head 0 of one decoder layer) looks at the tokens the target covers
@@ -31,6 +35,7 @@ Inference, prompts and answers do not change: these are extra training targets o
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -148,13 +153,20 @@ def example_labels(
     grid: tuple[int, int],
     tokens: LabelTokens,
     answer_frame: str = "vlm",
+    others: Sequence[tuple[np.ndarray, int]] = (),
 ) -> TokenLabels:
     """Labels of one example's two images (map then satellite, both ``grid`` = (rows,
     columns) merged tokens over the VLM frame): :func:`image_labels`' three arrays, each
     concatenated in the order of their image tokens. ``answer_frame``: the frame of the
-    answer's numbers (``vlm`` pixels or ``relative``), for ``scale``."""
+    answer's numbers (``vlm`` pixels or ``relative``), for ``scale``. ``others``: the other
+    entities of the same images as (mask, class token); each labels the tokens it covers
+    more than half of that the target leaves "none" (one of unknown class, ``IGNORE``, none)."""
     parts = [image_labels(mask, class_token, frames, grid, tokens, a) for a in ("column", "row")]
     position, entity, look = (np.concatenate(arrays) for arrays in zip(*parts, strict=True))
+    for other, other_class in others:
+        if other_class != IGNORE:
+            covered = np.tile(token_coverage(other, frames, grid).reshape(-1) > MAJORITY, 2)
+            entity = np.where(covered & (entity == tokens.none), other_class, entity)
     width, height = frames.size(answer_frame)
     return TokenLabels(position, entity, look, grid, (grid[1] / width, grid[0] / height))
 

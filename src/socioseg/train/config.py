@@ -120,7 +120,9 @@ class AuxSettings(_Section):
     the tokens learn is in their content for the layers above, where an answer can copy it;
     None: after the last layer. ``entity_layer``: the same for the entity labels (None: as
     ``layer``); read where the position labels are, the two ask one softmax for two tokens
-    (at best half the mass each), so give them different layers. ``attention`` weights the
+    (at best half the mass each), so give them different layers. ``entity_others``: the
+    other questions about the same images label their entities' tokens with their classes
+    too (the image tokens come before the question). ``attention`` weights the
     answer's attention label (head 0 of decoder layer ``attention_layer``, None: the last,
     looks at the target's tokens while the coordinates are written); ``attention_edges``:
     each number looks only at the target's tokens in the column (x) or row (y) nearest it
@@ -130,6 +132,7 @@ class AuxSettings(_Section):
     entity: float = 0.0
     layer: int | None = None
     entity_layer: int | None = None
+    entity_others: bool = False
     attention: float = 0.0
     attention_layer: int | None = None
     attention_edges: bool = False

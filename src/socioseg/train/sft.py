@@ -14,9 +14,10 @@ and takes one AdamW step on their token-mean NLL. It writes one model folder, lo
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -266,10 +267,12 @@ def supervised_loss(policy, examples: list[tuple[Prompt, str]]) -> torch.Tensor:
 
 
 def sample_aux_labels(
-    sample, frames: Frames, family: PolicyFamily, tokenizer
+    sample, frames: Frames, family: PolicyFamily, tokenizer, others: Sequence = ()
 ) -> aux_labels.TokenLabels:
     """Position, entity and look labels (:mod:`socioseg.train.aux_labels`) of the image tokens
-    of each of ``sample``'s teacher examples (all show the two images in the VLM frame)."""
+    of each of ``sample``'s teacher examples (all show the two images in the VLM frame).
+    ``others``: the other samples about the same images, whose entities get entity labels
+    too."""
     width, height = frames.vlm_size
     tokens = aux_labels.LabelTokens.of(tokenizer)
     return aux_labels.example_labels(
@@ -279,7 +282,20 @@ def sample_aux_labels(
         (height // family.factor, width // family.factor),
         tokens,
         family.answer_frame,
+        [(np.asarray(o.mask, bool), tokens.of_class(tokenizer, o.socio_class)) for o in others],
     )
+
+
+def same_place(dataset) -> dict[int, list[int]]:
+    """For each sample of ``dataset``, the other samples that show the same map and satellite
+    image (questions about one place), found by the images' pixels (every sample decoded
+    once)."""
+    groups: dict[bytes, list[int]] = {}
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        key = hashlib.sha256(sample.sat.tobytes() + sample.map.tobytes()).digest()
+        groups.setdefault(key, []).append(index)
+    return {i: [j for j in group if j != i] for group in groups.values() for i in group}
 
 
 def supervised_losses(
@@ -457,18 +473,21 @@ def train_sft(
     updates = SupervisedUpdates((p for p in policy.model.parameters() if p.requires_grad), config)
     policy.model.train()
     draws = SampleDraws(dataset, config)
+    places = same_place(dataset) if config.aux.entity_others else {}
     done, elapsed = run.restore(policy.model, updates, rng)
     started, stats = time.perf_counter() - elapsed, {}
+    tokenizer = policy.processor.tokenizer
     for step in range(done + 1, config.steps + 1):
-        batch = [dataset[i] for i in draws.draw(rng, config.batch_size)]
         examples, labels = [], []
-        for sample in batch:
+        for index in draws.draw(rng, config.batch_size):
+            sample = dataset[index]
             own = step_examples(sample, config, (low, high), rng, policy.family)
             examples += own
             if config.aux.active:
                 frames = Frames.for_image(sample.sat.size, low, high, policy.family.factor)
-                tokenizer = policy.processor.tokenizer
-                labels += [sample_aux_labels(sample, frames, policy.family, tokenizer)] * len(own)
+                others = [dataset[j] for j in places.get(index, [])]
+                label = sample_aux_labels(sample, frames, policy.family, tokenizer, others)
+                labels += [label] * len(own)
         loss, stats = supervised_losses(policy, examples, labels, config.aux)
         updates.step(loss)
         stats["elapsed_s"] = time.perf_counter() - started
