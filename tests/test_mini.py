@@ -122,6 +122,7 @@ def test_the_mini_configs_load():
     phase_b = load_config(configs / "mini_phase_b.yaml", cls=SftConfig)
     assert phase_b.stages == ["stage1"] and phase_b.kind_word_names
     assert phase_b.aux.layer != phase_b.aux.entity_layer  # two labels, two layers
+    assert phase_b.aux.entity_others
     phase_c = load_config(configs / "mini_sft.yaml", cls=SftConfig)
     assert phase_c.stages == ["stage1", "stage2"] and phase_c.single_stage_share > 0
     for sft in (phase_b, phase_c):
