@@ -41,8 +41,9 @@ smoke: tiny-models smoke-data
 demo: install
 	$(BIN)/socioseg segment --example 2 --vlm mini --sam mini --greedy --out $(OUT)
 
-# socioseg-mini from scratch (docs/mini.md): synthetic cities, SAM2, warm-up, GRPO, export to
-# src/socioseg/assets/mini, held-out eval in runs/mini/results.md. Deterministic for SEED.
+# socioseg-mini from scratch, the gated curriculum of docs/mini.md: synthetic cities, SAM2,
+# phases A-D (a failed gate stops with its numbers), export to src/socioseg/assets/mini,
+# held-out eval in runs/mini/results.md. Resumable: run it again after a kill.
 SEED ?= 0
 mini: install
 	$(BIN)/python scripts/train_mini.py --out runs/mini --seed $(SEED)
