@@ -13,6 +13,7 @@ from socioseg.train.aux_labels import (
     IGNORE,
     LabelTokens,
     attention_loss,
+    aux_losses,
     coordinate_positions,
     example_labels,
     position_digit,
@@ -182,6 +183,26 @@ def test_labels_read_after_an_earlier_layer_are_that_layers_hidden_states(tiny_v
     assert all(g is None or not g.any() for g in top)
     assert any(p.grad is not None and p.grad.any() for p in decoder.layers[0].parameters())
     model.zero_grad()
+
+
+def test_a_balanced_entity_loss_weighs_entity_and_none_tokens_half_each():
+    # five tokens over a vocabulary of 4: token 3 is "none", 1 a class; the last is unlabelled
+    logits = torch.tensor(
+        [[0.0, 1.0, 0.0, 2.0], [0.0, 0.0, 0.0, 1.0], [1.0, 0.0, 0.0, 3.0], [0.0, 2.0, 0.0, 0.0],
+         [5.0, 0.0, 0.0, 0.0]]
+    )  # fmt: skip
+    entity = torch.tensor([3, 3, 3, 1, IGNORE])
+    position = torch.tensor([0, 1, 2, 3, 0])
+    logp = torch.log_softmax(logits, -1)
+    none_mean = -(logp[0, 3] + logp[1, 3] + logp[2, 3]) / 3
+    plain = -(logp[0, 3] + logp[1, 3] + logp[2, 3] + logp[3, 1]) / 4
+    balanced = (none_mean - logp[3, 1]) / 2
+    assert torch.isclose(aux_losses(logits, logits, position, entity)["aux_entity"], plain)
+    got = aux_losses(logits, logits, position, entity, none=3)["aux_entity"]
+    assert torch.isclose(got, balanced)
+    # a batch with no entity token is the mean over the "none" ones
+    only_none = aux_losses(logits[:3], logits[:3], position[:3], entity[:3], none=3)
+    assert torch.isclose(only_none["aux_entity"], none_mean)
 
 
 def test_the_attention_label_is_minus_the_log_mass_on_the_target_at_coordinate_digits():

@@ -261,15 +261,23 @@ def aux_losses(
     entity_logits: torch.Tensor,
     position: torch.Tensor,
     entity: torch.Tensor,
+    none: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Token-mean cross-entropies of the LM head's image-token logits (N x V each, read where
     each label is taught) against the position and entity labels (N long each; ``IGNORE``
-    left out)."""
+    left out). ``none``: the "none" label's token; given, the entity loss is the mean of the
+    mean over the tokens labelled ``none`` and the mean over the others (each present)."""
     ce = torch.nn.functional.cross_entropy
     device = position_logits.device
-    out = {"aux_position": ce(position_logits, position.to(device))}
-    if (entity != IGNORE).any():
-        out["aux_entity"] = ce(entity_logits, entity.to(device), ignore_index=IGNORE)
-    else:
+    position, entity = position.to(device), entity.to(device)
+    out = {"aux_position": ce(position_logits, position)}
+    labelled = entity != IGNORE
+    if not labelled.any():
         out["aux_entity"] = entity_logits.sum() * 0.0
+    elif none is None:
+        out["aux_entity"] = ce(entity_logits, entity, ignore_index=IGNORE)
+    else:
+        each = ce(entity_logits, entity, ignore_index=IGNORE, reduction="none")
+        groups = [labelled & (entity == none), labelled & (entity != none)]
+        out["aux_entity"] = torch.stack([each[g].mean() for g in groups if g.any()]).mean()
     return out

@@ -122,7 +122,10 @@ class AuxSettings(_Section):
     ``layer``); read where the position labels are, the two ask one softmax for two tokens
     (at best half the mass each), so give them different layers. ``entity_others``: the
     other questions about the same images label their entities' tokens with their classes
-    too (the image tokens come before the question). ``attention`` weights the
+    too (the image tokens come before the question). ``entity_balance``: the entity loss
+    is the mean of two means, over the tokens on an entity and over the "none" ones (most
+    tokens lie on no entity; a plain token mean rewards answering "none" where unsure).
+    ``attention`` weights the
     answer's attention label (head 0 of decoder layer ``attention_layer``, None: the last,
     looks at the target's tokens while the coordinates are written); ``attention_edges``:
     each number looks only at the target's tokens in the column (x) or row (y) nearest it
@@ -133,6 +136,7 @@ class AuxSettings(_Section):
     layer: int | None = None
     entity_layer: int | None = None
     entity_others: bool = False
+    entity_balance: bool = False
     attention: float = 0.0
     attention_layer: int | None = None
     attention_edges: bool = False

@@ -306,7 +306,8 @@ def supervised_losses(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The loss of one step and its parts: answer NLL (:func:`supervised_loss`, the same value),
     plus ``aux.position`` x the position cross-entropy and ``aux.entity`` x the entity one at
-    the image tokens (read after decoder layers ``aux.layer`` and ``aux.entity_layer``), plus
+    the image tokens (read after decoder layers ``aux.layer`` and ``aux.entity_layer``;
+    ``aux.entity_balance``: on-entity and "none" tokens weigh half each), plus
     ``aux.attention`` x the answer's attention label (``aux.attention_edges``: each number
     looks at the target's line nearest it). ``labels``: each example's image-token labels.
     Without ``aux`` weights only the answer NLL runs."""
@@ -332,7 +333,8 @@ def supervised_losses(
         raise ValueError(
             f"{len(position)} image-token labels for {image_logits[0].shape[0]} image tokens"
         )
-    parts = aux_labels.aux_losses(*image_logits, position, entity)
+    none = aux_labels.LabelTokens.of(tokenizer).none if aux.entity_balance else None
+    parts = aux_labels.aux_losses(*image_logits, position, entity, none)
     loss = nll + aux.position * parts["aux_position"] + aux.entity * parts["aux_entity"]
     if weights is not None:
         prompt_ids = inputs["input_ids"].cpu()
