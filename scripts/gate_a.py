@@ -24,7 +24,8 @@ latest checkpoint (``vlm/``, ``state.pt``: optimiser, schedule, random states) a
 the answer's attention on the asked-for square, ``position_probe.target_attention``'s best
 layer, beside uniform attention's share). Run again
 with the same arguments to continue after a kill (``--stop-after N`` ends a session after N
-steps, with a checkpoint). Exit status 0 when the gate passed, 1 when
+steps, with a checkpoint). ``OUT`` must be new, empty or such a run's folder (anything else,
+or other settings, exits 2 with nothing written). Exit status 0 when the gate passed, 1 when
 the steps ran out first.
 """
 
@@ -209,6 +210,32 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _claim(out: Path, settings: dict) -> None:
+    """Make ``out`` this run's folder: a new or empty folder gets ``run.json``; one with
+    ``run.json`` is resumed when the settings match. Anything else exits 2 naming why: the
+    run never writes into a folder it did not make."""
+    record = out / "run.json"
+    if out.exists() and not out.is_dir():
+        _refuse(f"{out}: not a folder; give a new or empty folder as OUT")
+    if record.is_file():
+        try:
+            same = json.loads(record.read_text()) == settings
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            _refuse(f"{record}: unreadable ({exc}); give a new or empty folder as OUT")
+        if not same:
+            _refuse(f"{record}: a run with other settings; resume it with them or use another OUT")
+        return
+    if out.is_dir() and any(out.iterdir()):
+        _refuse(f"{out}: not empty and not a gate-A run (no run.json); give a new or empty folder")
+    out.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(settings, indent=1))
+
+
+def _refuse(message: str) -> None:
+    print(message, file=sys.stderr)
+    raise SystemExit(2)
+
+
 def main(argv: list[str] | None = None) -> dict:
     import torch
 
@@ -220,12 +247,7 @@ def main(argv: list[str] | None = None) -> dict:
     probe = _probe()
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "stop_after", "device")}
     out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    if (out / "run.json").exists():
-        if json.loads((out / "run.json").read_text()) != settings:
-            sys.exit(f"{out}/run.json: a different run; use another folder")
-    else:
-        (out / "run.json").write_text(json.dumps(settings, indent=1))
+    _claim(out, settings)
     checkpoint = out / "checkpoint"
     mrope = [int(v) for v in args.mrope_section.split(",")] if args.mrope_section else None
     torch.manual_seed(args.seed)

@@ -57,8 +57,27 @@ def test_a_run_stopped_and_resumed_ends_where_an_unbroken_run_does(tmp_path):
         load_file(tmp_path / run / "checkpoint/vlm/model.safetensors") for run in ("whole", "parts")
     ]
     assert all(np.array_equal(weights[0][k], weights[1][k]) for k in weights[0])
-    with pytest.raises(SystemExit, match="a different run"):
+    with pytest.raises(SystemExit) as refused:
         gate.main([str(tmp_path / "parts"), *common, "--lr", "0.5"])
+    assert refused.value.code == 2
+
+
+def test_a_folder_it_did_not_make_is_refused_untouched(tmp_path, capsys):
+    gate = load_script("gate_a")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("a user's file")
+    with pytest.raises(SystemExit) as refused:
+        gate.main([str(mine), "--steps", "1"])
+    assert refused.value.code == 2
+    assert "not empty and not a gate-A run" in capsys.readouterr().err
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "run.json").write_text("{not json")
+    with pytest.raises(SystemExit) as refused:
+        gate.main([str(broken), "--steps", "1"])
+    assert refused.value.code == 2 and "run.json: unreadable" in capsys.readouterr().err
 
 
 def test_target_attention_compares_with_the_share_the_square_covers(tmp_path):
