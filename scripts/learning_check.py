@@ -31,7 +31,8 @@ from socioseg.models.builders import build_tiny_sam, build_tiny_vlm
 from socioseg.models.vlm import VisionLanguageModel
 from socioseg.train.config import load_config
 from socioseg.train.grpo import Trainer
-from socioseg.train.sft import supervised_loss, teacher_examples
+from socioseg.train.sft import supervised_loss
+from socioseg.train.teacher import teacher_examples
 
 MIN_PIXELS, MAX_PIXELS = 3136, 256 * 256
 

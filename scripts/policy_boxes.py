@@ -37,7 +37,8 @@ from socioseg.data.synth import MAX_QUERIES, generate_tile
 from socioseg.engine import Prompt
 from socioseg.metrics import mask_iou
 from socioseg.socioreasoner import SocioReasoner
-from socioseg.train.sft import answer_nll, has_kind_word, teacher_examples
+from socioseg.train.sft import answer_nll, has_kind_word
+from socioseg.train.teacher import teacher_examples
 from socioseg.types import LEVELS
 
 

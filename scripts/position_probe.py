@@ -31,7 +31,8 @@ from PIL import Image
 from socioseg import prompts
 from socioseg.data.synth.catalog import PLACES
 from socioseg.engine import Prompt
-from socioseg.train.sft import answer_nll, supervised_loss, teacher_think
+from socioseg.train.sft import answer_nll, supervised_loss
+from socioseg.train.teacher import teacher_think
 
 TILE = 252  # the squares are drawn on 252 px images, then resized to the frame
 COLORS = {

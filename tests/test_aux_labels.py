@@ -25,9 +25,9 @@ from socioseg.train.sft import (
     sample_aux_labels,
     supervised_loss,
     supervised_losses,
-    teacher_examples,
     train_sft,
 )
+from socioseg.train.teacher import teacher_examples
 
 
 def _hand_made_mask(scale: int) -> np.ndarray:

@@ -11,7 +11,8 @@ from socioseg.geometry import Frames
 from socioseg.models.families import QWEN2_5_VL
 from socioseg.train.config import ConfigError
 from socioseg.train.rewards import stage1_rewards, stage2_rewards
-from socioseg.train.sft import supervised_loss, teacher_boxes, teacher_examples
+from socioseg.train.sft import supervised_loss
+from socioseg.train.teacher import teacher_boxes, teacher_examples
 
 
 def test_teacher_answers_earn_the_full_stage1_reward_and_valid_stage2_format():
@@ -43,7 +44,7 @@ def test_noisy_stage2_examples_copy_the_reread_boxes_and_point_into_the_entity()
 
     import numpy as np
 
-    from socioseg.train.sft import noisy_boxes
+    from socioseg.train.teacher import noisy_boxes
 
     sample = generate_sample(7, size=256)
     frames = Frames.for_image(sample.sat.size, 3136, 65536)

@@ -86,7 +86,8 @@ def test_parser_and_reward_see_the_whole_response(thinking_qwen3_5):
 def test_teacher_answers_are_trained_without_the_opening(thinking_qwen3_5):
     from socioseg.data import load_example
     from socioseg.models.families import QWEN3_5
-    from socioseg.train.sft import answer_nll, teacher_examples
+    from socioseg.train.sft import answer_nll
+    from socioseg.train.teacher import teacher_examples
 
     processor = thinking_qwen3_5.processor
     prompt, answer = teacher_examples(load_example(0), MIN_PIXELS, MAX_PIXELS, family=QWEN3_5)[0]
