@@ -1,0 +1,173 @@
+"""What a policy's image tokens know about entities, and where its first coordinate looks.
+
+For phase B of the mini curriculum (docs/mini.md): on synthetic tiles with ``--placement
+random``, every question of a tile (its entities' names and its own query) is shown to the
+policy with its stage-1 teacher answer, one forward each, and two things are read:
+
+- entity tokens: the LM head's entity label (``aux.entity`` of ``socioseg sft``) at each image
+  token, read after decoder layer ``--entity-layer``, its argmax over "none" and the first
+  tokens of every socio-class of the synthetic catalogue. Tokens an entity covers more than
+  half of: the share labelled with its class, with "none", with another class; tokens on no
+  entity: the share labelled "none".
+- first look: while the answer's first x coordinate is written, head 0 of decoder layer
+  ``--attention-layer`` (the attention label's head) puts some mass on the map tokens of the
+  asked-for entity and some on those of the tile's other entities; a question is "picked"
+  when the target gets more than each other entity alone.
+
+Both layers default to the ones the policy was trained with (``training.json`` of a
+``socioseg sft`` folder).
+
+    python scripts/entity_probe.py --vlm runs/mini/phase-b --tiles 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from socioseg.data.synth import MAX_QUERIES, generate_tile
+from socioseg.data.synth.catalog import KINDS
+from socioseg.geometry import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, Frames
+from socioseg.train import aux_labels
+from socioseg.train.sft import sample_aux_labels
+from socioseg.train.teacher import teacher_examples
+
+VERDICTS = ("own class", "none", "other class")
+
+
+def token_verdicts(predicted: np.ndarray, labels: np.ndarray, none: int) -> Counter:
+    """Counts of the entity labels ``predicted`` at tokens whose label is ``labels`` (token
+    ids; ``IGNORE`` left out): on-entity tokens as ``VERDICTS``, "none" tokens as "none ok"
+    and "none wrong"."""
+    counts: Counter = Counter()
+    kept = labels != aux_labels.IGNORE
+    for got, want in zip(predicted[kept], labels[kept], strict=True):
+        if want == none:
+            counts["none ok" if got == none else "none wrong"] += 1
+        else:
+            counts[VERDICTS[0] if got == want else VERDICTS[1] if got == none else VERDICTS[2]] += 1
+    return counts
+
+
+def first_look(
+    mass: np.ndarray, target: np.ndarray, others: list[np.ndarray]
+) -> tuple[float, float, bool]:
+    """(mass on ``target``'s tokens, mass on the ``others``' tokens, whether the target got
+    more than each other entity alone) for one attention row ``mass`` over the image tokens;
+    ``target`` and each of ``others`` are bool over the same tokens."""
+    on_target = float(mass[target].sum())
+    each = [float(mass[other & ~target].sum()) for other in others]
+    union = np.zeros_like(target)
+    for other in others:
+        union |= other
+    on_others = float(mass[union & ~target].sum())
+    return on_target, on_others, all(on_target > value for value in each)
+
+
+def trained_layers(vlm: str) -> tuple[int | None, int | None]:
+    """The entity and attention layers a ``socioseg sft`` folder was trained with."""
+    record = Path(vlm) / "training.json"
+    if not record.is_file():
+        return None, None
+    aux = json.loads(record.read_text()).get("config", {}).get("aux", {})
+    return aux.get("entity_layer") or aux.get("layer"), aux.get("attention_layer")
+
+
+def probe_tile(policy, tile: list, entity_layer: int, attention_layer: int, classes):
+    """:func:`token_verdicts` summed over the questions of ``tile`` and one
+    :func:`first_look` per question (stage-1 teacher answers, the policy's frame)."""
+    import torch
+
+    from socioseg.models.vlm import pad_right
+
+    tokenizer = policy.processor.tokenizer
+    tokens = aux_labels.LabelTokens.of(tokenizer)
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    defaults = policy.processor.defaults
+    low = defaults.min_pixels or DEFAULT_MIN_PIXELS
+    high = defaults.max_pixels or DEFAULT_MAX_PIXELS
+    counts, looks = Counter(), []
+    for k, sample in enumerate(tile):
+        others = tile[:k] + tile[k + 1 :]
+        frames = Frames.for_image(sample.sat.size, low, high, policy.family.factor)
+        labels = sample_aux_labels(sample, frames, policy.family, tokenizer, others)
+        prompt, answer = teacher_examples(sample, low, high, family=policy.family)[0]
+        inputs = policy.encode([prompt.text], [list(prompt.images)])
+        ids, mask = pad_right([[*tokenizer(answer).input_ids, end]], tokenizer.pad_token_id)
+        with torch.no_grad():
+            _, logits, weights = policy.logprobs_and_image_logits(
+                inputs, ids, mask, (entity_layer,), attention_layer
+            )
+        predicted = classes[logits[0][:, classes].argmax(-1).numpy()]
+        counts += token_verdicts(predicted, labels.entity, tokens.none)
+        found = aux_labels.coordinate_positions(tokenizer, answer)
+        if not found:
+            continue
+        prompt_ids = inputs["input_ids"][0]
+        image = torch.nonzero(prompt_ids == policy.model.config.image_token_id)[:, 0]
+        row = weights[0, 0, found[0][0] + len(prompt_ids) - 1, image].float().numpy()
+        size = labels.grid[0] * labels.grid[1]
+        on_map = np.arange(len(image)) < size  # an x coordinate: the map's tokens
+        other_looks = [
+            sample_aux_labels(o, frames, policy.family, tokenizer).look & on_map for o in others
+        ]
+        looks.append(first_look(row, labels.look & on_map, other_looks))
+    return counts, looks
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vlm", required=True, help="policy folder")
+    parser.add_argument("--tiles", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=1000, help="synthetic seed (held out: 1000)")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--entity-layer", type=int, default=None, help="default: as trained")
+    parser.add_argument("--attention-layer", type=int, default=None, help="default: as trained")
+    args = parser.parse_args(argv)
+    from socioseg.models.vlm import VisionLanguageModel
+
+    trained = trained_layers(args.vlm)
+    entity_layer = args.entity_layer or trained[0]
+    attention_layer = args.attention_layer or trained[1]
+    if entity_layer is None or attention_layer is None:
+        parser.error(
+            f"{args.vlm}: no training.json with aux layers; give --entity-layer and "
+            "--attention-layer"
+        )
+    policy = VisionLanguageModel.from_pretrained(args.vlm, "cpu", "float32")
+    policy.model.eval()
+    tokenizer = policy.processor.tokenizer
+    names = ["none", *(kind.socio_class for kind in KINDS)]
+    classes = np.unique([tokenizer(name).input_ids[0] for name in names])
+    counts, looks = Counter(), []
+    for index in range(args.tiles):
+        tile = generate_tile(args.seed, index, args.size, MAX_QUERIES, placement="random")
+        tile_counts, tile_looks = probe_tile(policy, tile, entity_layer, attention_layer, classes)
+        counts += tile_counts
+        looks += tile_looks
+    on_entity = sum(counts[v] for v in VERDICTS)
+    on_none = counts["none ok"] + counts["none wrong"]
+    shares = " / ".join(f"{counts[v] / max(on_entity, 1):.2f}" for v in VERDICTS)
+    look = np.asarray(looks, dtype=float).reshape(-1, 3)
+    print(
+        f"{args.vlm}: {len(looks)} questions on {args.tiles} tiles (seed {args.seed}); entity "
+        f"labels after layer {entity_layer}, head 0 of layer {attention_layer}"
+    )
+    print(
+        "| on-entity tokens: own class / none / other class | none tokens: none "
+        "| first x: mass on target / on other entities | target above each other |"
+    )
+    print("|---|---|---|---|")
+    print(
+        f"| {shares} ({on_entity}) | {counts['none ok'] / max(on_none, 1):.2f} ({on_none}) "
+        f"| {look[:, 0].mean():.2f} / {look[:, 1].mean():.2f} | {look[:, 2].mean():.0%} |"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
