@@ -290,6 +290,21 @@ def test_the_attention_label_reads_the_layer_transformers_returns(tiny_vlm):
     assert parts["aux_attention"] == pytest.approx(float(-torch.log(mass + 1e-6).mean()), rel=1e-4)
     total = parts["nll"] + 2.0 * parts["aux_attention"]
     assert float(loss) == pytest.approx(total, rel=1e-5)
+    # attention_first: the first coordinate digit's term alone, added with its own weight
+    both = AuxSettings(attention=2.0, attention_layer=1, attention_first=3.0)
+    with torch.no_grad():
+        loss, parts = supervised_losses(tiny_vlm, examples, labels, both)
+    assert parts["aux_attention_first"] == pytest.approx(
+        float(-torch.log(mass[0] + 1e-6)), rel=1e-4
+    )
+    total = parts["nll"] + 2.0 * parts["aux_attention"] + 3.0 * parts["aux_attention_first"]
+    assert float(loss) == pytest.approx(total, rel=1e-5)
+    with torch.no_grad():
+        _, alone = supervised_losses(
+            tiny_vlm, examples, labels, AuxSettings(attention_first=1.0, attention_layer=1)
+        )
+    assert "aux_attention" not in alone
+    assert alone["aux_attention_first"] == pytest.approx(parts["aux_attention_first"], rel=1e-5)
 
 
 def test_with_edges_each_number_looks_at_the_targets_line_nearest_it():

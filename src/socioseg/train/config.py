@@ -129,7 +129,9 @@ class AuxSettings(_Section):
     answer's attention label (head 0 of decoder layer ``attention_layer``, None: the last,
     looks at the target's tokens while the coordinates are written); ``attention_edges``:
     each number looks only at the target's tokens in the column (x) or row (y) nearest it
-    (a box's left edge for x1, its right edge for x2)."""
+    (a box's left edge for x1, its right edge for x2). ``attention_first`` weighs the same label
+    at the answer's first coordinate digit alone, a second time: the digit that picks the
+    entity (the later ones can read where the earlier ones point)."""
 
     position: float = 0.0
     entity: float = 0.0
@@ -140,6 +142,7 @@ class AuxSettings(_Section):
     attention: float = 0.0
     attention_layer: int | None = None
     attention_edges: bool = False
+    attention_first: float = 0.0
 
     def _checks(self) -> list[tuple[bool, str]]:
         return [
@@ -152,14 +155,23 @@ class AuxSettings(_Section):
             ),
             (self.attention >= 0, f"attention must be >= 0, got {self.attention}"),
             (
+                self.attention_first >= 0,
+                f"attention_first must be >= 0, got {self.attention_first}",
+            ),
+            (
                 self.attention_layer is None or self.attention_layer >= 1,
                 f"attention_layer must be >= 1, got {self.attention_layer}",
             ),
         ]
 
     @property
+    def looks(self) -> bool:
+        """Whether an attention label is asked for (the answer's attention is read)."""
+        return self.attention > 0 or self.attention_first > 0
+
+    @property
     def active(self) -> bool:
-        return self.position > 0 or self.entity > 0 or self.attention > 0
+        return self.position > 0 or self.entity > 0 or self.looks
 
 
 @dataclass

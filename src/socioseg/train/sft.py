@@ -138,7 +138,8 @@ def supervised_losses(
     the image tokens (read after decoder layers ``aux.layer`` and ``aux.entity_layer``;
     ``aux.entity_balance``: on-entity and "none" tokens weigh half each), plus
     ``aux.attention`` x the answer's attention label (``aux.attention_edges``: each number
-    looks at the target's line nearest it). ``labels``: each example's image-token labels.
+    looks at the target's line nearest it), plus ``aux.attention_first`` x the same label at
+    the first coordinate digit alone. ``labels``: each example's image-token labels.
     Without ``aux`` weights only the answer NLL runs."""
     if not aux.active:
         loss = supervised_loss(policy, examples)
@@ -149,7 +150,7 @@ def supervised_losses(
     sequences = [[*tokenizer(answer).input_ids, end] for _, answer in examples]
     ids, mask = pad_right(sequences, tokenizer.pad_token_id)
     layers = policy.model.get_decoder().config.num_hidden_layers
-    attention_layer = (aux.attention_layer or layers) if aux.attention > 0 else None
+    attention_layer = (aux.attention_layer or layers) if aux.looks else None
     entity_layer = aux.layer if aux.entity_layer is None else aux.entity_layer
     logp, image_logits, weights = policy.logprobs_and_image_logits(
         inputs, ids, mask, (aux.layer, entity_layer), attention_layer
@@ -180,8 +181,13 @@ def supervised_losses(
             looks[:, where] = torch.from_numpy(digits)
             positions = torch.tensor([i for i, _, _ in found], dtype=torch.long) + length - 1
             queries.append((positions, looks))
-        parts["aux_attention"] = aux_labels.attention_loss(weights, queries)
-        loss = loss + aux.attention * parts["aux_attention"]
+        if aux.attention > 0:
+            parts["aux_attention"] = aux_labels.attention_loss(weights, queries)
+            loss = loss + aux.attention * parts["aux_attention"]
+        if aux.attention_first > 0:
+            firsts = [(positions[:1], looks[:1]) for positions, looks in queries]
+            parts["aux_attention_first"] = aux_labels.attention_loss(weights, firsts)
+            loss = loss + aux.attention_first * parts["aux_attention_first"]
     return loss, {"nll": float(nll.detach())} | {k: float(v.detach()) for k, v in parts.items()}
 
 
