@@ -28,6 +28,7 @@ IoU above IOU and more than DISTINCT different answers) and exits 1 when it fail
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import replace
 
 import cv2
@@ -40,6 +41,9 @@ from socioseg.socioreasoner import SocioReasoner
 from socioseg.train.sft import answer_nll, has_kind_word
 from socioseg.train.teacher import teacher_examples
 from socioseg.types import LEVELS
+
+TILES = 20  # tiles asked by default
+MAX_TILES = 1000  # with --questions: tiles tried before the table is made of fewer questions
 
 
 def box_mask(box, shape: tuple[int, int]) -> np.ndarray:
@@ -105,7 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vlm", default="mini", help="policy folder, Hub id or 'mini'")
     parser.add_argument("--sam", default="mini", help="SAM2 (loaded, not used for the boxes)")
-    parser.add_argument("--tiles", type=int, default=20, help="at most this many tiles")
+    parser.add_argument(
+        "--tiles",
+        type=int,
+        default=None,
+        help=f"at most this many tiles (default: {TILES}; with --questions, as many as it takes)",
+    )
     parser.add_argument("--questions", type=int, default=None, help="stop after this many")
     parser.add_argument("--seed", type=int, default=1000, help="synthetic seed (held out: 1000)")
     parser.add_argument("--size", type=int, default=256)
@@ -122,8 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     sampling = replace(reasoner.config.sampling, greedy=True)
     reasoner.config = replace(reasoner.config, sampling=sampling)
     answers, target, best, asked_tiles = [], [], [], []
-    wanted = args.questions or args.tiles * MAX_QUERIES
-    for index in range(args.tiles):
+    tiles = args.tiles or (TILES if args.questions is None else MAX_TILES)
+    wanted = args.questions or tiles * MAX_QUERIES
+    for index in range(tiles):
         tile = generate_tile(args.seed, index, args.size, MAX_QUERIES, placement="random")
         questions = [s for s in tile if asked(s, levels, args.kind_word_names)]
         questions = questions[: wanted - len(answers)]
@@ -135,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
             into.extend(values)
         if len(answers) == wanted:
             break
+    if args.questions is not None and len(answers) < args.questions:
+        print(
+            f"--questions {args.questions}: only {len(answers)} such questions on {tiles} tiles;"
+            " the table is over those (raise --tiles for more)",
+            file=sys.stderr,
+        )
     own, other = image_reliance(reasoner, asked_tiles)
     target, best = np.array(target), np.array(best)
     boxes = sum(len(answer) for answer in answers) / len(answers)

@@ -100,3 +100,13 @@ def test_the_gate_asks_the_wanted_questions_and_fails_with_its_numbers(tiny_mode
     out = capsys.readouterr().out
     assert ": 3 questions on " in out
     assert "gate failed: target IoU " in out and "(needs > 0.3)" in out
+
+
+def test_too_few_tiles_for_the_questions_asked_is_said(tiny_models, capsys):
+    script = load_script("policy_boxes")
+    vlm, sam = (str(folder) for folder in tiny_models)
+    argv = ["--vlm", vlm, "--sam", sam, "--size", "128", "--tiles", "1", "--questions", "9"]
+    assert script.main([*argv, "--levels", "socio-name"]) == 0
+    captured = capsys.readouterr()
+    asked = int(captured.out.split(": ")[1].split(" questions")[0])
+    assert 1 <= asked < 9 and f"only {asked} such questions on 1 tiles" in captured.err
