@@ -15,6 +15,7 @@ from socioseg.models.segmenter import Preprocessing, Segmenter, preprocess
 from socioseg.train.config import ConfigError
 from socioseg.train.rewards import gt_boxes_from_mask
 from socioseg.train.sam import SamTrainConfig, entities, make_batch, sam_loss, sample_target
+from tests.runs import Killed, kill_at, metric_rows
 
 
 def _two_blobs() -> np.ndarray:
@@ -184,25 +185,6 @@ def test_a_batch_in_the_vlm_frame_is_the_image_the_pipeline_embeds():
         SamTrainConfig(min_pixels=112 * 112)
 
 
-class _Killed(Exception):
-    pass
-
-
-def _kill_at(step: int):
-    def on_log(at: int, _stats) -> None:
-        if at == step:
-            raise _Killed
-
-    return on_log
-
-
-def _rows(folder) -> list[list[str]]:
-    """metrics.csv without its wall-time column."""
-    lines = [line.split(",") for line in (folder / "metrics.csv").read_text().splitlines()]
-    keep = [i for i, name in enumerate(lines[0]) if name != "elapsed_s"]
-    return [[row[i] for i in keep] for row in lines]
-
-
 def test_a_killed_train_sam_resumes_to_the_weights_and_log_of_an_uninterrupted_run(
     tmp_path, capsys
 ):
@@ -219,8 +201,8 @@ def test_a_killed_train_sam_resumes_to_the_weights_and_log_of_an_uninterrupted_r
         save_every=2,
     )
     whole = train_sam(config, tmp_path / "whole")
-    with pytest.raises(_Killed):  # killed while logging step 3: the state of step 2 is kept
-        train_sam(config, tmp_path / "cut", on_log=_kill_at(3))
+    with pytest.raises(Killed):  # killed while logging step 3: the state of step 2 is kept
+        train_sam(config, tmp_path / "cut", on_log=kill_at(3))
     assert not (tmp_path / "cut" / "metrics.csv").exists()  # nothing published
     args = ["train-sam", "--out", str(tmp_path / "cut"), f"sam={sam}"]
     args += [f"data={tmp_path / 'data'}", "steps=5", "batch_size=2", "log_every=1"]
@@ -228,7 +210,8 @@ def test_a_killed_train_sam_resumes_to_the_weights_and_log_of_an_uninterrupted_r
     assert "another config (save_every)" in capsys.readouterr().err
     assert main([*args, "save_every=2", "--resume"]) == 0
     assert "sam step 2:" not in capsys.readouterr().out  # from step 3 on
-    assert _rows(tmp_path / "cut") == _rows(whole)  # steps 1-5 once each, the same values
+    # steps 1-5 once each, the same values
+    assert metric_rows(tmp_path / "cut") == metric_rows(whole)
     ours, theirs = (
         Segmenter.from_pretrained(str(folder), device="cpu").model.state_dict()
         for folder in (tmp_path / "cut", whole)

@@ -13,6 +13,7 @@ from socioseg.train.config import ConfigError
 from socioseg.train.rewards import stage1_rewards, stage2_rewards
 from socioseg.train.sft import supervised_loss
 from socioseg.train.teacher import teacher_boxes, teacher_examples
+from tests.runs import Killed, kill_at, metric_rows
 
 
 def test_teacher_answers_earn_the_full_stage1_reward_and_valid_stage2_format():
@@ -170,13 +171,6 @@ def test_a_killed_sft_resumes_to_the_policy_of_an_uninterrupted_run(tiny_models,
     from socioseg.train.config import AuxSettings
     from socioseg.train.sft import SftConfig, train_sft
 
-    class Killed(Exception):
-        pass
-
-    def kill_at_step_2(step: int, _stats) -> None:
-        if step == 2:
-            raise Killed
-
     write_dataset(tmp_path / "data", n=4, seed=0, size=128, queries=2)
     config = SftConfig(
         vlm=str(tiny_models[0]),
@@ -192,13 +186,8 @@ def test_a_killed_sft_resumes_to_the_policy_of_an_uninterrupted_run(tiny_models,
     )
     whole = train_sft(config, tmp_path / "whole")
     with pytest.raises(Killed):
-        train_sft(config, tmp_path / "cut", on_log=kill_at_step_2)
+        train_sft(config, tmp_path / "cut", on_log=kill_at(2))
     cut = train_sft(config, tmp_path / "cut", resume=True)
-
-    def rows(folder):
-        lines = (folder / "metrics.csv").read_text().splitlines()
-        return [line.rsplit(",", 1)[0] for line in lines]  # elapsed_s is the last column
-
-    assert rows(cut) == rows(whole) and len(rows(cut)) == 4
+    assert metric_rows(cut) == metric_rows(whole) and len(metric_rows(cut)) == 4
     ours, theirs = (load_file(folder / "model.safetensors") for folder in (cut, whole))
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
