@@ -90,11 +90,13 @@ def probe_tile(policy, tile: list, entity_layer: int, attention_layer: int, clas
     defaults = policy.processor.defaults
     low = defaults.min_pixels or DEFAULT_MIN_PIXELS
     high = defaults.max_pixels or DEFAULT_MAX_PIXELS
+    frames = Frames.for_image(tile[0].sat.size, low, high, policy.family.factor)  # one tile
+    every = [
+        sample_aux_labels(sample, frames, policy.family, tokenizer, tile[:k] + tile[k + 1 :])
+        for k, sample in enumerate(tile)
+    ]
     counts, looks = Counter(), []
-    for k, sample in enumerate(tile):
-        others = tile[:k] + tile[k + 1 :]
-        frames = Frames.for_image(sample.sat.size, low, high, policy.family.factor)
-        labels = sample_aux_labels(sample, frames, policy.family, tokenizer, others)
+    for k, (sample, labels) in enumerate(zip(tile, every, strict=True)):
         prompt, answer = teacher_examples(sample, low, high, family=policy.family)[0]
         inputs = policy.encode([prompt.text], [list(prompt.images)])
         ids, mask = pad_right([[*tokenizer(answer).input_ids, end]], tokenizer.pad_token_id)
@@ -112,9 +114,7 @@ def probe_tile(policy, tile: list, entity_layer: int, attention_layer: int, clas
         row = weights[0, 0, found[0][0] + len(prompt_ids) - 1, image].float().numpy()
         size = labels.grid[0] * labels.grid[1]
         on_map = np.arange(len(image)) < size  # an x coordinate: the map's tokens
-        other_looks = [
-            sample_aux_labels(o, frames, policy.family, tokenizer).look & on_map for o in others
-        ]
+        other_looks = [other.look & on_map for j, other in enumerate(every) if j != k]
         looks.append(first_look(row, labels.look & on_map, other_looks))
     return counts, looks
 
