@@ -105,6 +105,42 @@ def image_reliance(reasoner: SocioReasoner, tiles: list[list]) -> tuple[float, f
     return answer_nll(reasoner.vlm, own), answer_nll(reasoner.vlm, other)
 
 
+def greedy_reasoner(vlm: str, sam: str) -> SocioReasoner:
+    """The pipeline of ``vlm`` and ``sam`` on the CPU, answering greedily."""
+    reasoner = SocioReasoner.from_pretrained(vlm=vlm, sam=sam, device="cpu")
+    sampling = replace(reasoner.config.sampling, greedy=True)
+    reasoner.config = replace(reasoner.config, sampling=sampling)
+    return reasoner
+
+
+def ask(
+    reasoner: SocioReasoner,
+    seed: int,
+    size: int,
+    levels: tuple[str, ...],
+    kind_word_names: bool,
+    wanted: int,
+    tiles: int,
+) -> tuple[list, list[float], list[float], list[list]]:
+    """The questions of randomly placed tiles of ``seed`` (:func:`asked` keeps them), tile by
+    tile until ``wanted`` are asked or ``tiles`` tiles are used: :func:`tile_scores`' answers,
+    target and best-entity IoUs over all of them, and the questions asked per tile."""
+    answers, target, best, asked_tiles = [], [], [], []
+    for index in range(tiles):
+        tile = generate_tile(seed, index, size, MAX_QUERIES, placement="random")
+        questions = [s for s in tile if asked(s, levels, kind_word_names)]
+        questions = questions[: wanted - len(answers)]
+        if not questions:
+            continue
+        asked_tiles.append(questions)
+        scores = tile_scores(reasoner, tile, questions)
+        for into, values in zip((answers, target, best), scores, strict=True):
+            into.extend(values)
+        if len(answers) == wanted:
+            break
+    return answers, target, best, asked_tiles
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vlm", default="mini", help="policy folder, Hub id or 'mini'")
@@ -127,24 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     levels = tuple(args.levels.split(","))
     if not set(levels) <= set(LEVELS):
         parser.error(f"--levels: pick from {', '.join(LEVELS)}, got {args.levels}")
-    reasoner = SocioReasoner.from_pretrained(vlm=args.vlm, sam=args.sam, device="cpu")
-    sampling = replace(reasoner.config.sampling, greedy=True)
-    reasoner.config = replace(reasoner.config, sampling=sampling)
-    answers, target, best, asked_tiles = [], [], [], []
+    reasoner = greedy_reasoner(args.vlm, args.sam)
     tiles = args.tiles or (TILES if args.questions is None else MAX_TILES)
     wanted = args.questions or tiles * MAX_QUERIES
-    for index in range(tiles):
-        tile = generate_tile(args.seed, index, args.size, MAX_QUERIES, placement="random")
-        questions = [s for s in tile if asked(s, levels, args.kind_word_names)]
-        questions = questions[: wanted - len(answers)]
-        if not questions:
-            continue
-        asked_tiles.append(questions)
-        scores = tile_scores(reasoner, tile, questions)
-        for into, values in zip((answers, target, best), scores, strict=True):
-            into.extend(values)
-        if len(answers) == wanted:
-            break
+    answers, target, best, asked_tiles = ask(
+        reasoner, args.seed, args.size, levels, args.kind_word_names, wanted, tiles
+    )
     if args.questions is not None and len(answers) < args.questions:
         print(
             f"--questions {args.questions}: only {len(answers)} such questions on {tiles} tiles;"

@@ -63,7 +63,6 @@ def test_answer_nll_changes_with_the_images_only_when_they_differ(tiny_vlm):
     """The image check scores the same answers twice: with each question's own images and with
     another tile's. Questions that share one tile's images score alike; a policy whose output
     depends on its images (any random one) scores two different tiles differently."""
-    from dataclasses import replace
 
     from socioseg.socioreasoner import InferenceConfig
 
@@ -120,24 +119,12 @@ def test_the_committed_phase_b_policy_finds_entities_on_random_tiles():
     below). An untrained policy answers one box for every question and finds nothing."""
     from pathlib import Path
 
-    from socioseg.socioreasoner import SocioReasoner
     from socioseg.types import LEVELS
 
     script = load_script("policy_boxes")
     folder = Path(__file__).resolve().parents[1] / "checkpoints" / "mini-phase-b"
-    reasoner = SocioReasoner.from_pretrained(vlm=str(folder), sam="mini", device="cpu")
-    sampling = replace(reasoner.config.sampling, greedy=True)
-    reasoner.config = replace(reasoner.config, sampling=sampling)
-    answers, target, best = [], [], []
-    for index in range(20):
-        tile = generate_tile(1000, index, 256, MAX_QUERIES, placement="random")
-        questions = [s for s in tile if script.asked(s, LEVELS, True)][: 20 - len(answers)]
-        if questions:
-            got = script.tile_scores(reasoner, tile, questions)
-            for into, values in zip((answers, target, best), got, strict=True):
-                into.extend(values)
-        if len(answers) == 20:
-            break
+    reasoner = script.greedy_reasoner(str(folder), "mini")
+    answers, target, best, _ = script.ask(reasoner, 1000, 256, LEVELS, True, 20, 20)
     assert len(answers) == 20
     assert np.mean(best) > 0.5 and np.mean(target) > 0.2, (np.mean(best), np.mean(target))
     assert len(set(answers)) >= 14
