@@ -33,7 +33,7 @@ from socioseg.data.synth import MAX_QUERIES, generate_tile
 from socioseg.data.synth.catalog import KINDS
 from socioseg.geometry import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, Frames
 from socioseg.train import aux_labels
-from socioseg.train.sft import sample_aux_labels
+from socioseg.train.sft import TeacherBatch, sample_aux_labels
 from socioseg.train.teacher import teacher_examples
 
 VERDICTS = ("own class", "none", "other class")
@@ -82,11 +82,8 @@ def probe_tile(policy, tile: list, entity_layer: int, attention_layer: int, clas
     :func:`first_look` per question (stage-1 teacher answers, the policy's frame)."""
     import torch
 
-    from socioseg.models.vlm import pad_right
-
     tokenizer = policy.processor.tokenizer
     tokens = aux_labels.LabelTokens.of(tokenizer)
-    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     defaults = policy.processor.defaults
     low = defaults.min_pixels or DEFAULT_MIN_PIXELS
     high = defaults.max_pixels or DEFAULT_MAX_PIXELS
@@ -97,21 +94,19 @@ def probe_tile(policy, tile: list, entity_layer: int, attention_layer: int, clas
     ]
     counts, looks = Counter(), []
     for k, (sample, labels) in enumerate(zip(tile, every, strict=True)):
-        prompt, answer = teacher_examples(sample, low, high, family=policy.family)[0]
-        inputs = policy.encode([prompt.text], [list(prompt.images)])
-        ids, mask = pad_right([[*tokenizer(answer).input_ids, end]], tokenizer.pad_token_id)
+        example = teacher_examples(sample, low, high, family=policy.family)[0]
+        batch = TeacherBatch.of(policy, [example])
         with torch.no_grad():
             _, logits, weights = policy.logprobs_and_image_logits(
-                inputs, ids, mask, (entity_layer,), attention_layer
+                batch.inputs, batch.ids, batch.mask, (entity_layer,), attention_layer
             )
         predicted = classes[logits[0][:, classes].argmax(-1).numpy()]
         counts += token_verdicts(predicted, labels.entity, tokens.none)
-        found = aux_labels.coordinate_positions(tokenizer, answer)
+        found = aux_labels.coordinate_positions(tokenizer, batch.answers[0])
         if not found:
             continue
-        prompt_ids = inputs["input_ids"][0]
-        image = torch.nonzero(prompt_ids == policy.model.config.image_token_id)[:, 0]
-        row = weights[0, 0, found[0][0] + len(prompt_ids) - 1, image].float().numpy()
+        image = batch.image_tokens(0)
+        row = weights[0, 0, batch.predicted_at([found[0][0]])[0], image].float().numpy()
         size = labels.grid[0] * labels.grid[1]
         on_map = np.arange(len(image)) < size  # an x coordinate: the map's tokens
         other_looks = [other.look & on_map for j, other in enumerate(every) if j != k]

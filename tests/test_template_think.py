@@ -107,3 +107,39 @@ def test_teacher_answers_are_trained_without_the_opening(thinking_qwen3_5):
     assert answer_nll(thinking_qwen3_5, [(prompt, answer)]) == pytest.approx(
         -float(logp.mean()), rel=1e-5
     )
+
+
+def test_the_image_token_labels_train_the_same_answer_tokens(thinking_qwen3_5):
+    """With the aux labels on, the answer NLL is the one without them: the opening the
+    template wrote is not trained twice, and each coordinate digit is found in what the model
+    writes."""
+    from socioseg.data import load_example
+    from socioseg.geometry import Frames
+    from socioseg.models.families import QWEN3_5
+    from socioseg.train import aux_labels
+    from socioseg.train.config import AuxSettings
+    from socioseg.train.sft import (
+        TeacherBatch,
+        sample_aux_labels,
+        supervised_loss,
+        supervised_losses,
+    )
+    from socioseg.train.teacher import teacher_examples
+
+    sample = load_example(0)
+    examples = teacher_examples(sample, MIN_PIXELS, MAX_PIXELS, family=QWEN3_5)[:1]
+    tokenizer = thinking_qwen3_5.processor.tokenizer
+    frames = Frames.for_image(sample.sat.size, MIN_PIXELS, MAX_PIXELS, QWEN3_5.factor)
+    labels = [sample_aux_labels(sample, frames, QWEN3_5, tokenizer)]
+    with torch.no_grad():
+        plain = supervised_loss(thinking_qwen3_5, examples)
+        _, parts = supervised_losses(thinking_qwen3_5, examples, labels, AuxSettings(1.0, 1.0))
+    assert parts["nll"] == pytest.approx(float(plain), rel=1e-5)
+
+    batch = TeacherBatch.of(thinking_qwen3_5, examples)
+    ids = batch.ids[0][batch.mask[0].bool()].tolist()
+    (answer,) = batch.answers
+    found = aux_labels.coordinate_positions(tokenizer, answer)
+    assert found, "the teacher answer has coordinates"
+    for index, _, value in found:  # each found digit is a digit of its number, at its place
+        assert tokenizer.decode(ids[index]) in str(value)

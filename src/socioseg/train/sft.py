@@ -89,6 +89,46 @@ class SftConfig(SupervisedConfig):
         ]
 
 
+@dataclass
+class TeacherBatch:
+    """Prompts with their teacher answers, ready for one forward (:meth:`of`).
+
+    ``inputs``: the processor's encoding of the prompts; ``ids`` / ``mask``: each answer's
+    tokens followed by ``<|im_end|>``, right-padded; ``answers``: the text of each answer as the
+    model writes it (without what the chat template's generation prompt already opened,
+    ``VLMProcessor.generated_part``: Qwen3.5's ``<think>``); ``image_token_id``: the placeholder
+    of the images' merged tokens in ``inputs["input_ids"]``.
+    """
+
+    inputs: dict
+    ids: torch.Tensor
+    mask: torch.Tensor
+    answers: list[str]
+    image_token_id: int
+
+    @classmethod
+    def of(cls, policy, examples: list[tuple[Prompt, str]]) -> TeacherBatch:
+        tokenizer = policy.processor.tokenizer
+        end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        inputs = policy.encode([p.text for p, _ in examples], [list(p.images) for p, _ in examples])
+        answers = [policy.processor.generated_part(answer) for _, answer in examples]
+        ids, mask = pad_right(
+            [[*tokenizer(answer).input_ids, end] for answer in answers], tokenizer.pad_token_id
+        )
+        return cls(inputs, ids, mask, answers, policy.model.config.image_token_id)
+
+    def image_tokens(self, row: int) -> torch.Tensor:
+        """Where row ``row``'s image tokens sit in its sequence (the map's, then the satellite
+        image's)."""
+        return torch.nonzero(self.inputs["input_ids"][row].cpu() == self.image_token_id)[:, 0]
+
+    def predicted_at(self, answer_indices: Sequence[int]) -> torch.Tensor:
+        """The sequence positions (prompt, then answer) whose output predicts the answer tokens
+        at ``answer_indices``: each one position before the token itself."""
+        length = self.inputs["input_ids"].shape[1]
+        return torch.tensor(list(answer_indices), dtype=torch.long) + length - 1
+
+
 def supervised_loss(policy, examples: list[tuple[Prompt, str]]) -> torch.Tensor:
     """Token-mean negative log-likelihood of the answers (each followed by ``<|im_end|>``)."""
     logp, mask = _answer_logprobs(policy, examples)
@@ -145,17 +185,14 @@ def supervised_losses(
         loss = supervised_loss(policy, examples)
         return loss, {"nll": float(loss.detach())}
     tokenizer = policy.processor.tokenizer
-    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    inputs = policy.encode([p.text for p, _ in examples], [list(p.images) for p, _ in examples])
-    sequences = [[*tokenizer(answer).input_ids, end] for _, answer in examples]
-    ids, mask = pad_right(sequences, tokenizer.pad_token_id)
+    batch = TeacherBatch.of(policy, examples)
     layers = policy.model.get_decoder().config.num_hidden_layers
     attention_layer = (aux.attention_layer or layers) if aux.looks else None
     entity_layer = aux.layer if aux.entity_layer is None else aux.entity_layer
     logp, image_logits, weights = policy.logprobs_and_image_logits(
-        inputs, ids, mask, (aux.layer, entity_layer), attention_layer
+        batch.inputs, batch.ids, batch.mask, (aux.layer, entity_layer), attention_layer
     )
-    mask = mask.to(logp.device, logp.dtype)
+    mask = batch.mask.to(logp.device, logp.dtype)
     nll = -(logp * mask).sum() / mask.sum()
     position = torch.from_numpy(np.concatenate([label.position for label in labels]))
     entity = torch.from_numpy(np.concatenate([label.entity for label in labels]))
@@ -167,19 +204,15 @@ def supervised_losses(
     parts = aux_labels.aux_losses(*image_logits, position, entity, none)
     loss = nll + aux.position * parts["aux_position"] + aux.entity * parts["aux_entity"]
     if weights is not None:
-        prompt_ids = inputs["input_ids"].cpu()
-        length = prompt_ids.shape[1]
         queries = []
-        for row, ((_, answer), label) in enumerate(zip(examples, labels, strict=True)):
-            found = aux_labels.coordinate_positions(tokenizer, answer)
+        for row, label in enumerate(labels):
+            found = aux_labels.coordinate_positions(tokenizer, batch.answers[row])
             digits = aux_labels.digit_looks(
                 label.look, label.grid, found, label.scale, aux.attention_edges
             )
-            # the example's image tokens in the sequence: the map's, then the satellite image's
-            where = torch.nonzero(prompt_ids[row] == policy.model.config.image_token_id)[:, 0]
             looks = torch.zeros(len(found), weights.shape[-1], dtype=torch.bool)
-            looks[:, where] = torch.from_numpy(digits)
-            positions = torch.tensor([i for i, _, _ in found], dtype=torch.long) + length - 1
+            looks[:, batch.image_tokens(row)] = torch.from_numpy(digits)
+            positions = batch.predicted_at([i for i, _, _ in found])
             queries.append((positions, looks))
         if aux.attention > 0:
             parts["aux_attention"] = aux_labels.attention_loss(weights, queries)
@@ -204,19 +237,11 @@ def answer_nll(policy, examples: list[tuple[Prompt, str]], chunk: int = 16) -> f
 
 
 def _answer_logprobs(policy, examples: list[tuple[Prompt, str]]):
-    """Per-token log-probabilities of each answer and ``<|im_end|>`` after it, with their mask.
-
-    The answer's tokens are the part the model writes: without what the chat template's
-    generation prompt already opened (``VLMProcessor.generated_part``: Qwen3.5's ``<think>``).
-    """
-    tokenizer = policy.processor.tokenizer
-    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    inputs = policy.encode([p.text for p, _ in examples], [list(p.images) for p, _ in examples])
-    generated = [policy.processor.generated_part(answer) for _, answer in examples]
-    sequences = [[*tokenizer(answer).input_ids, end] for answer in generated]
-    ids, mask = pad_right(sequences, tokenizer.pad_token_id)
-    logp = policy.response_logprobs(inputs, ids, mask)
-    return logp, mask.to(logp.device, logp.dtype)
+    """Per-token log-probabilities of each answer (as :class:`TeacherBatch` tokenizes it) and
+    ``<|im_end|>`` after it, with their mask."""
+    batch = TeacherBatch.of(policy, examples)
+    logp = policy.response_logprobs(batch.inputs, batch.ids, batch.mask)
+    return logp, batch.mask.to(logp.device, logp.dtype)
 
 
 def has_kind_word(query: str, socio_class: str | None) -> bool:
