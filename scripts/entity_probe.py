@@ -97,7 +97,7 @@ def probe_tile(policy, tile: list, entity_layer: int, attention_layer: int, clas
         example = teacher_examples(sample, low, high, family=policy.family)[0]
         batch = TeacherBatch.of(policy, [example])
         with torch.no_grad():
-            _, logits, weights = policy.logprobs_and_image_logits(
+            _, logits, weights, _ = policy.logprobs_and_image_logits(
                 batch.inputs, batch.ids, batch.mask, (entity_layer,), attention_layer
             )
         predicted = classes[logits[0][:, classes].argmax(-1).numpy()]

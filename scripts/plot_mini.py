@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-LABELS = ("nll", "aux_position", "aux_entity", "aux_attention", "aux_attention_first")
+LABELS = ("nll", "aux_position", "aux_entity", "aux_attention", "aux_attention_first", "aux_query")
 
 
 def read(path: Path) -> dict[str, np.ndarray] | None:

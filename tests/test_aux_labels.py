@@ -160,9 +160,9 @@ def test_labels_read_after_an_earlier_layer_are_that_layers_hidden_states(tiny_v
     layers = model.config.text_config.num_hidden_layers
     assert layers == 2
     with torch.no_grad():
-        last_logp, (last,), _ = tiny_vlm.logprobs_and_image_logits(inputs, ids, mask)
-        _, (same,), _ = tiny_vlm.logprobs_and_image_logits(inputs, ids, mask, (layers,))
-        first_logp, (first, both), _ = tiny_vlm.logprobs_and_image_logits(
+        last_logp, (last,), *_ = tiny_vlm.logprobs_and_image_logits(inputs, ids, mask)
+        _, (same,), *_ = tiny_vlm.logprobs_and_image_logits(inputs, ids, mask, (layers,))
+        first_logp, (first, both), *_ = tiny_vlm.logprobs_and_image_logits(
             inputs, ids, mask, (1, None)
         )
         hidden = model.model(**inputs, output_hidden_states=True).hidden_states
@@ -305,6 +305,54 @@ def test_the_attention_label_reads_the_layer_transformers_returns(tiny_vlm):
         )
     assert "aux_attention" not in alone
     assert alone["aux_attention_first"] == pytest.approx(parts["aux_attention_first"], rel=1e-5)
+
+
+def test_the_query_label_names_the_asked_class_where_the_first_digit_is_written(tiny_vlm):
+    """``aux.query``: after ``query_layer`` (transformers' own ``output_hidden_states``, normed),
+    the LM head at the position that writes each answer's first coordinate digit is scored
+    against the asked-for entity's class token; a batch of two answers of different lengths."""
+    samples = [generate_sample(1, size=128), generate_sample(3, size=128)]
+    examples = [teacher_examples(sample, 3136, 12544)[0] for sample in samples]
+    tokenizer = tiny_vlm.processor.tokenizer
+    labels = []
+    for sample in samples:
+        frames = Frames.for_image(sample.sat.size, 3136, 12544, tiny_vlm.family.factor)
+        labels.append(sample_aux_labels(sample, frames, tiny_vlm.family, tokenizer))
+    aux = AuxSettings(query=2.0, query_layer=1)
+    model = tiny_vlm.model
+    digits = {tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)}
+    expected = []
+    with torch.no_grad():
+        loss, parts = supervised_losses(tiny_vlm, examples, labels, aux)
+        for sample, (prompt, answer) in zip(samples, examples, strict=True):
+            inputs = tiny_vlm.encode([prompt.text], [list(prompt.images)])
+            ids = tokenizer(answer).input_ids
+            start = len(tokenizer(answer.split("<answer>")[0]).input_ids)
+            pieces = [tokenizer.decode([t]) for t in ids]
+            first = next(
+                j
+                for j in range(start, len(ids))
+                if ids[j] in digits and not pieces[j - 1][-1].isalnum() and pieces[j - 1] != "_"
+            )
+            hidden = model.model(
+                input_ids=torch.cat([inputs["input_ids"], torch.tensor([ids])], 1),
+                pixel_values=inputs["pixel_values"],
+                image_grid_thw=inputs["image_grid_thw"],
+                mm_token_type_ids=torch.cat(
+                    [inputs["mm_token_type_ids"], torch.zeros((1, len(ids)), dtype=torch.int32)],
+                    1,
+                ),
+                output_hidden_states=True,
+            ).hidden_states[1]
+            at = hidden[0, inputs["input_ids"].shape[1] - 1 + first]
+            logits = model.lm_head(model.model.language_model.norm(at)).float()
+            target = tokenizer(sample.socio_class).input_ids[0]
+            expected.append(float(torch.logsumexp(logits, -1) - logits[target]))
+    assert samples[0].socio_class != samples[1].socio_class
+    assert parts["aux_query"] == pytest.approx(np.mean(expected), rel=1e-4)
+    assert float(loss) == pytest.approx(parts["nll"] + 2.0 * parts["aux_query"], rel=1e-5)
+    with pytest.raises(ConfigError, match="query_layer must be >= 1"):
+        AuxSettings(query=1.0, query_layer=0)
 
 
 def test_with_edges_each_number_looks_at_the_targets_line_nearest_it():

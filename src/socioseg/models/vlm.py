@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from socioseg.models.device import resolve_device, resolve_dtype
 from socioseg.models.families import PolicyFamily, policy_family
@@ -104,6 +104,15 @@ def _chosen_logprobs_processor():
             return torch.stack(self.steps, dim=1) if self.steps else None
 
     return ChosenLogprobs()
+
+
+class Readout(NamedTuple):
+    """What :meth:`VisionLanguageModel.logprobs_and_image_logits` reads in one forward."""
+
+    logp: torch.Tensor
+    image_logits: list[torch.Tensor]
+    attention: torch.Tensor | None
+    read_logits: torch.Tensor | None
 
 
 def pad_right(sequences, pad_id: int):
@@ -372,7 +381,9 @@ class VisionLanguageModel:
         response_mask,
         image_layers: Sequence[int | None] = (None,),
         attention_layer: int | None = None,
-    ):
+        read_at=None,
+        read_layer: int | None = None,
+    ) -> Readout:
         """:meth:`response_logprobs` plus the LM head's logits at every image token.
 
         One forward of the language model; the LM head runs on the response positions (as
@@ -384,13 +395,15 @@ class VisionLanguageModel:
         last); one set of logits per entry.
         ``attention_layer``: also return that decoder layer's attention weights (computed with
         eager attention for this forward, which alone returns them).
+        ``read_at``: K x 2 (row, position in the prompt and response) pairs whose hidden states
+        are read like the image tokens', after decoder layer ``read_layer`` (None: the last).
 
         Returns:
-            ``(logp, image_logits, attention)``: B x T float32 log-probs; a list of N x V float32
-            logits, one per ``image_layers`` entry, N the image tokens of the batch in
-            ``input_ids`` order (row 0's images first, each
-            image's merged tokens row-major, as the processor lays them out); B x heads x L x L
-            attention weights over the prompt and response (L positions), or None.
+            :class:`Readout`: B x T float32 log-probs; a list of N x V float32 logits, one per
+            ``image_layers`` entry, N the image tokens of the batch in ``input_ids`` order
+            (row 0's images first, each image's merged tokens row-major, as the processor lays
+            them out); B x heads x L x L attention weights over the prompt and response (L
+            positions), or None; K x V float32 logits at ``read_at``, or None.
         """
         import torch
 
@@ -398,7 +411,8 @@ class VisionLanguageModel:
         response_mask = response_mask.to(self.device)
         prompt_ids = inputs["input_ids"]
         decoder = self.model.get_decoder()
-        with _layer_probes(self.model, image_layers, attention_layer) as (captured, weights):
+        kept = [*image_layers, read_layer]
+        with _layer_probes(self.model, kept, attention_layer) as (captured, weights):
             hidden = self.model.model(
                 input_ids=torch.cat([prompt_ids, response_ids], dim=1),
                 attention_mask=torch.cat([inputs["attention_mask"], response_mask.long()], dim=1),
@@ -417,11 +431,18 @@ class VisionLanguageModel:
         logits = head(hidden[:, length - 1 : length + response_ids.shape[1] - 1]).float()
         chosen = logits.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
         is_image = prompt_ids == self.model.config.image_token_id
-        # the model's output is after the final norm; a kept layer's is not yet
-        read = [decoder.norm(captured[k]) if k in captured else hidden for k in image_layers]
-        image_logits = [head(states[:, :length][is_image]).float() for states in read]
+
+        def after(layer):
+            """Hidden states after ``layer``, normed as the model's output (already normed)."""
+            return decoder.norm(captured[layer]) if layer in captured else hidden
+
+        image_logits = [head(after(k)[:, :length][is_image]).float() for k in image_layers]
         logp = chosen - torch.logsumexp(logits, dim=-1)
-        return logp, image_logits, (weights[0] if weights else None)
+        read_logits = None
+        if read_at is not None:
+            rows, positions = read_at.to(hidden.device).unbind(-1)
+            read_logits = head(after(read_layer)[rows, positions]).float()
+        return Readout(logp, image_logits, weights[0] if weights else None, read_logits)
 
     def grouped_logprobs(
         self,
@@ -527,14 +548,14 @@ def _is_checkpointing(model) -> bool:
 
 
 @contextlib.contextmanager
-def _layer_probes(model, image_layers: Sequence[int | None], attention_layer: int | None):
+def _layer_probes(model, kept: Sequence[int | None], attention_layer: int | None):
     """Hooks that keep, during one forward of ``model``, the hidden states after each decoder
-    layer of ``image_layers`` that is not the last (a dict by layer number) and the attention
+    layer of ``kept`` that is not the last (a dict by layer number) and the attention
     weights of decoder layer ``attention_layer`` (eager attention meanwhile, the one
     implementation that returns them, in a list). Yields the dict and the list they fill."""
     decoder = model.get_decoder()
     layers = len(decoder.layers)
-    named = [("image_layers", value) for value in image_layers]
+    named = [("layer", value) for value in kept]
     for name, value in [*named, ("attention_layer", attention_layer)]:
         if value is not None and not 1 <= value <= layers:
             raise ValueError(f"{name} {value}: the model has decoder layers 1-{layers}")
@@ -546,7 +567,7 @@ def _layer_probes(model, image_layers: Sequence[int | None], attention_layer: in
 
         return hook
 
-    for layer in {value for value in image_layers if value is not None and value < layers}:
+    for layer in {value for value in kept if value is not None and value < layers}:
         hooks.append(decoder.layers[layer - 1].register_forward_hook(keep(layer)))
     implementation = model.config._attn_implementation
     if attention_layer is not None:

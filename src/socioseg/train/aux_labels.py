@@ -137,13 +137,15 @@ def position_labels(grid: tuple[int, int], tokens: LabelTokens, axis: str) -> np
 class TokenLabels:
     """The labels of one example's image tokens (map then satellite, each row-major over
     ``grid`` = (rows, columns) merged tokens): ``position`` and ``entity`` token ids, ``look``
-    the on-target tokens; ``scale``: token lines per answer unit on x and y."""
+    the on-target tokens; ``scale``: token lines per answer unit on x and y; ``target``: the
+    entity label of the asked-for entity (its class token, ``IGNORE`` when it has none)."""
 
     position: np.ndarray
     entity: np.ndarray
     look: np.ndarray
     grid: tuple[int, int]
     scale: tuple[float, float]
+    target: int = IGNORE
 
 
 def example_labels(
@@ -168,7 +170,8 @@ def example_labels(
             covered = np.tile(token_coverage(other, frames, grid).reshape(-1) > MAJORITY, 2)
             entity = np.where(covered & (entity == tokens.none), other_class, entity)
     width, height = frames.size(answer_frame)
-    return TokenLabels(position, entity, look, grid, (grid[1] / width, grid[0] / height))
+    scale = (grid[1] / width, grid[0] / height)
+    return TokenLabels(position, entity, look, grid, scale, class_token)
 
 
 def coordinate_positions(tokenizer, answer: str) -> list[tuple[int, int, int]]:

@@ -131,7 +131,11 @@ class AuxSettings(_Section):
     each number looks only at the target's tokens in the column (x) or row (y) nearest it
     (a box's left edge for x1, its right edge for x2). ``attention_first`` weighs the same label
     at the answer's first coordinate digit alone, a second time: the digit that picks the
-    entity (the later ones can read where the earlier ones point)."""
+    entity (the later ones can read where the earlier ones point). ``query`` weighs a label
+    at the position that writes that first digit: its hidden state after ``query_layer``
+    (None: the entity layer), through the final norm and the LM head, names the asked-for
+    entity's class, as its image tokens' entity labels do (the asked-for class in the same
+    words as the image tokens' classes, below the layer that picks)."""
 
     position: float = 0.0
     entity: float = 0.0
@@ -143,6 +147,8 @@ class AuxSettings(_Section):
     attention_layer: int | None = None
     attention_edges: bool = False
     attention_first: float = 0.0
+    query: float = 0.0
+    query_layer: int | None = None
 
     def _checks(self) -> list[tuple[bool, str]]:
         return [
@@ -162,6 +168,11 @@ class AuxSettings(_Section):
                 self.attention_layer is None or self.attention_layer >= 1,
                 f"attention_layer must be >= 1, got {self.attention_layer}",
             ),
+            (self.query >= 0, f"query must be >= 0, got {self.query}"),
+            (
+                self.query_layer is None or self.query_layer >= 1,
+                f"query_layer must be >= 1, got {self.query_layer}",
+            ),
         ]
 
     @property
@@ -171,7 +182,7 @@ class AuxSettings(_Section):
 
     @property
     def active(self) -> bool:
-        return self.position > 0 or self.entity > 0 or self.looks
+        return self.position > 0 or self.entity > 0 or self.looks or self.query > 0
 
 
 @dataclass

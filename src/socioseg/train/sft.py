@@ -179,8 +179,10 @@ def supervised_losses(
     ``aux.entity_balance``: on-entity and "none" tokens weigh half each), plus
     ``aux.attention`` x the answer's attention label (``aux.attention_edges``: each number
     looks at the target's line nearest it), plus ``aux.attention_first`` x the same label at
-    the first coordinate digit alone. ``labels``: each example's image-token labels.
-    Without ``aux`` weights only the answer NLL runs."""
+    the first coordinate digit alone, plus ``aux.query`` x the cross-entropy of the asked-for
+    class read at the position that writes that digit (after ``aux.query_layer``).
+    ``labels``: each example's image-token labels. Without ``aux`` weights only the answer
+    NLL runs."""
     if not aux.active:
         loss = supervised_loss(policy, examples)
         return loss, {"nll": float(loss.detach())}
@@ -189,8 +191,29 @@ def supervised_losses(
     layers = policy.model.get_decoder().config.num_hidden_layers
     attention_layer = (aux.attention_layer or layers) if aux.looks else None
     entity_layer = aux.layer if aux.entity_layer is None else aux.entity_layer
-    logp, image_logits, weights = policy.logprobs_and_image_logits(
-        batch.inputs, batch.ids, batch.mask, (aux.layer, entity_layer), attention_layer
+    found = [aux_labels.coordinate_positions(tokenizer, answer) for answer in batch.answers]
+    asked = [  # (row, answer index of the first digit, class token) of the query label
+        (row, digits[0][0], label.target)
+        for row, (digits, label) in enumerate(zip(found, labels, strict=True))
+        if digits and label.target != aux_labels.IGNORE
+    ]
+    read_at = None
+    if aux.query > 0 and asked:
+        read_at = torch.stack(
+            [
+                torch.tensor([row for row, _, _ in asked]),
+                batch.predicted_at([i for _, i, _ in asked]),
+            ],
+            dim=1,
+        )
+    logp, image_logits, weights, read_logits = policy.logprobs_and_image_logits(
+        batch.inputs,
+        batch.ids,
+        batch.mask,
+        (aux.layer, entity_layer),
+        attention_layer,
+        read_at,
+        entity_layer if aux.query_layer is None else aux.query_layer,
     )
     mask = batch.mask.to(logp.device, logp.dtype)
     nll = -(logp * mask).sum() / mask.sum()
@@ -203,17 +226,23 @@ def supervised_losses(
     none = aux_labels.LabelTokens.of(tokenizer).none if aux.entity_balance else None
     parts = aux_labels.aux_losses(*image_logits, position, entity, none)
     loss = nll + aux.position * parts["aux_position"] + aux.entity * parts["aux_entity"]
+    if aux.query > 0:
+        classes = torch.tensor([token for _, _, token in asked], dtype=torch.long)
+        parts["aux_query"] = (
+            torch.nn.functional.cross_entropy(read_logits, classes.to(read_logits.device))
+            if asked
+            else nll * 0.0
+        )
+        loss = loss + aux.query * parts["aux_query"]
     if weights is not None:
         queries = []
-        for row, label in enumerate(labels):
-            found = aux_labels.coordinate_positions(tokenizer, batch.answers[row])
+        for row, (digits_found, label) in enumerate(zip(found, labels, strict=True)):
             digits = aux_labels.digit_looks(
-                label.look, label.grid, found, label.scale, aux.attention_edges
+                label.look, label.grid, digits_found, label.scale, aux.attention_edges
             )
-            looks = torch.zeros(len(found), weights.shape[-1], dtype=torch.bool)
+            looks = torch.zeros(len(digits_found), weights.shape[-1], dtype=torch.bool)
             looks[:, batch.image_tokens(row)] = torch.from_numpy(digits)
-            positions = batch.predicted_at([i for i, _, _ in found])
-            queries.append((positions, looks))
+            queries.append((batch.predicted_at([i for i, _, _ in digits_found]), looks))
         if aux.attention > 0:
             parts["aux_attention"] = aux_labels.attention_loss(weights, queries)
             loss = loss + aux.attention * parts["aux_attention"]
