@@ -9,6 +9,9 @@ policy with its stage-1 teacher answer, one forward each, and two things are rea
   tokens of every socio-class of the synthetic catalogue. Tokens an entity covers more than
   half of: the share labelled with its class, with "none", with another class; tokens on no
   entity: the share labelled "none".
+- asked class: at the position that writes the answer's first x coordinate, the class the LM
+  head names after ``--query-layer`` (``aux.query`` of ``socioseg sft``), against the asked-for
+  entity's.
 - first look: while the answer's first x coordinate is written, head 0 of decoder layer
   ``--attention-layer`` (the attention label's head) puts some mass on the map tokens of the
   asked-for entity and some on those of the tile's other entities; a question is "picked"
@@ -68,18 +71,22 @@ def first_look(
     return on_target, on_others, all(on_target > value for value in each)
 
 
-def trained_layers(vlm: str) -> tuple[int | None, int | None]:
-    """The entity and attention layers a ``socioseg sft`` folder was trained with."""
+def trained_layers(vlm: str) -> tuple[int | None, int | None, int | None]:
+    """The entity, attention and query layers a ``socioseg sft`` folder was trained with."""
     record = Path(vlm) / "training.json"
     if not record.is_file():
-        return None, None
+        return None, None, None
     aux = json.loads(record.read_text()).get("config", {}).get("aux", {})
-    return aux.get("entity_layer") or aux.get("layer"), aux.get("attention_layer")
+    entity = aux.get("entity_layer") or aux.get("layer")
+    return entity, aux.get("attention_layer"), aux.get("query_layer") or entity
 
 
-def probe_tile(policy, tile: list, entity_layer: int, attention_layer: int, classes):
-    """:func:`token_verdicts` summed over the questions of ``tile`` and one
-    :func:`first_look` per question (stage-1 teacher answers, the policy's frame)."""
+def probe_tile(
+    policy, tile: list, entity_layer: int, attention_layer: int, query_layer: int, classes
+):
+    """:func:`token_verdicts` summed over the questions of ``tile`` (with "query right" /
+    "query wrong": the class read after ``query_layer`` where the first digit is written) and
+    one :func:`first_look` per question (stage-1 teacher answers, the policy's frame)."""
     import torch
 
     tokenizer = policy.processor.tokenizer
@@ -96,17 +103,26 @@ def probe_tile(policy, tile: list, entity_layer: int, attention_layer: int, clas
     for k, (sample, labels) in enumerate(zip(tile, every, strict=True)):
         example = teacher_examples(sample, low, high, family=policy.family)[0]
         batch = TeacherBatch.of(policy, [example])
+        found = aux_labels.coordinate_positions(tokenizer, batch.answers[0])
+        first = batch.predicted_at([found[0][0]]) if found else None
         with torch.no_grad():
-            _, logits, weights, _ = policy.logprobs_and_image_logits(
-                batch.inputs, batch.ids, batch.mask, (entity_layer,), attention_layer
+            _, logits, weights, asked = policy.logprobs_and_image_logits(
+                batch.inputs,
+                batch.ids,
+                batch.mask,
+                (entity_layer,),
+                attention_layer,
+                None if first is None else torch.stack([torch.zeros_like(first), first], 1),
+                query_layer,
             )
         predicted = classes[logits[0][:, classes].argmax(-1).numpy()]
         counts += token_verdicts(predicted, labels.entity, tokens.none)
-        found = aux_labels.coordinate_positions(tokenizer, batch.answers[0])
-        if not found:
+        if first is None:
             continue
+        named = classes[int(asked[0, classes].argmax())]
+        counts["query right" if named == labels.target else "query wrong"] += 1
         image = batch.image_tokens(0)
-        row = weights[0, 0, batch.predicted_at([found[0][0]])[0], image].float().numpy()
+        row = weights[0, 0, first[0], image].float().numpy()
         size = labels.grid[0] * labels.grid[1]
         on_map = np.arange(len(image)) < size  # an x coordinate: the map's tokens
         other_looks = [other.look & on_map for j, other in enumerate(every) if j != k]
@@ -122,12 +138,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--entity-layer", type=int, default=None, help="default: as trained")
     parser.add_argument("--attention-layer", type=int, default=None, help="default: as trained")
+    parser.add_argument(
+        "--query-layer", type=int, default=None, help="default: as trained, else the entity layer"
+    )
     args = parser.parse_args(argv)
     from socioseg.models.vlm import VisionLanguageModel
 
     trained = trained_layers(args.vlm)
     entity_layer = args.entity_layer or trained[0]
     attention_layer = args.attention_layer or trained[1]
+    query_layer = args.query_layer or trained[2] or entity_layer
     if entity_layer is None or attention_layer is None:
         parser.error(
             f"{args.vlm}: no training.json with aux layers; give --entity-layer and "
@@ -141,25 +161,31 @@ def main(argv: list[str] | None = None) -> int:
     counts, looks = Counter(), []
     for index in range(args.tiles):
         tile = generate_tile(args.seed, index, args.size, MAX_QUERIES, placement="random")
-        tile_counts, tile_looks = probe_tile(policy, tile, entity_layer, attention_layer, classes)
+        tile_counts, tile_looks = probe_tile(
+            policy, tile, entity_layer, attention_layer, query_layer, classes
+        )
         counts += tile_counts
         looks += tile_looks
     on_entity = sum(counts[v] for v in VERDICTS)
     on_none = counts["none ok"] + counts["none wrong"]
     shares = " / ".join(f"{counts[v] / max(on_entity, 1):.2f}" for v in VERDICTS)
     look = np.asarray(looks, dtype=float).reshape(-1, 3)
+    asked = counts["query right"] / max(counts["query right"] + counts["query wrong"], 1)
     print(
         f"{args.vlm}: {len(looks)} questions on {args.tiles} tiles (seed {args.seed}); entity "
-        f"labels after layer {entity_layer}, head 0 of layer {attention_layer}"
+        f"labels after layer {entity_layer}, head 0 of layer {attention_layer}, the asked "
+        f"class after layer {query_layer}"
     )
     print(
         "| on-entity tokens: own class / none / other class | none tokens: none "
-        "| first x: mass on target / on other entities | target above each other |"
+        "| first x: asked class named | first x: mass on target / on other entities "
+        "| target above each other |"
     )
-    print("|---|---|---|---|")
+    print("|---|---|---|---|---|")
     print(
         f"| {shares} ({on_entity}) | {counts['none ok'] / max(on_none, 1):.2f} ({on_none}) "
-        f"| {look[:, 0].mean():.2f} / {look[:, 1].mean():.2f} | {look[:, 2].mean():.0%} |"
+        f"| {asked:.0%} | {look[:, 0].mean():.2f} / {look[:, 1].mean():.2f} "
+        f"| {look[:, 2].mean():.0%} |"
     )
     return 0
 

@@ -49,7 +49,8 @@ def test_a_run_on_a_tiny_policy_prints_its_table(tiny_models, capsys):
     cells = lines[3].strip("|").split("|")
     shares = [float(v) for v in cells[0].split("(")[0].split("/")]
     assert len(shares) == 3 and sum(shares) == pytest.approx(1, abs=0.02)
-    target, others = (float(v) for v in cells[2].split("/"))
+    assert 0 <= float(cells[2].strip(" %")) <= 100  # the asked class named at the first x
+    target, others = (float(v) for v in cells[3].split("/"))
     assert 0 <= target <= 1 and 0 <= others <= 1 and target + others <= 1 + 1e-6
 
 
