@@ -276,8 +276,8 @@ def gate_b(policy: Path, sam: Path, seed: int, record: Path, ungated: bool = Fal
     """Gate B (``scripts/policy_boxes.py --gate``) on held-out tiles of ``seed``; its table
     goes to ``record`` and the console; a failed gate stops everything (unless ``ungated``)."""
     argv = [sys.executable, str(SCRIPTS / "policy_boxes.py"), "--vlm", str(policy), "--sam",
-            str(sam), "--seed", str(seed), "--tiles", "200", "--questions",
-            str(GATE_B_QUESTIONS), "--kind-word-names", "--gate", GATE_B]  # fmt: skip
+            str(sam), "--seed", str(seed), "--questions", str(GATE_B_QUESTIONS),
+            "--kind-word-names", "--gate", GATE_B]  # fmt: skip
     print("$ " + " ".join(argv), flush=True)
     done = subprocess.run(argv, capture_output=True, text=True)
     record.write_text(done.stdout + done.stderr)
