@@ -355,6 +355,59 @@ def test_the_query_label_names_the_asked_class_where_the_first_digit_is_written(
         AuxSettings(query=1.0, query_layer=0)
 
 
+def test_only_the_read_layer_runs_eager_and_its_weights_are_transformers_own(tiny_vlm):
+    """A padded batch of two: the attention weights of the read layer equal what transformers
+    returns with the whole model eager (``output_attentions``), the answers' log-probs equal
+    those of a forward that reads no weights, and the other layers keep their implementation."""
+    from socioseg.models.vlm import pad_right
+
+    samples = [generate_sample(1, size=128), generate_sample(3, size=128)]
+    examples = [teacher_examples(sample, 3136, 12544)[0] for sample in samples]
+    tokenizer = tiny_vlm.processor.tokenizer
+    inputs = tiny_vlm.encode([p.text for p, _ in examples], [list(p.images) for p, _ in examples])
+    ids, mask = pad_right([tokenizer(a).input_ids for _, a in examples], tokenizer.pad_token_id)
+    assert not mask.all()  # one answer is padded
+    model = tiny_vlm.model
+    before = model.config._attn_implementation
+    assert before != "eager"
+    seen = []
+    hooks = [
+        layer.self_attn.register_forward_pre_hook(
+            lambda module, _a: seen.append(module.config._attn_implementation)
+        )
+        for layer in model.get_decoder().layers
+    ]
+    try:
+        with torch.no_grad():
+            read = tiny_vlm.logprobs_and_image_logits(inputs, ids, mask, attention_layer=2)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert seen == [before, "eager"] and model.config._attn_implementation == before
+    with torch.no_grad():
+        plain = tiny_vlm.logprobs_and_image_logits(inputs, ids, mask)
+        model.set_attn_implementation("eager")
+        try:
+            out = model.model(
+                input_ids=torch.cat([inputs["input_ids"], ids], 1),
+                attention_mask=torch.cat([inputs["attention_mask"], mask], 1),
+                pixel_values=inputs["pixel_values"],
+                image_grid_thw=inputs["image_grid_thw"],
+                mm_token_type_ids=torch.cat(
+                    [inputs["mm_token_type_ids"], torch.zeros_like(ids, dtype=torch.int32)], 1
+                ),
+                output_attentions=True,
+            )
+        finally:
+            model.set_attn_implementation(before)
+    real = torch.cat([inputs["attention_mask"], mask], 1).bool()
+    for row in range(2):  # the rows of real tokens (a padded query's row is never read)
+        expected = out.attentions[1][row][:, real[row]]
+        assert torch.allclose(read.attention[row][:, real[row]], expected, atol=1e-5)
+    kept = mask.bool()
+    assert torch.allclose(read.logp[kept], plain.logp[kept], atol=1e-5)
+
+
 def test_with_edges_each_number_looks_at_the_targets_line_nearest_it():
     """A target on columns 1-3 and rows 0-1 of a 3 x 4 grid (both images), 28 px tokens: a
     box's x1 (30) looks at its left column, x2 (112) at its right one, y1 (0) at its top row,

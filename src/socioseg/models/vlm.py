@@ -11,6 +11,7 @@ which also moves the conv and recurrent states of Qwen3.5's linear-attention lay
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, NamedTuple
@@ -551,8 +552,9 @@ def _is_checkpointing(model) -> bool:
 def _layer_probes(model, kept: Sequence[int | None], attention_layer: int | None):
     """Hooks that keep, during one forward of ``model``, the hidden states after each decoder
     layer of ``kept`` that is not the last (a dict by layer number) and the attention
-    weights of decoder layer ``attention_layer`` (eager attention meanwhile, the one
-    implementation that returns them, in a list). Yields the dict and the list they fill."""
+    weights of decoder layer ``attention_layer`` (in a list). That layer alone runs eager
+    attention meanwhile, the one implementation that returns them; the others keep theirs.
+    Yields the dict and the list they fill."""
     decoder = model.get_decoder()
     layers = len(decoder.layers)
     named = [("layer", value) for value in kept]
@@ -569,11 +571,15 @@ def _layer_probes(model, kept: Sequence[int | None], attention_layer: int | None
 
     for layer in {value for value in kept if value is not None and value < layers}:
         hooks.append(decoder.layers[layer - 1].register_forward_hook(keep(layer)))
-    implementation = model.config._attn_implementation
     if attention_layer is not None:
-        model.set_attn_implementation("eager")
+        attention = decoder.layers[attention_layer - 1].self_attn
+        shared = attention.config
+        # transformers reads the implementation from the module's config at each call
+        attention.config = copy.copy(shared)
+        attention.config._attn_implementation = "eager"
+        hooks.append(attention.register_forward_pre_hook(_additive_mask, with_kwargs=True))
         hooks.append(
-            decoder.layers[attention_layer - 1].self_attn.register_forward_hook(
+            attention.register_forward_hook(
                 lambda _module, _args, output: weights.append(output[1])
             )
         )
@@ -583,4 +589,21 @@ def _layer_probes(model, kept: Sequence[int | None], attention_layer: int | None
         for hook in hooks:
             hook.remove()
         if attention_layer is not None:
-            model.set_attn_implementation(implementation)
+            attention.config = shared
+
+
+def _additive_mask(_module, args, kwargs):
+    """The attention mask built for the model's implementation, as eager attention adds it:
+    0 where a query may attend, the dtype's minimum elsewhere (transformers' eager mask). The
+    SDPA mask is boolean, or None for a causal batch without padding."""
+    import torch
+
+    mask, hidden = kwargs.get("attention_mask"), kwargs["hidden_states"]
+    if mask is None:
+        length = hidden.shape[1]
+        mask = torch.ones(length, length, dtype=torch.bool, device=hidden.device).tril()[None, None]
+    if mask.dtype == torch.bool:
+        low = torch.finfo(hidden.dtype).min
+        zero = torch.zeros((), dtype=hidden.dtype, device=mask.device)
+        kwargs["attention_mask"] = torch.where(mask, zero, low)
+    return args, kwargs

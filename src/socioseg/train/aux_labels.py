@@ -247,16 +247,21 @@ def attention_loss(
     :func:`digit_looks` placed at the image tokens' positions); a digit with nothing to look
     at is left out.
     """
-    terms = []
+    rows, at, targets = [], [], []
     for row, (positions, looks) in enumerate(queries):
         kept = looks.any(-1)
-        if kept.any():
-            rows = weights[row, head, positions[kept].to(weights.device)]
-            targets = looks[kept].to(rows.device, rows.dtype)
-            terms.append(-torch.log((rows * targets).sum(-1).float() + 1e-6))
-    if not terms:
+        rows += [row] * int(kept.sum())
+        at.append(positions[kept])
+        targets.append(looks[kept])
+    if not rows:
         return weights.sum() * 0.0
-    return torch.cat(terms).mean()
+    # one gather of every query's row: its backward writes one zero gradient of the B x heads
+    # x L x L weights, not one per example
+    picked = weights[
+        torch.tensor(rows, device=weights.device), head, torch.cat(at).to(weights.device)
+    ]
+    mass = (picked * torch.cat(targets).to(picked.device, picked.dtype)).sum(-1)
+    return -torch.log(mass.float() + 1e-6).mean()
 
 
 def aux_losses(
