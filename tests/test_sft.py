@@ -191,3 +191,40 @@ def test_a_killed_sft_resumes_to_the_policy_of_an_uninterrupted_run(tiny_models,
     assert metric_rows(cut) == metric_rows(whole) and len(metric_rows(cut)) == 4
     ours, theirs = (load_file(folder / "model.safetensors") for folder in (cut, whole))
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
+def test_a_run_saved_before_a_config_field_existed_resumes_with_it_at_its_default(
+    tiny_models, tmp_path
+):
+    """A state written by an older socioseg lacks the newer config fields; each counts at its
+    default (the loss the old run computed), so the run resumes; another value is refused."""
+    import dataclasses
+    import json
+
+    from socioseg.data.synth import write_dataset
+    from socioseg.train.checkpoint import CheckpointError
+    from socioseg.train.config import AuxSettings
+    from socioseg.train.sft import SftConfig, train_sft
+
+    write_dataset(tmp_path / "data", n=4, seed=0, size=128, queries=2)
+    config = SftConfig(
+        vlm=str(tiny_models[0]),
+        data=str(tmp_path / "data"),
+        steps=2,
+        batch_size=1,
+        min_pixels=3136,
+        max_pixels=12544,
+        log_every=1,
+        save_every=1,
+        aux=AuxSettings(position=1.0),
+    )
+    with pytest.raises(Killed):
+        train_sft(config, tmp_path / "cut", on_log=kill_at(2))
+    (progress,) = (tmp_path / "cut").glob(".socioseg-partial/resume-*/progress.json")
+    record = json.loads(progress.read_text())
+    del record["config"]["aux"]["query"], record["config"]["kind_word_names"]
+    progress.write_text(json.dumps(record))
+    asking = dataclasses.replace(config, aux=AuxSettings(position=1.0, query=1.0))
+    with pytest.raises(CheckpointError, match=r"another config \(aux\.query\)"):
+        train_sft(asking, tmp_path / "cut", resume=True)
+    assert (train_sft(config, tmp_path / "cut", resume=True) / "model.safetensors").is_file()

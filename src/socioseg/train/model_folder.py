@@ -112,7 +112,8 @@ class SupervisedRun:
         if self.resume and saved:
             folder = saved[-1][1]
             progress = json.loads((folder / PROGRESS_FILE).read_text())
-            differs = _differences(progress.get("config", {}), _plain(self.config))
+            theirs, defaults = progress.get("config", {}), _defaults(type(self.config))
+            differs = _differences(theirs, _plain(self.config), defaults=defaults)
             if differs:
                 raise CheckpointError(
                     f"{self.out} holds an interrupted run with another config ({differs}): "
@@ -177,16 +178,40 @@ class SupervisedRun:
 
 def _plain(config) -> dict:
     """``config`` as JSON reads it back (tuples as lists)."""
-    return json.loads(json.dumps(dataclasses.asdict(config)))
+    return _plain_value(dataclasses.asdict(config))
 
 
-def _differences(saved: dict, current: dict, prefix: str = "") -> str:
-    """The config fields (dotted) whose values differ, as one short phrase."""
+def _defaults(config_class) -> dict:
+    """The default of each field of a config dataclass that has one, as :func:`_plain` writes
+    it (a section: its own defaults)."""
+    out = {}
+    for field in dataclasses.fields(config_class):
+        if field.default is not dataclasses.MISSING:
+            out[field.name] = _plain_value(field.default)
+        elif field.default_factory is not dataclasses.MISSING:
+            value = field.default_factory()
+            out[field.name] = (
+                _defaults(type(value)) if dataclasses.is_dataclass(value) else _plain_value(value)
+            )
+    return out
+
+
+def _plain_value(value):
+    """``value`` as JSON reads it back (tuples as lists)."""
+    return json.loads(json.dumps(value))
+
+
+def _differences(saved: dict, current: dict, prefix: str = "", defaults: dict | None = None) -> str:
+    """The config fields (dotted) whose values differ, as one short phrase. A field the saved
+    config lacks (the run predates it) counts at its default in ``defaults``: new fields
+    default to what runs computed before them."""
+    defaults = defaults or {}
     names = []
     for key in sorted(set(saved) | set(current)):
-        a, b = saved.get(key), current.get(key)
+        a = saved[key] if key in saved else defaults.get(key)
+        b = current.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            inner = _differences(a, b, f"{prefix}{key}.")
+            inner = _differences(a, b, f"{prefix}{key}.", defaults.get(key))
             names += [inner] if inner else []
         elif a != b:
             names.append(f"{prefix}{key}")
