@@ -482,3 +482,25 @@ def test_same_place_groups_the_questions_about_one_tile(tmp_path):
             j for j in range(len(ids)) if j != index and tile[j] == tile[index]
         ]
     assert any(places.values())  # some tiles have several questions
+
+
+def test_same_place_reads_the_stored_bytes_of_every_layout(tmp_path):
+    """The Hub layout (parquet, images as bytes) groups as the folder layout does; a question
+    whose satellite image is missing is named, not left out."""
+    import shutil
+
+    from socioseg.data.dataset import DataError, load_socioseg
+    from socioseg.data.synth import write_dataset
+    from socioseg.train.sft import same_place
+
+    write_dataset(tmp_path / "folder", n=6, seed=0, size=128, queries=3)
+    write_dataset(tmp_path / "hub", n=6, seed=0, size=128, queries=3, fmt="parquet")
+    folder = load_socioseg(tmp_path / "folder", "train")
+    hub = load_socioseg(tmp_path / "hub", "train", cache_dir=str(tmp_path / "cache"))
+    assert hub.ids == folder.ids and same_place(hub) == same_place(folder)
+    assert any(same_place(hub).values())
+    broken = tmp_path / "broken"
+    shutil.copytree(tmp_path / "folder", broken)
+    (broken / "train" / folder.ids[1] / "sat.png").unlink()
+    with pytest.raises(DataError, match=f"{folder.ids[1]}.*sat.png: image is missing"):
+        same_place(load_socioseg(broken, "train"))

@@ -16,6 +16,7 @@ the problem; with ``on_error="skip"`` iteration skips it and records why in
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from os import PathLike
@@ -142,6 +143,29 @@ class SocioSegDataset:
         """The query of sample ``index``, without decoding any image."""
         sample_id = self._source.ids[index]
         return _check_query(sample_id, self._source.query(index), "query")
+
+    def place(self, index: int) -> bytes:
+        """A digest of sample ``index``'s satellite image and map as stored (their encoded
+        bytes, read, not decoded): samples with the same digest show the same place. The
+        same picture stored with other bytes (re-encoded) counts as another place."""
+        raw = self._source.raw(index)
+        digest = hashlib.sha256()
+        for key in ("sat", "map"):
+            where, ref = raw.images[key]
+            if isinstance(ref, dict):  # a datasets Image feature: {"bytes": ..., "path": ...}
+                ref = ref.get("bytes") or ref.get("path")
+            if isinstance(ref, (bytes, bytearray, memoryview)):
+                digest.update(len(ref).to_bytes(8, "little"))
+                digest.update(ref)
+            elif isinstance(ref, (str, Path)) and Path(ref).is_file():
+                digest.update(Path(ref).stat().st_size.to_bytes(8, "little"))
+                with open(ref, "rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
+            else:
+                what = "missing" if ref is None or isinstance(ref, (str, Path)) else "not an image"
+                raise DataError(f"sample {raw.sample_id!r}: {where}: image is {what}")
+        return digest.digest()
 
     def level(self, index: int) -> tuple[str, str | None]:
         """``(level, socio_class)`` of sample ``index``, without decoding any image."""

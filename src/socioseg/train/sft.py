@@ -14,7 +14,6 @@ and takes one AdamW step on their token-mean NLL. It writes one model folder, lo
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -157,13 +156,11 @@ def sample_aux_labels(
 
 def same_place(dataset) -> dict[int, list[int]]:
     """For each sample of ``dataset``, the other samples that show the same map and satellite
-    image (questions about one place), found by the images' pixels (every sample decoded
-    once)."""
+    image (questions about one place): those whose images are stored with the same bytes
+    (``SocioSegDataset.place``; read, never decoded)."""
     groups: dict[bytes, list[int]] = {}
     for index in range(len(dataset)):
-        sample = dataset[index]
-        key = hashlib.sha256(sample.sat.tobytes() + sample.map.tobytes()).digest()
-        groups.setdefault(key, []).append(index)
+        groups.setdefault(dataset.place(index), []).append(index)
     return {i: [j for j in group if j != i] for group in groups.values() for i in group}
 
 
