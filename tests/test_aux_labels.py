@@ -408,6 +408,33 @@ def test_only_the_read_layer_runs_eager_and_its_weights_are_transformers_own(tin
     assert torch.allclose(read.logp[kept], plain.logp[kept], atol=1e-5)
 
 
+def test_every_mask_form_becomes_eager_attentions_additive_mask():
+    """The read layer adds the mask eager attention expects, whatever form the model's own
+    implementation built: SDPA's causal skip (None) and 4D boolean mask, flash attention's 2D
+    padding mask (a GPU path), eager's own; by hand for a 2 x 3 batch, row 0 padded last."""
+    from socioseg.models import vlm
+
+    hidden = torch.zeros(2, 3, 4)
+    low = torch.finfo(torch.float32).min
+    causal = torch.tensor([[0, low, low], [0, 0, low], [0, 0, 0]])
+    padded = causal.clone()
+    padded[:, 2] = low  # row 0's last token is padding: no query looks at it
+
+    def added(mask):
+        return vlm._additive_mask(None, (), {"hidden_states": hidden, "attention_mask": mask})[1][
+            "attention_mask"
+        ]
+
+    assert torch.equal(added(None), causal[None, None])
+    two_d = torch.tensor([[True, True, False], [True, True, True]])
+    assert torch.equal(added(two_d), torch.stack([padded, causal])[:, None])
+    four_d = torch.stack([padded, causal])[:, None] == 0
+    assert torch.equal(added(four_d), torch.stack([padded, causal])[:, None])
+    assert torch.equal(added(torch.stack([padded, causal])[:, None]), added(four_d))
+    with pytest.raises(ValueError, match="SDPA, eager or flash"):
+        added(object())
+
+
 def test_with_edges_each_number_looks_at_the_targets_line_nearest_it():
     """A target on columns 1-3 and rows 0-1 of a 3 x 4 grid (both images), 28 px tokens: a
     box's x1 (30) looks at its left column, x2 (112) at its right one, y1 (0) at its top row,

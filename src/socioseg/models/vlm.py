@@ -594,16 +594,22 @@ def _layer_probes(model, kept: Sequence[int | None], attention_layer: int | None
 
 def _additive_mask(_module, args, kwargs):
     """The attention mask built for the model's implementation, as eager attention adds it:
-    0 where a query may attend, the dtype's minimum elsewhere (transformers' eager mask). The
-    SDPA mask is boolean, or None for a causal batch without padding."""
+    0 where a query may attend, the dtype's minimum elsewhere (transformers' eager mask). SDPA
+    builds a boolean B x 1 x L x L mask, or None for a causal batch without padding; flash
+    attention a boolean B x L padding mask, or None; eager's own passes as it is."""
     import torch
 
     mask, hidden = kwargs.get("attention_mask"), kwargs["hidden_states"]
-    if mask is None:
+    if mask is not None and not isinstance(mask, torch.Tensor):
+        raise ValueError(
+            f"reading attention weights needs a model on SDPA, eager or flash attention, not "
+            f"one whose mask is a {type(mask).__name__}"
+        )
+    if mask is None or mask.dim() == 2:
         length = hidden.shape[1]
-        mask = torch.ones(length, length, dtype=torch.bool, device=hidden.device).tril()[None, None]
+        causal = torch.ones(length, length, dtype=torch.bool, device=hidden.device).tril()
+        mask = causal[None, None] if mask is None else causal & mask.bool()[:, None, None, :]
     if mask.dtype == torch.bool:
-        low = torch.finfo(hidden.dtype).min
         zero = torch.zeros((), dtype=hidden.dtype, device=mask.device)
-        kwargs["attention_mask"] = torch.where(mask, zero, low)
+        kwargs["attention_mask"] = torch.where(mask, zero, torch.finfo(hidden.dtype).min)
     return args, kwargs
