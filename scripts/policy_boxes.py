@@ -17,12 +17,15 @@ and compared with the entity the question asks about and with the tile's other e
 
 ``--levels`` and ``--kind-word-names`` keep the questions a curriculum phase trains on (as
 ``socioseg sft``'s ``level_shares`` and ``kind_word_names`` draw them); ``--questions`` stops
-once that many are asked. ``--gate IOU,DISTINCT`` checks gate B of docs/mini.md (mean target
+once that many are asked, and ``--level-shares`` splits them among the levels as a phase
+draws them (a tile asks one question of its own, class, function or name, and the names of
+its other entities: in tile order most questions are names). The table's last line gives
+the target IoU per level. ``--gate IOU,DISTINCT`` checks gate B of docs/mini.md (mean target
 IoU above IOU and more than DISTINCT different answers) and exits 1 when it fails.
 
     python scripts/policy_boxes.py --vlm mini --tiles 20
-    python scripts/policy_boxes.py --vlm runs/mini/phase-b --questions 90 \
-        --levels socio-class,socio-function,socio-name --kind-word-names --gate 0.3,40
+    python scripts/policy_boxes.py --vlm runs/mini/phase-b --questions 90 --kind-word-names \
+        --level-shares socio-class=0.35,socio-function=0.35,socio-name=0.3 --gate 0.3,40
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import cv2
 import numpy as np
 
 from socioseg.data.synth import MAX_QUERIES, generate_tile
+from socioseg.data.synth.generate import split_counts
 from socioseg.engine import Prompt
 from socioseg.metrics import mask_iou
 from socioseg.socioreasoner import SocioReasoner
@@ -121,15 +125,31 @@ def ask(
     kind_word_names: bool,
     wanted: int,
     tiles: int,
+    shares: dict[str, float] | None = None,
 ) -> tuple[list, list[float], list[float], list[list]]:
     """The questions of randomly placed tiles of ``seed`` (:func:`asked` keeps them), tile by
     tile until ``wanted`` are asked or ``tiles`` tiles are used: :func:`tile_scores`' answers,
-    target and best-entity IoUs over all of them, and the questions asked per tile."""
+    target and best-entity IoUs over all of them, and the questions asked per tile.
+    ``shares`` ({level: share}): ``wanted`` split among those levels by their shares (largest
+    remainders), each level asked until its own count is reached (as ``socioseg sft``'s
+    ``level_shares`` draws them); None: the questions in tile order."""
+    quota = None
+    if shares:
+        quota = dict(zip(shares, split_counts(wanted, tuple(shares.values())), strict=True))
     answers, target, best, asked_tiles = [], [], [], []
     for index in range(tiles):
         tile = generate_tile(seed, index, size, MAX_QUERIES, placement="random")
-        questions = [s for s in tile if asked(s, levels, kind_word_names)]
-        questions = questions[: wanted - len(answers)]
+        questions = []
+        for sample in tile:
+            if not asked(sample, levels, kind_word_names):
+                continue
+            if quota is None and len(answers) + len(questions) == wanted:
+                break
+            if quota is not None:
+                if quota.get(sample.level, 0) == 0:
+                    continue
+                quota[sample.level] -= 1
+            questions.append(sample)
         if not questions:
             continue
         asked_tiles.append(questions)
@@ -139,6 +159,21 @@ def ask(
         if len(answers) == wanted:
             break
     return answers, target, best, asked_tiles
+
+
+def level_shares(text: str) -> dict[str, float]:
+    """``socio-class=0.35,socio-function=0.35,socio-name=0.3`` as a dict (levels checked)."""
+    shares = {}
+    for item in text.split(","):
+        level, _, share = item.partition("=")
+        if level not in LEVELS or not share:
+            raise ValueError(f"{item!r}: give LEVEL=SHARE, LEVEL one of {', '.join(LEVELS)}")
+        shares[level] = float(share)
+        if shares[level] < 0:
+            raise ValueError(f"{item!r}: a share is >= 0")
+    if sum(shares.values()) <= 0:
+        raise ValueError(f"{text!r}: the shares add up to 0")
+    return shares
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,16 +193,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--kind-word-names", action="store_true", help="names only with a word of their class"
     )
+    parser.add_argument(
+        "--level-shares",
+        default=None,
+        help="LEVEL=SHARE,...: the questions split among levels so (needs --questions)",
+    )
     parser.add_argument("--gate", default=None, help="IOU,DISTINCT: exit 1 unless both beaten")
     args = parser.parse_args(argv)
     levels = tuple(args.levels.split(","))
     if not set(levels) <= set(LEVELS):
         parser.error(f"--levels: pick from {', '.join(LEVELS)}, got {args.levels}")
+    shares = None
+    if args.level_shares is not None:
+        if args.questions is None:
+            parser.error("--level-shares needs --questions (how many to split)")
+        try:
+            shares = level_shares(args.level_shares)
+        except ValueError as error:
+            parser.error(f"--level-shares: {error}")
     reasoner = greedy_reasoner(args.vlm, args.sam)
     tiles = args.tiles or (TILES if args.questions is None else MAX_TILES)
     wanted = args.questions or tiles * MAX_QUERIES
     answers, target, best, asked_tiles = ask(
-        reasoner, args.seed, args.size, levels, args.kind_word_names, wanted, tiles
+        reasoner, args.seed, args.size, levels, args.kind_word_names, wanted, tiles, shares
     )
     if args.questions is not None and len(answers) < args.questions:
         print(
@@ -189,6 +237,15 @@ def main(argv: list[str] | None = None) -> int:
         f"| {len(set(answers))} of {len(answers)} | {boxes:.2f} "
         f"| {target.mean():.3f} ({(target > 0.5).mean():.0%}) | {best_text} "
         f"| {own:.4f} vs {other:.4f} |"
+    )
+    asked_levels = np.array([sample.level for questions in asked_tiles for sample in questions])
+    print(
+        "by level: "
+        + ", ".join(
+            f"{level} {target[asked_levels == level].mean():.3f} ({(asked_levels == level).sum()})"
+            for level in LEVELS
+            if (asked_levels == level).any()
+        )
     )
     if args.gate is None:
         return 0

@@ -16,8 +16,8 @@ starts over). A gate that fails stops the run with its numbers.
    held-out 3-square questions);
 4. phase B (``socioseg sft``, configs/mini_phase_b.yaml): stage 1 on the training tiles (class
    and function queries, names with a kind word), with the image-token labels; gate B:
-   ``scripts/policy_boxes.py`` on 90 such questions of held-out tiles, mean target IoU > 0.3
-   with more than 40 distinct answers;
+   ``scripts/policy_boxes.py`` on 90 such questions of held-out tiles, split among the levels
+   as phase B draws them, mean target IoU > 0.3 with more than 40 distinct answers;
 5. phase C (``socioseg sft``, configs/mini_sft.yaml): the full warm-up, stage 1, stage 2 and
    single-stage answers;
 6. phase D (``socioseg train``, configs/mini_grpo.yaml): GRPO on both stages, in
@@ -47,6 +47,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import yaml
 
 from socioseg.cli import main as socioseg
 from socioseg.models.builders import build_mini_sam
@@ -273,11 +275,14 @@ def _gate_a_passed(gate: Path) -> bool:
 
 
 def gate_b(policy: Path, sam: Path, seed: int, record: Path, ungated: bool = False) -> None:
-    """Gate B (``scripts/policy_boxes.py --gate``) on held-out tiles of ``seed``; its table
-    goes to ``record`` and the console; a failed gate stops everything (unless ``ungated``)."""
+    """Gate B (``scripts/policy_boxes.py --gate``) on held-out tiles of ``seed``, the questions
+    split among levels as phase B draws them (its config's ``level_shares``); its table goes
+    to ``record`` and the console; a failed gate stops everything (unless ``ungated``)."""
+    config = yaml.safe_load((CONFIGS / "mini_phase_b.yaml").read_text())
+    shares = ",".join(f"{level}={share}" for level, share in config["level_shares"].items())
     argv = [sys.executable, str(SCRIPTS / "policy_boxes.py"), "--vlm", str(policy), "--sam",
             str(sam), "--seed", str(seed), "--questions", str(GATE_B_QUESTIONS),
-            "--kind-word-names", "--gate", GATE_B]  # fmt: skip
+            "--kind-word-names", "--level-shares", shares, "--gate", GATE_B]  # fmt: skip
     print("$ " + " ".join(argv), flush=True)
     done = subprocess.run(argv, capture_output=True, text=True)
     record.write_text(done.stdout + done.stderr)

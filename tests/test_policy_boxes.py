@@ -102,6 +102,31 @@ def test_the_gate_asks_the_wanted_questions_and_fails_with_its_numbers(tiny_mode
     assert "gate failed: target IoU " in out and "(needs > 0.3)" in out
 
 
+def test_level_shares_split_the_questions_as_a_phase_draws_them(tiny_models, capsys):
+    """7 questions at 0.4 / 0.4 / 0.2: 3 class, 3 function, 1 name (largest remainders), where
+    tile order would ask mostly names; the last line gives each level's target IoU."""
+    script = load_script("policy_boxes")
+    vlm, sam = (str(folder) for folder in tiny_models)
+    argv = ["--vlm", vlm, "--sam", sam, "--size", "128", "--questions", "7"]
+    shares = "socio-class=0.4,socio-function=0.4,socio-name=0.2"
+    assert script.main([*argv, "--level-shares", shares]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    counts = {
+        part.split()[0]: int(part.split("(")[1].rstrip(")")) for part in last[10:].split(", ")
+    }
+    assert last.startswith("by level: ") and counts == {
+        "socio-class": 3,
+        "socio-function": 3,
+        "socio-name": 1,
+    }
+    with pytest.raises(SystemExit):
+        script.main([*argv, "--level-shares", "socio-class=0.5,school=0.5"])
+    assert "--level-shares: 'school=0.5'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        script.main(["--vlm", vlm, "--level-shares", shares])
+    assert "--level-shares needs --questions" in capsys.readouterr().err
+
+
 def test_too_few_tiles_for_the_questions_asked_is_said(tiny_models, capsys):
     script = load_script("policy_boxes")
     vlm, sam = (str(folder) for folder in tiny_models)
