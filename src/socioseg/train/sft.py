@@ -196,13 +196,8 @@ def supervised_losses(
     ]
     read_at = None
     if aux.query > 0 and asked:
-        read_at = torch.stack(
-            [
-                torch.tensor([row for row, _, _ in asked]),
-                batch.predicted_at([i for _, i, _ in asked]),
-            ],
-            dim=1,
-        )
+        rows, firsts, _ = zip(*asked, strict=True)
+        read_at = torch.stack([torch.tensor(rows), batch.predicted_at(firsts)], dim=1)
     logp, image_logits, weights, read_logits = policy.logprobs_and_image_logits(
         batch.inputs,
         batch.ids,
@@ -232,22 +227,35 @@ def supervised_losses(
         )
         loss = loss + aux.query * parts["aux_query"]
     if weights is not None:
-        queries = []
-        for row, (digits_found, label) in enumerate(zip(found, labels, strict=True)):
-            digits = aux_labels.digit_looks(
-                label.look, label.grid, digits_found, label.scale, aux.attention_edges
-            )
-            looks = torch.zeros(len(digits_found), weights.shape[-1], dtype=torch.bool)
-            looks[:, batch.image_tokens(row)] = torch.from_numpy(digits)
-            queries.append((batch.predicted_at([i for i, _, _ in digits_found]), looks))
+        looks = _attention_labels(batch, found, labels, weights.shape[-1], aux.attention_edges)
         if aux.attention > 0:
-            parts["aux_attention"] = aux_labels.attention_loss(weights, queries)
+            parts["aux_attention"] = aux_labels.attention_loss(weights, looks)
             loss = loss + aux.attention * parts["aux_attention"]
         if aux.attention_first > 0:
-            firsts = [(positions[:1], looks[:1]) for positions, looks in queries]
+            firsts = [(positions[:1], where[:1]) for positions, where in looks]
             parts["aux_attention_first"] = aux_labels.attention_loss(weights, firsts)
             loss = loss + aux.attention_first * parts["aux_attention_first"]
     return loss, {"nll": float(nll.detach())} | {k: float(v.detach()) for k, v in parts.items()}
+
+
+def _attention_labels(
+    batch: TeacherBatch,
+    found: list[list[tuple[int, int, int]]],
+    labels: list[aux_labels.TokenLabels],
+    length: int,
+    edges: bool,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per example, the positions that write its coordinate digits (``found``) and what each
+    looks at over the ``length`` positions of the sequence (:func:`aux_labels.digit_looks` at
+    the example's image tokens), as :func:`aux_labels.attention_loss` takes them."""
+    out = []
+    for row, (digits, label) in enumerate(zip(found, labels, strict=True)):
+        looks = torch.zeros(len(digits), length, dtype=torch.bool)
+        looks[:, batch.image_tokens(row)] = torch.from_numpy(
+            aux_labels.digit_looks(label.look, label.grid, digits, label.scale, edges)
+        )
+        out.append((batch.predicted_at([i for i, _, _ in digits]), looks))
+    return out
 
 
 def answer_nll(policy, examples: list[tuple[Prompt, str]], chunk: int = 16) -> float:
