@@ -137,11 +137,12 @@ def test_too_few_tiles_for_the_questions_asked_is_said(tiny_models, capsys):
     assert 1 <= asked < 9 and f"only {asked} such questions on 1 tiles" in captured.err
 
 
-def test_the_committed_phase_b_policy_finds_entities_on_random_tiles():
-    """checkpoints/mini-phase-b (docs/mini.md, run b6e: gate B target IoU 0.203, best-entity
-    IoU 0.575, 68 distinct answers of 90) on the first 20 gate-B questions of held-out tiles:
-    measured target IoU 0.267, best-entity IoU 0.601, 18 distinct answers (thresholds a little
-    below). An untrained policy answers one box for every question and finds nothing."""
+def test_the_committed_phase_b_policy_picks_the_asked_for_entity_on_random_tiles():
+    """checkpoints/mini-phase-b (docs/mini.md, run b10: gate B passed with target IoU 0.313,
+    86 distinct answers of 90) on the first 20 gate-B questions of held-out tiles, split among
+    levels as phase B draws them: measured target IoU 0.308, best-entity IoU 0.560, 20
+    distinct answers (thresholds a little below). An untrained policy answers one box for
+    every question and finds nothing."""
     from pathlib import Path
 
     from socioseg.types import LEVELS
@@ -149,7 +150,8 @@ def test_the_committed_phase_b_policy_finds_entities_on_random_tiles():
     script = load_script("policy_boxes")
     folder = Path(__file__).resolve().parents[1] / "checkpoints" / "mini-phase-b"
     reasoner = script.greedy_reasoner(str(folder), "mini")
-    answers, target, best, _ = script.ask(reasoner, 1000, 256, LEVELS, True, 20, 20)
+    shares = {"socio-class": 0.35, "socio-function": 0.35, "socio-name": 0.3}
+    answers, target, best, _ = script.ask(reasoner, 1000, 256, LEVELS, True, 20, 200, shares)
     assert len(answers) == 20
-    assert np.mean(best) > 0.5 and np.mean(target) > 0.2, (np.mean(best), np.mean(target))
-    assert len(set(answers)) >= 14
+    assert np.mean(target) > 0.25 and np.mean(best) > 0.5, (np.mean(target), np.mean(best))
+    assert len(set(answers)) >= 16
