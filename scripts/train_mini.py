@@ -15,9 +15,11 @@ starts over). A gate that fails stops the run with its numbers.
    position and attention labels, until gate A (greedy target IoU > 0.5 on at least half of 48
    held-out 3-square questions);
 4. phase B (``socioseg sft``, configs/mini_phase_b.yaml): stage 1 on the training tiles (class
-   and function queries, names with a kind word), with the image-token labels; gate B:
-   ``scripts/policy_boxes.py`` on 90 such questions of held-out tiles, split among the levels
-   as phase B draws them, mean target IoU > 0.3 with more than 40 distinct answers;
+   and function queries, names with a kind word), with the image-token labels; then phase B2
+   (configs/mini_phase_b2.yaml): the same at a lower learning rate, with the labels at the
+   answer's first coordinate digit; gate B: ``scripts/policy_boxes.py`` on 90 such questions
+   of held-out tiles, split among the levels as phase B draws them, mean target IoU > 0.3
+   with more than 40 distinct answers (``--phase-b checkpoints/mini-phase-b`` starts here);
 5. phase C (``socioseg sft``, configs/mini_sft.yaml): the full warm-up, stage 1, stage 2 and
    single-stage answers;
 6. phase D (``socioseg train``, configs/mini_grpo.yaml): GRPO on both stages, in
@@ -122,6 +124,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--phase-a-steps", type=int, default=1600, help="at most this many")
     parser.add_argument(
+        "--phase-b",
+        type=Path,
+        default=None,
+        help="a phase-B2 policy folder (checkpoints/mini-phase-b): skip phases A, B and B2",
+    )
+    parser.add_argument(
         "--ungated", action="store_true", help="print the gates, never stop (machinery checks)"
     )
     parser.add_argument("--ship", type=Path, default=MINI_DIR, help="where the models go")
@@ -129,7 +137,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "overrides",
         nargs="*",
-        help="step:field=value, e.g. phase-b:steps=50 (sam, phase-b, sft, grpo)",
+        help="step:field=value, e.g. phase-b:steps=50 (sam, phase-b, phase-b2, sft, grpo)",
     )
     return parser
 
@@ -142,7 +150,7 @@ def main() -> None:
     torch.set_num_threads(1)  # phase A and SAM2 run side by side: one core each
     if args.fresh:
         shutil.rmtree(args.out, ignore_errors=True)
-    extra = {"sam": [], "phase-b": [], "sft": [], "grpo": []}
+    extra = {"sam": [], "phase-b": [], "phase-b2": [], "sft": [], "grpo": []}
     for item in args.overrides:
         step, _, override = item.partition(":")
         if step not in extra:
@@ -153,7 +161,7 @@ def main() -> None:
     sam, sam_job = args.out / "sam", None
     if not (sam / "config.json").is_file():
         sam_job = start_sam(sam, data["train"], args, extra["sam"])
-    phase_a = args.phase_a or run_phase_a(args.out / "phase-a", args)
+    phase_a = args.phase_a or args.phase_b or run_phase_a(args.out / "phase-a", args)
     wait(sam_job, "socioseg train-sam")
     if args.device == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)  # alone from here on
@@ -176,16 +184,22 @@ def start_sam(sam: Path, train: Path, args: argparse.Namespace, extra: list[str]
 def run_warmups(
     out: Path, data: dict[str, Path], phase_a: Path, sam: Path, args, extra: dict
 ) -> Path:
-    """Phase B and its gate, then phase C (both ``socioseg sft``); returns phase C's policy."""
+    """Phase B, B2 and gate B, then phase C (all ``socioseg sft``); returns phase C's policy.
+    With ``--phase-b`` that policy stands for phases A, B and B2 (gate B is still measured)."""
     phase_b, sft = out / "phase-b", out / "sft"
     common = [f"data={data['train']}", f"seed={args.seed}", f"device={args.device}"]
-    if not (phase_b / "config.json").is_file():
-        run("sft", "--config", str(CONFIGS / "mini_phase_b.yaml"), "--out", str(phase_b),
-            "--resume", f"vlm={phase_a}", *common, *extra["phase-b"])  # fmt: skip
-    gate_b(phase_b, sam, args.seed + TEST_SEED_OFFSET, out / "gate-b.txt", args.ungated)
+    phase_b2 = args.phase_b or out / "phase-b2"
+    if args.phase_b is None:
+        if not (phase_b / "config.json").is_file():
+            run("sft", "--config", str(CONFIGS / "mini_phase_b.yaml"), "--out", str(phase_b),
+                "--resume", f"vlm={phase_a}", *common, *extra["phase-b"])  # fmt: skip
+        if not (phase_b2 / "config.json").is_file():
+            run("sft", "--config", str(CONFIGS / "mini_phase_b2.yaml"), "--out", str(phase_b2),
+                "--resume", f"vlm={phase_b}", *common, *extra["phase-b2"])  # fmt: skip
+    gate_b(phase_b2, sam, args.seed + TEST_SEED_OFFSET, out / "gate-b.txt", args.ungated)
     if not (sft / "config.json").is_file():
         run("sft", "--config", str(CONFIGS / "mini_sft.yaml"), "--out", str(sft), "--resume",
-            f"vlm={phase_b}", *common, *extra["sft"])  # fmt: skip
+            f"vlm={phase_b2}", *common, *extra["sft"])  # fmt: skip
     return sft
 
 

@@ -123,9 +123,12 @@ def test_the_mini_configs_load():
     assert phase_b.stages == ["stage1"] and phase_b.kind_word_names
     assert phase_b.aux.layer != phase_b.aux.entity_layer  # two labels, two layers
     assert phase_b.aux.entity_others
+    phase_b2 = load_config(configs / "mini_phase_b2.yaml", cls=SftConfig)
+    assert phase_b2.optim.lr < phase_b.optim.lr and phase_b2.aux.query > 0
+    assert phase_b2.level_shares == phase_b.level_shares  # gate B asks these shares
     phase_c = load_config(configs / "mini_sft.yaml", cls=SftConfig)
     assert phase_c.stages == ["stage1", "stage2"] and phase_c.single_stage_share > 0
-    for sft in (phase_b, phase_c):
+    for sft in (phase_b, phase_b2, phase_c):
         assert (sft.min_pixels, sft.max_pixels) == frame and sft.save_every
     grpo = load_config(configs / "mini_grpo.yaml")
     assert isinstance(grpo, TrainConfig) and grpo.batch_size % 2 == 0  # two GRPO processes
