@@ -4,7 +4,8 @@ Reads what ``scripts/train_mini.py`` writes under its ``--out`` folder and draws
 step of the curriculum that has a log: SAM2 (``sam/metrics.csv``: loss, IoU of the chosen
 mask), phase A (``phase-a/metrics.csv``: answer NLL and the image-token labels;
 ``phase-a/gate.csv``: gate A's share of held-out questions with IoU > 0.5 and their mean
-IoU), phase B (``phase-b/metrics.csv``), phase C (``sft/metrics.csv``) and GRPO
+IoU), phases B and B2 (``phase-b/metrics.csv``, ``phase-b2/metrics.csv``), phase C
+(``sft/metrics.csv``) and GRPO
 (``grpo/metrics.csv`` + ``validation.csv``: mask IoU per stage). Noisy curves are smoothed
 over ``--window`` logged rows, raw values faint. Needs matplotlib (``pip install -e ".[docs]"``).
 
@@ -70,7 +71,11 @@ def panels(run: Path, window: int) -> list[tuple[str, callable]]:
                 right.legend(fontsize=8, loc="center right")
 
         found.append(("phase A: squares (losses; gate A)", draw_a))
-    for folder, title in (("phase-b", "phase B: stage 1, random tiles"), ("sft", "phase C")):
+    for folder, title in (
+        ("phase-b", "phase B: stage 1, random tiles"),
+        ("phase-b2", "phase B2: + first-digit labels"),
+        ("sft", "phase C"),
+    ):
         log = read(run / folder / "metrics.csv")
         if log is not None:
             found.append((title, lambda ax, log=log: _curves(ax, log, LABELS, window, "log")))
