@@ -164,23 +164,35 @@ def test_level_shares_and_kind_word_names_pick_the_samples_a_step_draws(tmp_path
         SftConfig(level_shares={"socio-place": 1.0})
 
 
-def test_a_killed_sft_resumes_to_the_policy_of_an_uninterrupted_run(tiny_models, tmp_path):
-    from safetensors.torch import load_file
-
+def _saving_run(tiny_models, tmp_path, **fields):
+    """The config of a short tiny-policy run that keeps its state after every step, on 4
+    synthetic tiles of two questions each written to ``tmp_path / "data"``."""
     from socioseg.data.synth import write_dataset
-    from socioseg.train.config import AuxSettings
-    from socioseg.train.sft import SftConfig, train_sft
+    from socioseg.train.sft import SftConfig
 
     write_dataset(tmp_path / "data", n=4, seed=0, size=128, queries=2)
-    config = SftConfig(
+    return SftConfig(
         vlm=str(tiny_models[0]),
         data=str(tmp_path / "data"),
-        steps=3,
         batch_size=1,
         min_pixels=3136,
         max_pixels=12544,
         log_every=1,
         save_every=1,
+        **fields,
+    )
+
+
+def test_a_killed_sft_resumes_to_the_policy_of_an_uninterrupted_run(tiny_models, tmp_path):
+    from safetensors.torch import load_file
+
+    from socioseg.train.config import AuxSettings
+    from socioseg.train.sft import train_sft
+
+    config = _saving_run(
+        tiny_models,
+        tmp_path,
+        steps=3,
         single_stage_share=0.5,  # a draw from the run's generator at every step
         aux=AuxSettings(position=1.0, attention=1.0),
     )
@@ -201,23 +213,11 @@ def test_a_run_saved_before_a_config_field_existed_resumes_with_it_at_its_defaul
     import dataclasses
     import json
 
-    from socioseg.data.synth import write_dataset
     from socioseg.train.checkpoint import CheckpointError
     from socioseg.train.config import AuxSettings
-    from socioseg.train.sft import SftConfig, train_sft
+    from socioseg.train.sft import train_sft
 
-    write_dataset(tmp_path / "data", n=4, seed=0, size=128, queries=2)
-    config = SftConfig(
-        vlm=str(tiny_models[0]),
-        data=str(tmp_path / "data"),
-        steps=2,
-        batch_size=1,
-        min_pixels=3136,
-        max_pixels=12544,
-        log_every=1,
-        save_every=1,
-        aux=AuxSettings(position=1.0),
-    )
+    config = _saving_run(tiny_models, tmp_path, steps=2, aux=AuxSettings(position=1.0))
     with pytest.raises(Killed):
         train_sft(config, tmp_path / "cut", on_log=kill_at(2))
     (progress,) = (tmp_path / "cut").glob(".socioseg-partial/resume-*/progress.json")
