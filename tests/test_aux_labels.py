@@ -45,6 +45,28 @@ def _hand_made_mask(scale: int) -> np.ndarray:
     return mask.repeat(scale, 0).repeat(scale, 1)
 
 
+def _reference_forward(model, inputs, ids, mask=None, eager: bool = False, **outputs):
+    """transformers' own forward of encoded prompts followed by answer ``ids`` (with their
+    ``mask`` when padded), the whole model on eager attention when ``eager``: the independent
+    reference for what socioseg reads inside one forward."""
+    before = model.config._attn_implementation
+    if eager:
+        model.set_attn_implementation("eager")
+    try:
+        return model.model(
+            input_ids=torch.cat([inputs["input_ids"], ids], 1),
+            attention_mask=None if mask is None else torch.cat([inputs["attention_mask"], mask], 1),
+            pixel_values=inputs["pixel_values"],
+            image_grid_thw=inputs["image_grid_thw"],
+            mm_token_type_ids=torch.cat(
+                [inputs["mm_token_type_ids"], torch.zeros_like(ids, dtype=torch.int32)], 1
+            ),
+            **outputs,
+        )
+    finally:
+        model.set_attn_implementation(before)
+
+
 @pytest.mark.parametrize("scale", [1, 2])
 def test_labels_of_a_hand_made_2x3_token_image(scale):
     from socioseg.models.builders import build_mini_tokenizer
@@ -256,19 +278,7 @@ def test_the_attention_label_reads_the_layer_transformers_returns(tiny_vlm):
         inputs = tiny_vlm.encode([prompt.text], [list(prompt.images)])
         end = tokenizer.convert_tokens_to_ids("<|im_end|>")
         ids, _ = pad_right([[*tokenizer(answer).input_ids, end]], tokenizer.pad_token_id)
-        model.set_attn_implementation("eager")
-        try:
-            out = model.model(
-                input_ids=torch.cat([inputs["input_ids"], ids], 1),
-                pixel_values=inputs["pixel_values"],
-                image_grid_thw=inputs["image_grid_thw"],
-                mm_token_type_ids=torch.cat(
-                    [inputs["mm_token_type_ids"], torch.zeros_like(ids, dtype=torch.int32)], 1
-                ),
-                output_attentions=True,
-            )
-        finally:
-            model.set_attn_implementation(before)
+        out = _reference_forward(model, inputs, ids, eager=True, output_attentions=True)
     first = out.attentions[0][0, 0]  # layer 1, head 0
     image = torch.nonzero(inputs["input_ids"][0] == model.config.image_token_id)[:, 0]
     half = len(image) // 2  # the map's tokens, then the satellite image's
@@ -334,16 +344,8 @@ def test_the_query_label_names_the_asked_class_where_the_first_digit_is_written(
                 for j in range(start, len(ids))
                 if ids[j] in digits and not pieces[j - 1][-1].isalnum() and pieces[j - 1] != "_"
             )
-            hidden = model.model(
-                input_ids=torch.cat([inputs["input_ids"], torch.tensor([ids])], 1),
-                pixel_values=inputs["pixel_values"],
-                image_grid_thw=inputs["image_grid_thw"],
-                mm_token_type_ids=torch.cat(
-                    [inputs["mm_token_type_ids"], torch.zeros((1, len(ids)), dtype=torch.int32)],
-                    1,
-                ),
-                output_hidden_states=True,
-            ).hidden_states[1]
+            out = _reference_forward(model, inputs, torch.tensor([ids]), output_hidden_states=True)
+            hidden = out.hidden_states[1]
             at = hidden[0, inputs["input_ids"].shape[1] - 1 + first]
             logits = model.lm_head(model.model.language_model.norm(at)).float()
             target = tokenizer(sample.socio_class).input_ids[0]
@@ -386,20 +388,7 @@ def test_only_the_read_layer_runs_eager_and_its_weights_are_transformers_own(tin
     assert seen == [before, "eager"] and model.config._attn_implementation == before
     with torch.no_grad():
         plain = tiny_vlm.logprobs_and_image_logits(inputs, ids, mask)
-        model.set_attn_implementation("eager")
-        try:
-            out = model.model(
-                input_ids=torch.cat([inputs["input_ids"], ids], 1),
-                attention_mask=torch.cat([inputs["attention_mask"], mask], 1),
-                pixel_values=inputs["pixel_values"],
-                image_grid_thw=inputs["image_grid_thw"],
-                mm_token_type_ids=torch.cat(
-                    [inputs["mm_token_type_ids"], torch.zeros_like(ids, dtype=torch.int32)], 1
-                ),
-                output_attentions=True,
-            )
-        finally:
-            model.set_attn_implementation(before)
+        out = _reference_forward(model, inputs, ids, mask, eager=True, output_attentions=True)
     real = torch.cat([inputs["attention_mask"], mask], 1).bool()
     for row in range(2):  # the rows of real tokens (a padded query's row is never read)
         expected = out.attentions[1][row][:, real[row]]
