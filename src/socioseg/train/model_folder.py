@@ -183,7 +183,7 @@ def _plain(config) -> dict:
 
 def _defaults(config_class) -> dict:
     """The default of each field of a config dataclass that has one, as :func:`_plain` writes
-    it (a section: its own defaults)."""
+    it (a section: its default instance)."""
     out = {}
     for field in dataclasses.fields(config_class):
         if field.default is not dataclasses.MISSING:
@@ -191,7 +191,7 @@ def _defaults(config_class) -> dict:
         elif field.default_factory is not dataclasses.MISSING:
             value = field.default_factory()
             out[field.name] = (
-                _defaults(type(value)) if dataclasses.is_dataclass(value) else _plain_value(value)
+                _plain(value) if dataclasses.is_dataclass(value) else _plain_value(value)
             )
     return out
 
