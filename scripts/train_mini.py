@@ -50,11 +50,11 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 from socioseg.cli import main as socioseg
 from socioseg.models.builders import build_mini_sam
 from socioseg.models.sources import MINI_DIR
+from socioseg.train.config import load_config
+from socioseg.train.sft import SftConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS, SCRIPTS = ROOT / "configs", ROOT / "scripts"
@@ -292,8 +292,8 @@ def gate_b(policy: Path, sam: Path, seed: int, record: Path, ungated: bool = Fal
     """Gate B (``scripts/policy_boxes.py --gate``) on held-out tiles of ``seed``, the questions
     split among levels as phase B draws them (its config's ``level_shares``); its table goes
     to ``record`` and the console; a failed gate stops everything (unless ``ungated``)."""
-    config = yaml.safe_load((CONFIGS / "mini_phase_b.yaml").read_text())
-    shares = ",".join(f"{level}={share}" for level, share in config["level_shares"].items())
+    config = load_config(CONFIGS / "mini_phase_b.yaml", cls=SftConfig)
+    shares = ",".join(f"{level}={share}" for level, share in config.level_shares.items())
     argv = [sys.executable, str(SCRIPTS / "policy_boxes.py"), "--vlm", str(policy), "--sam",
             str(sam), "--seed", str(seed), "--questions", str(GATE_B_QUESTIONS),
             "--kind-word-names", "--level-shares", shares, "--gate", GATE_B]  # fmt: skip
