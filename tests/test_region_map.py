@@ -115,7 +115,8 @@ def test_shared_painter_still_draws_the_shipped_synthetic_maps():
     from socioseg.data.examples import examples
     from socioseg.data.synth import sample_with_targets
 
-    for folder in examples():  # written before the painter was shared; seed 2026
+    for folder in examples()[:3]:  # written before the painter was shared; seed 2026
+        assert not folder.name.startswith("synth-random-")
         index = int(folder.name.split("-")[1])
         sample, _ = sample_with_targets(np.random.default_rng([2026, index]), index, 768)
         shipped = np.asarray(Image.open(folder / "map.png").convert("RGB"))

@@ -214,20 +214,31 @@ def test_write_dataset_rejects_bad_arguments(tmp_path):
         generate_tile(0, 0, SIZE, queries=0)
 
 
-def test_shipped_examples_cover_the_three_levels():
+def test_shipped_examples_cover_the_three_levels_in_both_placements():
     folders = examples()
-    assert len(folders) == 3
-    samples = [load_example(i) for i in range(3)]
-    assert {s.level for s in samples} == {"socio-name", "socio-class", "socio-function"}
+    assert [f.name.startswith("synth-random-") for f in folders] == [False] * 3 + [True] * 3
+    samples = [load_example(i) for i in range(len(folders))]
+    for part in (samples[:3], samples[3:]):
+        assert {s.level for s in part} == {"socio-name", "socio-class", "socio-function"}
     for folder, sample in zip(folders, samples, strict=True):
         assert sample.id == folder.name and sample.mask.any()
         assert sample.sat.size == sample.map.size == sample.mask.shape[::-1]
         assert sum(p.stat().st_size for p in folder.iterdir()) < 650_000
+    assert [s.sat.size for s in samples] == [(768, 768)] * 3 + [(256, 256)] * 3
+    # The randomly placed ones are what the generator draws for them, pixel for pixel.
+    for sample in samples[3:]:
+        index = int(sample.id.rsplit("-", 1)[1])
+        drawn, targets = sample_with_targets(
+            np.random.default_rng([2026, index]), index, 256, "random"
+        )
+        assert targets == 1 and drawn.query == sample.query
+        assert np.array_equal(np.asarray(drawn.sat), np.asarray(sample.sat))
+        assert np.array_equal(np.asarray(drawn.mask, bool), np.asarray(sample.mask, bool))
     assert load_example(folders[1].name).query == samples[1].query
     with pytest.raises(KeyError, match="available"):
         load_example("no-such-example")
     with pytest.raises(IndexError):
-        load_example(3)
+        load_example(len(folders))
 
 
 def test_synth_command_asks_several_questions_on_randomly_placed_tiles(tmp_path, capsys):

@@ -1,4 +1,5 @@
-"""Three small synthetic samples shipped with the package, one per query level."""
+"""Small synthetic samples shipped with the package: one per query level with the default
+placement (768 px), and one per level with every entity on a random block (256 px)."""
 
 from __future__ import annotations
 
