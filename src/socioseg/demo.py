@@ -263,7 +263,8 @@ class _Session:
 
 
 def example_choices() -> list[tuple[list[str], str]]:
-    """The bundled examples as ``([sat_path, map_path, query], label)``; label ``level: query``."""
+    """The bundled examples as ``([sat_path, map_path, query], label)``; label ``level: query
+    (example name)``, unique (two examples may ask the same query)."""
     from socioseg.data.dataset import FOLDER_FILES
     from socioseg.data.examples import examples, load_example
 
@@ -271,7 +272,7 @@ def example_choices() -> list[tuple[list[str], str]]:
     for folder in examples():
         sample = load_example(folder.name)
         files = [str(folder / FOLDER_FILES[key]) for key in ("sat", "map")]
-        choices.append(([*files, sample.query], f"{sample.level}: {sample.query}"))
+        choices.append(([*files, sample.query], f"{sample.level}: {sample.query} ({folder.name})"))
     return choices
 
 
