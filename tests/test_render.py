@@ -67,6 +67,13 @@ def test_boxes_as_the_model_wrote_them_are_drawn_as_the_rectangle_they_span():
     assert np.array_equal(far, expected)
     skipped = render_feedback(image, [(float("nan"), 6, 60, 70)], mask)
     assert np.array_equal(np.asarray(skipped), np.asarray(image))
+    # A box wholly beside or below the image (a sampled answer past the frame) shows nothing,
+    # as PIL draws it on the full canvas; the boxes inside it are still drawn.
+    for outside in [(130, 6, 140, 70), (5, 110, 60, 300), (-50, -40, -20, -10), (140, 6, 130, 70)]:
+        drawn = render_feedback(image, [outside, (5, 6, 60, 70)], mask)
+        assert np.array_equal(np.asarray(drawn), reference_feedback(image, [(5, 6, 60, 70)], mask))
+        alone = render_feedback(image, [outside], mask)
+        assert np.array_equal(np.asarray(alone), np.asarray(image))
     overlay = render_overlay(image, mask, [Target(Box(90, 80, -1e300, 1e300), (Point(1e300, 5),))])
     assert overlay.size == image.size
 

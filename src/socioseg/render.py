@@ -38,12 +38,15 @@ def _drawable(box: Box | Sequence[float], size: tuple[int, int], width: int) -> 
     # Sides farther out than the outline's width are invisible wherever they are.
     margin = width + 2
     (left, right), (top, bottom) = sorted((x1, x2)), sorted((y1, y2))
-    return [
+    corners = [
         max(left, -margin),
         max(top, -margin),
         min(right, size[0] + margin),
         min(bottom, size[1] + margin),
     ]
+    if corners[0] > corners[2] or corners[1] > corners[3]:
+        return None  # wholly outside the image: nothing of it would show
+    return corners
 
 
 def _composite_mask(rgba: Image.Image, mask: np.ndarray, color: tuple[int, ...]) -> Image.Image:
