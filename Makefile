@@ -39,7 +39,7 @@ smoke: tiny-models smoke-data
 # The main job on a bundled example, offline, with socioseg-mini (shipped in the package).
 # For real results: $(BIN)/socioseg segment --example 0 --out DIR (downloads the checkpoints).
 demo: install
-	$(BIN)/socioseg segment --example 2 --vlm mini --sam mini --greedy --out $(OUT)
+	$(BIN)/socioseg segment --example 4 --vlm mini --sam mini --greedy --out $(OUT)
 
 # socioseg-mini from scratch, the gated curriculum of docs/mini.md: synthetic cities, SAM2,
 # phases A-D (a failed gate stops with its numbers), export to src/socioseg/assets/mini,

@@ -129,7 +129,7 @@ RANDOM_WEIGHTS_NOTE = (
 
 
 MINI_NOTE = (
-    "ℹ️ **socioseg-mini** (`--vlm mini`): a 4M-parameter model trained on synthetic cities "
+    "ℹ️ **socioseg-mini** (`--vlm mini`): a 5M-parameter model trained on synthetic cities "
     "(docs/mini.md in the repository); it has never seen a real place. Start the page with "
     "`--vlm vvangfaye/SocioReasoner-3B --sam facebook/sam2-hiera-large-hf` for real results.  \n"
 )

@@ -1,6 +1,6 @@
 """socioseg-mini's sizes and untrained starting point.
 
-A ~4M-parameter Qwen2.5-VL (real architecture, a small byte-level BPE vocabulary learned from
+A ~5M-parameter Qwen2.5-VL (real architecture, a small byte-level BPE vocabulary learned from
 the prompts, the synthetic city's place names and answer JSON; digits are single tokens, as in
 Qwen's own pre-tokenizer) that sees a 252 x 252 VLM frame, and a ~2M-parameter SAM2 at a
 256 x 256 input. ``scripts/train_mini.py`` (``make mini``) trains them with socioseg's own
