@@ -85,8 +85,9 @@ def test_two_stage_masks_cover_the_queried_entities(samples, predictions):
 
 
 def test_swapping_map_and_satellite_costs_the_score(reasoner, samples, predictions):
-    """The policy reads which image is which: given the map as the satellite image and the
-    satellite image as the map, its stage-1 boxes miss."""
+    """The pipeline reads which image is which: given the map as the satellite image and the
+    satellite image as the map (the policy reads them swapped, SAM2 embeds the map), its
+    stage-1 masks miss."""
     swapped = reasoner.segment_batch([(s.map, s.sat, s.query) for s in samples], mode="stage1")
     right = giou([p.stage1.mask for p in predictions], samples)
     wrong = giou([p.stage1.mask for p in swapped], samples)
