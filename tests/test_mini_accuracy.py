@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 
 from socioseg.data.synth import generate_sample
+from socioseg.engine import vlm_images
+from socioseg.geometry import Frames
 from socioseg.models.segmenter import Segmenter
 from socioseg.models.sources import MINI_DIR
 from socioseg.types import Box, Target
@@ -69,6 +71,18 @@ def predictions(reasoner, samples):
     return reasoner.segment_batch([(s.sat, s.map, s.query) for s in samples], mode="two-stage")
 
 
+@pytest.fixture(scope="module")
+def sam_side(samples):
+    """The shipped SAM2 alone, and each sample's frames and satellite embedding in the VLM
+    frame the pipeline uses."""
+    segmenter = Segmenter.from_pretrained("mini", device="cpu")
+    embedded = []
+    for sample in samples:
+        frames = Frames.for_image(sample.sat.size, 224 * 224, 252 * 252)
+        embedded.append((frames, segmenter.embed(vlm_images(sample.sat, sample.map, frames)[1])))
+    return segmenter, embedded
+
+
 def test_the_shipped_model_loads_by_name_in_its_own_frame():
     assert (MINI_DIR / "vlm" / "model.safetensors").is_file()
     assert (MINI_DIR / "sam" / "model.safetensors").is_file()
@@ -103,17 +117,12 @@ SLIPS = {  # what a slip does to a box in the VLM frame
 
 
 @pytest.mark.parametrize("slip", SLIPS)
-def test_boxes_that_slip_cost_the_score(slip, samples, predictions):
+def test_boxes_that_slip_cost_the_score(slip, samples, predictions, sam_side):
     """SAM2 reads where the boxes are: the policy's own stage-1 boxes give its stage-1 masks,
     the same boxes after a slip in their coordinates give clearly worse ones."""
-    from socioseg.engine import vlm_images
-    from socioseg.geometry import Frames
-
-    segmenter = Segmenter.from_pretrained("mini", device="cpu")
+    segmenter, embedded = sam_side
     right, wrong = [], []
-    for sample, prediction in zip(samples, predictions, strict=True):
-        frames = Frames.for_image(sample.sat.size, 224 * 224, 252 * 252)
-        embedding = segmenter.embed(vlm_images(sample.sat, sample.map, frames)[1])
+    for (frames, embedding), prediction in zip(embedded, predictions, strict=True):
         targets = prediction.stage1.parsed.targets  # in the VLM frame, as SAM2 got them
         slipped = [Target(SLIPS[slip](t.box)) for t in targets]
         for boxes, masks in ((targets, right), (slipped, wrong)):
@@ -124,19 +133,14 @@ def test_boxes_that_slip_cost_the_score(slip, samples, predictions):
     assert right - wrong >= MIN_BOXES_DROP, (right, wrong)
 
 
-def test_sam_fills_exact_ground_truth_boxes(samples):
+def test_sam_fills_exact_ground_truth_boxes(samples, sam_side):
     """The SAM side alone: each sample's GT box, in the VLM frame the pipeline uses."""
     import cv2
 
-    from socioseg.engine import vlm_images
-    from socioseg.geometry import Frames
-
-    segmenter = Segmenter.from_pretrained("mini", device="cpu")
+    segmenter, embedded = sam_side
     scores = []
-    for sample in samples[:12]:
+    for sample, (frames, embedding) in zip(samples[:12], embedded, strict=False):
         gt = np.asarray(sample.mask, bool)
-        frames = Frames.for_image(sample.sat.size, 224 * 224, 252 * 252)
-        embedding = segmenter.embed(vlm_images(sample.sat, sample.map, frames)[1])
         count, labels = cv2.connectedComponents(gt.astype(np.uint8))
         for label in range(1, count):
             ys, xs = np.nonzero(labels == label)
