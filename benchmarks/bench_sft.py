@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -30,28 +31,20 @@ from socioseg.train.teacher import teacher_examples
 
 PHASE_B = Path(__file__).resolve().parents[1] / "checkpoints" / "mini-phase-b"
 FRAME = (50176, 63504)  # min_pixels, max_pixels: 256 px tiles at 252 x 252
-LABELS = {
+_TOKENS = AuxSettings(position=1.0, entity=1.0, layer=2, entity_layer=3)
+_ATTENTION = replace(_TOKENS, attention=1.0, attention_layer=4)
+LABELS = {  # each setting adds to the one before it
     "answer loss alone": AuxSettings(),
-    "+ position, entity": AuxSettings(position=1.0, entity=1.0, layer=2, entity_layer=3),
-    "+ attention": AuxSettings(
-        position=1.0, entity=1.0, layer=2, entity_layer=3, attention=1.0, attention_layer=4
-    ),
-    "+ query": AuxSettings(
-        position=1.0,
-        entity=1.0,
-        layer=2,
-        entity_layer=3,
-        attention=1.0,
-        attention_layer=4,
-        attention_first=2.0,
-        query=1.0,
-    ),
+    "+ position, entity": _TOKENS,
+    "+ attention": _ATTENTION,
+    "+ query": replace(_ATTENTION, attention_first=2.0, query=1.0),
 }
 
 
 def batch(policy: VisionLanguageModel, size: int):
     """``size`` stage-1 teacher examples of held-out random tiles, with their labels."""
     examples, labels = [], []
+    tokenizer = policy.processor.tokenizer
     index = 0
     while len(examples) < size:
         tile = generate_tile(1000, index, 256, MAX_QUERIES, placement="random")
@@ -59,7 +52,6 @@ def batch(policy: VisionLanguageModel, size: int):
         for k, sample in enumerate(tile[: size - len(examples)]):
             examples.append(teacher_examples(sample, *FRAME, family=policy.family)[0])
             others = tile[:k] + tile[k + 1 :]
-            tokenizer = policy.processor.tokenizer
             labels.append(sample_aux_labels(sample, frames, policy.family, tokenizer, others))
         index += 1
     return examples, labels
