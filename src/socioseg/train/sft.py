@@ -47,6 +47,12 @@ class SftConfig(SupervisedConfig):
     # Stage-2 examples re-read boxes as a stage-1 answer would give them: each coordinate
     # moved by up to this fraction of the box's side (0: the GT boxes themselves).
     stage2_box_noise: float = 0.0
+    # Stage 2 answers the GT boxes, not the drawn ones: it corrects what stage 1 gave.
+    stage2_snap: bool = False
+    # Share of stage-2 examples whose drawn boxes are those of another entity of the same
+    # images (another question about the place, not overlapping the target): a stage 1 that
+    # found the wrong entity, which the answer (the GT boxes) moves away from.
+    stage2_decoy_share: float = 0.0
     # Share of samples that also give a single-stage example (boxes and points in one answer,
     # the paper's "w/o reflection" prompt), so that one policy answers all three prompts.
     single_stage_share: float = 0.0
@@ -68,6 +74,7 @@ class SftConfig(SupervisedConfig):
         return [
             *super()._checks(),
             (0 <= self.stage2_box_noise < 1, "stage2_box_noise must be in [0, 1)"),
+            (0 <= self.stage2_decoy_share <= 1, "stage2_decoy_share must be in [0, 1]"),
             (0 <= self.single_stage_share <= 1, "single_stage_share must be in [0, 1]"),
             (low is None or low >= 1, "min_pixels must be >= 1 or null"),
             (high is None or high >= (low or 1), "max_pixels must be >= min_pixels or null"),
@@ -325,17 +332,34 @@ class SampleDraws:
 
 
 def step_examples(
-    sample, config: SftConfig, frame: tuple[int, int], rng: np.random.Generator, family
+    sample,
+    config: SftConfig,
+    frame: tuple[int, int],
+    rng: np.random.Generator,
+    family,
+    others: Sequence = (),
 ) -> list[tuple[Prompt, str]]:
     """The teacher examples one sample gives a warm-up step: ``config.stages`` of
-    :func:`teacher_examples`, plus the single-stage one on a ``single_stage_share`` of draws."""
+    :func:`teacher_examples`, plus the single-stage one on a ``single_stage_share`` of draws;
+    on a ``stage2_decoy_share`` of draws stage 2 reads the boxes of one of ``others`` (other
+    samples about the same images) whose entity does not overlap the target's."""
+    single = bool(rng.random() < config.single_stage_share)
+    decoy = None
+    if config.stage2_decoy_share > 0 and rng.random() < config.stage2_decoy_share:
+        target = np.asarray(sample.mask, dtype=bool)
+        apart = [m for m in (np.asarray(o.mask, dtype=bool) for o in others) if m.any()]
+        apart = [m for m in apart if not (m & target).any()]
+        if apart:
+            decoy = apart[int(rng.integers(0, len(apart)))]
     own = teacher_examples(
         sample,
         *frame,
         rng,
         config.stage2_box_noise,
-        bool(rng.random() < config.single_stage_share),
+        single,
         family,
+        config.stage2_snap,
+        decoy,
     )
     kept = [*config.stages, "single"]
     return [example for kind, example in zip(STAGE_KINDS, own, strict=False) if kind in kept]
@@ -369,7 +393,8 @@ def train_sft(
     updates = SupervisedUpdates((p for p in policy.model.parameters() if p.requires_grad), config)
     policy.model.train()
     draws = SampleDraws(dataset, config)
-    places = same_place(dataset) if config.aux.entity_others else {}
+    wanted = config.aux.entity_others or config.stage2_decoy_share > 0
+    places = same_place(dataset) if wanted else {}
     done, elapsed = run.restore(policy.model, updates, rng)
     started, stats = time.perf_counter() - elapsed, {}
     tokenizer = policy.processor.tokenizer
@@ -377,11 +402,12 @@ def train_sft(
         examples, labels = [], []
         for index in draws.draw(rng, config.batch_size):
             sample = dataset[index]
-            own = step_examples(sample, config, (low, high), rng, policy.family)
+            others = [dataset[j] for j in places.get(index, [])]
+            own = step_examples(sample, config, (low, high), rng, policy.family, others)
             examples += own
             if config.aux.active:
                 frames = Frames.for_image(sample.sat.size, low, high, policy.family.factor)
-                others = [dataset[j] for j in places.get(index, [])]
+                others = others if config.aux.entity_others else []
                 label = sample_aux_labels(sample, frames, policy.family, tokenizer, others)
                 labels += [label] * len(own)
         loss, stats = supervised_losses(policy, examples, labels, config.aux)

@@ -128,16 +128,22 @@ def teacher_examples(
     box_noise: float = 0.0,
     single_stage: bool = False,
     family: PolicyFamily = QWEN2_5_VL,
+    snap: bool = False,
+    decoy: np.ndarray | None = None,
 ) -> list[tuple[Prompt, str]]:
     """(prompt, answer) pairs for both stages of one sample (objects with sat, map, mask).
 
-    Stage 1's answer is the GT boxes. Stage 2 re-reads them, or with ``rng`` and ``box_noise``
-    a noisy copy of them (:func:`noisy_boxes`, standing for an imperfect stage 1): its prompt
-    draws those boxes with the GT pixels inside them as the coarse mask, and its answer copies
-    the boxes and adds points deep inside the GT within each. With ``single_stage`` a third
-    example asks the single-stage prompt, answered with the GT boxes and their points.
-    Answers are written in the policy ``family``'s coordinate convention (Qwen3-VL: relative
-    0-1000), from the VLM-frame values.
+    Stage 1's answer is the GT boxes. Stage 2's prompt draws the boxes a stage 1 gave, with
+    the GT pixels inside them as the coarse mask: the GT boxes, or with ``rng`` and
+    ``box_noise`` a noisy copy of them (:func:`noisy_boxes`, standing for an imperfect stage
+    1). Its answer copies the drawn boxes and adds points deep inside the GT within each; with
+    ``snap`` it answers the GT boxes and their points instead (stage 2 corrects the drawn
+    boxes). ``decoy``: a mask (image frame) of another entity of the same images, which stage
+    2 then draws in place of the GT (a stage 1 that found the wrong entity; its pixels are the
+    coarse mask) and which the answer, the GT boxes with their points, moves away from. With
+    ``single_stage`` a third example asks the single-stage prompt, answered with the GT boxes
+    and their points. Answers are written in the policy ``family``'s coordinate convention
+    (Qwen3-VL: relative 0-1000), from the VLM-frame values.
     """
     frames = Frames.for_image(sample.sat.size, min_pixels, max_pixels, family.factor)
     frame = family.answer_frame
@@ -145,14 +151,19 @@ def teacher_examples(
     images = vlm_images(sample.sat, sample.map, frames)
     gt_image = _image_boxes(mask)
     boxes = _vlm_boxes(gt_image, frames)
-    reread, reread_image, coarse = boxes, gt_image, mask
+    drawn_mask, drawn_image, drawn = mask, gt_image, boxes
+    if decoy is not None:
+        drawn_mask = np.asarray(decoy, dtype=bool)
+        drawn_image = _image_boxes(drawn_mask)
+        drawn = _vlm_boxes(drawn_image, frames)
+    coarse = drawn_mask
     if rng is not None and box_noise > 0:
-        reread = noisy_boxes(rng, boxes, box_noise, images[0].size)
-        reread_image = frames.points_array(np.asarray(reread, float).reshape(-1, 4), "vlm", "image")
-        inside = np.zeros_like(mask)
-        for x1, y1, x2, y2 in np.rint(reread_image).astype(int).clip(0):
+        drawn = noisy_boxes(rng, drawn, box_noise, images[0].size)
+        drawn_image = frames.points_array(np.asarray(drawn, float).reshape(-1, 4), "vlm", "image")
+        inside = np.zeros_like(drawn_mask)
+        for x1, y1, x2, y2 in np.rint(drawn_image).astype(int).clip(0):
             inside[y1:y2, x1:x2] = True
-        coarse = mask & inside
+        coarse = drawn_mask & inside
 
     def with_points(vlm_boxes: list[list[int]], image_boxes: np.ndarray) -> str:
         return _answer_json(
@@ -164,7 +175,10 @@ def teacher_examples(
             frame,
         )
 
-    stage2_answer = with_points(reread, reread_image)
+    if snap or decoy is not None:
+        answered, stage2_answer = boxes, with_points(boxes, gt_image)
+    else:
+        answered, stage2_answer = drawn, with_points(drawn, drawn_image)
     think = teacher_think(sample.query)
     examples = [
         (
@@ -173,14 +187,14 @@ def teacher_examples(
         ),
         (
             Prompt(
-                prompts.stage2_text(sample.query, _boxes_json(reread, frames, frame)),
-                feedback_images(*images, reread, coarse),
+                prompts.stage2_text(sample.query, _boxes_json(drawn, frames, frame)),
+                feedback_images(*images, drawn, coarse),
             ),
             f"{think}<answer>{stage2_answer}</answer>",
         ),
     ]
-    if single_stage:  # the GT boxes with their points: stage 2's answer unless boxes moved
-        answer = stage2_answer if reread is boxes else with_points(boxes, gt_image)
+    if single_stage:  # the GT boxes with their points: stage 2's answer unless it copies others
+        answer = stage2_answer if answered is boxes else with_points(boxes, gt_image)
         examples.append(
             (
                 Prompt(prompts.single_stage_text(sample.query), images),
