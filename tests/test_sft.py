@@ -228,3 +228,74 @@ def test_a_run_saved_before_a_config_field_existed_resumes_with_it_at_its_defaul
     with pytest.raises(CheckpointError, match=r"another config \(aux\.query\)"):
         train_sft(asking, tmp_path / "cut", resume=True)
     assert (train_sft(config, tmp_path / "cut", resume=True) / "model.safetensors").is_file()
+
+
+def _drawn_and_answered(example) -> tuple[list, list]:
+    import json
+    import re
+
+    prompt, answer = example
+    drawn = json.loads(re.search(r"are: (\[.*?\])\.Please", prompt.text).group(1))
+    objects = json.loads(re.search("<answer>(.*)</answer>", answer).group(1))
+    return [o["bbox_2d"] for o in drawn], objects
+
+
+def test_snapped_stage2_answers_the_gt_boxes_whatever_boxes_it_reads():
+    import numpy as np
+
+    from socioseg.data.synth import generate_tile
+    from socioseg.train.sft import SftConfig, step_examples
+
+    target, *others = generate_tile(7, 0, size=256, queries=3, placement="random")
+    frame = (3136, 65536)
+    frames = Frames.for_image(target.sat.size, *frame)
+    gt_vlm = teacher_boxes(target.mask, frames)
+    scale = target.sat.width / frames.vlm_size[0]
+
+    noisy = SftConfig(stage2_box_noise=0.2, stage2_snap=True)
+    drawn, objects = _drawn_and_answered(
+        step_examples(target, noisy, frame, np.random.default_rng(3), QWEN2_5_VL)[1]
+    )
+    assert drawn != gt_vlm and [o["bbox_2d"] for o in objects] == gt_vlm
+
+    decoys = SftConfig(stage2_snap=True, stage2_decoy_share=1.0)
+    example = step_examples(target, decoys, frame, np.random.default_rng(0), QWEN2_5_VL, others)[1]
+    drawn, objects = _drawn_and_answered(example)
+    apart = [o for o in others if not (np.asarray(o.mask) & np.asarray(target.mask)).any()]
+    assert apart and drawn in [teacher_boxes(o.mask, frames) for o in apart]
+    assert [o["bbox_2d"] for o in objects] == gt_vlm
+    for obj in objects:
+        assert obj["points"]
+        for x, y in obj["points"]:
+            assert target.mask[int(y * scale), int(x * scale)]
+    # What the images show is the decoy's box: the stage-2 map differs from the plain map only
+    # around the drawn box (its outline and the coarse mask inside it).
+    plain = np.asarray(
+        step_examples(target, SftConfig(), frame, np.random.default_rng(0), QWEN2_5_VL)[0][
+            0
+        ].images[0],
+        dtype=int,
+    )
+    shown = np.asarray(example[0].images[0], dtype=int)
+    ys, xs = np.nonzero(np.abs(shown - plain).sum(-1))
+    ((x1, y1, x2, y2),) = drawn
+    assert len(xs) and xs.min() >= x1 - 3 and xs.max() <= x2 + 3
+    assert ys.min() >= y1 - 3 and ys.max() <= y2 + 3
+
+
+def test_a_decoy_is_never_the_target_itself():
+    import numpy as np
+
+    from socioseg.data.synth import generate_tile
+    from socioseg.train.sft import SftConfig, step_examples
+
+    target, *_ = generate_tile(7, 0, size=256, queries=3, placement="random")
+    config = SftConfig(stage2_decoy_share=1.0)
+    frame = (3136, 65536)
+    frames = Frames.for_image(target.sat.size, *frame)
+    # The same entity asked another way overlaps the target: it cannot stand for a wrong one.
+    example = step_examples(target, config, frame, np.random.default_rng(0), QWEN2_5_VL, [target])
+    drawn, objects = _drawn_and_answered(example[1])
+    assert drawn == teacher_boxes(target.mask, frames) == [o["bbox_2d"] for o in objects]
+    with pytest.raises(ConfigError, match="stage2_decoy_share"):
+        SftConfig(stage2_decoy_share=1.5)
