@@ -32,7 +32,6 @@ the steps ran out first.
 from __future__ import annotations
 
 import argparse
-import csv
 import importlib.util
 import json
 import shutil
@@ -47,6 +46,7 @@ from socioseg.engine import Prompt
 from socioseg.metrics import mask_iou
 from socioseg.train import aux_labels
 from socioseg.train.checkpoint import safe_load
+from socioseg.train.runlog import RunLog
 
 GATE_IOU = 0.5
 GATE_SHARE = 0.5
@@ -133,25 +133,6 @@ def gate(policy, held_out, frame: int, chunk: int = 16) -> tuple[float, float]:
     policy.model.train()
     ious = np.asarray(ious)
     return float((ious > GATE_IOU).mean()), float(ious.mean())
-
-
-def _append(path: Path, row: dict) -> None:
-    new = not path.exists()
-    with path.open("a", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-
-
-def _trim(path: Path, step: int) -> None:
-    """Drop the rows after ``step`` (a killed session's, redone from the checkpoint)."""
-    if path.exists():
-        lines = path.read_text().splitlines(keepends=True)
-        kept = [lines[0]] + [line for line in lines[1:] if int(line.split(",")[0]) <= step]
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(kept))
-        tmp.rename(path)
 
 
 def _save(out: Path, policy, updates, rng, step: int, elapsed: float) -> None:
@@ -291,8 +272,7 @@ def main(argv: list[str] | None = None) -> dict:
         for i in range(args.held_out)
     ]
     step, result = progress["step"], {"passed": False}
-    for name in ("metrics.csv", "gate.csv"):
-        _trim(out / name, step)
+    log = RunLog(out, step)  # rows past the checkpoint (a killed session's) are dropped
     started = time.perf_counter() - progress["elapsed_s"]
     policy.model.train()
     while step < args.steps:
@@ -301,22 +281,20 @@ def main(argv: list[str] | None = None) -> dict:
         batch = [probe.squares_sample(rng, int(n), args.frame) for n in counts]
         loss, parts = train_loss(policy, batch, aux, args.frame)
         updates.step(loss)
-        _append(
-            out / "metrics.csv", {"step": step, **parts, "elapsed_s": time.perf_counter() - started}
-        )
+        log.log(step, {**parts, "elapsed_s": time.perf_counter() - started}, ("elapsed_s",))
         if step % args.every == 0 or step == args.steps:
             share, mean = gate(policy, held_out, args.frame)
             looks = probe.target_attention(policy, held_out[:ATTENTION_QUESTIONS], args.frame)
             elapsed = time.perf_counter() - started
             result = {
-                "step": step,
                 "iou_share": share,
                 "mean_iou": mean,
                 "attention_on_target": max(on for on, _ in looks),
                 "attention_uniform": looks[0][1],
                 "elapsed_s": elapsed,
             }
-            _append(out / "gate.csv", result)
+            log.log(step, result, ("elapsed_s",), table="gate")
+            result["step"] = step
             passed = share >= GATE_SHARE
             print(
                 f"step {step}: loss {parts}; held-out {GATE_SQUARES}-square questions with IoU >"
@@ -334,6 +312,7 @@ def main(argv: list[str] | None = None) -> dict:
             _save(out, policy, updates, rng, step, time.perf_counter() - started)
         if step - progress["step"] == args.stop_after:
             break
+    log.close()
     return result
 
 

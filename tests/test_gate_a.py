@@ -53,6 +53,10 @@ def test_a_run_stopped_and_resumed_ends_where_an_unbroken_run_does(tmp_path):
         (tmp_path / run / "metrics.csv").read_text().splitlines() for run in ("whole", "parts")
     ]
     assert [line.split(",")[:3] for line in lines[0]] == [line.split(",")[:3] for line in lines[1]]
+    gates = list(csv.DictReader((tmp_path / "whole" / "gate.csv").open()))
+    assert [r["step"] for r in gates] == ["2"]
+    assert float(gates[0]["iou_share"]) == pytest.approx(whole["iou_share"], rel=1e-5)
+    assert list((tmp_path / "whole" / "tensorboard").glob("events.out.tfevents.*"))
     weights = [
         load_file(tmp_path / run / "checkpoint/vlm/model.safetensors") for run in ("whole", "parts")
     ]
