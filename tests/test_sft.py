@@ -270,12 +270,10 @@ def test_snapped_stage2_answers_the_gt_boxes_whatever_boxes_it_reads():
             assert target.mask[int(y * scale), int(x * scale)]
     # What the images show is the decoy's box: the stage-2 map differs from the plain map only
     # around the drawn box (its outline and the coarse mask inside it).
-    plain = np.asarray(
-        step_examples(target, SftConfig(), frame, np.random.default_rng(0), QWEN2_5_VL)[0][
-            0
-        ].images[0],
-        dtype=int,
+    (plain_prompt, _), _ = step_examples(
+        target, SftConfig(), frame, np.random.default_rng(0), QWEN2_5_VL
     )
+    plain = np.asarray(plain_prompt.images[0], dtype=int)
     shown = np.asarray(example[0].images[0], dtype=int)
     ys, xs = np.nonzero(np.abs(shown - plain).sum(-1))
     ((x1, y1, x2, y2),) = drawn

@@ -342,7 +342,8 @@ def step_examples(
     """The teacher examples one sample gives a warm-up step: ``config.stages`` of
     :func:`teacher_examples`, plus the single-stage one on a ``single_stage_share`` of draws;
     on a ``stage2_decoy_share`` of draws stage 2 reads the boxes of one of ``others`` (other
-    samples about the same images) whose entity does not overlap the target's."""
+    samples about the same images) whose entity does not overlap the target's, where there is
+    one (else its own)."""
     single = bool(rng.random() < config.single_stage_share)
     decoy = None
     if config.stage2_decoy_share > 0 and rng.random() < config.stage2_decoy_share:

@@ -193,7 +193,7 @@ def teacher_examples(
             f"{think}<answer>{stage2_answer}</answer>",
         ),
     ]
-    if single_stage:  # the GT boxes with their points: stage 2's answer unless it copies others
+    if single_stage:  # the GT boxes with their points: stage 2's answer if it gives them
         answer = stage2_answer if answered is boxes else with_points(boxes, gt_image)
         examples.append(
             (
