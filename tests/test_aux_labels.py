@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -520,3 +522,44 @@ def test_same_place_reads_the_stored_bytes_of_every_layout(tmp_path):
     (broken / "train" / folder.ids[1] / "sat.png").unlink()
     with pytest.raises(DataError, match=f"{folder.ids[1]}.*sat.png: image is missing"):
         same_place(load_socioseg(broken, "train"))
+
+
+def test_the_copy_label_points_each_query_token_of_the_reasoning_at_the_same_characters(
+    tiny_vlm,
+):
+    """Each token that writes the query in a teacher answer's reasoning looks at the prompt
+    tokens holding the same characters of the query, in every prompt (the quotes differ)."""
+    from socioseg.train.aux_labels import copy_looks
+
+    sample = generate_sample(3, size=128)
+    query = "Heping Garden Hotel"
+    sample = dataclasses.replace(sample, query=query)
+    tokenizer = tiny_vlm.processor.tokenizer
+    for prompt, answer in teacher_examples(sample, 3136, 12544, single_stage=True):
+        ids = tiny_vlm.encode([prompt.text], [list(prompt.images)])["input_ids"][0].tolist()
+        indices, looks = copy_looks(tokenizer, ids, prompt.text, answer, query)
+        written = tokenizer(answer, return_offsets_mapping=True).offset_mapping
+        # by hand: the answer's tokens inside "labels <query>;" and their text
+        start = answer.index(query)
+        inside = [k for k, (a, b) in enumerate(written) if a < start + len(query) and b > start]
+        assert indices == inside and len(indices) >= 3
+        for k, row in zip(indices, looks, strict=True):
+            piece = answer[written[k][0] : written[k][1]].strip()
+            seen = tokenizer.decode([ids[p] for p in np.nonzero(row)[0]]).strip("'\" ")
+            assert piece in seen and seen in query  # the same characters, from the quote
+    assert copy_looks(tokenizer, ids, prompt.text, answer, "Zoo")[0] == []
+    with pytest.raises(ValueError, match="do not hold"):
+        copy_looks(tokenizer, ids[:5], prompt.text, answer, query)
+
+
+def test_the_copy_weight_adds_its_attention_loss(tiny_vlm):
+    sample = generate_sample(1, size=128)
+    examples = teacher_examples(sample, 3136, 12544)
+    frames = Frames.for_image(sample.sat.size, 3136, 12544, tiny_vlm.family.factor)
+    labels = [sample_aux_labels(sample, frames, tiny_vlm.family, tiny_vlm.processor.tokenizer)]
+    labels *= len(examples)
+    assert labels[0].query == sample.query
+    with torch.no_grad():
+        loss, parts = supervised_losses(tiny_vlm, examples, labels, AuxSettings(copy=0.5))
+    assert 0 < parts["aux_copy"] < 50
+    assert float(loss) == pytest.approx(parts["nll"] + 0.5 * parts["aux_copy"], rel=1e-5)

@@ -28,6 +28,12 @@ every merged image token (the language model's image tokens), to predict:
   (docs/mini.md). With ``edges``, each number's digits look only at the target's tokens in
   the column (x) or row (y) nearest the number, the line whose position label is the one
   the number writes: the left column of the target for a box's x1, the right one for x2.
+- copy: where the answer's reasoning writes the query again (the teacher's "The map labels
+  <query>; ..."), each of those tokens should be written while one head (head 1 of the same
+  layer) looks at the prompt's tokens that hold the same characters of the query. The prompt
+  quotes the query (``'Heping`` as ``He``, ``ping``) where the reasoning writes it after a
+  space (`` Heping``, one token), so copying it is a lookup the answer loss alone teaches
+  slowly.
 
 Inference, prompts and answers do not change: these are extra training targets only.
 """
@@ -146,6 +152,7 @@ class TokenLabels:
     grid: tuple[int, int]
     scale: tuple[float, float]
     target: int = IGNORE
+    query: str = ""  # the question's text, for the copy label ("": none)
 
 
 def example_labels(
@@ -233,6 +240,43 @@ def digit_looks(
             on = keep
         out[k, axis * size : (axis + 1) * size] = on.reshape(-1)
     return out
+
+
+def copy_looks(
+    tokenizer, prompt_ids: Sequence[int], user_text: str, answer: str, query: str
+) -> tuple[list[int], np.ndarray]:
+    """The copy label of one example: the indices of ``answer``'s tokens that write ``query``
+    (its first occurrence), and for each, the positions of ``prompt_ids`` (the whole encoded
+    prompt) to look at: the tokens of ``user_text``'s first ``query`` that share a character
+    with it. ``user_text`` is found in ``prompt_ids`` by its own tokens (the chat template
+    puts it after a special token, so it is tokenized as on its own); a prompt that does not
+    hold them raises ``ValueError``. No query in the answer or the text: no rows."""
+    where, start = answer.find(query), user_text.find(query)
+    if not query or where < 0 or start < 0:
+        return [], np.zeros((0, len(prompt_ids)), bool)
+    text = tokenizer(user_text, return_offsets_mapping=True, add_special_tokens=False)
+    ids = list(text.input_ids)
+    prompt = list(prompt_ids)
+    at = next((i for i in range(len(prompt) - len(ids) + 1) if prompt[i : i + len(ids)] == ids), -1)
+    if at < 0:
+        raise ValueError("the prompt's tokens do not hold its text's own tokens")
+    sources = [  # (position in the prompt, query characters it holds)
+        (at + i, max(begin, start) - start, min(end, start + len(query)) - start)
+        for i, (begin, end) in enumerate(text.offset_mapping)
+        if begin < start + len(query) and end > start
+    ]
+    written = tokenizer(answer, return_offsets_mapping=True).offset_mapping
+    indices, looks = [], []
+    for k, (begin, end) in enumerate(written):
+        low, high = max(begin, where) - where, min(end, where + len(query)) - where
+        if high <= low:
+            continue
+        row = np.zeros(len(prompt), bool)
+        for position, a, b in sources:
+            row[position] = a < high and b > low
+        indices.append(k)
+        looks.append(row)
+    return indices, np.array(looks, bool).reshape(-1, len(prompt))
 
 
 def attention_loss(

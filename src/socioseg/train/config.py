@@ -135,7 +135,9 @@ class AuxSettings(_Section):
     at the position that writes that first digit: its hidden state after ``query_layer``
     (None: the entity layer), through the final norm and the LM head, names the asked-for
     entity's class, as its image tokens' entity labels do (the asked-for class in the same
-    words as the image tokens' classes, below the layer that picks)."""
+    words as the image tokens' classes, below the layer that picks). ``copy`` weighs the copy
+    label: head 1 of ``attention_layer`` looks at the prompt's query while the reasoning
+    writes it again (:func:`socioseg.train.aux_labels.copy_looks`)."""
 
     position: float = 0.0
     entity: float = 0.0
@@ -149,6 +151,7 @@ class AuxSettings(_Section):
     attention_first: float = 0.0
     query: float = 0.0
     query_layer: int | None = None
+    copy: float = 0.0
 
     def _checks(self) -> list[tuple[bool, str]]:
         return [
@@ -169,6 +172,7 @@ class AuxSettings(_Section):
                 f"attention_layer must be >= 1, got {self.attention_layer}",
             ),
             (self.query >= 0, f"query must be >= 0, got {self.query}"),
+            (self.copy >= 0, f"copy must be >= 0, got {self.copy}"),
             (
                 self.query_layer is None or self.query_layer >= 1,
                 f"query_layer must be >= 1, got {self.query_layer}",
@@ -178,7 +182,7 @@ class AuxSettings(_Section):
     @property
     def looks(self) -> bool:
         """Whether an attention label is asked for (the answer's attention is read)."""
-        return self.attention > 0 or self.attention_first > 0
+        return self.attention > 0 or self.attention_first > 0 or self.copy > 0
 
     @property
     def active(self) -> bool:

@@ -150,7 +150,7 @@ def sample_aux_labels(
     too."""
     width, height = frames.vlm_size
     tokens = aux_labels.LabelTokens.of(tokenizer)
-    return aux_labels.example_labels(
+    labels = aux_labels.example_labels(
         np.asarray(sample.mask, dtype=bool),
         tokens.of_class(tokenizer, sample.socio_class),
         frames,
@@ -159,6 +159,7 @@ def sample_aux_labels(
         family.answer_frame,
         [(np.asarray(o.mask, bool), tokens.of_class(tokenizer, o.socio_class)) for o in others],
     )
+    return dataclasses.replace(labels, query=sample.query)
 
 
 def same_place(dataset) -> dict[int, list[int]]:
@@ -242,6 +243,10 @@ def supervised_losses(
             firsts = [(positions[:1], where[:1]) for positions, where in looks]
             parts["aux_attention_first"] = aux_labels.attention_loss(weights, firsts)
             loss = loss + aux.attention_first * parts["aux_attention_first"]
+        if aux.copy > 0:
+            copies = _copy_labels(batch, examples, labels, tokenizer, weights.shape[-1])
+            parts["aux_copy"] = aux_labels.attention_loss(weights, copies, head=1)
+            loss = loss + aux.copy * parts["aux_copy"]
     return loss, {"nll": float(nll.detach())} | {k: float(v.detach()) for k, v in parts.items()}
 
 
@@ -262,6 +267,28 @@ def _attention_labels(
             aux_labels.digit_looks(label.look, label.grid, digits, label.scale, edges)
         )
         out.append((batch.predicted_at([i for i, _, _ in digits]), looks))
+    return out
+
+
+def _copy_labels(
+    batch: TeacherBatch,
+    examples: list[tuple[Prompt, str]],
+    labels: list[aux_labels.TokenLabels],
+    tokenizer,
+    length: int,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per example, the positions that write the query in its reasoning and the prompt tokens
+    each looks at (:func:`aux_labels.copy_looks`), as :func:`aux_labels.attention_loss`
+    takes them."""
+    out = []
+    for row, ((prompt, _), answer, label) in enumerate(
+        zip(examples, batch.answers, labels, strict=True)
+    ):
+        ids = batch.inputs["input_ids"][row].tolist()
+        indices, looks = aux_labels.copy_looks(tokenizer, ids, prompt.text, answer, label.query)
+        where = torch.zeros(len(indices), length, dtype=torch.bool)
+        where[:, : len(ids)] = torch.from_numpy(looks)
+        out.append((batch.predicted_at(indices), where))
     return out
 
 
