@@ -185,7 +185,8 @@ def supervised_losses(
     ``aux.attention`` x the answer's attention label (``aux.attention_edges``: each number
     looks at the target's line nearest it), plus ``aux.attention_first`` x the same label at
     the first coordinate digit alone, plus ``aux.query`` x the cross-entropy of the asked-for
-    class read at the position that writes that digit (after ``aux.query_layer``).
+    class read at the position that writes that digit (after ``aux.query_layer``), plus
+    ``aux.copy`` x the copy label (the reasoning's query looks at the prompt's, head 1).
     ``labels``: each example's image-token labels. Without ``aux`` weights only the answer
     NLL runs."""
     if not aux.active:
