@@ -104,12 +104,17 @@ def test_a_side_longer_than_ten_tokens_gives_each_index_its_tenth():
     assert position_digit(np.array([0, 1, 2, 9, 10, 19]), 20).tolist() == [0, 0, 1, 4, 5, 9]
 
 
+def _teacher_batch(policy, sample):
+    """A sample's teacher examples (both stages, the tests' small frame) and their labels."""
+    examples = teacher_examples(sample, 3136, 12544)
+    frames = Frames.for_image(sample.sat.size, 3136, 12544, policy.family.factor)
+    label = sample_aux_labels(sample, frames, policy.family, policy.processor.tokenizer)
+    return examples, [label] * len(examples)
+
+
 def test_the_default_config_computes_todays_loss_and_aux_losses_change_only_the_total(tiny_vlm):
     sample = generate_sample(1, size=128)
-    examples = teacher_examples(sample, 3136, 12544)
-    frames = Frames.for_image(sample.sat.size, 3136, 12544, tiny_vlm.family.factor)
-    labels = [sample_aux_labels(sample, frames, tiny_vlm.family, tiny_vlm.processor.tokenizer)]
-    labels *= len(examples)
+    examples, labels = _teacher_batch(tiny_vlm, sample)
     with torch.no_grad():
         today = supervised_loss(tiny_vlm, examples)
         loss, parts = supervised_losses(tiny_vlm, examples, labels, AuxSettings())
@@ -124,10 +129,8 @@ def test_the_default_config_computes_todays_loss_and_aux_losses_change_only_the_
 def test_the_entity_labels_are_read_at_their_own_layer(tiny_vlm):
     """``aux.entity_layer``: the entity labels read after that layer, the position labels
     after ``aux.layer``; each value is the one both labels get when read at its layer."""
-    sample = generate_sample(1, size=128)
-    examples = teacher_examples(sample, 3136, 12544)[:1]
-    frames = Frames.for_image(sample.sat.size, 3136, 12544, tiny_vlm.family.factor)
-    labels = [sample_aux_labels(sample, frames, tiny_vlm.family, tiny_vlm.processor.tokenizer)]
+    examples, labels = _teacher_batch(tiny_vlm, generate_sample(1, size=128))
+    examples, labels = examples[:1], labels[:1]  # the stage-1 example
     with torch.no_grad():
         _, split = supervised_losses(tiny_vlm, examples, labels, AuxSettings(1, 1, 1, 2))
         _, first = supervised_losses(tiny_vlm, examples, labels, AuxSettings(1, 1, 1))
@@ -554,10 +557,7 @@ def test_the_copy_label_points_each_query_token_of_the_reasoning_at_the_same_cha
 
 def test_the_copy_weight_adds_its_attention_loss(tiny_vlm):
     sample = generate_sample(1, size=128)
-    examples = teacher_examples(sample, 3136, 12544)
-    frames = Frames.for_image(sample.sat.size, 3136, 12544, tiny_vlm.family.factor)
-    labels = [sample_aux_labels(sample, frames, tiny_vlm.family, tiny_vlm.processor.tokenizer)]
-    labels *= len(examples)
+    examples, labels = _teacher_batch(tiny_vlm, sample)
     assert labels[0].query == sample.query
     with torch.no_grad():
         loss, parts = supervised_losses(tiny_vlm, examples, labels, AuxSettings(copy=0.5))
