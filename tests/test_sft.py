@@ -297,3 +297,46 @@ def test_a_decoy_is_never_the_target_itself():
     assert drawn == teacher_boxes(target.mask, frames) == [o["bbox_2d"] for o in objects]
     with pytest.raises(ConfigError, match="stage2_decoy_share"):
         SftConfig(stage2_decoy_share=1.5)
+
+
+def _sublist(part: list, whole: list) -> bool:
+    return any(whole[i : i + len(part)] == part for i in range(len(whole) - len(part) + 1))
+
+
+def test_quoted_reasoning_repeats_the_prompts_own_tokens_of_the_query():
+    import re
+
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from socioseg.data.synth import generate_tile
+    from socioseg.models.sources import MINI_DIR
+
+    tokenizer = AutoTokenizer.from_pretrained(MINI_DIR / "vlm")
+    tiles = (generate_tile(7, i, size=256, queries=3, placement="random") for i in range(20))
+    name = next(s for tile in tiles for s in tile if s.level == "socio-name" and " " in s.query)
+
+    def copied(examples):
+        """Per example: the reasoning's tokens between "labels" and what follows the query,
+        and whether they occur, in that order, among the prompt's tokens."""
+        runs = []
+        for prompt, answer in examples:
+            think = re.search("<think>The map labels (.*?)(;| and) its", answer).group(1)
+            ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+            head = tokenizer("<think>The map labels", add_special_tokens=False)["input_ids"]
+            tail = tokenizer(think, add_special_tokens=False)["input_ids"]
+            run = ids[len(head) : len(head) + len(tail)]
+            runs.append(
+                _sublist(run, tokenizer(prompt.text, add_special_tokens=False)["input_ids"])
+            )
+        return runs
+
+    frame = (3136, 65536)
+    quoted = teacher_examples(name, *frame, np.random.default_rng(2), 0.2, True, quoted_think=True)
+    plain = teacher_examples(name, *frame, np.random.default_rng(2), 0.2, True)
+    assert copied(quoted) == [True, True, True]
+    assert copied(plain) == [False, False, False]
+    assert "'" + name.query + "'" in quoted[0][1] and '"' + name.query + '"' in quoted[1][1]
+    # Only the reasoning changes: the same prompts, the same answers after it.
+    for (p, a), (q, b) in zip(quoted, plain, strict=True):
+        assert p.text == q.text and a.split("</think>")[1] == b.split("</think>")[1]

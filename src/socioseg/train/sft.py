@@ -53,6 +53,9 @@ class SftConfig(SupervisedConfig):
     # images (another question about the place, not overlapping the target): a stage 1 that
     # found the wrong entity, which the answer (the GT boxes) moves away from.
     stage2_decoy_share: float = 0.0
+    # The teacher's reasoning quotes the query as the example's prompt does, so that it
+    # repeats the prompt's tokens (teacher.teacher_think); off: "The map labels <query>; ...".
+    think_quoted: bool = False
     # Share of samples that also give a single-stage example (boxes and points in one answer,
     # the paper's "w/o reflection" prompt), so that one policy answers all three prompts.
     single_stage_share: float = 0.0
@@ -389,6 +392,7 @@ def step_examples(
         family,
         config.stage2_snap,
         decoy,
+        config.think_quoted,
     )
     kept = [*config.stages, "single"]
     return [example for kind, example in zip(STAGE_KINDS, own, strict=False) if kind in kept]

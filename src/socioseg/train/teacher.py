@@ -115,9 +115,21 @@ def noisy_boxes(
     return out
 
 
-def teacher_think(query: str) -> str:
-    """The reasoning a teacher answer opens with (the same for both stages)."""
-    return f"<think>The map labels {query}; its outline is visible on the image.</think>"
+def teacher_think(query: str, prompt_text: str | None = None) -> str:
+    """The reasoning a teacher answer opens with.
+
+    Without ``prompt_text`` the same for every stage. With it, the query is written between
+    the quotes the prompt puts around it (stage 1 ``'Heping Park'``, stage 2 ``"Heping
+    Park"``), so that the reasoning repeats the prompt's very tokens: after a space alone the
+    tokenizer splits many names otherwise (`` Heping``, one token, where the prompt has
+    ``He``, ``ping``), and copying them is then a learned mapping per word.
+    """
+    if prompt_text is None:
+        return f"<think>The map labels {query}; its outline is visible on the image.</think>"
+    at = prompt_text.find(query)
+    quote = prompt_text[at - 1] if at > 0 else ""
+    written = f"{quote}{query}{quote}"
+    return f"<think>The map labels {written} and its outline is visible on the image.</think>"
 
 
 def teacher_examples(
@@ -130,6 +142,7 @@ def teacher_examples(
     family: PolicyFamily = QWEN2_5_VL,
     snap: bool = False,
     decoy: np.ndarray | None = None,
+    quoted_think: bool = False,
 ) -> list[tuple[Prompt, str]]:
     """(prompt, answer) pairs for both stages of one sample (objects with sat, map, mask).
 
@@ -179,26 +192,25 @@ def teacher_examples(
         answered, stage2_answer = boxes, with_points(boxes, gt_image)
     else:
         answered, stage2_answer = drawn, with_points(drawn, drawn_image)
-    think = teacher_think(sample.query)
+    texts = [
+        prompts.stage1_text(sample.query),
+        prompts.stage2_text(sample.query, _boxes_json(drawn, frames, frame)),
+    ]
+    if single_stage:
+        texts.append(prompts.single_stage_text(sample.query))
+
+    def opened(text: str, body: str) -> str:
+        think = teacher_think(sample.query, text if quoted_think else None)
+        return f"{think}<answer>{body}</answer>"
+
     examples = [
+        (Prompt(texts[0], images), opened(texts[0], _boxes_json(boxes, frames, frame))),
         (
-            Prompt(prompts.stage1_text(sample.query), images),
-            f"{think}<answer>{_boxes_json(boxes, frames, frame)}</answer>",
-        ),
-        (
-            Prompt(
-                prompts.stage2_text(sample.query, _boxes_json(drawn, frames, frame)),
-                feedback_images(*images, drawn, coarse),
-            ),
-            f"{think}<answer>{stage2_answer}</answer>",
+            Prompt(texts[1], feedback_images(*images, drawn, coarse)),
+            opened(texts[1], stage2_answer),
         ),
     ]
     if single_stage:  # the GT boxes with their points: stage 2's answer if it gives them
         answer = stage2_answer if answered is boxes else with_points(boxes, gt_image)
-        examples.append(
-            (
-                Prompt(prompts.single_stage_text(sample.query), images),
-                f"{think}<answer>{answer}</answer>",
-            )
-        )
+        examples.append((Prompt(texts[2], images), opened(texts[2], answer)))
     return examples
