@@ -298,6 +298,19 @@ def test_a_decoy_is_never_the_target_itself():
     with pytest.raises(ConfigError, match="stage2_decoy_share"):
         SftConfig(stage2_decoy_share=1.5)
 
+    def unread():  # the other questions of a tile are loaded only for a decoy
+        raise AssertionError("read without a decoy")
+        yield
+
+    step_examples(
+        target,
+        SftConfig(stage2_decoy_share=0.0),
+        frame,
+        np.random.default_rng(0),
+        QWEN2_5_VL,
+        unread(),
+    )
+
 
 def _sublist(part: list, whole: list) -> bool:
     return any(whole[i : i + len(part)] == part for i in range(len(whole) - len(part) + 1))

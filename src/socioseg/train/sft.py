@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -368,13 +368,13 @@ def step_examples(
     frame: tuple[int, int],
     rng: np.random.Generator,
     family,
-    others: Sequence = (),
+    others: Iterable = (),
 ) -> list[tuple[Prompt, str]]:
     """The teacher examples one sample gives a warm-up step: ``config.stages`` of
     :func:`teacher_examples`, plus the single-stage one on a ``single_stage_share`` of draws;
     on a ``stage2_decoy_share`` of draws stage 2 reads the boxes of one of ``others`` (other
     samples about the same images) whose entity does not overlap the target's, where there is
-    one (else its own)."""
+    one (else its own). ``others`` is read only on those draws."""
     single = bool(rng.random() < config.single_stage_share)
     decoy = None
     if config.stage2_decoy_share > 0 and rng.random() < config.stage2_decoy_share:
@@ -435,7 +435,11 @@ def train_sft(
         examples, labels = [], []
         for index in draws.draw(rng, config.batch_size):
             sample = dataset[index]
-            others = [dataset[j] for j in places.get(index, [])]
+            near = places.get(index, [])
+            # A list where the entity labels need every one; else loaded only for a decoy.
+            others = (dataset[j] for j in near)
+            if config.aux.entity_others:
+                others = list(others)
             own = step_examples(sample, config, (low, high), rng, policy.family, others)
             examples += own
             if config.aux.active:
