@@ -353,3 +353,23 @@ def test_quoted_reasoning_repeats_the_prompts_own_tokens_of_the_query():
     # Only the reasoning changes: the same prompts, the same answers after it.
     for (p, a), (q, b) in zip(quoted, plain, strict=True):
         assert p.text == q.text and a.split("</think>")[1] == b.split("</think>")[1]
+
+
+def test_class_for_names_reasoning_says_the_targets_class_and_nothing_else_changes():
+    import numpy as np
+
+    from socioseg.data.synth import generate_tile
+
+    tiles = [generate_tile(7, i, size=256, queries=3, placement="random") for i in range(6)]
+    name = next(s for tile in tiles for s in tile if s.level == "socio-name")
+    other = next(s for tile in tiles for s in tile if s.level == "socio-class")
+    frame = (3136, 65536)
+    told = teacher_examples(name, *frame, np.random.default_rng(2), 0.2, True, class_for_names=True)
+    plain = teacher_examples(name, *frame, np.random.default_rng(2), 0.2, True)
+    for (p, a), (q, b) in zip(told, plain, strict=True):
+        assert a.startswith(f"<think>The map labels {name.socio_class}; its outline")
+        assert b.startswith(f"<think>The map labels {name.query}; its outline")
+        assert p.text == q.text and a.split("</think>")[1] == b.split("</think>")[1]
+    # Other levels say their query as before.
+    (_, a), *_ = teacher_examples(other, *frame, class_for_names=True)
+    assert a.startswith(f"<think>The map labels {other.query}; its outline")

@@ -56,6 +56,8 @@ class SftConfig(SupervisedConfig):
     # The teacher's reasoning quotes the query as the example's prompt does, so that it
     # repeats the prompt's tokens (teacher.teacher_think); off: "The map labels <query>; ...".
     think_quoted: bool = False
+    # A name question's teacher reasoning says its target's socio-class in place of the name.
+    think_class_for_names: bool = False
     # Share of samples that also give a single-stage example (boxes and points in one answer,
     # the paper's "w/o reflection" prompt), so that one policy answers all three prompts.
     single_stage_share: float = 0.0
@@ -393,6 +395,7 @@ def step_examples(
         config.stage2_snap,
         decoy,
         config.think_quoted,
+        config.think_class_for_names,
     )
     kept = [*config.stages, "single"]
     return [example for kind, example in zip(STAGE_KINDS, own, strict=False) if kind in kept]

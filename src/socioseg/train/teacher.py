@@ -115,20 +115,15 @@ def noisy_boxes(
     return out
 
 
-def teacher_think(query: str, prompt_text: str | None = None) -> str:
-    """The reasoning a teacher answer opens with.
-
-    Without ``prompt_text`` the same for every stage. With it, the query is written between
-    the quotes the prompt puts around it (stage 1 ``'Heping Park'``, stage 2 ``"Heping
-    Park"``), so that the reasoning repeats the prompt's very tokens: after a space alone the
-    tokenizer splits many names otherwise (`` Heping``, one token, where the prompt has
-    ``He``, ``ping``), and copying them is then a learned mapping per word.
-    """
-    if prompt_text is None:
-        return f"<think>The map labels {query}; its outline is visible on the image.</think>"
-    at = prompt_text.find(query)
-    quote = prompt_text[at - 1] if at > 0 else ""
-    written = f"{quote}{query}{quote}"
+def teacher_think(said: str, quote: str | None = None) -> str:
+    """The reasoning a teacher answer opens with: what the map labels, ``said`` (the query, or
+    for a name its target's class). With ``quote`` it is written between two of them, as the
+    prompt quotes the query (stage 1 ``'Heping Park'``, stage 2 ``"Heping Park"``), so that the
+    reasoning repeats the prompt's very tokens: after a space alone the tokenizer splits many
+    names otherwise (`` Heping``, one token, where the prompt has ``He``, ``ping``)."""
+    if quote is None:
+        return f"<think>The map labels {said}; its outline is visible on the image.</think>"
+    written = f"{quote}{said}{quote}"
     return f"<think>The map labels {written} and its outline is visible on the image.</think>"
 
 
@@ -143,6 +138,7 @@ def teacher_examples(
     snap: bool = False,
     decoy: np.ndarray | None = None,
     quoted_think: bool = False,
+    class_for_names: bool = False,
 ) -> list[tuple[Prompt, str]]:
     """(prompt, answer) pairs for both stages of one sample (objects with sat, map, mask).
 
@@ -199,9 +195,12 @@ def teacher_examples(
     if single_stage:
         texts.append(prompts.single_stage_text(sample.query))
 
+    named = class_for_names and sample.level == "socio-name" and sample.socio_class
+    said = sample.socio_class if named else sample.query
+
     def opened(text: str, body: str) -> str:
-        think = teacher_think(sample.query, text if quoted_think else None)
-        return f"{think}<answer>{body}</answer>"
+        quote = text[text.find(sample.query) - 1] if quoted_think else None
+        return f"{teacher_think(said, quote)}<answer>{body}</answer>"
 
     examples = [
         (Prompt(texts[0], images), opened(texts[0], _boxes_json(boxes, frames, frame))),
