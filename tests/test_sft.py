@@ -298,18 +298,26 @@ def test_a_decoy_is_never_the_target_itself():
     with pytest.raises(ConfigError, match="stage2_decoy_share"):
         SftConfig(stage2_decoy_share=1.5)
 
-    def unread():  # the other questions of a tile are loaded only for a decoy
-        raise AssertionError("read without a decoy")
-        yield
 
-    step_examples(
-        target,
-        SftConfig(stage2_decoy_share=0.0),
-        frame,
-        np.random.default_rng(0),
-        QWEN2_5_VL,
-        unread(),
-    )
+def test_a_tiles_other_questions_are_read_only_for_a_decoy():
+    import numpy as np
+
+    from socioseg.data.synth import generate_tile
+    from socioseg.train.sft import SftConfig, step_examples
+
+    target, *others = generate_tile(7, 0, size=256, queries=3, placement="random")
+    read = []
+
+    def loading():
+        for other in others:
+            read.append(other)
+            yield other
+
+    frame, rng = (3136, 65536), np.random.default_rng(0)
+    step_examples(target, SftConfig(), frame, rng, QWEN2_5_VL, loading())
+    assert read == []
+    step_examples(target, SftConfig(stage2_decoy_share=1.0), frame, rng, QWEN2_5_VL, loading())
+    assert read == others
 
 
 def _sublist(part: list, whole: list) -> bool:
