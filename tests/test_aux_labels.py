@@ -464,12 +464,17 @@ def test_with_edges_each_number_looks_at_the_targets_line_nearest_it():
 def test_other_entities_of_the_place_label_their_own_tokens():
     """The target holds token (0, 0); another entity of class "Park" covers (1, 2) fully and
     (0, 1) by a quarter; one of unknown class covers (1, 0). Only (1, 2) becomes "Park", on
-    both images; the target's tokens keep the target's class."""
+    both images; the target's tokens keep the target's class. Names the same way: the
+    target "Qinghe Primary School", the park "Heping Park", the third has none."""
     from socioseg.models.builders import build_mini_tokenizer
 
     tokenizer = build_mini_tokenizer()
     tokens = LabelTokens.of(tokenizer)
     school, park = (tokenizer(name).input_ids[0] for name in ("School", "Park"))
+    qinghe, heping = (tokenizer(name).input_ids[0] for name in (" Qinghe", " Heping"))
+    assert tokens.of_name(tokenizer, "Qinghe Primary School") == qinghe
+    assert tokens.of_name(tokenizer, "Heping Park") == heping != qinghe
+    assert tokens.of_name(tokenizer, None) == tokens.of_name(tokenizer, "  ") == IGNORE
     frames = Frames((84, 56), (84, 56))
     target = np.zeros((56, 84), bool)
     target[0:28, 0:28] = True
@@ -478,14 +483,71 @@ def test_other_entities_of_the_place_label_their_own_tokens():
     other[0:14, 28:42] = True  # a quarter of token (0, 1)
     unknown = np.zeros((56, 84), bool)
     unknown[28:56, 0:28] = True
+    others = [(other, park, heping), (unknown, IGNORE, IGNORE)]
     labels = example_labels(
-        target, school, frames, (2, 3), tokens, others=[(other, park), (unknown, IGNORE)]
+        target, school, frames, (2, 3), tokens, others=others, name_token=qinghe
     )
-    none = tokens.none
+    none, no = tokens.none, IGNORE
     assert labels.entity.tolist() == [school, none, none, none, none, park] * 2
+    assert labels.name.tolist() == [qinghe, no, no, no, no, heping] * 2
     alone = example_labels(target, school, frames, (2, 3), tokens)
     assert alone.entity.tolist() == [school, none, none, none, none, none] * 2
+    assert alone.name.tolist() == [no] * 12  # no name known: no name label
     assert np.array_equal(labels.look, alone.look)  # the attention label stays the target's
+
+
+def test_the_name_label_is_each_named_entitys_first_word_read_at_its_own_layer(tiny_vlm):
+    """``aux.name``: a tile's name questions label their entities' tokens with the first word
+    of the name (the mini tokenizer writes each place as one token); the loss is the LM
+    head's cross-entropy on them after ``name_layer`` (transformers' own
+    ``output_hidden_states``, normed), the unnamed tokens left out."""
+    from socioseg.data.synth import generate_tile
+    from socioseg.models.builders import build_mini_tokenizer
+
+    tile = generate_tile(7, 0, size=128, queries=3)  # two district governments: names tell
+    named = [s for s in tile if s.level == "socio-name"]
+    sample, others = named[0], [s for s in tile if s is not named[0]]
+    frames = Frames.for_image(sample.sat.size, 3136, 12544, tiny_vlm.family.factor)
+    mini = build_mini_tokenizer()
+    label = sample_aux_labels(sample, frames, tiny_vlm.family, mini, others)
+
+    def covers(s) -> np.ndarray:  # the tokens an entity covers more than half of
+        return token_coverage(np.asarray(s.mask), frames, label.grid).reshape(-1) > 0.5
+
+    assert [(s.query.split()[0], covers(s).any()) for s in named] == [
+        ("Taishan", True),
+        ("Longhua", True),
+    ]
+    first = {s.query: mini(" " + s.query.split()[0]).input_ids[0] for s in named}
+    assert len(set(first.values())) == 2  # one token per place, not the same one
+    for s in named:
+        assert (label.name[np.tile(covers(s), 2)] == first[s.query]).all()
+    unnamed = ~np.tile(covers(named[0]) | covers(named[1]), 2)
+    assert (label.name[unnamed] == IGNORE).all()  # the class question's target has no name
+
+    tokenizer = tiny_vlm.processor.tokenizer  # the loss, on the tiny model's own labels
+    label = sample_aux_labels(sample, frames, tiny_vlm.family, tokenizer, others)
+    prompt, answer = teacher_examples(sample, 3136, 12544)[0]
+    model = tiny_vlm.model
+    with torch.no_grad():
+        loss, parts = supervised_losses(
+            tiny_vlm, [(prompt, answer)], [label], AuxSettings(name=0.5, name_layer=1)
+        )
+        _, plain = supervised_losses(tiny_vlm, [(prompt, answer)], [label], AuxSettings(1.0))
+        inputs = tiny_vlm.encode([prompt.text], [list(prompt.images)])
+        ids = torch.tensor([tokenizer(answer).input_ids])
+        hidden = _reference_forward(model, inputs, ids, output_hidden_states=True).hidden_states[1]
+        is_image = inputs["input_ids"] == model.config.image_token_id
+        logits = model.lm_head(model.model.language_model.norm(hidden[:, : is_image.shape[1]]))
+        logits = logits[is_image].float()
+        kept = torch.from_numpy(label.name) != IGNORE
+        names = torch.from_numpy(label.name)[kept]
+        expected = (torch.logsumexp(logits[kept], -1) - logits[kept, names]).mean()
+    assert kept.any() and "aux_name" not in plain
+    assert parts["aux_name"] == pytest.approx(float(expected), rel=1e-4)
+    assert float(loss) == pytest.approx(parts["nll"] + 0.5 * parts["aux_name"], rel=1e-5)
+    with pytest.raises(ConfigError, match="name_layer must be >= 1"):
+        AuxSettings(name=1.0, name_layer=0)
 
 
 def test_same_place_groups_the_questions_about_one_tile(tmp_path):

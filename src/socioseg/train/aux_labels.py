@@ -18,6 +18,11 @@ every merged image token (the language model's image tokens), to predict:
   labels its own tokens with its class the same way: the image tokens come before the
   question, so the same block should not be "School" for one question and "none" for
   another.
+- name: where a token's entity has a known name (a name question asks for it, the sample's
+  own or one of ``others``), the first token of that name as a reasoning writes it after a
+  space (`` Heping`` for "Heping University"), on the tokens it covers more than half of;
+  every other token is left out (``IGNORE``). The class says what an entity is; the name's
+  first word, read off the map label, says which of several of one class it is.
 
 - attention: the answer's coordinate digits (the digit tokens after ``<answer>``) should be
   written while one head (head 0 of one decoder layer) looks at the tokens the target covers
@@ -108,6 +113,14 @@ class LabelTokens:
         """The entity label of ``socio_class``: the first token of its name (IGNORE if None)."""
         return IGNORE if socio_class is None else tokenizer(socio_class).input_ids[0]
 
+    @staticmethod
+    def of_name(tokenizer, name: str | None) -> int:
+        """The name label of an entity called ``name``: the first token of " " + ``name``
+        (IGNORE if None or blank)."""
+        if not name or not name.strip():
+            return IGNORE
+        return tokenizer(" " + name.strip()).input_ids[0]
+
 
 def image_labels(
     mask: np.ndarray,
@@ -142,9 +155,10 @@ def position_labels(grid: tuple[int, int], tokens: LabelTokens, axis: str) -> np
 @dataclass(frozen=True)
 class TokenLabels:
     """The labels of one example's image tokens (map then satellite, each row-major over
-    ``grid`` = (rows, columns) merged tokens): ``position`` and ``entity`` token ids, ``look``
-    the on-target tokens; ``scale``: token lines per answer unit on x and y; ``target``: the
-    entity label of the asked-for entity (its class token, ``IGNORE`` when it has none)."""
+    ``grid`` = (rows, columns) merged tokens): ``position``, ``entity`` and ``name`` token
+    ids, ``look`` the on-target tokens; ``scale``: token lines per answer unit on x and y;
+    ``target``: the entity label of the asked-for entity (its class token, ``IGNORE`` when it
+    has none)."""
 
     position: np.ndarray
     entity: np.ndarray
@@ -153,6 +167,7 @@ class TokenLabels:
     scale: tuple[float, float]
     target: int = IGNORE
     query: str = ""  # the question's text, for the copy label ("": none)
+    name: np.ndarray | None = None  # None: no name labels (every token IGNORE)
 
 
 def example_labels(
@@ -162,23 +177,30 @@ def example_labels(
     grid: tuple[int, int],
     tokens: LabelTokens,
     answer_frame: str = "vlm",
-    others: Sequence[tuple[np.ndarray, int]] = (),
+    others: Sequence[tuple[np.ndarray, int, int]] = (),
+    name_token: int = IGNORE,
 ) -> TokenLabels:
     """Labels of one example's two images (map then satellite, both ``grid`` = (rows,
-    columns) merged tokens over the VLM frame): :func:`image_labels`' three arrays, each
-    concatenated in the order of their image tokens. ``answer_frame``: the frame of the
-    answer's numbers (``vlm`` pixels or ``relative``), for ``scale``. ``others``: the other
-    entities of the same images as (mask, class token); each labels the tokens it covers
-    more than half of that the target leaves "none" (one of unknown class, ``IGNORE``, none)."""
+    columns) merged tokens over the VLM frame): :func:`image_labels`' three arrays and the
+    name labels, each concatenated in the order of their image tokens. ``answer_frame``: the
+    frame of the answer's numbers (``vlm`` pixels or ``relative``), for ``scale``.
+    ``name_token``: the target's name label (:meth:`LabelTokens.of_name`; ``IGNORE``: not
+    known). ``others``: the other entities of the same images as (mask, class token, name
+    token); each labels the tokens it covers more than half of that the target leaves "none"
+    with its class (one of unknown class, ``IGNORE``, none) and those the target leaves
+    without a name with its name."""
     parts = [image_labels(mask, class_token, frames, grid, tokens, a) for a in ("column", "row")]
     position, entity, look = (np.concatenate(arrays) for arrays in zip(*parts, strict=True))
-    for other, other_class in others:
+    on_target = np.tile(token_coverage(mask, frames, grid).reshape(-1) > MAJORITY, 2)
+    name = np.where(on_target, name_token, IGNORE).astype(np.int64)
+    for other, other_class, other_name in others:
+        covered = np.tile(token_coverage(other, frames, grid).reshape(-1) > MAJORITY, 2)
         if other_class != IGNORE:
-            covered = np.tile(token_coverage(other, frames, grid).reshape(-1) > MAJORITY, 2)
             entity = np.where(covered & (entity == tokens.none), other_class, entity)
+        name = np.where(covered & (name == IGNORE), other_name, name)
     width, height = frames.size(answer_frame)
     scale = (grid[1] / width, grid[0] / height)
-    return TokenLabels(position, entity, look, grid, scale, class_token)
+    return TokenLabels(position, entity, look, grid, scale, class_token, name=name)
 
 
 def coordinate_positions(tokenizer, answer: str) -> list[tuple[int, int, int]]:

@@ -137,7 +137,10 @@ class AuxSettings(_Section):
     entity's class, as its image tokens' entity labels do (the asked-for class in the same
     words as the image tokens' classes, below the layer that picks). ``copy`` weighs the copy
     label: head 1 of ``attention_layer`` looks at the prompt's query while the reasoning
-    writes it again (:func:`socioseg.train.aux_labels.copy_looks`)."""
+    writes it again (:func:`socioseg.train.aux_labels.copy_looks`). ``name`` weighs the name
+    labels (an entity's tokens name the first word of its name, where a question gives it),
+    read after decoder layer ``name_layer`` (None: the last); give it a layer of its own below
+    ``attention_layer``, as the entity labels on the same tokens ask for another word."""
 
     position: float = 0.0
     entity: float = 0.0
@@ -152,6 +155,8 @@ class AuxSettings(_Section):
     query: float = 0.0
     query_layer: int | None = None
     copy: float = 0.0
+    name: float = 0.0
+    name_layer: int | None = None
 
     def _checks(self) -> list[tuple[bool, str]]:
         return [
@@ -173,6 +178,11 @@ class AuxSettings(_Section):
             ),
             (self.query >= 0, f"query must be >= 0, got {self.query}"),
             (self.copy >= 0, f"copy must be >= 0, got {self.copy}"),
+            (self.name >= 0, f"name must be >= 0, got {self.name}"),
+            (
+                self.name_layer is None or self.name_layer >= 1,
+                f"name_layer must be >= 1, got {self.name_layer}",
+            ),
             (
                 self.query_layer is None or self.query_layer >= 1,
                 f"query_layer must be >= 1, got {self.query_layer}",
@@ -186,7 +196,7 @@ class AuxSettings(_Section):
 
     @property
     def active(self) -> bool:
-        return self.position > 0 or self.entity > 0 or self.looks or self.query > 0
+        return self.position > 0 or self.entity > 0 or self.looks or self.query > 0 or self.name > 0
 
 
 @dataclass

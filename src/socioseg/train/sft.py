@@ -149,12 +149,16 @@ def supervised_loss(policy, examples: list[tuple[Prompt, str]]) -> torch.Tensor:
 def sample_aux_labels(
     sample, frames: Frames, family: PolicyFamily, tokenizer, others: Sequence = ()
 ) -> aux_labels.TokenLabels:
-    """Position, entity and look labels (:mod:`socioseg.train.aux_labels`) of the image tokens
-    of each of ``sample``'s teacher examples (all show the two images in the VLM frame).
-    ``others``: the other samples about the same images, whose entities get entity labels
-    too."""
+    """Position, entity, name and look labels (:mod:`socioseg.train.aux_labels`) of the image
+    tokens of each of ``sample``'s teacher examples (all show the two images in the VLM
+    frame). ``others``: the other samples about the same images, whose entities get entity
+    and name labels too. An entity's name is known where a name question asks for it."""
     width, height = frames.vlm_size
     tokens = aux_labels.LabelTokens.of(tokenizer)
+
+    def name(s) -> int:
+        return tokens.of_name(tokenizer, s.query if s.level == "socio-name" else None)
+
     labels = aux_labels.example_labels(
         np.asarray(sample.mask, dtype=bool),
         tokens.of_class(tokenizer, sample.socio_class),
@@ -162,7 +166,11 @@ def sample_aux_labels(
         (height // family.factor, width // family.factor),
         tokens,
         family.answer_frame,
-        [(np.asarray(o.mask, bool), tokens.of_class(tokenizer, o.socio_class)) for o in others],
+        [
+            (np.asarray(o.mask, bool), tokens.of_class(tokenizer, o.socio_class), name(o))
+            for o in others
+        ],
+        name(sample),
     )
     return dataclasses.replace(labels, query=sample.query)
 
@@ -191,7 +199,8 @@ def supervised_losses(
     looks at the target's line nearest it), plus ``aux.attention_first`` x the same label at
     the first coordinate digit alone, plus ``aux.query`` x the cross-entropy of the asked-for
     class read at the position that writes that digit (after ``aux.query_layer``), plus
-    ``aux.copy`` x the copy label (the reasoning's query looks at the prompt's, head 1).
+    ``aux.copy`` x the copy label (the reasoning's query looks at the prompt's, head 1), plus
+    ``aux.name`` x the name cross-entropy at the image tokens (after ``aux.name_layer``).
     ``labels``: each example's image-token labels. Without ``aux`` weights only the answer
     NLL runs."""
     if not aux.active:
@@ -216,7 +225,7 @@ def supervised_losses(
         batch.inputs,
         batch.ids,
         batch.mask,
-        (aux.layer, entity_layer),
+        (aux.layer, entity_layer, *([aux.name_layer] if aux.name > 0 else [])),
         attention_layer,
         read_at,
         entity_layer if aux.query_layer is None else aux.query_layer,
@@ -230,8 +239,20 @@ def supervised_losses(
             f"{len(position)} image-token labels for {image_logits[0].shape[0]} image tokens"
         )
     none = aux_labels.LabelTokens.of(tokenizer).none if aux.entity_balance else None
-    parts = aux_labels.aux_losses(*image_logits, position, entity, none)
+    parts = aux_labels.aux_losses(*image_logits[:2], position, entity, none)
     loss = nll + aux.position * parts["aux_position"] + aux.entity * parts["aux_entity"]
+    if aux.name > 0:
+        names = [
+            np.full(len(label.position), aux_labels.IGNORE) if label.name is None else label.name
+            for label in labels
+        ]
+        name = torch.from_numpy(np.concatenate(names)).to(image_logits[2].device)
+        parts["aux_name"] = (
+            torch.nn.functional.cross_entropy(image_logits[2], name, ignore_index=aux_labels.IGNORE)
+            if (name != aux_labels.IGNORE).any()
+            else nll * 0.0
+        )
+        loss = loss + aux.name * parts["aux_name"]
     if aux.query > 0:
         classes = torch.tensor([token for _, _, token in asked], dtype=torch.long)
         parts["aux_query"] = (
