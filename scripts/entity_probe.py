@@ -12,12 +12,17 @@ policy with its stage-1 teacher answer, one forward each, and two things are rea
 - asked class: at the position that writes the answer's first x coordinate, the class the LM
   head names after ``--query-layer`` (``aux.query`` of ``socioseg sft``), against the asked-for
   entity's.
+- name tokens (a policy trained with ``aux.name``): the name label at each token a named
+  entity covers more than half of, read after ``--name-layer``, its argmax over the first
+  tokens of the catalogue's places: the share naming the entity's own place, another place
+  of the same tile, another place.
 - first look: while the answer's first x coordinate is written, head 0 of decoder layer
   ``--attention-layer`` (the attention label's head) puts some mass on the map tokens of the
   asked-for entity and some on those of the tile's other entities; a question is "picked"
-  when the target gets more than each other entity alone.
+  when the target gets more than each other entity alone. Name questions and the others are
+  also counted apart.
 
-Both layers default to the ones the policy was trained with (``training.json`` of a
+The layers default to the ones the policy was trained with (``training.json`` of a
 ``socioseg sft`` folder).
 
     python scripts/entity_probe.py --vlm runs/mini/phase-b --tiles 6
@@ -33,13 +38,14 @@ from pathlib import Path
 import numpy as np
 
 from socioseg.data.synth import MAX_QUERIES, generate_tile
-from socioseg.data.synth.catalog import KINDS
+from socioseg.data.synth.catalog import KINDS, PLACES
 from socioseg.geometry import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, Frames
 from socioseg.train import aux_labels
 from socioseg.train.sft import TeacherBatch, sample_aux_labels
 from socioseg.train.teacher import teacher_examples
 
 VERDICTS = ("own class", "none", "other class")
+NAME_VERDICTS = ("own name", "a tile neighbour's", "other name")
 
 
 def token_verdicts(predicted: np.ndarray, labels: np.ndarray, none: int) -> Counter:
@@ -71,22 +77,43 @@ def first_look(
     return on_target, on_others, all(on_target > value for value in each)
 
 
-def trained_layers(vlm: str) -> tuple[int | None, int | None, int | None]:
-    """The entity, attention and query layers a ``socioseg sft`` folder was trained with."""
+def name_verdicts(predicted: np.ndarray, labels: np.ndarray, on_tile: set[int]) -> Counter:
+    """Counts of the name labels ``predicted`` at tokens whose name label is ``labels`` (token
+    ids; ``IGNORE`` left out) as ``NAME_VERDICTS``; ``on_tile``: the tile's names' labels."""
+    counts: Counter = Counter()
+    kept = labels != aux_labels.IGNORE
+    for got, want in zip(predicted[kept], labels[kept], strict=True):
+        counts[NAME_VERDICTS[0 if got == want else 1 if got in on_tile else 2]] += 1
+    return counts
+
+
+def trained_layers(vlm: str) -> tuple[int | None, int | None, int | None, int | None]:
+    """The entity, attention, query and name layers a ``socioseg sft`` folder was trained
+    with (the name layer None where it had no name label)."""
     record = Path(vlm) / "training.json"
     if not record.is_file():
-        return None, None, None
+        return None, None, None, None
     aux = json.loads(record.read_text()).get("config", {}).get("aux", {})
     entity = aux.get("entity_layer") or aux.get("layer")
-    return entity, aux.get("attention_layer"), aux.get("query_layer") or entity
+    name = (aux.get("name_layer") or 0) if aux.get("name") else None
+    return entity, aux.get("attention_layer"), aux.get("query_layer") or entity, name
 
 
 def probe_tile(
-    policy, tile: list, entity_layer: int, attention_layer: int, query_layer: int, classes
+    policy,
+    tile: list,
+    entity_layer: int,
+    attention_layer: int,
+    query_layer: int,
+    classes,
+    name_layer: int | None = None,
+    places=None,
 ):
     """:func:`token_verdicts` summed over the questions of ``tile`` (with "query right" /
-    "query wrong": the class read after ``query_layer`` where the first digit is written) and
-    one :func:`first_look` per question (stage-1 teacher answers, the policy's frame)."""
+    "query wrong": the class read after ``query_layer`` where the first digit is written;
+    with ``name_layer``, :func:`name_verdicts` over ``places``, 0 meaning the last layer)
+    and one (name question, :func:`first_look`) per question (stage-1 teacher answers, the
+    policy's frame)."""
     import torch
 
     tokenizer = policy.processor.tokenizer
@@ -99,6 +126,8 @@ def probe_tile(
         sample_aux_labels(sample, frames, policy.family, tokenizer, tile[:k] + tile[k + 1 :])
         for k, sample in enumerate(tile)
     ]
+    on_tile = {int(tokens.of_name(tokenizer, s.query)) for s in tile if s.level == "socio-name"}
+    layers = (entity_layer,) if name_layer is None else (entity_layer, name_layer or None)
     counts, looks = Counter(), []
     for k, (sample, labels) in enumerate(zip(tile, every, strict=True)):
         example = teacher_examples(sample, low, high, family=policy.family)[0]
@@ -110,13 +139,16 @@ def probe_tile(
                 batch.inputs,
                 batch.ids,
                 batch.mask,
-                (entity_layer,),
+                layers,
                 attention_layer,
                 None if first is None else torch.stack([torch.zeros_like(first), first], 1),
                 query_layer,
             )
         predicted = classes[logits[0][:, classes].argmax(-1).numpy()]
         counts += token_verdicts(predicted, labels.entity, tokens.none)
+        if name_layer is not None:
+            said = places[logits[1][:, places].argmax(-1).numpy()]
+            counts += name_verdicts(said, labels.name, on_tile)
         if first is None:
             continue
         named = classes[int(asked[0, classes].argmax())]
@@ -126,7 +158,8 @@ def probe_tile(
         size = labels.grid[0] * labels.grid[1]
         on_map = np.arange(len(image)) < size  # an x coordinate: the map's tokens
         other_looks = [other.look & on_map for j, other in enumerate(every) if j != k]
-        looks.append(first_look(row, labels.look & on_map, other_looks))
+        named = sample.level == "socio-name"
+        looks.append((named, *first_look(row, labels.look & on_map, other_looks)))
     return counts, looks
 
 
@@ -141,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--query-layer", type=int, default=None, help="default: as trained, else the entity layer"
     )
+    parser.add_argument("--name-layer", type=int, default=None, help="default: as trained")
     args = parser.parse_args(argv)
     from socioseg.models.vlm import VisionLanguageModel
 
@@ -148,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     entity_layer = args.entity_layer or trained[0]
     attention_layer = args.attention_layer or trained[1]
     query_layer = args.query_layer or trained[2] or entity_layer
+    name_layer = args.name_layer if args.name_layer is not None else trained[3]
     if entity_layer is None or attention_layer is None:
         parser.error(
             f"{args.vlm}: no training.json with aux layers; give --entity-layer and "
@@ -158,18 +193,20 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = policy.processor.tokenizer
     names = ["none", *(kind.socio_class for kind in KINDS)]
     classes = np.unique([tokenizer(name).input_ids[0] for name in names])
+    places = np.unique([aux_labels.LabelTokens.of_name(tokenizer, place) for place in PLACES])
     counts, looks = Counter(), []
     for index in range(args.tiles):
         tile = generate_tile(args.seed, index, args.size, MAX_QUERIES, placement="random")
         tile_counts, tile_looks = probe_tile(
-            policy, tile, entity_layer, attention_layer, query_layer, classes
+            policy, tile, entity_layer, attention_layer, query_layer, classes, name_layer, places
         )
         counts += tile_counts
         looks += tile_looks
     on_entity = sum(counts[v] for v in VERDICTS)
     on_none = counts["none ok"] + counts["none wrong"]
     shares = " / ".join(f"{counts[v] / max(on_entity, 1):.2f}" for v in VERDICTS)
-    look = np.asarray(looks, dtype=float).reshape(-1, 3)
+    look = np.asarray(looks, dtype=float).reshape(-1, 4)
+    names = look[:, 0] > 0
     asked = counts["query right"] / max(counts["query right"] + counts["query wrong"], 1)
     print(
         f"{args.vlm}: {len(looks)} questions on {args.tiles} tiles (seed {args.seed}); entity "
@@ -184,9 +221,21 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|")
     print(
         f"| {shares} ({on_entity}) | {counts['none ok'] / max(on_none, 1):.2f} ({on_none}) "
-        f"| {asked:.0%} | {look[:, 0].mean():.2f} / {look[:, 1].mean():.2f} "
-        f"| {look[:, 2].mean():.0%} |"
+        f"| {asked:.0%} | {look[:, 1].mean():.2f} / {look[:, 2].mean():.2f} "
+        f"| {look[:, 3].mean():.0%} |"
     )
+    picked = {
+        kind: f"{look[rows, 3].mean():.0%} of {int(rows.sum())}" if rows.any() else "-"
+        for kind, rows in (("names", names), ("others", ~names))
+    }
+    print(f"target above each other: name questions {picked['names']}, others {picked['others']}")
+    if name_layer is not None:
+        named = sum(counts[v] for v in NAME_VERDICTS)
+        shares = " / ".join(f"{counts[v] / max(named, 1):.2f}" for v in NAME_VERDICTS)
+        print(
+            f"name labels after layer {name_layer or 'the last'}, on named entities' tokens "
+            f"({named}): {' / '.join(NAME_VERDICTS)} {shares} (chance 1/{len(places)})"
+        )
     return 0
 
 

@@ -59,3 +59,22 @@ def test_a_folder_without_its_training_layers_needs_them_given(tiny_models):
     with pytest.raises(SystemExit) as refused:
         probe.main(["--vlm", str(tiny_models[0])])
     assert refused.value.code == 2
+
+
+def test_name_verdicts_tell_a_neighbours_name_from_another():
+    probe = load_script("entity_probe")
+    QINGHE, HEPING, HEXI = 11, 12, 13
+    labels = np.array([QINGHE, QINGHE, QINGHE, HEPING, IGNORE])
+    predicted = np.array([QINGHE, HEPING, HEXI, HEPING, QINGHE])
+    counts = probe.name_verdicts(predicted, labels, {QINGHE, HEPING})
+    assert counts == {"own name": 2, "a tile neighbour's": 1, "other name": 1}
+
+
+def test_a_name_layer_adds_the_name_shares(tiny_models, capsys):
+    probe = load_script("entity_probe")
+    args = ["--vlm", str(tiny_models[0]), "--tiles", "1", "--entity-layer", "1"]
+    assert probe.main([*args, "--attention-layer", "1", "--name-layer", "1"]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith("name labels after layer 1, on named entities' tokens (")
+    shares = [float(v) for v in last.split("other name ")[1].split(" (chance")[0].split(" / ")]
+    assert len(shares) == 3 and sum(shares) == pytest.approx(1, abs=0.02)
