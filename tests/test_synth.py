@@ -271,3 +271,44 @@ def test_synth_refuses_a_folder_that_is_no_socioseg_dataset(tmp_path, capsys):
     assert main(["synth", str(ours), "--n", "2", "--size", "128"]) == 0
     assert main(["synth", str(ours), "--n", "3", "--size", "128"]) == 0
     assert len(json.loads((ours / "levels.json").read_text())) == 3
+
+
+@pytest.mark.parametrize("placement", ["prominent", "random"])
+def test_tile_labels_name_every_entity_of_the_tile(placement):
+    from socioseg.data.synth import MAX_QUERIES, tile_labels
+
+    for index in range(4):
+        tile = generate_tile(21, index, 256, MAX_QUERIES, placement=placement)
+        placed = tile_labels(21, index, 256, placement=placement)
+        majors = [p.label.text for p in placed if p.label.major]
+        assert {s.query for s in tile if s.level == "socio-name"} <= set(majors)
+        assert len(majors) == len(set(majors)) >= 3  # one per entity, each of its own
+
+
+def test_placed_labels_hold_every_pixel_their_text_changes():
+    """On a blank map, the pixels that drawing the labels changes lie in the text boxes and
+    pins ``draw_map`` reports; each text box is written at both ends, and its first word's
+    box (a left part of it) is written too. Four labels crowd one corner, so some move."""
+    from socioseg.data.synth.paint import MAP_BACKGROUND, Label, draw_map, pin_box
+
+    labels = [
+        Label((40.0, 40.0), "Heping University", (245, 124, 0)),
+        Label((60.0, 44.0), "Qinghe No. 3 Middle School", (63, 81, 181)),
+        Label((200.0, 120.0), "Jade Spring Park", (56, 160, 72)),
+        Label((44.0, 60.0), "Pharmacy", (150, 150, 150), major=False),
+    ]
+    image, placed = draw_map(256, [], [], labels)
+    changed = (np.asarray(image).astype(int) != MAP_BACKGROUND).any(-1)
+    allowed = np.zeros_like(changed)
+    assert {p.label.text for p in placed} <= {label.text for label in labels}
+    assert {p.label.text for p in placed if p.label.major} == {lb.text for lb in labels[:3]}
+    for p in placed:
+        for x0, y0, x1, y1 in (p.box, pin_box(p.label, 256 / 768)):
+            allowed[int(y0) : int(np.ceil(y1)) + 1, int(x0) : int(np.ceil(x1)) + 1] = True
+        x0, y0, x1, y1 = (round(v) for v in p.box)
+        assert changed[y0:y1, x0 : x0 + 3].any() and changed[y0:y1, x1 - 3 : x1].any(), p
+        a0, b0, a1, b1 = p.first_word
+        assert (a0, b0, b1) == p.box[:2] + p.box[3:]
+        assert a1 < p.box[2] - 10 if " " in p.label.text else p.box[2] - 3 < a1 <= p.box[2]
+        assert changed[round(b0) : round(b1), round(a0) : round(a1)].mean() > 0.2
+    assert changed.any() and not (changed & ~allowed).any()

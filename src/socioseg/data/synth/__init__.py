@@ -20,6 +20,7 @@ from socioseg.data.synth.generate import (
     generate_sample,
     generate_tile,
     sample_with_targets,
+    tile_labels,
     write_dataset,
 )
 
@@ -31,5 +32,6 @@ __all__ = [
     "generate_sample",
     "generate_tile",
     "sample_with_targets",
+    "tile_labels",
     "write_dataset",
 ]

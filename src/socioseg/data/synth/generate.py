@@ -37,7 +37,7 @@ from socioseg.data.levels import FUNCTION_NAMES
 from socioseg.data.synth.catalog import FUNCTION_COLORS, KINDS, MINOR_POIS, PLACES, Kind
 from socioseg.data.synth.city import Frame, Region, centroid, clip_to_tile, road_grid, visible_area
 from socioseg.data.synth.landuse import BIG_STYLES, STYLES
-from socioseg.data.synth.paint import Label, render_map, render_mask, render_satellite
+from socioseg.data.synth.paint import Label, PlacedLabel, draw_map, render_mask, render_satellite
 from socioseg.data.writers import Encoded, FolderWriter, ParquetWriter, mask_image, png_bytes
 
 MULTI_SHARE = 0.11
@@ -195,10 +195,16 @@ def sample_with_targets(
 
 
 def _tile(
-    rng: np.random.Generator, index: int, size: int, queries: int, placement: str
+    rng: np.random.Generator,
+    index: int,
+    size: int,
+    queries: int,
+    placement: str,
+    placed: list[PlacedLabel] | None = None,
 ) -> list[tuple[Sample, int]]:
     """The samples of tile ``index``: its planned query, then up to ``queries - 1`` name queries
-    about its other entities (distractors first), each ``(sample, number of targets)``."""
+    about its other entities (distractors first), each ``(sample, number of targets)``.
+    ``placed``: given, receives where the map's labels went."""
     _check(size, placement, queries)
     plan = _plan(rng)
     names = _names(rng, plan.kinds)
@@ -211,7 +217,9 @@ def _tile(
         for r in entities
     ]
     sat = render_satellite(rng, size, regions, roads)
-    map_image = render_map(size, regions, roads, minor + labels)
+    map_image, drawn = draw_map(size, regions, roads, minor + labels)
+    if placed is not None:
+        placed += drawn
     tile_id = f"synth-{index:05d}"
     mask = render_mask(size, [r.poly for r in entities[: plan.n_targets]])
     query = plan.query or names[0]
@@ -259,6 +267,16 @@ def generate_tile(
     ids ``synth-<index:05d>-<k>``); all share the tile's two images."""
     rng = np.random.default_rng([seed, index])
     return [sample for sample, _ in _tile(rng, index, size, queries, placement)]
+
+
+def tile_labels(
+    seed: int, index: int = 0, size: int = 768, placement: str = "prominent"
+) -> list[PlacedLabel]:
+    """Where the map of tile ``index`` of ``seed`` (as :func:`generate_tile` draws it) has its
+    labels: every one drawn, entity names (``label.major``) and minor places, in drawing order."""
+    placed: list[PlacedLabel] = []
+    _tile(np.random.default_rng([seed, index]), index, size, 1, placement, placed)
+    return placed
 
 
 def split_counts(n: int, ratios: tuple[float, ...] = (6, 1, 3)) -> list[int]:

@@ -72,6 +72,13 @@ def _font(size: int, path: str | None = None) -> ImageFont.FreeTypeFont | ImageF
 def render_map(
     size: int, regions: list[Region], roads: list[Road], labels: list[Label]
 ) -> Image.Image:
+    return draw_map(size, regions, roads, labels)[0]
+
+
+def draw_map(
+    size: int, regions: list[Region], roads: list[Road], labels: list[Label]
+) -> tuple[Image.Image, list[PlacedLabel]]:
+    """The web map of a tile and where its labels went (:func:`place_labels`)."""
     s = size / 768
     image = Image.new("RGB", (size, size), MAP_BACKGROUND)
     draw = ImageDraw.Draw(image)
@@ -81,8 +88,17 @@ def render_map(
         for part in region.parts:
             _map_part(draw, part, s)
     paint_roads(draw, [RoadLine([road.p0, road.p1], road.width, road.major) for road in roads], s)
-    place_labels(draw, labels, (size, size), s)
-    return image
+    return image, place_labels(draw, labels, (size, size), s)
+
+
+@dataclass(frozen=True)
+class PlacedLabel:
+    """A label as drawn: ``box`` is its text's ``(x0, y0, x1, y1)`` in image pixels (halo
+    included), ``first_word`` the part of that box that holds the text's first word."""
+
+    label: Label
+    box: tuple[float, float, float, float]
+    first_word: tuple[float, float, float, float]
 
 
 @dataclass(frozen=True)
@@ -150,18 +166,20 @@ def place_labels(
     size: tuple[int, int],
     s: float,
     font_path: str | None = None,
-) -> None:
+) -> list[PlacedLabel]:
     """Draw pins and names; names go right, left, below or above their pin, avoiding overlaps.
 
     ``size``: the image's ``(width, height)``; ``s``: scale relative to a 768-px tile;
     ``font_path``: a font file for scripts Pillow's bundled font lacks (e.g. Chinese).
     Entity labels are placed first; a minor label with no free spot is left out, as web maps do.
+    Returns the labels drawn, in the order drawn, with where their text lies.
     """
     labels = sorted(labels, key=lambda lb: not lb.major)
     pins = [pin_box(lb, s) for lb in labels]
     taken: list[tuple[float, float, float, float]] = [
         p for p, lb in zip(pins, labels, strict=True) if lb.major
     ]
+    placed = []
     for label, pin in zip(labels, pins, strict=True):
         x, y = label.at
         r = (pin[2] - pin[0]) / 2
@@ -196,6 +214,9 @@ def place_labels(
         xy, anchor, box = free[0]
         taken += [box] if label.major else [box, pin]
         draw_label(draw, label, xy, anchor, font, s)
+        word = draw.textlength(label.text.split()[0], font=font) + 2 * halo
+        placed.append(PlacedLabel(label, box, (box[0], box[1], min(box[0] + word, box[2]), box[3])))
+    return placed
 
 
 def label_font_size(label: Label, s: float) -> int:

@@ -1,0 +1,172 @@
+"""Can a policy's map tokens learn to read the names on the map? A training probe.
+
+Names are the questions socioseg-mini gets wrong most (docs/mini.md): a name is printed on
+the map as a label of 8 px text, and when two entities of one class share a tile only the
+label tells them apart. This script asks the narrowest form of that question. From a policy
+(``--vlm``), it trains the whole model on one loss only: at each map token that holds a
+good part of an entity label's first word (the place, as "Heping" in "Heping University";
+where the synthetic painter drew it, :func:`socioseg.data.synth.tile_labels`), the LM head
+read after decoder layer ``--layer`` should give the first token of that word, as
+``aux.name`` of ``socioseg sft`` names it. Training tiles are drawn fresh each step from
+``--seed``; every ``--every`` steps the labels are read on ``--held-out`` tiles of seed
+``--test-seed``, and the script prints, per token and per label (the label's tokens vote),
+the share that names the right place among the catalogue's places (chance: one in their
+number).
+
+    python scripts/name_reading.py --vlm mini --steps 300 --lr 3e-4
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from socioseg.data.synth import generate_tile, tile_labels
+from socioseg.data.synth.catalog import PLACES
+from socioseg.geometry import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, Frames
+from socioseg.train import aux_labels
+from socioseg.train.sft import TeacherBatch
+from socioseg.train.teacher import teacher_examples
+from socioseg.types import Box
+
+SIZE = 256
+COVER = 0.3  # a token holds the word when it covers this share of the word's box
+
+
+def word_tokens(
+    boxes: list[tuple[float, float, float, float]], frames: Frames, grid: tuple[int, int]
+) -> np.ndarray:
+    """For each map token (row-major over ``grid``), the index of the first of ``boxes``
+    (image pixels) whose area it covers at least ``COVER`` of, else -1."""
+    rows, cols = grid
+    width, height = frames.vlm_size
+    cell_w, cell_h = width / cols, height / rows
+    out = np.full(rows * cols, -1)
+    for k, box in enumerate(boxes):
+        x0, y0, x1, y1 = frames.box(Box(*box), "image", "vlm").as_list()
+        area = max((x1 - x0) * (y1 - y0), 1e-9)
+        for r in range(rows):
+            for c in range(cols):
+                w = min(x1, (c + 1) * cell_w) - max(x0, c * cell_w)
+                h = min(y1, (r + 1) * cell_h) - max(y0, r * cell_h)
+                if w > 0 and h > 0 and w * h >= COVER * area and out[r * cols + c] < 0:
+                    out[r * cols + c] = k
+    return out
+
+
+def tile_example(policy, seed: int, index: int, frames: Frames, low: int, high: int):
+    """The stage-1 teacher example of tile ``index`` of ``seed`` and its map tokens' word
+    labels: (example, per-token label index, each label's name token)."""
+    tokenizer = policy.processor.tokenizer
+    sample = generate_tile(seed, index, SIZE, 1, placement="random")[0]
+    names = [p for p in tile_labels(seed, index, SIZE, placement="random") if p.label.major]
+    rows, cols = (
+        frames.vlm_size[1] // policy.family.factor,
+        frames.vlm_size[0] // policy.family.factor,
+    )
+    where = word_tokens([p.first_word for p in names], frames, (rows, cols))
+    wanted = [aux_labels.LabelTokens.of_name(tokenizer, p.label.text) for p in names]
+    example = teacher_examples(sample, low, high, family=policy.family)[0]
+    return example, where, wanted
+
+
+def map_logits(policy, examples, layer: int):
+    """The LM head's logits at each example's map tokens after ``layer`` (list, one each)."""
+    batch = TeacherBatch.of(policy, examples)
+    readout = policy.logprobs_and_image_logits(batch.inputs, batch.ids, batch.mask, (layer,))
+    logits, out, start = readout[1][0], [], 0
+    for row in range(len(examples)):
+        n = len(batch.image_tokens(row))
+        out.append(logits[start : start + n // 2])  # the map's tokens come first
+        start += n
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vlm", required=True, help="policy folder or 'mini'")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument(
+        "--layer", type=int, default=1, help="decoder layer the label is read after"
+    )
+    parser.add_argument("--every", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--test-seed", type=int, default=1000)
+    parser.add_argument("--held-out", type=int, default=30, help="held-out tiles")
+    args = parser.parse_args(argv)
+    import torch
+
+    from socioseg.models.vlm import VisionLanguageModel
+
+    torch.manual_seed(args.seed)
+    policy = VisionLanguageModel.from_pretrained(args.vlm, "cpu", "float32")
+    tokenizer = policy.processor.tokenizer
+    defaults = policy.processor.defaults
+    low = defaults.min_pixels or DEFAULT_MIN_PIXELS
+    high = defaults.max_pixels or DEFAULT_MAX_PIXELS
+    frames = Frames.for_image((SIZE, SIZE), low, high, policy.family.factor)
+    places = np.unique([aux_labels.LabelTokens.of_name(tokenizer, p) for p in PLACES])
+    test = [
+        tile_example(policy, args.test_seed, i, frames, low, high) for i in range(args.held_out)
+    ]
+    optimizer = torch.optim.AdamW(policy.model.parameters(), lr=args.lr, weight_decay=0.0)
+    rng = np.random.default_rng(args.seed)
+
+    def evaluate(step: int, loss: float) -> None:
+        policy.model.eval()
+        tokens_right = tokens = labels_right = labels = 0
+        with torch.no_grad():
+            for example, where, wanted in test:
+                logits = map_logits(policy, [example], args.layer)[0]
+                said = places[logits[:, places].argmax(-1).numpy()]
+                for k, token in enumerate(wanted):
+                    mine = said[where == k]
+                    if len(mine) == 0:
+                        continue
+                    tokens += len(mine)
+                    tokens_right += int((mine == token).sum())
+                    votes, counts = np.unique(mine, return_counts=True)
+                    labels += 1
+                    labels_right += int(votes[counts.argmax()] == token)
+        print(
+            f"step {step}: train loss {loss:.3f} | held-out tokens right "
+            f"{tokens_right / max(tokens, 1):.1%} "
+            f"of {tokens}, labels right {labels_right / max(labels, 1):.1%} of {labels} "
+            f"(chance {1 / len(places):.1%})",
+            flush=True,
+        )
+        policy.model.train()
+
+    evaluate(0, float("nan"))
+    started, losses = time.perf_counter(), []
+    for step in range(1, args.steps + 1):
+        batch = [
+            tile_example(policy, args.seed, int(i), frames, low, high)
+            for i in rng.integers(0, 100_000, args.batch_size)
+        ]
+        logits = map_logits(policy, [example for example, _, _ in batch], args.layer)
+        kept, labels = [], []
+        for row, (_, where, wanted) in enumerate(batch):
+            for k, token in enumerate(wanted):
+                at = np.nonzero(where == k)[0]
+                kept.append(logits[row][torch.from_numpy(at)])
+                labels += [token] * len(at)
+        if not labels:
+            continue
+        loss = torch.nn.functional.cross_entropy(torch.cat(kept), torch.tensor(labels))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        if step % args.every == 0 or step == args.steps:
+            evaluate(step, float(np.mean(losses[-args.every :])))
+            print(f"  {time.perf_counter() - started:.0f}s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
