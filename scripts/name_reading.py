@@ -7,13 +7,15 @@ label tells them apart. This script asks the narrowest form of that question. Fr
 good part of an entity label's first word (the place, as "Heping" in "Heping University";
 where the synthetic painter drew it, :func:`socioseg.data.synth.tile_labels`), the LM head
 read after decoder layer ``--layer`` should give the first token of that word, as
-``aux.name`` of ``socioseg sft`` names it. Training tiles are drawn fresh each step from
+``aux.name`` of ``socioseg sft`` names it (``--vision-only``: the vision tower alone, read by
+a new linear layer over the places, the language model left out: whether the vision tower can
+learn to read at all, at a fraction of the cost). Training tiles are drawn fresh each step from
 ``--seed``; every ``--every`` steps the labels are read on ``--held-out`` tiles of seed
 ``--test-seed``, and the script prints, per token and per label (the label's tokens vote),
 the share that names the right place among the catalogue's places (chance: one in their
 number).
 
-    python scripts/name_reading.py --vlm mini --steps 300 --lr 3e-4
+    python scripts/name_reading.py --vlm src/socioseg/assets/mini/vlm --steps 300 --lr 3e-4
 """
 
 from __future__ import annotations
@@ -72,14 +74,21 @@ def tile_example(policy, seed: int, index: int, frames: Frames, low: int, high: 
     return example, where, wanted
 
 
-def map_logits(policy, examples, layer: int):
-    """The LM head's logits at each example's map tokens after ``layer`` (list, one each)."""
+def map_logits(policy, examples, layer: int, places, head=None):
+    """Each example's map tokens' logits over ``places`` (list, one each): the LM head's after
+    decoder ``layer``, or with ``head`` that layer on the vision tower's merged tokens."""
+    if head is not None:
+        inputs = policy.encode([p.text for p, _ in examples], [list(p.images) for p, _ in examples])
+        features = policy.model.get_image_features(
+            inputs["pixel_values"], inputs["image_grid_thw"]
+        ).pooler_output
+        return [head(f) for f in features[0::2]]  # each prompt shows the map first
     batch = TeacherBatch.of(policy, examples)
     readout = policy.logprobs_and_image_logits(batch.inputs, batch.ids, batch.mask, (layer,))
     logits, out, start = readout[1][0], [], 0
     for row in range(len(examples)):
         n = len(batch.image_tokens(row))
-        out.append(logits[start : start + n // 2])  # the map's tokens come first
+        out.append(logits[start : start + n // 2, places])  # the map's tokens come first
         start += n
     return out
 
@@ -93,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--layer", type=int, default=1, help="decoder layer the label is read after"
     )
+    parser.add_argument("--vision-only", action="store_true", help="train the vision tower alone")
     parser.add_argument("--every", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--test-seed", type=int, default=1000)
@@ -113,7 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     test = [
         tile_example(policy, args.test_seed, i, frames, low, high) for i in range(args.held_out)
     ]
-    optimizer = torch.optim.AdamW(policy.model.parameters(), lr=args.lr, weight_decay=0.0)
+    head, trained = None, list(policy.model.parameters())
+    if args.vision_only:
+        head = torch.nn.Linear(policy.model.config.text_config.hidden_size, len(places))
+        trained = [*policy.model.model.visual.parameters(), *head.parameters()]
+    optimizer = torch.optim.AdamW(trained, lr=args.lr, weight_decay=0.0)
+    index = {int(token): k for k, token in enumerate(places)}
     rng = np.random.default_rng(args.seed)
 
     def evaluate(step: int, loss: float) -> None:
@@ -121,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         tokens_right = tokens = labels_right = labels = 0
         with torch.no_grad():
             for example, where, wanted in test:
-                logits = map_logits(policy, [example], args.layer)[0]
-                said = places[logits[:, places].argmax(-1).numpy()]
+                logits = map_logits(policy, [example], args.layer, places, head)[0]
+                said = places[logits.argmax(-1).numpy()]
                 for k, token in enumerate(wanted):
                     mine = said[where == k]
                     if len(mine) == 0:
@@ -148,13 +163,14 @@ def main(argv: list[str] | None = None) -> int:
             tile_example(policy, args.seed, int(i), frames, low, high)
             for i in rng.integers(0, 100_000, args.batch_size)
         ]
-        logits = map_logits(policy, [example for example, _, _ in batch], args.layer)
+        examples = [example for example, _, _ in batch]
+        logits = map_logits(policy, examples, args.layer, places, head)
         kept, labels = [], []
         for row, (_, where, wanted) in enumerate(batch):
             for k, token in enumerate(wanted):
                 at = np.nonzero(where == k)[0]
                 kept.append(logits[row][torch.from_numpy(at)])
-                labels += [token] * len(at)
+                labels += [index[token]] * len(at)
         if not labels:
             continue
         loss = torch.nn.functional.cross_entropy(torch.cat(kept), torch.tensor(labels))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from socioseg.geometry import Frames
 from tests.scripts import load_script
 
@@ -21,10 +23,11 @@ def test_a_word_belongs_to_the_tokens_that_cover_enough_of_it():
     ]  # fmt: skip
 
 
-def test_a_short_run_prints_the_held_out_shares(tiny_models, capsys):
+@pytest.mark.parametrize("vision_only", [False, True])
+def test_a_short_run_prints_the_held_out_shares(tiny_models, capsys, vision_only):
     probe = load_script("name_reading")
     args = ["--vlm", str(tiny_models[0]), "--steps", "1", "--every", "1", "--held-out", "2"]
-    assert probe.main(args) == 0
+    assert probe.main(args + ["--vision-only"] * vision_only) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step")]
     assert [line.split(":")[0] for line in lines] == ["step 0", "step 1"]
     assert "held-out tokens right" in lines[1] and "labels right" in lines[1]
