@@ -9,7 +9,10 @@ where the synthetic painter drew it, :func:`socioseg.data.synth.tile_labels`), t
 read after decoder layer ``--layer`` should give the first token of that word, as
 ``aux.name`` of ``socioseg sft`` names it (``--vision-only``: the vision tower alone, read by
 a new linear layer over the places, the language model left out: whether the vision tower can
-learn to read at all, at a fraction of the cost). Training tiles are drawn fresh each step from
+learn to read at all, at a fraction of the cost; ``--pixels``: no policy, a small CNN on a grey
+crop of the map at each first word, in the frame the policy sees, placed with up to
+``JITTER`` px of error: what the images allow a reader that is built for it). Training tiles
+are drawn fresh each step from
 ``--seed``; every ``--every`` steps the labels are read on ``--held-out`` tiles of seed
 ``--test-seed``, and the script prints, per token and per label (the label's tokens vote),
 the share that names the right place among the catalogue's places (chance: one in their
@@ -27,6 +30,7 @@ import numpy as np
 
 from socioseg.data.synth import generate_tile, tile_labels
 from socioseg.data.synth.catalog import PLACES
+from socioseg.engine import vlm_image
 from socioseg.geometry import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, Frames
 from socioseg.train import aux_labels
 from socioseg.train.sft import TeacherBatch
@@ -35,6 +39,8 @@ from socioseg.types import Box
 
 SIZE = 256
 COVER = 0.3  # a token holds the word when it covers this share of the word's box
+CROP = (11, 40)  # rows x columns of a --pixels crop, at the first word's top left corner
+JITTER = 2
 
 
 def word_tokens(
@@ -74,6 +80,81 @@ def tile_example(policy, seed: int, index: int, frames: Frames, low: int, high: 
     return example, where, wanted
 
 
+def word_crops(
+    seed: int, index: int, frames: Frames, rng: np.random.Generator, jitter: int = JITTER
+) -> tuple[np.ndarray, list[str]]:
+    """Grey crops (N x ``CROP``, 0-1) of tile ``index``'s map in the VLM frame, one at each
+    entity label's first word (its top left corner moved by up to ``jitter`` px each way),
+    and the labels' texts."""
+    sample = generate_tile(seed, index, SIZE, 1, placement="random")[0]
+    grey = np.asarray(vlm_image(sample.map, frames).convert("L"), dtype=np.float32) / 255
+    pad = max(CROP) + jitter
+    grey = np.pad(grey, pad, constant_values=1.0)
+    crops, texts = [], []
+    for placed in tile_labels(seed, index, SIZE, placement="random"):
+        if not placed.label.major:
+            continue
+        box = frames.box(Box(*placed.first_word), "image", "vlm")
+        dx, dy = rng.integers(-jitter, jitter + 1, 2) if jitter else (0, 0)
+        x, y = round(box.x1) + pad + int(dx), round(box.y1) + pad + int(dy)
+        crops.append(grey[y : y + CROP[0], x : x + CROP[1]])
+        texts.append(placed.label.text)
+    return np.asarray(crops, dtype=np.float32).reshape(-1, *CROP), texts
+
+
+def crop_reader(places: int):
+    """The ``--pixels`` reader: three 3 x 3 convolutions, pooled to 1 x 4, then linear."""
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(64, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveMaxPool2d((1, 4)),
+        nn.Flatten(),
+        nn.Linear(256, places),
+    )
+
+
+def read_pixels(args, places_of: dict[str, int], frames: Frames) -> int:
+    """``--pixels``: train :func:`crop_reader` on fresh tiles, score the held-out labels."""
+    import torch
+
+    rng = np.random.default_rng(args.seed)
+    test = [word_crops(args.test_seed, i, frames, rng) for i in range(args.held_out)]
+    test_x = torch.from_numpy(np.concatenate([x for x, _ in test]))[:, None]
+    test_y = torch.tensor([places_of[t.split()[0]] for _, texts in test for t in texts])
+    reader = crop_reader(len(set(places_of.values())))
+    optimizer = torch.optim.Adam(reader.parameters(), lr=args.lr)
+    losses, seen = [], 0
+    for step in range(1, args.steps + 1):
+        tiles = [
+            word_crops(args.seed, int(i), frames, rng)
+            for i in rng.integers(0, 100_000, args.batch_size)
+        ]
+        x = torch.from_numpy(np.concatenate([c for c, _ in tiles]))[:, None]
+        y = torch.tensor([places_of[t.split()[0]] for _, texts in tiles for t in texts])
+        loss = torch.nn.functional.cross_entropy(reader(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        seen += len(y)
+        if step % args.every == 0 or step == args.steps:
+            with torch.no_grad():
+                right = float((reader(test_x).argmax(-1) == test_y).float().mean())
+            print(
+                f"step {step}: train loss {np.mean(losses[-args.every :]):.3f} | {seen} labels "
+                f"seen | held-out labels right {right:.1%} of {len(test_y)}",
+                flush=True,
+            )
+    return 0
+
+
 def map_logits(policy, examples, layer: int, places, head=None):
     """Each example's map tokens' logits over ``places`` (list, one each): the LM head's after
     decoder ``layer``, or with ``head`` that layer on the vision tower's merged tokens."""
@@ -103,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         "--layer", type=int, default=1, help="decoder layer the label is read after"
     )
     parser.add_argument("--vision-only", action="store_true", help="train the vision tower alone")
+    parser.add_argument("--pixels", action="store_true", help="a small CNN on word crops instead")
     parser.add_argument("--every", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--test-seed", type=int, default=1000)
@@ -120,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     high = defaults.max_pixels or DEFAULT_MAX_PIXELS
     frames = Frames.for_image((SIZE, SIZE), low, high, policy.family.factor)
     places = np.unique([aux_labels.LabelTokens.of_name(tokenizer, p) for p in PLACES])
+    if args.pixels:
+        first = {p.split()[0]: aux_labels.LabelTokens.of_name(tokenizer, p) for p in PLACES}
+        column = {int(token): k for k, token in enumerate(places)}
+        return read_pixels(args, {word: column[int(t)] for word, t in first.items()}, frames)
     test = [
         tile_example(policy, args.test_seed, i, frames, low, high) for i in range(args.held_out)
     ]

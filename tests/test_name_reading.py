@@ -23,11 +23,42 @@ def test_a_word_belongs_to_the_tokens_that_cover_enough_of_it():
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("vision_only", [False, True])
-def test_a_short_run_prints_the_held_out_shares(tiny_models, capsys, vision_only):
+def test_a_crop_starts_at_its_first_word_in_the_policys_frame():
+    """Without jitter, each crop's dark pixels (the text) start within 2 px of its left edge
+    and the crop is the map's own pixels there (independently cut here from the VLM-frame
+    map); one crop per entity label."""
+    import numpy as np
+
+    from socioseg.data.synth import generate_tile, tile_labels
+    from socioseg.engine import vlm_image
+
+    probe = load_script("name_reading")
+    frames = Frames((256, 256), (252, 252))
+    crops, texts = probe.word_crops(1000, 3, frames, np.random.default_rng(0), jitter=0)
+    majors = [p for p in tile_labels(1000, 3, 256, placement="random") if p.label.major]
+    assert texts == [p.label.text for p in majors] and crops.shape == (len(majors), 11, 40)
+    tile = generate_tile(1000, 3, 256, placement="random")
+    grey = np.asarray(vlm_image(tile[0].map, frames).convert("L"))
+    for crop, placed in zip(crops, majors, strict=True):
+        x, y = (round(v * 252 / 256) for v in placed.first_word[:2])
+        want = grey[y : y + 11, x : x + 40] / 255
+        assert np.allclose(crop[: want.shape[0], : want.shape[1]], want, atol=1e-6)
+        dark = np.nonzero((crop < 0.6).any(0))[0]
+        assert len(dark) and dark[0] <= 3, placed.label.text
+
+
+@pytest.mark.parametrize("mode", [[], ["--vision-only"], ["--pixels"]])
+def test_a_short_run_prints_the_held_out_shares(tiny_models, capsys, mode):
     probe = load_script("name_reading")
     args = ["--vlm", str(tiny_models[0]), "--steps", "1", "--every", "1", "--held-out", "2"]
-    assert probe.main(args + ["--vision-only"] * vision_only) == 0
+    assert probe.main(args + mode) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step")]
-    assert [line.split(":")[0] for line in lines] == ["step 0", "step 1"]
-    assert "held-out tokens right" in lines[1] and "labels right" in lines[1]
+    assert (
+        [line.split(":")[0] for line in lines] == ["step 1"]
+        if mode == ["--pixels"]
+        else [
+            "step 0",
+            "step 1",
+        ]
+    )
+    assert "labels right" in lines[-1]
