@@ -1,24 +1,30 @@
 """Can a policy's map tokens learn to read the names on the map? A training probe.
 
-Names are the questions socioseg-mini gets wrong most (docs/mini.md): a name is printed on
-the map as a label of 8 px text, and when two entities of one class share a tile only the
-label tells them apart. This script asks the narrowest form of that question. From a policy
-(``--vlm``), it trains the whole model on one loss only: at each map token that holds a
-good part of an entity label's first word (the place, as "Heping" in "Heping University";
-where the synthetic painter drew it, :func:`socioseg.data.synth.tile_labels`), the LM head
-read after decoder layer ``--layer`` should give the first token of that word, as
-``aux.name`` of ``socioseg sft`` names it (``--vision-only``: the vision tower alone, read by
-a new linear layer over the places, the language model left out: whether the vision tower can
-learn to read at all, at a fraction of the cost; ``--pixels``: no policy, a small CNN on a grey
-crop of the map at each first word, in the frame the policy sees, placed with up to
-``JITTER`` px of error: what the images allow a reader that is built for it). Training tiles
-are drawn fresh each step from
-``--seed``; every ``--every`` steps the labels are read on ``--held-out`` tiles of seed
-``--test-seed``, and the script prints, per token and per label (the label's tokens vote),
-the share that names the right place among the catalogue's places (chance: one in their
-number).
+Names are the questions socioseg-mini gets wrong most (docs/mini.md, "Names"): a name is
+printed on the map as a label of 8 px type, and when two entities of one class share a tile
+only the label tells them apart. This script asks the narrowest form of that question: one
+label, at each map token that holds at least ``COVER`` of an entity label's first word (the
+place, "Heping" in "Heping University", where the synthetic painter drew it:
+:func:`socioseg.data.synth.tile_labels`), asks for that word among the catalogue's places.
+Three readers can learn it:
+
+- the policy (``--vlm``) whole: its LM head read after decoder layer ``--layer``, as
+  ``aux.name`` of ``socioseg sft`` reads its name label;
+- ``--vision-only``: the policy's vision tower alone, read by a new linear layer; the
+  language model is left out (whether the vision tower can learn to read at all, at a
+  fraction of the cost);
+- ``--pixels``: no policy (``--vlm`` gives only the frame and the tokenizer), a small CNN on
+  a grey ``CROP`` of the map at each first word, in the frame the policy sees, its corner
+  off by up to ``JITTER`` px: what the images allow a reader built for them.
+
+Training tiles are drawn fresh each step from ``--seed``. Every ``--every`` steps the labels
+of ``--held-out`` tiles of seed ``--test-seed`` are read, and the script prints the share
+that names the right place (for the policy's readers per token and per label, a label's
+tokens voting; chance is one in the number of places).
 
     python scripts/name_reading.py --vlm src/socioseg/assets/mini/vlm --steps 300 --lr 3e-4
+    python scripts/name_reading.py --vlm src/socioseg/assets/mini/vlm --pixels --steps 1000 \
+        --batch-size 8 --lr 1e-3
 """
 
 from __future__ import annotations
